@@ -1,0 +1,150 @@
+// vitcuda — Backend: one interface, one method per op (forward and backward), three
+// implementations: "cpu" (the fp32/fp64 reference), "cuda", "cuda-emu".
+//
+// Conventions, the same for every backend:
+//  * Tensors are row-major; shapes are written [rows, cols] or [B, T, D].
+//  * Parameter gradients (dw, db, dcls, dpos, dgamma, dbeta) ACCUMULATE (+=): the model
+//    zeroes the gradient arena once per step. Activation gradients OVERWRITE, except
+//    layernorm_backward's dx, which accumulates into the residual-stream gradient.
+//  * An undefined Tensor (Tensor{}) means "absent" (no bias, no residual, no dx wanted).
+//  * Dropout masks are never stored: they are regenerated from (seed, stream, index) with
+//    Philox4x32-10, so the same call with the same DropoutSpec applies the same mask.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "vitcuda/config.h"
+#include "vitcuda/tensor.h"
+
+namespace vitcuda {
+
+enum class Act : uint8_t { None, GeluErf, GeluTanh, Tanh };
+inline Act gelu_act(Gelu g) { return g == Gelu::Erf ? Act::GeluErf : Act::GeluTanh; }
+
+// Where an op's random numbers come from. `stream` separates call sites and steps.
+struct DropoutSpec {
+  float p = 0.f;
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+  bool active() const { return p > 0.f; }
+};
+
+enum class ImageLayout : uint8_t { NCHW, NHWC };
+
+struct AdamWHyper {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.05f;
+  int64_t step = 1;         // 1-based, for bias correction
+  float grad_scale = 1.f;   // multiplies every gradient first (global-norm clipping)
+};
+
+// A contiguous run of the parameter arena with one weight-decay setting.
+struct AdamWSegment {
+  int64_t offset = 0;
+  int64_t count = 0;
+  bool decay = true;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  // dtype of activations and of the parameter copy used by the step.
+  virtual DType compute_dtype() const = 0;
+
+  // ---- memory (bytes; device memory for "cuda", host memory otherwise) ----
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* ptr) = 0;
+  virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(const Tensor& t) = 0;
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same numel; converts dtype
+  virtual void synchronize() {}
+
+  // ---- patch_embed: images [B, C, H, W] (or [B, H, W, C]), uint8 or float ----
+  // cols[b*Np + p, (c*P + ky)*P + kx] = (pixel/255 (uint8 only) - mean[c]) / std[c],
+  // the im2col of Conv2d(kernel = stride = P); the projection is linear_forward on cols.
+  virtual void patch_extract(const Tensor& images, ImageLayout layout, int patch,
+                             const float* mean, const float* stdev, const Tensor& cols) = 0;
+
+  // ---- linear: y[R, N] = act(x[R, K] · w[N, K]ᵀ + b[N]); pre (if act != None) keeps
+  // x·wᵀ+b. Backward: when act != None, dy is overwritten with the gradient of pre.
+  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act,
+                              const Tensor& pre, const Tensor& y) = 0;
+  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act,
+                               const Tensor& pre, const Tensor& dx, const Tensor& dw,
+                               const Tensor& db) = 0;
+
+  // ---- tokens: out[b] = [cls; patches[b]] + pos   (no cls row when cls is undefined) ----
+  virtual void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos,
+                              const Tensor& out) = 0;
+  virtual void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+                               const Tensor& dpos) = 0;
+
+  // ---- layernorm over the last dim of x[R, C]; with residual: s = x + residual is written
+  // to sum_out and normalised. mean and rstd [R] (fp32) are saved for backward.
+  virtual void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
+                                 const Tensor& gamma, const Tensor& beta, float eps,
+                                 const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
+  // x is the normalised input (sum_out when the forward had a residual). dx accumulates.
+  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                  const Tensor& dgamma, const Tensor& dbeta) = 0;
+
+  // ---- qkv: x[B, T, D] · w[3A, D]ᵀ + b -> q, k, v head-major [B, H, T, A/H] ----
+  // qkv_scratch [B, T, 3A] holds the packed projection.
+  virtual void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b,
+                           const Tensor& qkv_scratch, const Tensor& q, const Tensor& k,
+                           const Tensor& v) = 0;
+  virtual void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                            const Tensor& x, const Tensor& w, const Tensor& dqkv_scratch,
+                            const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+
+  // ---- attention: out[B, T, H*d] = softmax(q kᵀ · scale) v per head, with dropout on the
+  // probabilities; lse [B, H, T] (fp32) saved for the backward recomputation of P.
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                 const DropoutSpec& drop, const Tensor& out,
+                                 const Tensor& lse) = 0;
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  float scale, const DropoutSpec& drop, const Tensor& dq,
+                                  const Tensor& dk, const Tensor& dv) = 0;
+
+  // ---- dropout: y = x * mask / (1 - p), element-wise; forward and backward are the same
+  // call (the mask is regenerated). y may alias x. p == 0 copies.
+  virtual void dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+  // ---- drop_path (stochastic depth): x[B, ...], one keep/drop per sample, same rules.
+  virtual void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+
+  // ---- pooling of x[B, T, D] to out[B, D]: the cls row (Pool::Token) or the mean over T.
+  virtual void pool_forward(const Tensor& x, Pool pool, const Tensor& out) = 0;
+  virtual void pool_backward(const Tensor& dout, Pool pool, const Tensor& dx) = 0;  // overwrite
+
+  // ---- softmax cross-entropy with label smoothing, one pass: per-sample loss [B] (fp32),
+  // dlogits = (softmax - target) * dscale (skipped when undefined), hits [B] (i32,
+  // bit 0: label is the top-1 class, bit 1: within the top 5).
+  virtual void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing,
+                            float dscale, const Tensor& losses, const Tensor& dlogits,
+                            const Tensor& hits) = 0;
+
+  // ---- optimizer ----
+  // Sum of squares of every element (for global grad-norm clipping). Synchronises.
+  virtual double sum_squares(const Tensor& t) = 0;
+  // AdamW with decoupled weight decay over the fp32 master arena; `params` (compute
+  // dtype, may alias master) receives the updated weights.
+  virtual void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m,
+                            const Tensor& v, const Tensor& params, const AdamWHyper& h,
+                            const AdamWSegment* segments, int num_segments) = 0;
+};
+
+// "cpu" (fp32 and fp64 tensors), "cuda" and "cuda-emu" once built in. Throws Error naming
+// the backend when it is unknown or not available in this build / on this machine.
+std::unique_ptr<Backend> make_backend(const std::string& name);
+bool cuda_device_available();  // a CUDA GPU is present and usable
+
+}  // namespace vitcuda
