@@ -1,0 +1,291 @@
+// vitcuda — safetensors read/write and atomic file replacement.
+//
+// Layout: u64 little-endian header length N, N bytes of JSON, then the data section.
+// Each tensor entry is {"dtype", "shape", "data_offsets": [begin, end]} with offsets
+// relative to the start of the data section. We write what the Python/Rust library writes:
+// the JSON padded with spaces to a multiple of 8 bytes (so the data starts 8-aligned),
+// "__metadata__" only when there is some, and tensors laid out back to back. We lay them
+// out in name order (the Rust library sorts by alignment first; readers do not care).
+#include "vitcuda/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace vitcuda {
+
+// Tensor bytes are copied as they sit in memory, and the format is little-endian.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
+
+using json = nlohmann::json;
+
+int64_t SafeTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+static const char* safetensors_dtype(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F64: return "F64";
+    case DType::BF16: return "BF16";
+    case DType::F16: return "F16";
+    case DType::U8: return "U8";
+    case DType::I32: return "I32";
+  }
+  return "?";
+}
+
+static bool parse_safetensors_dtype(const std::string& s, DType* t) {
+  static const std::pair<const char*, DType> table[] = {
+      {"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
+      {"F16", DType::F16}, {"U8", DType::U8},   {"I32", DType::I32}};
+  for (const auto& [name, dtype] : table)
+    if (s == name) {
+      *t = dtype;
+      return true;
+    }
+  return false;
+}
+
+static std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// ---- atomic replacement --------------------------------------------------------------------
+
+struct Chunk {
+  const void* data;
+  size_t size;
+};
+
+static std::string parent_dir(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Writes `chunks` to a temporary file beside `path`, makes it durable, then renames it over
+// `path`: rename within one directory is atomic, so readers (and a crash) see either the old
+// file or the complete new one, never a partial write. `what` names the file in messages.
+static void write_chunks_atomic(const std::string& path, const std::vector<Chunk>& chunks,
+                                const char* what) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  auto fail = [&](int err, FILE* f) {
+    if (f) std::fclose(f);
+    ::unlink(tmp.c_str());
+    throw Error(std::string("cannot write ") + what + "'" + path + "': " +
+                (err ? std::strerror(err) : "short write"));
+  };
+
+  errno = 0;
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail(errno, nullptr);
+  for (const Chunk& c : chunks) {
+    errno = 0;
+    if (c.size && std::fwrite(c.data, 1, c.size, f) != c.size) fail(errno, f);
+  }
+  if (std::fflush(f) != 0) fail(errno, f);
+  if (::fsync(::fileno(f)) != 0) fail(errno, f);
+  // fclose can report a deferred write error; the FILE is gone either way.
+  if (std::fclose(f) != 0) fail(errno, nullptr);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(errno, nullptr);
+
+  // The rename itself lives in the directory: fsync it so the new name survives a crash.
+  // Some filesystems cannot fsync a directory (EINVAL); the file is in place regardless.
+  int dir = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    throw Error(std::string("wrote ") + what + "'" + path + "' but cannot open its directory to fsync: " +
+                std::strerror(errno));
+  }
+  if (::fsync(dir) != 0 && errno != EINVAL && errno != ENOTSUP) {
+    int err = errno;
+    ::close(dir);
+    throw Error(std::string("wrote ") + what + "'" + path + "' but fsync of its directory failed: " +
+                std::strerror(err));
+  }
+  ::close(dir);
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  write_chunks_atomic(path, {{contents.data(), contents.size()}}, "");
+}
+
+// ---- save ------------------------------------------------------------------------------------
+
+void save_safetensors(const std::string& path, const SafeTensorsFile& file) {
+  auto bad = [&](const std::string& why) {
+    return Error("cannot write checkpoint '" + path + "': " + why);
+  };
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : file.tensors) {  // std::map: name order
+    if (name.empty() || name == "__metadata__") throw bad("invalid tensor name '" + name + "'");
+    for (int64_t d : t.shape)
+      if (d < 0) throw bad("tensor '" + name + "' has negative shape " + shape_string(t.shape));
+    uint64_t need = uint64_t(t.numel()) * dtype_size(t.dtype);
+    if (t.bytes.size() != need)
+      throw bad("tensor '" + name + "' holds " + std::to_string(t.bytes.size()) +
+                " bytes, shape " + shape_string(t.shape) + " " + safetensors_dtype(t.dtype) +
+                " needs " + std::to_string(need));
+    header[name] = {{"dtype", safetensors_dtype(t.dtype)},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + need}}};
+    offset += need;
+  }
+  if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
+
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  uint8_t len[8];
+  for (int i = 0; i < 8; i++) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
+
+  std::vector<Chunk> chunks = {{len, 8}, {text.data(), text.size()}};
+  for (const auto& [name, t] : file.tensors) chunks.push_back({t.bytes.data(), t.bytes.size()});
+  write_chunks_atomic(path, chunks, "checkpoint ");
+}
+
+// ---- load ------------------------------------------------------------------------------------
+
+namespace {
+struct Entry {
+  std::string name;
+  uint64_t begin, end;
+};
+}  // namespace
+
+SafeTensorsFile load_safetensors(const std::string& path) {
+  auto bad = [&](const std::string& why) {
+    return Error("cannot load checkpoint '" + path + "': " + why);
+  };
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw bad(std::strerror(errno));
+  // Closes the file on every exit, thrown or not.
+  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
+
+  struct stat st;
+  if (::fstat(::fileno(f), &st) != 0) throw bad(std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw bad("not a regular file");
+  uint64_t file_size = uint64_t(st.st_size);
+  if (file_size < 8)
+    throw bad("file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
+
+  uint8_t len[8];
+  if (std::fread(len, 1, 8, f) != 8) throw bad("cannot read the header length");
+  uint64_t header_len = 0;
+  for (int i = 0; i < 8; i++) header_len |= uint64_t(len[i]) << (8 * i);
+  if (header_len > file_size - 8)
+    throw bad("header length " + std::to_string(header_len) + " is larger than the file (" +
+              std::to_string(file_size) + " bytes)");
+  std::string text(size_t(header_len), '\0');
+  if (header_len && std::fread(text.data(), 1, text.size(), f) != text.size())
+    throw bad("cannot read the " + std::to_string(header_len) + "-byte header");
+  uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
+
+  json header;
+  try {
+    header = json::parse(text);
+  } catch (const json::exception& e) {
+    throw bad(std::string("invalid JSON header: ") + e.what());
+  }
+  if (!header.is_object()) throw bad("JSON header is not an object");
+
+  SafeTensorsFile out;
+  std::vector<Entry> entries;
+  for (const auto& [name, v] : header.items()) {
+    if (name == "__metadata__") {
+      if (!v.is_object()) throw bad("__metadata__ is not an object");
+      for (const auto& [k, mv] : v.items()) {
+        if (!mv.is_string()) throw bad("__metadata__ value '" + k + "' is not a string");
+        out.metadata[k] = mv.get<std::string>();
+      }
+      continue;
+    }
+    std::string where = "tensor '" + name + "'";
+    if (!v.is_object()) throw bad(where + " is not an object");
+    for (const char* key : {"dtype", "shape", "data_offsets"})
+      if (!v.contains(key)) throw bad(where + " has no " + key);
+
+    SafeTensor t;
+    if (!v["dtype"].is_string()) throw bad(where + " dtype is not a string");
+    std::string dtype = v["dtype"].get<std::string>();
+    if (!parse_safetensors_dtype(dtype, &t.dtype)) throw bad(where + " has unknown dtype '" + dtype + "'");
+
+    const json& shape = v["shape"];
+    if (!shape.is_array()) throw bad(where + " shape is not an array");
+    // Every prefix product must fit int64, so SafeTensor::numel() cannot overflow later.
+    int64_t numel = 1;
+    for (const json& d : shape) {
+      if (!d.is_number_integer()) throw bad(where + " shape has a non-integer entry: " + shape.dump());
+      if (!d.is_number_unsigned()) throw bad(where + " has negative shape " + shape.dump());
+      uint64_t du = d.get<uint64_t>();
+      if (du > uint64_t(std::numeric_limits<int64_t>::max()) ||
+          __builtin_mul_overflow(numel, int64_t(du), &numel))
+        throw bad(where + " shape " + shape.dump() + " is too large");
+      t.shape.push_back(int64_t(du));
+    }
+
+    const json& off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      throw bad(where + " data_offsets is not two non-negative integers: " + off.dump());
+    uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (end < begin)
+      throw bad(where + " data_offsets " + off.dump() + " end before begin");
+    if (end > data_size)
+      throw bad(where + " data_offsets " + off.dump() + " are not within the data section (" +
+                std::to_string(data_size) + " bytes)");
+    uint64_t need;
+    if (__builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(t.dtype)), &need))
+      throw bad(where + " shape " + shape.dump() + " is too large");
+    if (end - begin != need)
+      throw bad(where + " data_offsets " + off.dump() + " span " + std::to_string(end - begin) +
+                " bytes, shape " + shape.dump() + " " + dtype + " needs " + std::to_string(need));
+    entries.push_back({name, begin, end});
+    out.tensors.emplace(name, std::move(t));
+  }
+
+  // Overlap: after sorting by begin, every non-empty range must start at or after the
+  // furthest end seen so far.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t max_end = 0;
+  const Entry* max_owner = nullptr;
+  for (const Entry& e : entries) {
+    if (e.end == e.begin) continue;
+    if (max_owner && e.begin < max_end)
+      throw bad("tensors '" + max_owner->name + "' and '" + e.name + "' overlap in the data section");
+    max_end = e.end;
+    max_owner = &e;
+  }
+
+  // Read each tensor straight into its buffer: checkpoints can be gigabytes, so no
+  // second copy of the whole file is made.
+  for (const Entry& e : entries) {
+    SafeTensor& t = out.tensors[e.name];
+    t.bytes.resize(size_t(e.end - e.begin));
+    if (t.bytes.empty()) continue;
+    if (::fseeko(f, off_t(data_start + e.begin), SEEK_SET) != 0 ||
+        std::fread(t.bytes.data(), 1, t.bytes.size(), f) != t.bytes.size())
+      throw bad("cannot read tensor '" + e.name + "'");
+  }
+  return out;
+}
+
+}  // namespace vitcuda
