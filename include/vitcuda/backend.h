@@ -64,6 +64,7 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(const Tensor& t) = 0;
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same numel; converts dtype
+  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;  // out = a + b
   virtual void synchronize() {}
 
   // ---- patch_embed: images [B, C, H, W] (or [B, H, W, C]), uint8 or float ----

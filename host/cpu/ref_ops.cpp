@@ -1,0 +1,563 @@
+// vitcuda — CPU reference ops (see ref_ops.h). Written for clarity first: each op is the
+// textbook formula, parallel over independent rows with OpenMP, reductions in double so the
+// reference is more accurate than the kernels it judges. GEMMs go through OpenBLAS.
+#include "host/cpu/ref_ops.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "vitcuda/philox.h"
+
+namespace vitcuda::ref {
+
+// ---- GEMM ------------------------------------------------------------------------------
+// OpenBLAS runs single-threaded and the output is split across OpenMP threads (rows or
+// columns of C, whichever is longer): one thread pool instead of two pools spinning against
+// each other on two cores (measured: the two pools spent ~40% of a training step yielding),
+// and results that do not depend on OpenBLAS's own partitioning.
+namespace {
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+               const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+struct BlasSingleThreaded {
+  BlasSingleThreaded() { openblas_set_num_threads(1); }
+};
+}  // namespace
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  static BlasSingleThreaded once;
+  (void)once;
+  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t work = M * N * K;
+  if (nt == 1 || work < (1 << 16)) {
+    blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const bool split_rows = M >= N;
+  const int64_t len = split_rows ? M : N;
+  const int64_t chunk = (len + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int t = 0; t < nt; ++t) {
+    const int64_t b = std::min(len, t * chunk), e = std::min(len, b + chunk);
+    if (b >= e) continue;
+    if (split_rows)  // rows b..e of C = rows b..e of op(A)
+      blas_gemm(ta, tb, e - b, N, K, alpha, ta ? A + b : A + b * lda, lda, B, ldb, beta, C + b * ldc, ldc);
+    else  // columns b..e of C = columns b..e of op(B)
+      blas_gemm(ta, tb, M, e - b, K, alpha, A, lda, tb ? B + b * ldb : B + b, ldb, beta, C + b, ldc);
+  }
+}
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                          int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
+
+// ---- activations -------------------------------------------------------------------------
+namespace {
+constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2/pi)
+constexpr double kInvSqrt2 = 0.7071067811865476;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1/sqrt(2*pi)
+
+template <typename T>
+inline T act_fwd(Act act, T x) {
+  switch (act) {
+    case Act::None: return x;
+    case Act::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+    case Act::GeluTanh: {
+      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
+      return T(0.5) * x * (T(1) + std::tanh(u));
+    }
+    case Act::Tanh: return std::tanh(x);
+  }
+  return x;
+}
+template <typename T>
+inline T act_grad(Act act, T x) {
+  switch (act) {
+    case Act::None: return T(1);
+    case Act::GeluErf:
+      return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+    case Act::GeluTanh: {
+      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
+      const T t = std::tanh(u);
+      return T(0.5) * (T(1) + t) +
+             T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
+    }
+    case Act::Tanh: {
+      const T t = std::tanh(x);
+      return T(1) - t * t;
+    }
+  }
+  return T(1);
+}
+}  // namespace
+
+double act_forward(Act act, double x) { return act_fwd<double>(act, x); }
+double act_derivative(Act act, double x) { return act_grad<double>(act, x); }
+
+// ---- patch extraction (im2col of Conv2d(kernel = stride = P)) ----------------------------
+template <typename T>
+void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C,
+                   int H, int W, int P, const float* mean, const float* stdev, T* cols) {
+  const int gh = H / P, gw = W / P;
+  const int64_t np = int64_t(gh) * gw, pd = int64_t(C) * P * P;
+  const auto* u8 = static_cast<const uint8_t*>(images);
+  const auto* f32 = static_cast<const float*>(images);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t p = 0; p < np; ++p) {
+      const int py = int(p / gw), px = int(p % gw);
+      T* row = cols + (b * np + p) * pd;
+      for (int c = 0; c < C; ++c) {
+        const double inv_std = 1.0 / stdev[c];
+        for (int ky = 0; ky < P; ++ky) {
+          for (int kx = 0; kx < P; ++kx) {
+            const int64_t y = int64_t(py) * P + ky, x = int64_t(px) * P + kx;
+            const int64_t idx = layout == ImageLayout::NCHW ? ((b * C + c) * H + y) * W + x
+                                                            : ((b * H + y) * W + x) * C + c;
+            const double v = images_u8 ? u8[idx] / 255.0 : double(f32[idx]);
+            row[(c * P + ky) * P + kx] = T((v - mean[c]) * inv_std);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- linear ------------------------------------------------------------------------------
+template <typename T>
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R,
+                    int64_t K, int64_t N) {
+  T* out = act == Act::None ? y : pre;
+  gemm<T>(false, true, R, N, K, T(1), x, K, w, K, T(0), out, N);
+  if (!b && act == Act::None) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t n = 0; n < N; ++n) {
+      T v = out[r * N + n] + (b ? b[n] : T(0));
+      if (act != Act::None) {
+        pre[r * N + n] = v;
+        v = act_fwd<T>(act, v);
+      }
+      y[r * N + n] = v;
+    }
+  }
+}
+
+template <typename T>
+void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db,
+                     int64_t R, int64_t K, int64_t N) {
+  if (act != Act::None) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < R * N; ++i) dy[i] *= act_grad<T>(act, pre[i]);
+  }
+  if (dx) gemm<T>(false, false, R, K, N, T(1), dy, N, w, K, T(0), dx, K);
+  if (dw) gemm<T>(true, false, N, K, R, T(1), dy, N, x, K, T(1), dw, K);
+  if (db) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0;
+      for (int64_t r = 0; r < R; ++r) s += dy[r * N + n];
+      db[n] += T(s);
+    }
+  }
+}
+
+// ---- tokens: cls prepend + position embedding ------------------------------------------
+template <typename T>
+void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np,
+                    int64_t D) {
+  const int64_t off = cls ? 1 : 0, Tn = Np + off;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < Tn; ++t) {
+      const T* src = (t < off) ? cls : patches + (b * Np + t - off) * D;
+      T* dst = out + (b * Tn + t) * D;
+      for (int64_t d = 0; d < D; ++d) dst[d] = src[d] + pos[t * D + d];
+    }
+  }
+}
+
+template <typename T>
+void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np,
+                     int64_t D) {
+  const int64_t off = dcls ? 1 : 0, Tn = Np + off;
+  if (dpatches) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t p = 0; p < Np; ++p)
+        std::memcpy(dpatches + (b * Np + p) * D, dout + (b * Tn + p + off) * D, D * sizeof(T));
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < Tn; ++t) {
+    for (int64_t d = 0; d < D; ++d) {
+      double s = 0;
+      for (int64_t b = 0; b < B; ++b) s += dout[(b * Tn + t) * D + d];
+      if (dpos) dpos[t * D + d] += T(s);
+      if (t < off) dcls[d] += T(s);
+    }
+  }
+}
+
+// ---- layernorm ---------------------------------------------------------------------------
+template <typename T>
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
+                       float eps, T* y, T* mean, T* rstd, int64_t R, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    const T* xr = x + r * C;
+    T* sr = sum_out ? sum_out + r * C : nullptr;
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const T v = residual ? T(xr[c] + residual[r * C + c]) : xr[c];
+      if (sr) sr[c] = v;
+      s += v;
+    }
+    const T* in = sr ? sr : xr;
+    const double mu = s / C;
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += (in[c] - mu) * (in[c] - mu);
+    const double rs = 1.0 / std::sqrt(ss / C + eps);
+    for (int64_t c = 0; c < C; ++c) y[r * C + c] = T((in[c] - mu) * rs * gamma[c] + beta[c]);
+    mean[r] = T(mu);
+    rstd[r] = T(rs);
+  }
+}
+
+template <typename T>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
+                        T* dx, T* dgamma, T* dbeta, int64_t R, int64_t C) {
+  const int nt = omp_get_max_threads();
+  std::vector<double> partial(size_t(nt) * 2 * C, 0.0);  // per-thread dgamma, dbeta
+#pragma omp parallel
+  {
+    double* pg = partial.data() + size_t(omp_get_thread_num()) * 2 * C;
+    double* pb = pg + C;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      const T* xr = x + r * C;
+      const T* dyr = dy + r * C;
+      const double mu = mean[r], rs = rstd[r];
+      double mean_g = 0, mean_gx = 0;  // mean(dy*gamma), mean(dy*gamma*xhat)
+      for (int64_t c = 0; c < C; ++c) {
+        const double xh = (xr[c] - mu) * rs, g = double(dyr[c]) * gamma[c];
+        mean_g += g;
+        mean_gx += g * xh;
+        pg[c] += double(dyr[c]) * xh;
+        pb[c] += dyr[c];
+      }
+      mean_g /= C;
+      mean_gx /= C;
+      if (dx) {
+        for (int64_t c = 0; c < C; ++c) {
+          const double xh = (xr[c] - mu) * rs, g = double(dyr[c]) * gamma[c];
+          dx[r * C + c] += T(rs * (g - mean_g - xh * mean_gx));
+        }
+      }
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    const double* pg = partial.data() + size_t(t) * 2 * C;
+    for (int64_t c = 0; c < C; ++c) {
+      if (dgamma) dgamma[c] += T(pg[c]);
+      if (dbeta) dbeta[c] += T(pg[C + c]);
+    }
+  }
+}
+
+// ---- qkv head-major split ------------------------------------------------------------------
+template <typename T>
+void qkv_split(const T* qkv, T* q, T* k, T* v, int64_t B, int64_t N, int64_t H, int64_t d) {
+  T* dst[3] = {q, k, v};
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t)
+      for (int s = 0; s < 3; ++s)
+        for (int64_t h = 0; h < H; ++h)
+          std::memcpy(dst[s] + ((b * H + h) * N + t) * d, qkv + (((b * N + t) * 3 + s) * H + h) * d,
+                      d * sizeof(T));
+}
+
+template <typename T>
+void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t N, int64_t H,
+               int64_t d) {
+  const T* src[3] = {dq, dk, dv};
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t)
+      for (int s = 0; s < 3; ++s)
+        for (int64_t h = 0; h < H; ++h)
+          std::memcpy(dqkv + (((b * N + t) * 3 + s) * H + h) * d, src[s] + ((b * H + h) * N + t) * d,
+                      d * sizeof(T));
+}
+
+// ---- attention -----------------------------------------------------------------------------
+// Row-wise softmax attention per (batch, head). P is never stored: backward recomputes it
+// from the saved logsumexp, as FlashAttention does, and regenerates the dropout mask.
+// Accumulation is in T (float rows of <= 577 terms lose < 1e-5 relative; double for the
+// gradient checks). Kᵀ and Vᵀ are transposed once per head so the inner loops run over
+// contiguous memory and vectorise.
+namespace {
+inline uint64_t attn_index(int64_t bh, int64_t i, int64_t j, int64_t N) {
+  return (uint64_t(bh) * N + i) * N + j;
+}
+template <typename T>
+void transpose(const T* a, T* at, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) at[c * rows + r] = a[r * cols + c];
+}
+// s[j] = scale * q_i . k_j for all j, with kt = Kᵀ [d, N].
+template <typename T>
+void attention_scores(const T* qi, const T* kt, T scale, int64_t N, int64_t d, T* s) {
+  std::fill(s, s + N, T(0));
+  for (int64_t c = 0; c < d; ++c) {
+    const T qc = qi[c] * scale;
+    const T* kc = kt + c * N;
+    for (int64_t j = 0; j < N; ++j) s[j] += qc * kc[j];
+  }
+}
+}  // namespace
+
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop,
+                       T* out, T* lse, int64_t B, int64_t H, int64_t N, int64_t d) {
+  const uint32_t thr = dropout_threshold(drop.p);
+  const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
+#pragma omp parallel
+  {
+    std::vector<T> s(N), kt(N * d);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t bh = b * H + h;
+        const T *Q = q + bh * N * d, *K = k + bh * N * d, *V = v + bh * N * d;
+        transpose(K, kt.data(), N, d);
+        for (int64_t i = 0; i < N; ++i) {
+          attention_scores(Q + i * d, kt.data(), T(scale), N, d, s.data());
+          const T m = *std::max_element(s.begin(), s.end());
+          T l = 0;
+          for (int64_t j = 0; j < N; ++j) l += (s[j] = std::exp(s[j] - m));
+          lse[bh * N + i] = m + std::log(l);
+          T* o = out + ((b * N + i) * H + h) * d;  // [B, N, H, d]
+          std::fill(o, o + d, T(0));
+          for (int64_t j = 0; j < N; ++j) {
+            T p = s[j] / l;
+            if (drop.active())
+              p = dropout_keep(drop.seed, drop.stream, attn_index(bh, i, j, N), thr) ? p * keep_scale : T(0);
+            for (int64_t c = 0; c < d; ++c) o[c] += p * V[j * d + c];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, float scale, const DropoutSpec& drop, T* dq, T* dk, T* dv,
+                        int64_t B, int64_t H, int64_t N, int64_t d) {
+  const uint32_t thr = dropout_threshold(drop.p);
+  const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
+#pragma omp parallel
+  {
+    std::vector<T> s(N), dp(N), kt(N * d), vt(N * d);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t bh = b * H + h;
+        const T *Q = q + bh * N * d, *K = k + bh * N * d, *V = v + bh * N * d;
+        T *dQ = dq + bh * N * d, *dK = dk + bh * N * d, *dV = dv + bh * N * d;
+        transpose(K, kt.data(), N, d);
+        transpose(V, vt.data(), N, d);
+        std::fill(dK, dK + N * d, T(0));
+        std::fill(dV, dV + N * d, T(0));
+        for (int64_t i = 0; i < N; ++i) {
+          const T* dOi = dout + ((b * N + i) * H + h) * d;
+          const T* Oi = out + ((b * N + i) * H + h) * d;
+          T Di = 0;  // rowsum(dP' * P') = dO_i . O_i, also with dropout (P' = P * mask / keep)
+          for (int64_t c = 0; c < d; ++c) Di += dOi[c] * Oi[c];
+          attention_scores(Q + i * d, kt.data(), T(scale), N, d, s.data());
+          attention_scores(dOi, vt.data(), T(1), N, d, dp.data());  // dP'_ij = dO_i . v_j
+          T* dQi = dQ + i * d;
+          std::fill(dQi, dQi + d, T(0));
+          for (int64_t j = 0; j < N; ++j) {
+            const T p = std::exp(s[j] - lse[bh * N + i]);
+            T z = 1;  // dropout multiplier of P_ij
+            if (drop.active())
+              z = dropout_keep(drop.seed, drop.stream, attn_index(bh, i, j, N), thr) ? keep_scale : T(0);
+            const T pz = p * z, ds = p * (dp[j] * z - Di) * T(scale);
+            for (int64_t c = 0; c < d; ++c) {
+              dV[j * d + c] += pz * dOi[c];
+              dQi[c] += ds * K[j * d + c];
+              dK[j * d + c] += ds * Q[i * d + c];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- dropout and drop-path -----------------------------------------------------------------
+template <typename T>
+void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec) {
+  if (!spec.active()) {
+    if (x != y) std::memcpy(y, x, n * sizeof(T));
+    return;
+  }
+  const uint32_t thr = dropout_threshold(spec.p);
+  const T scale = T(1.0 / (1.0 - spec.p));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = dropout_keep(spec.seed, spec.stream, uint64_t(i), thr) ? x[i] * scale : T(0);
+}
+
+template <typename T>
+void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpec& spec) {
+  if (!spec.active()) {
+    if (x != y) std::memcpy(y, x, B * per_sample * sizeof(T));
+    return;
+  }
+  const uint32_t thr = dropout_threshold(spec.p);
+  const T scale = T(1.0 / (1.0 - spec.p));
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const T f = dropout_keep(spec.seed, spec.stream, uint64_t(b), thr) ? scale : T(0);
+    for (int64_t i = 0; i < per_sample; ++i) y[b * per_sample + i] = x[b * per_sample + i] * f;
+  }
+}
+
+// ---- pooling -------------------------------------------------------------------------------
+template <typename T>
+void pool_forward(const T* x, Pool pool, T* out, int64_t B, int64_t N, int64_t D) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < D; ++c) {
+      if (pool == Pool::Token) {
+        out[b * D + c] = x[b * N * D + c];
+      } else {
+        double s = 0;
+        for (int64_t t = 0; t < N; ++t) s += x[(b * N + t) * D + c];
+        out[b * D + c] = T(s / N);
+      }
+    }
+  }
+}
+
+template <typename T>
+void pool_backward(const T* dout, Pool pool, T* dx, int64_t B, int64_t N, int64_t D) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t c = 0; c < D; ++c)
+        dx[(b * N + t) * D + c] = pool == Pool::Token ? (t == 0 ? dout[b * D + c] : T(0))
+                                                      : T(dout[b * D + c] / double(N));
+}
+
+// ---- softmax cross-entropy with label smoothing ------------------------------------------
+// loss = (1 - eps) * (-log p_y) + eps * mean_j(-log p_j)   (timm's LabelSmoothingCrossEntropy)
+template <typename T>
+void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale,
+                  float* losses, T* dlogits, int32_t* hits, int64_t B, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const T* z = logits + b * C;
+    const int32_t y = labels[b];
+    double m = z[0];
+    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(z[j]));
+    double sum = 0, sum_z = 0;
+    int rank = 0;  // classes scoring strictly above the label
+    for (int64_t j = 0; j < C; ++j) {
+      sum += std::exp(z[j] - m);
+      sum_z += z[j];
+      rank += z[j] > z[y];
+    }
+    const double lse = m + std::log(sum);
+    const double nll = lse - z[y];
+    const double smooth = lse - sum_z / C;  // mean_j(-log p_j)
+    losses[b] = float((1.0 - smoothing) * nll + smoothing * smooth);
+    hits[b] = (rank == 0 ? 1 : 0) | (rank < 5 ? 2 : 0);
+    if (dlogits) {
+      for (int64_t j = 0; j < C; ++j) {
+        const double target = (j == y ? 1.0 - smoothing : 0.0) + smoothing / C;
+        dlogits[b * C + j] = T((std::exp(z[j] - lse) - target) * dscale);
+      }
+    }
+  }
+}
+
+template <typename T>
+double sum_squares(const T* x, int64_t n) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+  return s;
+}
+
+// ---- AdamW (decoupled weight decay, PyTorch's order of operations) -------------------------
+void adamw_update(float* master, const float* grads, float* m, float* v, const AdamWHyper& h,
+                  const AdamWSegment* segments, int num_segments) {
+  const double bc1 = 1.0 - std::pow(double(h.beta1), double(h.step));
+  const double bc2 = 1.0 - std::pow(double(h.beta2), double(h.step));
+  for (int s = 0; s < num_segments; ++s) {
+    const AdamWSegment& seg = segments[s];
+    const float decay = seg.decay ? 1.f - h.lr * h.weight_decay : 1.f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = seg.offset; i < seg.offset + seg.count; ++i) {
+      const float g = grads[i] * h.grad_scale;
+      m[i] = h.beta1 * m[i] + (1.f - h.beta1) * g;
+      v[i] = h.beta2 * v[i] + (1.f - h.beta2) * g * g;
+      const float mhat = float(m[i] / bc1), vhat = float(v[i] / bc2);
+      master[i] = master[i] * decay - h.lr * mhat / (std::sqrt(vhat) + h.eps);
+    }
+  }
+}
+
+// ---- explicit instantiations: float (the cpu backend) and double (gradient checks) ------
+#define VITCUDA_REF_INSTANTIATE(T)                                                              \
+  template void patch_extract<T>(const void*, bool, ImageLayout, int64_t, int, int, int, int,    \
+                                 const float*, const float*, T*);                                \
+  template void linear_forward<T>(const T*, const T*, const T*, Act, T*, T*, int64_t, int64_t,   \
+                                  int64_t);                                                      \
+  template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t,   \
+                                   int64_t, int64_t);                                            \
+  template void tokens_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t); \
+  template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);            \
+  template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, \
+                                     T*, int64_t, int64_t);                                      \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
+                                      T*, int64_t, int64_t);                                     \
+  template void qkv_split<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);         \
+  template void qkv_merge<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t,       \
+                             int64_t);                                                           \
+  template void attention_forward<T>(const T*, const T*, const T*, float, const DropoutSpec&,   \
+                                     T*, T*, int64_t, int64_t, int64_t, int64_t);                \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*,         \
+                                      const T*, float, const DropoutSpec&, T*, T*, T*, int64_t,  \
+                                      int64_t, int64_t, int64_t);                                \
+  template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                          \
+  template void drop_path<T>(const T*, T*, int64_t, int64_t, const DropoutSpec&);               \
+  template void pool_forward<T>(const T*, Pool, T*, int64_t, int64_t, int64_t);                 \
+  template void pool_backward<T>(const T*, Pool, T*, int64_t, int64_t, int64_t);                \
+  template void softmax_xent<T>(const T*, const int32_t*, float, float, float*, T*, int32_t*,   \
+                                int64_t, int64_t);                                               \
+  template double sum_squares<T>(const T*, int64_t);
+
+VITCUDA_REF_INSTANTIATE(float)
+VITCUDA_REF_INSTANTIATE(double)
+#undef VITCUDA_REF_INSTANTIATE
+
+}  // namespace vitcuda::ref

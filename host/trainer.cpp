@@ -1,0 +1,349 @@
+// vitcuda — the training loop, checkpoints, history and the progress bar.
+#include "vitcuda/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "vitcuda/checkpoint.h"
+
+namespace vitcuda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string hms(double s) {
+  char buf[32];
+  const int t = int(s + 0.5);
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+  else std::snprintf(buf, sizeof buf, "%d:%02d", t / 60, t % 60);
+  return buf;
+}
+
+// A one-line progress bar on stderr, redrawn at most 10 times a second on a terminal;
+// elsewhere (CI logs, pipes) a line at every quarter of the epoch.
+class ProgressBar {
+ public:
+  ProgressBar(bool enabled, std::string label, int64_t total)
+      : enabled_(enabled), tty_(isatty(2)), label_(std::move(label)), total_(total), t0_(Clock::now()) {}
+  void update(int64_t done, double loss, double acc, int64_t images) {
+    if (!enabled_ || total_ <= 0) return;
+    const double el = seconds_since(t0_);
+    if (tty_) {
+      if (done < total_ && el - last_ < 0.1) return;
+    } else {
+      const int64_t quarter = (4 * done) / total_;
+      if (quarter == last_quarter_ || done == 0) return;
+      last_quarter_ = quarter;
+    }
+    last_ = el;
+    const int width = 24, fill = int(width * done / total_);
+    const double ips = images / std::max(el, 1e-9);
+    const double eta = done > 0 ? el * (total_ - done) / done : 0;
+    std::fprintf(stderr, "%s%s [%s%s] %lld/%lld loss %.4f acc %5.2f%% %.0f img/s ETA %s%s", tty_ ? "\r" : "",
+                 label_.c_str(), std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(),
+                 (long long)done, (long long)total_, loss, 100 * acc, ips, hms(eta).c_str(), tty_ ? "\x1b[K" : "\n");
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_ && tty_) std::fprintf(stderr, "\r\x1b[K");
+  }
+
+ private:
+  bool enabled_, tty_;
+  std::string label_;
+  int64_t total_;
+  Clock::time_point t0_;
+  double last_ = -1;
+  int64_t last_quarter_ = 0;
+};
+
+std::string history_json(const std::vector<EpochRecord>& h) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const EpochRecord& r : h)
+    j.push_back({r.epoch, r.train_loss, r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds,
+                 r.images_per_second});
+  return j.dump();
+}
+
+std::vector<EpochRecord> history_from_json(const std::string& text, const std::string& path) {
+  std::vector<EpochRecord> h;
+  try {
+    for (const auto& e : nlohmann::json::parse(text)) {
+      EpochRecord r;
+      r.epoch = e.at(0).get<int>();
+      r.train_loss = e.at(1).get<double>();
+      r.train_top1 = e.at(2).get<double>();
+      r.val_loss = e.at(3).get<double>();
+      r.val_top1 = e.at(4).get<double>();
+      r.val_top5 = e.at(5).get<double>();
+      r.lr = e.at(6).get<double>();
+      r.seconds = e.at(7).get<double>();
+      r.images_per_second = e.at(8).get<double>();
+      h.push_back(r);
+    }
+  } catch (const std::exception& e) {
+    throw Error("checkpoint '" + path + "': metadata 'history' is invalid: " + e.what());
+  }
+  return h;
+}
+
+std::string meta(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
+  auto it = m.find(key);
+  if (it == m.end()) throw Error("checkpoint '" + path + "' has no '" + key + "' metadata: not a vitcuda training checkpoint");
+  return it->second;
+}
+
+SafeTensor f32_tensor(const std::vector<int64_t>& shape, const float* data, int64_t n) {
+  SafeTensor t;
+  t.dtype = DType::F32;
+  t.shape = shape;
+  t.bytes.resize(size_t(n) * sizeof(float));
+  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  return t;
+}
+
+}  // namespace
+
+// ---- checkpoints ----------------------------------------------------------------------------
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
+                     const std::map<std::string, std::string>& metadata) {
+  SafeTensorsFile f;
+  f.metadata = metadata;
+  f.metadata["format"] = "vitcuda";
+  f.metadata["config"] = model.config().to_json();
+  const std::vector<float> w = model.get_master();
+  std::vector<float> m, v;
+  if (opt) {
+    m = opt->exp_avg();
+    v = opt->exp_avg_sq();
+    f.metadata["optimizer.steps"] = std::to_string(opt->steps_taken());
+  }
+  for (const ParamSpec& s : model.params()) {
+    f.tensors[s.name] = f32_tensor(s.shape, w.data() + s.offset, s.numel);
+    if (opt) {
+      f.tensors["optimizer.exp_avg." + s.name] = f32_tensor(s.shape, m.data() + s.offset, s.numel);
+      f.tensors["optimizer.exp_avg_sq." + s.name] = f32_tensor(s.shape, v.data() + s.offset, s.numel);
+    }
+  }
+  save_safetensors(path, f);
+}
+
+std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
+  const SafeTensorsFile f = load_safetensors(path);
+  const int64_t n = model.num_params();
+  std::vector<float> w(n), m(opt ? n : 0), v(opt ? n : 0);
+  auto take = [&](const std::string& name, const ParamSpec& s, std::vector<float>& dst) {
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end())
+      throw Error("checkpoint '" + path + "' has no tensor '" + name + "' (model " + model.config().name + ")");
+    const SafeTensor& t = it->second;
+    if (t.dtype != DType::F32)
+      throw Error("checkpoint '" + path + "': tensor '" + name + "' is " + dtype_name(t.dtype) + ", expected F32");
+    if (t.shape != s.shape) {
+      std::string got, want;
+      for (int64_t d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
+      for (int64_t d : s.shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+      throw Error("checkpoint '" + path + "': tensor '" + name + "' has shape [" + got + "], the model expects [" +
+                  want + "]");
+    }
+    std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
+  };
+  for (const ParamSpec& s : model.params()) {
+    take(s.name, s, w);
+    if (opt) {
+      take("optimizer.exp_avg." + s.name, s, m);
+      take("optimizer.exp_avg_sq." + s.name, s, v);
+    }
+  }
+  model.set_master(w);
+  if (opt) {
+    int64_t steps = 0;
+    try {
+      steps = std::stoll(meta(f.metadata, "optimizer.steps", path));
+    } catch (const std::logic_error&) {
+      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a number");
+    }
+    opt->set_state(m, v, steps);
+  }
+  return f.metadata;
+}
+
+// ---- trainer ------------------------------------------------------------------------------
+Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options)
+    : model_(model), opt_(opt), train_(train), val_(val), o_(options) {
+  const ViTConfig& c = model.config();
+  for (const Dataset* d : {&train, &val}) {
+    if (d->size() == 0) continue;
+    if (d->channels != c.in_chans || d->height != c.img_size || d->width != c.img_size)
+      throw Error("dataset '" + d->name + "' has " + std::to_string(d->width) + "x" + std::to_string(d->height) + "x" +
+                  std::to_string(d->channels) + " images but model " + c.name + " expects " +
+                  std::to_string(c.img_size) + "x" + std::to_string(c.img_size) + "x" + std::to_string(c.in_chans));
+    if (d->num_classes > c.num_classes)
+      throw Error("dataset '" + d->name + "' has " + std::to_string(d->num_classes) + " classes but model " + c.name +
+                  " has " + std::to_string(c.num_classes) + " outputs");
+  }
+  if (train.size() == 0) throw Error("training set '" + train.name + "' is empty");
+  if (o_.batch_size <= 0 || o_.batch_size > model.max_batch())
+    throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) + "]");
+  if (o_.epochs < 1) throw Error("epochs must be at least 1, got " + std::to_string(o_.epochs));
+}
+
+std::map<std::string, std::string> Trainer::state_metadata() const {
+  return {{"epoch", std::to_string(epoch_)},
+          {"step", std::to_string(step_)},
+          {"best_top1", std::to_string(best_top1_)},
+          {"best_epoch", std::to_string(best_epoch_)},
+          {"seed", std::to_string(o_.seed)},
+          {"history", history_json(history_)}};
+}
+
+void Trainer::resume(const std::string& path) {
+  const auto md = load_checkpoint(path, model_, &opt_);
+  try {
+    epoch_ = std::stoi(meta(md, "epoch", path));
+    step_ = std::stoll(meta(md, "step", path));
+    best_top1_ = std::stod(meta(md, "best_top1", path));
+    best_epoch_ = std::stoi(meta(md, "best_epoch", path));
+  } catch (const std::logic_error&) {
+    throw Error("checkpoint '" + path + "': trainer metadata is not numeric");
+  }
+  history_ = history_from_json(meta(md, "history", path), path);
+  if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
+    throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) +
+                ", " + std::to_string(history_.size()) + " history rows)");
+}
+
+EvalResult Trainer::evaluate(const Dataset& data, const std::string& label) {
+  EvalResult r;
+  const auto t0 = Clock::now();
+  const ViTConfig& c = model_.config();
+  const int bs = model_.max_batch();
+  BatchLoader loader(data, bs, /*shuffle=*/false, /*drop_last=*/false, 0);
+  loader.start_epoch(0);
+  std::vector<uint8_t> images(size_t(bs) * data.image_bytes());
+  std::vector<int32_t> labels(bs);
+  ProgressBar bar(o_.progress, label, loader.num_batches());
+  double loss_sum = 0;
+  int64_t done = 0;
+  for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
+    model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), false);
+    const StepStats st = model_.loss(labels.data(), 0.f, false);
+    loss_sum += st.loss * n;
+    r.top1 += double(st.top1);
+    r.top5 += double(st.top5);
+    r.count += n;
+    bar.update(++done, loss_sum / r.count, r.top1 / r.count, r.count);
+  }
+  bar.finish();
+  if (r.count > 0) {
+    r.loss = loss_sum / r.count;
+    r.top1 /= r.count;
+    r.top5 /= r.count;
+  }
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+void Trainer::fit(std::ostream& log) {
+  const ViTConfig& c = model_.config();
+  BatchLoader loader(train_, o_.batch_size, /*shuffle=*/true, /*drop_last=*/true, o_.seed);
+  const int64_t per_epoch = loader.num_batches();
+  if (per_epoch == 0)
+    throw Error("training set '" + train_.name + "' has " + std::to_string(train_.size()) +
+                " images, fewer than one batch of " + std::to_string(o_.batch_size));
+  LrSchedule sched;
+  sched.base_lr = o_.lr;
+  sched.min_lr = std::min(o_.min_lr, o_.lr);
+  sched.warmup_steps = int64_t(o_.warmup_epochs * per_epoch + 0.5);
+  sched.total_steps = int64_t(o_.epochs) * per_epoch;
+  sched.cosine = o_.cosine;
+  std::vector<uint8_t> images(size_t(o_.batch_size) * train_.image_bytes());
+  std::vector<int32_t> labels(o_.batch_size);
+
+  for (; epoch_ < o_.epochs; ) {
+    const auto t0 = Clock::now();
+    loader.start_epoch(epoch_);
+    char label[64];
+    std::snprintf(label, sizeof label, "epoch %d/%d", epoch_ + 1, o_.epochs);
+    ProgressBar bar(o_.progress, label, per_epoch);
+    double loss_sum = 0, lr = 0;
+    int64_t correct = 0, seen = 0, batches = 0;
+    for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
+      lr = sched.at(step_);
+      model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), true, o_.seed,
+                     uint64_t(step_));
+      const StepStats st = model_.loss(labels.data(), o_.smoothing, true);
+      if (!std::isfinite(st.loss))
+        throw Error("training diverged: loss is " + std::to_string(st.loss) + " at step " + std::to_string(step_) +
+                    " (try a lower --lr or --clip-grad)");
+      model_.zero_grad();
+      model_.backward();
+      opt_.step(lr);
+      ++step_;
+      loss_sum += st.loss * n;
+      correct += st.top1;
+      seen += n;
+      bar.update(++batches, loss_sum / seen, double(correct) / seen, seen);
+    }
+    bar.finish();
+    const double train_seconds = seconds_since(t0);
+    EpochRecord r;
+    r.epoch = ++epoch_;
+    r.train_loss = loss_sum / seen;
+    r.train_top1 = double(correct) / seen;
+    r.lr = lr;
+    r.images_per_second = seen / train_seconds;
+    if (val_.size() > 0) {
+      const EvalResult v = evaluate(val_, "  validate");
+      r.val_loss = v.loss;
+      r.val_top1 = v.top1;
+      r.val_top5 = v.top5;
+    }
+    r.seconds = seconds_since(t0);
+    history_.push_back(r);
+    // Best by validation top-1; without a validation set, by training accuracy.
+    const double score = val_.size() > 0 ? r.val_top1 : r.train_top1;
+    const bool is_best = score > best_top1_;
+    if (is_best) {
+      best_top1_ = score;
+      best_epoch_ = r.epoch;
+    }
+    char line[320];
+    std::snprintf(line, sizeof line,
+                  "epoch %3d/%d  train loss %.4f top-1 %6.2f%%  val loss %.4f top-1 %6.2f%% top-5 %6.2f%%  lr %.2e  "
+                  "%.0f img/s  %.1fs%s\n",
+                  r.epoch, o_.epochs, r.train_loss, 100 * r.train_top1, r.val_loss, 100 * r.val_top1,
+                  100 * r.val_top5, r.lr, r.images_per_second, r.seconds, is_best ? "  *best" : "");
+    log << line << std::flush;
+    write_outputs(is_best);
+  }
+}
+
+void Trainer::write_outputs(bool is_best) {
+  if (o_.output_dir.empty()) return;
+  std::ostringstream csv;
+  csv << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second\n";
+  for (const EpochRecord& r : history_) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f,%.1f\n", r.epoch, r.train_loss,
+                  r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds, r.images_per_second);
+    csv << line;
+  }
+  const auto md = state_metadata();
+  // Order matters for a kill at any point: last is complete before history mentions its epoch.
+  save_checkpoint(o_.output_dir + "/last.safetensors", model_, &opt_, md);
+  if (is_best) save_checkpoint(o_.output_dir + "/best.safetensors", model_, &opt_, md);
+  write_file_atomic(o_.output_dir + "/history.csv", csv.str());
+}
+
+}  // namespace vitcuda

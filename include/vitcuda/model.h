@@ -1,0 +1,118 @@
+// vitcuda — Model: a ViT whose parameters, gradients and activations each live in one
+// arena sized once from (config, batch size); forward() and backward() are flat lists of
+// Backend calls, like llm.c's gpt2_forward.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vitcuda/backend.h"
+#include "vitcuda/config.h"
+#include "vitcuda/tensor.h"
+
+namespace vitcuda {
+
+// One parameter tensor, by timm's name, at `offset` elements into the arenas.
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;
+  int64_t numel = 0;
+  bool decay = true;  // AdamW weight decay: weights yes; biases, norms, cls token, pos embed no
+};
+
+// One activation buffer: name, shape at the maximum batch size, offset into the arena.
+struct ActivationSpec {
+  std::string name;
+  std::vector<int64_t> shape;  // shape[0] is the batch
+  DType dtype = DType::F32;
+  int64_t offset = 0;  // bytes
+  int64_t numel = 0;
+};
+
+struct StepStats {
+  double loss = 0;   // mean over the batch
+  int64_t top1 = 0;  // correct predictions in the batch
+  int64_t top5 = 0;
+  int64_t count = 0;
+};
+
+class Model {
+ public:
+  // dtype: the activation/compute dtype (default: the backend's); F64 on the cpu backend is
+  // for gradient checks. The arenas are allocated here, once.
+  Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype);
+  Model(const ViTConfig& config, Backend& backend, int max_batch);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ViTConfig& config() const { return cfg_; }
+  Backend& backend() const { return be_; }
+  int max_batch() const { return max_batch_; }
+  DType dtype() const { return dtype_; }
+
+  // timm's initialisation from a seed: truncated normal(0.02) for weights and pos_embed,
+  // normal(1e-6) for cls_token, zeros for biases, ones for LayerNorm weights.
+  void init(uint64_t seed);
+
+  // images: host tensor [B, C, H, W], u8 (or f32), B <= max_batch. `train` enables dropout
+  // and drop-path with masks drawn from (seed, step). Returns the logits [B, num_classes]
+  // (backend memory, valid until the next forward).
+  Tensor forward(const Tensor& images, bool train, uint64_t seed = 0, uint64_t step = 0);
+  // Loss, top-1/top-5 of the last forward against labels (host i32 [B]); when `backward_ready`,
+  // also the gradient of the mean loss with respect to the logits, for backward().
+  StepStats loss(const int32_t* labels, float smoothing, bool backward_ready);
+  // Gradients of the mean loss; accumulates into the gradient arena (call zero_grad first).
+  void backward();
+  void zero_grad();
+
+  // Parameter table, and views of one tensor in the arenas (backend memory).
+  const std::vector<ParamSpec>& params() const { return param_specs_; }
+  const std::vector<ActivationSpec>& activations() const { return act_specs_; }
+  const ParamSpec& param_spec(const std::string& name) const;  // throws Error if unknown
+  Tensor param(const std::string& name) const;
+  Tensor grad(const std::string& name) const;
+  int64_t num_params() const { return num_params_; }
+  // Whole arenas: fp32 master weights (what the optimizer updates and checkpoints hold),
+  // compute-dtype parameters, gradients.
+  Tensor master_arena() const { return master_; }
+  Tensor param_arena() const { return params_; }
+  Tensor grad_arena() const { return grads_; }
+  // Copies the master weights to / from host fp32 (checkpoints) and refreshes the
+  // compute-dtype copy after set_master.
+  std::vector<float> get_master() const;
+  void set_master(const std::vector<float>& host);
+  void sync_params_from_master();
+
+  // Multiply-accumulates per image in the forward pass (GEMMs and attention), as timm and
+  // fvcore count them.
+  double macs_per_image() const;
+  // The parameter table, the activation table and the totals, as text.
+  std::string summary() const;
+
+ private:
+  struct BlockActs;
+  void plan();
+  Tensor A(const std::string& name) const;  // activation view at the current batch size
+  Tensor pview(const Tensor& arena, const std::string& name) const;
+  DropoutSpec drop(float p, int site) const;
+
+  ViTConfig cfg_;
+  Backend& be_;
+  int max_batch_;
+  DType dtype_;
+  std::vector<ParamSpec> param_specs_;
+  std::vector<ActivationSpec> act_specs_;
+  int64_t num_params_ = 0, act_bytes_ = 0;
+  void* param_mem_ = nullptr;   // params (+ master when dtypes differ)
+  void* grad_mem_ = nullptr;
+  void* act_mem_ = nullptr;
+  Tensor params_, master_, grads_, acts_;
+  // Forward state remembered for loss() and backward().
+  int64_t batch_ = 0;
+  bool train_ = false;
+  uint64_t seed_ = 0, step_ = 0;
+};
+
+}  // namespace vitcuda

@@ -1,0 +1,59 @@
+// vitcuda — AdamW over the model's parameter arena, and the learning-rate schedule.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "vitcuda/model.h"
+
+namespace vitcuda {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.05f;
+  float clip_grad = 0.f;  // > 0: scale gradients so their global L2 norm is at most this
+};
+
+// AdamW with decoupled weight decay (Loshchilov & Hutter; PyTorch's torch.optim.AdamW),
+// fp32 state, no decay on biases, norms, cls token and position embedding (ParamSpec::decay).
+class AdamW {
+ public:
+  AdamW(Model& model, const AdamWConfig& config);
+  ~AdamW();
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
+
+  // One update from the model's gradients at learning rate `lr`. Returns the global gradient
+  // norm measured before clipping.
+  double step(float lr);
+  int64_t steps_taken() const { return step_; }
+  const AdamWConfig& config() const { return cfg_; }
+
+  // Optimizer state on the host (checkpoints): first and second moments, fp32.
+  std::vector<float> exp_avg() const;
+  std::vector<float> exp_avg_sq() const;
+  void set_state(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps);
+
+ private:
+  Model& model_;
+  AdamWConfig cfg_;
+  void* mem_ = nullptr;
+  Tensor m_, v_;
+  std::vector<AdamWSegment> segments_;
+  int64_t step_ = 0;
+};
+
+// Linear warmup from 0 to base_lr over warmup_steps, then cosine decay to min_lr at
+// total_steps (or constant base_lr).
+struct LrSchedule {
+  float base_lr = 1e-3f;
+  float min_lr = 1e-5f;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  bool cosine = true;
+  float at(int64_t step) const;  // step is 0-based
+};
+
+}  // namespace vitcuda

@@ -1,0 +1,81 @@
+// vitcuda — Trainer: epochs of shuffled batches through Model + AdamW with a warmup/cosine
+// schedule, validation, progress bar, history.csv and atomic last/best checkpoints.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "vitcuda/data.h"
+#include "vitcuda/model.h"
+#include "vitcuda/optim.h"
+
+namespace vitcuda {
+
+struct TrainOptions {
+  int epochs = 10;
+  int batch_size = 128;
+  float lr = 1e-3f;
+  float min_lr = 1e-5f;
+  float warmup_epochs = 1.f;
+  bool cosine = true;
+  float smoothing = 0.1f;
+  uint64_t seed = 42;
+  std::string output_dir;  // empty: write nothing
+  bool progress = true;    // progress bar on stderr
+};
+
+struct EvalResult {
+  double loss = 0, top1 = 0, top5 = 0;  // mean loss, accuracies in [0, 1]
+  int64_t count = 0;
+  double seconds = 0;
+};
+
+struct EpochRecord {
+  int epoch = 0;  // 1-based
+  double train_loss = 0, train_top1 = 0;
+  double val_loss = 0, val_top1 = 0, val_top5 = 0;
+  double lr = 0, seconds = 0, images_per_second = 0;
+};
+
+// Checkpoint: the fp32 master weights under timm's names, the AdamW moments as
+// "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>", and string metadata
+// (config JSON, epoch, step, best, history). Written atomically.
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
+                     const std::map<std::string, std::string>& metadata);
+// Loads weights (and the optimizer state when `opt` is given); throws Error naming the file
+// when a tensor is missing or has the wrong shape or dtype. Returns the metadata.
+std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt);
+
+class Trainer {
+ public:
+  Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options);
+  // Continue the run saved at `path` (a "last" checkpoint): weights, optimizer, epoch, best,
+  // history. With the same options the result equals an uninterrupted run.
+  void resume(const std::string& path);
+  // Train the remaining epochs; one summary line per epoch on `log`.
+  void fit(std::ostream& log);
+  EvalResult evaluate(const Dataset& data, const std::string& label);
+
+  int epochs_done() const { return epoch_; }
+  double best_top1() const { return best_top1_; }
+  const std::vector<EpochRecord>& history() const { return history_; }
+
+ private:
+  void write_outputs(bool is_best);
+  std::map<std::string, std::string> state_metadata() const;
+
+  Model& model_;
+  AdamW& opt_;
+  const Dataset& train_;
+  const Dataset& val_;
+  TrainOptions o_;
+  int epoch_ = 0;
+  int64_t step_ = 0;
+  double best_top1_ = -1;
+  int best_epoch_ = 0;
+  std::vector<EpochRecord> history_;
+};
+
+}  // namespace vitcuda

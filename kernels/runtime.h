@@ -1,0 +1,135 @@
+// vitcuda — the runtime layer under the kernels: device memory, copies, memsets, streams,
+// events and the shared-memory opt-in. Two implementations with one interface:
+//   runtime_cuda.cu  (library vitcuda_kernels): the CUDA runtime, errors thrown as vitcuda::Error;
+//   runtime_emu.cpp  (library vitcuda_emu, built with -DVITCUDA_EMU): host memory, synchronous
+//                    streams, an emulated device with H100 limits.
+// Plain C++: host code includes this without CUDA headers. The symbols of the two builds live in
+// different inline namespaces (kernels_cuda / kernels_emu), so both libraries can be linked into
+// one program and `vitcuda::rt::...` means the build the translation unit was compiled for.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vitcuda/tensor.h"  // vitcuda::Error
+
+#if defined(VITCUDA_EMU)
+#define VITCUDA_KERNELS_BEGIN inline namespace kernels_emu {
+#else
+#define VITCUDA_KERNELS_BEGIN inline namespace kernels_cuda {
+#endif
+#define VITCUDA_KERNELS_END }
+
+#if !defined(VITCUDA_EMU)
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+struct CUevent_st;   // cudaEvent_t is CUevent_st*
+#endif
+
+namespace vitcuda {
+VITCUDA_KERNELS_BEGIN
+namespace rt {
+
+#if defined(VITCUDA_EMU)
+struct EmuStream;
+struct EmuEvent;
+using Stream = EmuStream*;  // nullptr: the default stream
+using Event = EmuEvent*;
+#else
+using Stream = CUstream_st*;  // == cudaStream_t; nullptr: the default stream
+using Event = CUevent_st*;    // == cudaEvent_t
+#endif
+
+// "cuda-emu" or "cuda": which build this translation unit talks to.
+const char* backend_name();
+
+struct DeviceInfo {
+  std::string name;
+  int sm_count = 0;
+  int max_threads_per_block = 0;
+  size_t max_dynamic_smem_default = 0;  // without opt-in (48 KiB)
+  size_t max_dynamic_smem_optin = 0;    // with set_max_dynamic_smem (227 KiB on H100)
+};
+
+int device_count();  // 0 when no GPU (cuda build); always 1 in the emulator
+DeviceInfo device_info();
+
+void* device_malloc(size_t bytes);  // 256-byte aligned; bytes == 0 gives nullptr
+void device_free(void* ptr);        // nullptr is fine
+
+// Copies and memsets are ordered on `stream` (synchronous in the emulator).
+void copy_to_device(void* dst, const void* src, size_t bytes, Stream stream = nullptr);
+void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream = nullptr);
+void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream = nullptr);
+void memset_device(void* dst, int value, size_t bytes, Stream stream = nullptr);
+
+Stream stream_create();
+void stream_destroy(Stream stream);
+void stream_synchronize(Stream stream);
+void device_synchronize();
+
+Event event_create();
+void event_destroy(Event event);
+void event_record(Event event, Stream stream = nullptr);
+void event_synchronize(Event event);
+float event_elapsed_ms(Event start, Event stop);
+
+// Dynamic shared memory over 48 KiB needs an opt-in per kernel, as in CUDA
+// (cudaFuncAttributeMaxDynamicSharedMemorySize). Throws Error when `bytes` is over the
+// device's opt-in limit. The emulator applies the same rule at launch.
+void set_max_dynamic_smem(const void* kernel, size_t bytes);
+template <typename... P>
+void set_max_dynamic_smem(void (*kernel)(P...), size_t bytes) {
+  set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
+}
+
+// The kernel's (demangled) name, for error messages; "kernel@0x..." when unknown.
+std::string kernel_name(const void* kernel);
+
+// After a launch: throws Error naming the kernel and configuration when the launch failed.
+void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                  unsigned by, unsigned bz, size_t smem);
+
+// An owning device buffer of n elements of T (RAII, move-only), for tests and tools.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) : n_(n), ptr_(static_cast<T*>(device_malloc(n * sizeof(T)))) {}
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : n_(o.n_), ptr_(o.ptr_) { o.n_ = 0; o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      device_free(ptr_);
+      n_ = o.n_;
+      ptr_ = o.ptr_;
+      o.n_ = 0;
+      o.ptr_ = nullptr;
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { device_free(ptr_); }
+
+  T* get() const { return ptr_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& host) {
+    if (host.size() != n_) throw Error("DeviceBuffer::upload: size mismatch");
+    copy_to_device(ptr_, host.data(), n_ * sizeof(T));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    copy_to_host(host.data(), ptr_, n_ * sizeof(T));
+    return host;
+  }
+  void zero() { memset_device(ptr_, 0, n_ * sizeof(T)); }
+
+ private:
+  size_t n_ = 0;
+  T* ptr_ = nullptr;
+};
+
+}  // namespace rt
+VITCUDA_KERNELS_END
+}  // namespace vitcuda

@@ -1,0 +1,158 @@
+// vit_train — train a ViT with timm-like flags. Example:
+//   vit_train --model vit_fmnist --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --output runs/fmnist
+#include <sys/stat.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "vitcuda/checkpoint.h"
+#include "vitcuda/trainer.h"
+
+using namespace vitcuda;
+
+namespace {
+
+void make_dirs(const std::string& path) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!cur.empty() && mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        throw Error("cannot create output directory '" + path + "': " + std::strerror(errno));
+    }
+    if (i < path.size()) cur += path[i];
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error("output path '" + path + "' is not a directory");
+}
+
+std::unique_ptr<Backend> pick_backend(const std::string& device) {
+  if (device == "cpu") return make_backend("cpu");
+  if (device == "cuda") {
+    if (!cuda_device_available()) throw Error("--device cuda: no CUDA GPU is available on this machine");
+    return make_backend("cuda");
+  }
+  // auto: the GPU when present and supported by this build, otherwise the CPU
+  if (cuda_device_available()) {
+    try {
+      return make_backend("cuda");
+    } catch (const Error& e) {
+      std::fprintf(stderr, "vit_train: a GPU is present but %s; training on the CPU\n", e.what());
+    }
+  }
+  return make_backend("cpu");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vit_train: train a Vision Transformer (vitcuda)"};
+  std::string model_name = default_preset(), dataset = "fashion_mnist",
+              data_dir = "/usr/share/datasets/fashion-mnist", sched = "cosine", output, resume, device = "auto";
+  TrainOptions o;
+  o.epochs = 10;
+  o.batch_size = 128;
+  o.lr = 2e-3f;
+  o.warmup_epochs = 1;
+  o.smoothing = 0.1f;
+  float weight_decay = 0.05f, clip_grad = 0.f, val_split = 0.1f;
+  float drop = -1, drop_path = -1;
+  int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0;
+  bool summary = false, no_progress = false;
+  app.add_option("--model", model_name, "model preset (" + [] {
+    std::string s;
+    for (auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }() + ")")->capture_default_str();
+  app.add_option("--dataset", dataset, "fashion_mnist or mnist (IDX files)")
+      ->check(CLI::IsMember({"fashion_mnist", "mnist"}))->capture_default_str();
+  app.add_option("--data-dir", data_dir, "folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")->capture_default_str();
+  app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--sched", sched, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
+  app.add_option("--smoothing", o.smoothing, "label smoothing")->check(CLI::Range(0.0, 0.999))->capture_default_str();
+  app.add_option("--drop", drop, "dropout rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--drop-path", drop_path, "stochastic depth rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--val-split", val_split, "fraction of the training set held out for validation")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
+  app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints");
+  app.add_option("--resume", resume, "continue from a last.safetensors checkpoint");
+  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--patch-size", patch_size, "override the preset's patch size");
+  app.add_option("--num-heads", num_heads, "override the preset's number of heads");
+  app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim");
+  app.add_option("--depth", depth, "override the preset's depth");
+  app.add_flag("--summary", summary, "print the parameter table and FLOPs per image, then exit");
+  app.add_flag("--no-progress", no_progress, "no progress bar");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    ViTConfig cfg = preset(model_name);
+    if (app.count("--patch-size")) cfg.patch_size = patch_size;
+    if (app.count("--num-heads")) cfg.num_heads = num_heads;
+    if (app.count("--embed-dim")) cfg.embed_dim = embed_dim;
+    if (app.count("--depth")) cfg.depth = depth;
+    if (drop >= 0) cfg.drop_rate = drop;
+    if (drop_path >= 0) cfg.drop_path_rate = drop_path;
+    cfg.validate();
+    o.cosine = sched == "cosine";
+    o.progress = !no_progress;
+    AdamWConfig ac;
+    ac.lr = o.lr;
+    ac.weight_decay = weight_decay;
+    ac.clip_grad = clip_grad;
+
+    std::unique_ptr<Backend> backend = pick_backend(device);
+    Model model(cfg, *backend, o.batch_size);
+    if (summary) {
+      std::cout << model.summary();
+      return 0;
+    }
+    // Fail fast on every input before the first step: data, output folder, checkpoint.
+    Dataset train = load_mnist_dir(data_dir, "train");
+    Dataset test = load_mnist_dir(data_dir, "test");
+    Dataset val = split_validation(train, val_split, o.seed);
+    if (!output.empty()) {
+      make_dirs(output);
+      o.output_dir = output;
+      write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
+    }
+    model.init(o.seed);
+    AdamW opt(model, ac);
+    Trainer trainer(model, opt, train, val, o);
+    if (!resume.empty()) {
+      trainer.resume(resume);
+      std::printf("resumed from '%s' after epoch %d\n", resume.c_str(), trainer.epochs_done());
+    }
+    std::printf("vit_train: %s on %s (%s), %lld train / %lld val / %lld test images, %.2f M params, %.1f MFLOPs/img\n",
+                cfg.name.c_str(), dataset.c_str(), backend->name().c_str(), (long long)train.size(),
+                (long long)val.size(), (long long)test.size(), model.num_params() / 1e6, 2 * model.macs_per_image() / 1e6);
+    std::fflush(stdout);
+    trainer.fit(std::cout);
+    const EvalResult t = trainer.evaluate(test, "test");
+    std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1,
+                100 * t.top5, (long long)t.count, t.seconds);
+    if (!output.empty()) {
+      nlohmann::ordered_json j;
+      j["test_loss"] = t.loss;
+      j["test_top1"] = t.top1;
+      j["test_top5"] = t.top5;
+      j["best_val_top1"] = trainer.best_top1();
+      j["epochs"] = trainer.epochs_done();
+      write_file_atomic(output + "/results.json", j.dump(2) + "\n");
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_train: error: %s\n", e.what());
+    return 1;
+  }
+}
