@@ -270,7 +270,8 @@ void Trainer::fit(std::ostream& log) {
   std::vector<uint8_t> images(size_t(o_.batch_size) * train_.image_bytes());
   std::vector<int32_t> labels(o_.batch_size);
 
-  for (; epoch_ < o_.epochs; ) {
+  for (int this_call = 0; epoch_ < o_.epochs; ++this_call) {
+    if (o_.stop_after_epochs > 0 && this_call >= o_.stop_after_epochs) break;
     const auto t0 = Clock::now();
     loader.start_epoch(epoch_);
     char label[64];

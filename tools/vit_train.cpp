@@ -16,6 +16,21 @@ using namespace vitcuda;
 
 namespace {
 
+// CLI11's PositiveNumber / NonNegativeNumber messages print the range up to DBL_MAX in full.
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != '\0') return "'" + s + "' is not a number";
+        if (allow_zero ? !(v >= 0) : !(v > 0))
+          return std::string("must be ") + (allow_zero ? "non-negative" : "positive") + ", got " + s;
+        return std::string();
+      },
+      allow_zero ? "NONNEGATIVE" : "POSITIVE");
+}
+const CLI::Validator kPositive = number_check(false), kNonNegative = number_check(true);
+
 void make_dirs(const std::string& path) {
   std::string cur;
   for (size_t i = 0; i <= path.size(); ++i) {
@@ -73,15 +88,15 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", data_dir, "folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")->capture_default_str();
   app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
   app.add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("--lr", o.lr, "peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->check(kPositive)->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->check(kNonNegative)->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")->check(kNonNegative)->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")->check(kNonNegative)->capture_default_str();
   app.add_option("--sched", sched, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
   app.add_option("--smoothing", o.smoothing, "label smoothing")->check(CLI::Range(0.0, 0.999))->capture_default_str();
   app.add_option("--drop", drop, "dropout rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
   app.add_option("--drop-path", drop_path, "stochastic depth rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
-  app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
   app.add_option("--val-split", val_split, "fraction of the training set held out for validation")->check(CLI::Range(0.0, 0.9))->capture_default_str();
   app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
   app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints");
@@ -93,6 +108,14 @@ int main(int argc, char** argv) {
   app.add_option("--depth", depth, "override the preset's depth");
   app.add_flag("--summary", summary, "print the parameter table and FLOPs per image, then exit");
   app.add_flag("--no-progress", no_progress, "no progress bar");
+  app.add_option("--stop-after-epochs", o.stop_after_epochs,
+                 "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
+                 "preempted job would; for testing --resume")->check(kNonNegative);
+  // One line per error, like every other error of vit_train (CLI11 adds a second "Run with
+  // --help" line by default).
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("vit_train: error: ") + e.what() + " (see --help)\n";
+  });
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -138,6 +161,11 @@ int main(int argc, char** argv) {
                 (long long)val.size(), (long long)test.size(), model.num_params() / 1e6, 2 * model.macs_per_image() / 1e6);
     std::fflush(stdout);
     trainer.fit(std::cout);
+    if (trainer.epochs_done() < o.epochs) {
+      std::printf("stopped after epoch %d of %d (--stop-after-epochs); continue with --resume %s/last.safetensors\n",
+                  trainer.epochs_done(), o.epochs, output.empty() ? "<output>" : output.c_str());
+      return 0;
+    }
     const EvalResult t = trainer.evaluate(test, "test");
     std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1,
                 100 * t.top5, (long long)t.count, t.seconds);

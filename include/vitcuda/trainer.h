@@ -24,6 +24,9 @@ struct TrainOptions {
   uint64_t seed = 42;
   std::string output_dir;  // empty: write nothing
   bool progress = true;    // progress bar on stderr
+  // > 0: fit() returns after this many epochs of this call, as a preempted job would (the
+  // checkpoints are written; the schedule still spans `epochs`). For testing resumption.
+  int stop_after_epochs = 0;
 };
 
 struct EvalResult {
@@ -54,7 +57,8 @@ class Trainer {
   // Continue the run saved at `path` (a "last" checkpoint): weights, optimizer, epoch, best,
   // history. With the same options the result equals an uninterrupted run.
   void resume(const std::string& path);
-  // Train the remaining epochs; one summary line per epoch on `log`.
+  // Train the remaining epochs (or options.stop_after_epochs of them); one summary line per
+  // epoch on `log`.
   void fit(std::ostream& log);
   EvalResult evaluate(const Dataset& data, const std::string& label);
 

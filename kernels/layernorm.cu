@@ -1,0 +1,248 @@
+// vitcuda — LayerNorm forward (optionally fused with the residual add) and backward.
+// Storage T is float or bf16; all arithmetic is fp32. One warp normalises one row, with
+// warp-shuffle reductions; the block shares gamma/beta (forward) and the dgamma/dbeta partial
+// sums (backward) through shared memory.
+#include "kernels/layernorm.h"
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/common.cuh"
+
+namespace vitcuda {
+VITCUDA_KERNELS_BEGIN
+
+namespace {
+constexpr int kWarp = 32;
+constexpr int kMaxWarpsPerBlock = 8;
+constexpr size_t kDefaultSmem = 48 * 1024;
+// Upper bound on backward blocks: enough to fill an H100 (132 SMs) several times while keeping
+// the per-block partials small (kMaxBackwardBlocks · 2C floats).
+constexpr int kMaxBackwardBlocks = 512;
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// CUDA kernels
+// ------------------------------------------------------------------------------------------
+
+// blockDim.x = 32·W: warp w normalises row blockIdx.x·W + w. Shared memory (fp32):
+// gamma[C], beta[C], then one row of s per warp, so x and residual are read from global memory
+// once and sum_out is written once.
+template <typename T>
+__global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __restrict__ residual,
+                                         T* __restrict__ sum_out, const T* __restrict__ gamma,
+                                         const T* __restrict__ beta, float eps, T* __restrict__ y,
+                                         float* __restrict__ mean, float* __restrict__ rstd,
+                                         int rows, int C) {
+  VITCUDA_DYNAMIC_SMEM(float, smem);
+  const int warps = blockDim.x / kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  SmemPtr<float> s_gamma = smem;
+  SmemPtr<float> s_beta = smem + C;
+  SmemPtr<float> s_row = smem + (2 + warp) * C;
+
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    s_gamma[i] = to_float(gamma[i]);
+    s_beta[i] = to_float(beta[i]);
+  }
+  __syncthreads();
+
+  const int row = blockIdx.x * warps + warp;
+  if (row >= rows) return;  // whole warps leave together, after the only barrier
+  const size_t base = static_cast<size_t>(row) * C;
+
+  float sum = 0.f;
+  for (int i = lane; i < C; i += kWarp) {
+    float v = to_float(x[base + i]);
+    if (residual) v = to_float(from_float<T>(v + to_float(residual[base + i])));
+    // normalise the rounded sum that is stored: backward reads sum_out as its x
+    if (sum_out) sum_out[base + i] = from_float<T>(v);
+    s_row[i] = v;  // each lane reads back only its own elements: no barrier needed
+    sum += v;
+  }
+  const float m = warp_reduce_sum(sum) / C;
+
+  float sq = 0.f;  // two-pass variance: no cancellation when |mean| >> std
+  for (int i = lane; i < C; i += kWarp) {
+    const float d = s_row[i] - m;
+    sq += d * d;
+  }
+  const float r = rsqrtf(warp_reduce_sum(sq) / C + eps);
+
+  for (int i = lane; i < C; i += kWarp)
+    y[base + i] = from_float<T>((s_row[i] - m) * r * s_gamma[i] + s_beta[i]);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
+// blockDim.x = 32·W; block b handles rows b·W + w, stepping by gridDim.x·W. Per row:
+//   xhat = (x - mean)·rstd, g = dy·gamma,
+//   dx += rstd·(g - mean(g) - xhat·mean(g·xhat)),
+// and each warp accumulates dy·xhat and dy into its own shared-memory row of partials
+// (W · 2C floats), summed over the warps at the end into scratch[blockIdx.x][2C].
+template <typename T>
+__global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                          const T* __restrict__ gamma,
+                                          const float* __restrict__ mean,
+                                          const float* __restrict__ rstd, T* __restrict__ dx,
+                                          float* __restrict__ scratch, int rows, int C) {
+  VITCUDA_DYNAMIC_SMEM(float, smem);
+  const int warps = blockDim.x / kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  SmemPtr<float> acc = smem + warp * 2 * C;  // [dgamma partial | dbeta partial]
+  for (int i = lane; i < 2 * C; i += kWarp) acc[i] = 0.f;
+
+  for (int row = blockIdx.x * warps + warp; row < rows; row += gridDim.x * warps) {
+    const size_t base = static_cast<size_t>(row) * C;
+    const float m = mean[row];
+    const float r = rstd[row];
+    float g_sum = 0.f, gx_sum = 0.f;
+    for (int i = lane; i < C; i += kWarp) {
+      const float xhat = (to_float(x[base + i]) - m) * r;
+      const float g = to_float(dy[base + i]) * to_float(gamma[i]);
+      g_sum += g;
+      gx_sum += g * xhat;
+    }
+    const float g_mean = warp_reduce_sum(g_sum) / C;
+    const float gx_mean = warp_reduce_sum(gx_sum) / C;
+    for (int i = lane; i < C; i += kWarp) {
+      const float d = to_float(dy[base + i]);
+      const float xhat = (to_float(x[base + i]) - m) * r;
+      if (dx) {
+        const float g = d * to_float(gamma[i]);
+        dx[base + i] = from_float<T>(to_float(dx[base + i]) + r * (g - g_mean - xhat * gx_mean));
+      }
+      acc[i] += d * xhat;
+      acc[C + i] += d;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+    float s = 0.f;
+    for (int w = 0; w < warps; ++w) s += smem[w * 2 * C + i];  // fixed order: reproducible
+    scratch[static_cast<size_t>(blockIdx.x) * 2 * C + i] = s;
+  }
+}
+
+// One thread per feature: sums the per-block partials in block order and accumulates.
+template <typename TG>
+__global__ void layernorm_param_grad_kernel(const float* __restrict__ scratch, int blocks, int C,
+                                            TG* __restrict__ dgamma, TG* __restrict__ dbeta) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= C) return;
+  float sg = 0.f, sb = 0.f;
+  for (int b = 0; b < blocks; ++b) {
+    sg += scratch[static_cast<size_t>(b) * 2 * C + i];
+    sb += scratch[static_cast<size_t>(b) * 2 * C + C + i];
+  }
+  if (dgamma) dgamma[i] = from_float<TG>(to_float(dgamma[i]) + sg);
+  if (dbeta) dbeta[i] = from_float<TG>(to_float(dbeta[i]) + sb);
+}
+
+// ------------------------------------------------------------------------------------------
+// kernel launchers
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+void check_shape(const char* op, int rows, int C) {
+  if (rows < 0 || C <= 0)
+    throw Error(std::string(op) + ": rows must be >= 0 and C > 0 (got rows=" +
+                std::to_string(rows) + ", C=" + std::to_string(C) + ")");
+}
+
+// Dynamic shared memory over 48 KiB needs the kernel's opt-in, which fails past the device limit.
+template <typename Kernel>
+void reserve_smem(const char* op, Kernel kernel, size_t bytes, int C) {
+  if (bytes <= kDefaultSmem) return;
+  try {
+    rt::set_max_dynamic_smem(kernel, bytes);
+  } catch (const Error& e) {
+    throw Error(std::string(op) + ": C=" + std::to_string(C) + " needs " + std::to_string(bytes) +
+                " bytes of shared memory, more than the device allows: " + e.what());
+  }
+}
+
+// Warps per block such that `floats_per_warp` per warp plus `shared_floats` fit in 48 KiB.
+int warps_for(size_t shared_floats, size_t floats_per_warp) {
+  const size_t budget = kDefaultSmem / sizeof(float);
+  if (budget <= shared_floats + floats_per_warp) return 1;
+  return static_cast<int>(std::clamp<size_t>((budget - shared_floats) / floats_per_warp, 1,
+                                             kMaxWarpsPerBlock));
+}
+
+int backward_warps(int C) { return warps_for(0, 2 * static_cast<size_t>(C)); }
+int backward_blocks(int rows, int C) {
+  return std::max(1, std::min(kMaxBackwardBlocks, ceil_div(rows, backward_warps(C))));
+}
+
+}  // namespace
+
+template <typename T>
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
+                       float eps, T* y, float* mean, float* rstd, int rows, int C,
+                       rt::Stream stream) {
+  check_shape("layernorm_forward", rows, C);
+  if (residual && !sum_out)
+    throw Error("layernorm_forward: a residual needs sum_out to hold x + residual");
+  if (rows == 0) return;
+  const int warps = warps_for(2 * static_cast<size_t>(C), C);
+  const size_t smem = (2 + static_cast<size_t>(warps)) * C * sizeof(float);
+  reserve_smem("layernorm_forward", layernorm_forward_kernel<T>, smem, C);
+  launch(layernorm_forward_kernel<T>, dim3(ceil_div(rows, warps)), dim3(warps * kWarp), smem,
+         stream, x, residual, sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
+}
+
+size_t layernorm_backward_scratch_floats(int rows, int C) {
+  check_shape("layernorm_backward_scratch_floats", rows, C);
+  return static_cast<size_t>(backward_blocks(rows, C)) * 2 * C;
+}
+
+template <typename T, typename TG>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* mean,
+                        const float* rstd, T* dx, TG* dgamma, TG* dbeta, float* scratch, int rows,
+                        int C, rt::Stream stream) {
+  check_shape("layernorm_backward", rows, C);
+  if (rows == 0) return;
+  if (!scratch)
+    throw Error("layernorm_backward: scratch of layernorm_backward_scratch_floats(rows, C) "
+                "floats is required");
+  const int warps = backward_warps(C);
+  const int blocks = backward_blocks(rows, C);
+  const size_t smem = static_cast<size_t>(warps) * 2 * C * sizeof(float);
+  reserve_smem("layernorm_backward", layernorm_backward_kernel<T>, smem, C);
+  launch(layernorm_backward_kernel<T>, dim3(blocks), dim3(warps * kWarp), smem, stream, dy, x,
+         gamma, mean, rstd, dx, scratch, rows, C);
+  if (dgamma || dbeta) {
+    constexpr int kThreads = 256;
+    launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(C, kThreads)), dim3(kThreads), 0,
+           stream, static_cast<const float*>(scratch), blocks, C, dgamma, dbeta);
+  }
+}
+
+// ---- instantiations: fp32, and bf16 storage with bf16 or fp32 parameter gradients ----------
+template void layernorm_forward<float>(const float*, const float*, float*, const float*,
+                                       const float*, float, float*, float*, float*, int, int,
+                                       rt::Stream);
+template void layernorm_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                               __nv_bfloat16*, const __nv_bfloat16*,
+                                               const __nv_bfloat16*, float, __nv_bfloat16*, float*,
+                                               float*, int, int, rt::Stream);
+template void layernorm_backward<float, float>(const float*, const float*, const float*,
+                                               const float*, const float*, float*, float*, float*,
+                                               float*, int, int, rt::Stream);
+template void layernorm_backward<__nv_bfloat16, __nv_bfloat16>(
+    const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*,
+    __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, float*, int, int, rt::Stream);
+template void layernorm_backward<__nv_bfloat16, float>(const __nv_bfloat16*,
+                                                       const __nv_bfloat16*,
+                                                       const __nv_bfloat16*, const float*,
+                                                       const float*, __nv_bfloat16*, float*,
+                                                       float*, float*, int, int, rt::Stream);
+
+VITCUDA_KERNELS_END
+}  // namespace vitcuda
