@@ -71,6 +71,9 @@ class Model {
   const std::vector<ParamSpec>& params() const { return param_specs_; }
   const std::vector<ActivationSpec>& activations() const { return act_specs_; }
   const ParamSpec& param_spec(const std::string& name) const;  // throws Error if unknown
+  // A view of a saved activation of the last forward (backend memory) by its table name,
+  // e.g. "blocks.0.q", "blocks.0.lse", "logits"; throws Error if unknown.
+  Tensor activation(const std::string& name) const { return A(name); }
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
   int64_t num_params() const { return num_params_; }
