@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
   app.add_option("--depth", depth, "override the preset's depth");
   app.add_flag("--summary", summary, "print the parameter table and FLOPs per image, then exit");
   app.add_flag("--no-progress", no_progress, "no progress bar");
+  app.add_option("--stop-after-epochs", o.stop_after_epochs,
+                 "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
+                 "preempted job would; for testing --resume")->check(kNonNegative);
   // One line per error, like every other error of vit_train (CLI11 adds a second "Run with
   // --help" line by default).
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -160,6 +163,11 @@ int main(int argc, char** argv) {
                 (long long)val.size(), (long long)test.size(), model.num_params() / 1e6, 2 * model.macs_per_image() / 1e6);
     std::fflush(stdout);
     trainer.fit(std::cout);
+    if (trainer.epochs_done() < o.epochs) {
+      std::printf("stopped after epoch %d of %d (--stop-after-epochs); continue with --resume %s/last.safetensors\n",
+                  trainer.epochs_done(), o.epochs, output.empty() ? "<output>" : output.c_str());
+      return 0;
+    }
     const EvalResult t = trainer.evaluate(test, "test");
     std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1,
                 100 * t.top5, (long long)t.count, t.seconds);
