@@ -327,7 +327,7 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
   Tensor feat;
   if (c.pool == Pool::Avg) {
     be_.add(A(blk(L - 1, "mid")), A(blk(L - 1, "fc2")), A(last));
-    be_.pool_forward(A(last), Pool::Avg, A("pooled"));
+    be_.pool_forward(A(last), Pool::Avg, c.class_token ? 1 : 0, A("pooled"));
     be_.layernorm_forward(A("pooled"), none, none, P("fc_norm.weight"), P("fc_norm.bias"), eps, A("fc_norm"),
                           A("fc_norm.mean"), A("fc_norm.rstd"));
     feat = A("fc_norm");
@@ -335,7 +335,7 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
     be_.layernorm_forward(A(blk(L - 1, "mid")), A(blk(L - 1, "fc2")), A(last), P("norm.weight"), P("norm.bias"), eps,
                           A("norm"), A("norm.mean"), A("norm.rstd"));
     if (c.pool == Pool::Token) {
-      be_.pool_forward(A("norm"), Pool::Token, A("pooled"));
+      be_.pool_forward(A("norm"), Pool::Token, 1, A("pooled"));
       feat = A("pooled");
     } else {
       feat = A("norm").reshape({B, T * c.embed_dim});  // Keras Flatten
@@ -438,10 +438,10 @@ void Model::backward() {
     be_.zero(d_pooled);
     be_.layernorm_backward(dy, A("pooled"), P("fc_norm.weight"), A("fc_norm.mean"), A("fc_norm.rstd"), d_pooled,
                            G("fc_norm.weight"), G("fc_norm.bias"));
-    be_.pool_backward(d_pooled, Pool::Avg, d_res);
+    be_.pool_backward(d_pooled, Pool::Avg, c.class_token ? 1 : 0, d_res);
   } else {
     Tensor d_norm = A("d_ln");
-    if (c.pool == Pool::Token) be_.pool_backward(dy, Pool::Token, d_norm);
+    if (c.pool == Pool::Token) be_.pool_backward(dy, Pool::Token, 1, d_norm);
     else be_.copy(dy, d_norm);
     be_.layernorm_backward(d_norm, A(last), P("norm.weight"), A("norm.mean"), A("norm.rstd"), d_res,
                            G("norm.weight"), G("norm.bias"));

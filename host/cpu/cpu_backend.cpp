@@ -281,22 +281,24 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void pool_forward(const Tensor& x, Pool pool, const Tensor& out) override {
+  void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) override {
     require(x.ndim() == 3, "pool_forward", "x must be [B, T, D], got " + x.shape_str());
     require(pool != Pool::Flatten, "pool_forward", "flatten is a view, not an op");
+    require(num_prefix >= 0 && num_prefix < x.size(1), "pool_forward", "num_prefix out of range");
     numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
     dispatch("pool_forward", x, [&](auto tag) {
       using T = decltype(tag);
-      ref::pool_forward<T>(p<T>(x), pool, p<T>(out), x.size(0), x.size(1), x.size(2));
+      ref::pool_forward<T>(p<T>(x), pool, num_prefix, p<T>(out), x.size(0), x.size(1), x.size(2));
     });
   }
 
-  void pool_backward(const Tensor& dout, Pool pool, const Tensor& dx) override {
+  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) override {
     require(dx.ndim() == 3, "pool_backward", "dx must be [B, T, D], got " + dx.shape_str());
+    require(num_prefix >= 0 && num_prefix < dx.size(1), "pool_backward", "num_prefix out of range");
     numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
     dispatch("pool_backward", dout, [&](auto tag) {
       using T = decltype(tag);
-      ref::pool_backward<T>(p<T>(dout), pool, p<T>(dx), dx.size(0), dx.size(1), dx.size(2));
+      ref::pool_backward<T>(p<T>(dout), pool, num_prefix, p<T>(dx), dx.size(0), dx.size(1), dx.size(2));
     });
   }
 

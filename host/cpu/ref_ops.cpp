@@ -442,7 +442,8 @@ void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpe
 
 // ---- pooling -------------------------------------------------------------------------------
 template <typename T>
-void pool_forward(const T* x, Pool pool, T* out, int64_t B, int64_t N, int64_t D) {
+void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D) {
+  const int64_t n_avg = N - num_prefix;
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t c = 0; c < D; ++c) {
@@ -450,21 +451,22 @@ void pool_forward(const T* x, Pool pool, T* out, int64_t B, int64_t N, int64_t D
         out[b * D + c] = x[b * N * D + c];
       } else {
         double s = 0;
-        for (int64_t t = 0; t < N; ++t) s += x[(b * N + t) * D + c];
-        out[b * D + c] = T(s / N);
+        for (int64_t t = num_prefix; t < N; ++t) s += x[(b * N + t) * D + c];
+        out[b * D + c] = T(s / n_avg);
       }
     }
   }
 }
 
 template <typename T>
-void pool_backward(const T* dout, Pool pool, T* dx, int64_t B, int64_t N, int64_t D) {
+void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t N, int64_t D) {
+  const double inv = 1.0 / double(N - num_prefix);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < N; ++t)
       for (int64_t c = 0; c < D; ++c)
         dx[(b * N + t) * D + c] = pool == Pool::Token ? (t == 0 ? dout[b * D + c] : T(0))
-                                                      : T(dout[b * D + c] / double(N));
+                                                      : (t < num_prefix ? T(0) : T(dout[b * D + c] * inv));
 }
 
 // ---- softmax cross-entropy with label smoothing ------------------------------------------
@@ -550,8 +552,8 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
                                       int64_t, int64_t, int64_t);                                \
   template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                          \
   template void drop_path<T>(const T*, T*, int64_t, int64_t, const DropoutSpec&);               \
-  template void pool_forward<T>(const T*, Pool, T*, int64_t, int64_t, int64_t);                 \
-  template void pool_backward<T>(const T*, Pool, T*, int64_t, int64_t, int64_t);                \
+  template void pool_forward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);            \
+  template void pool_backward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);           \
   template void softmax_xent<T>(const T*, const int32_t*, float, float, float*, T*, int32_t*,   \
                                 int64_t, int64_t);                                               \
   template double sum_squares<T>(const T*, int64_t);

@@ -61,9 +61,9 @@ template <typename T>
 void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpec& spec);
 
 template <typename T>
-void pool_forward(const T* x, Pool pool, T* out, int64_t B, int64_t T_, int64_t D);
+void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t T_, int64_t D);
 template <typename T>
-void pool_backward(const T* dout, Pool pool, T* dx, int64_t B, int64_t T_, int64_t D);
+void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t T_, int64_t D);
 
 // losses [B] and hits [B] as in Backend::softmax_xent; dlogits may be null.
 template <typename T>

@@ -122,9 +122,10 @@ class Backend {
   // ---- drop_path (stochastic depth): x[B, ...], one keep/drop per sample, same rules.
   virtual void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
 
-  // ---- pooling of x[B, T, D] to out[B, D]: the cls row (Pool::Token) or the mean over T.
-  virtual void pool_forward(const Tensor& x, Pool pool, const Tensor& out) = 0;
-  virtual void pool_backward(const Tensor& dout, Pool pool, const Tensor& dx) = 0;  // overwrite
+  // ---- pooling of x[B, T, D] to out[B, D]: the cls row (Pool::Token) or, as timm's
+  // global_pool='avg', the mean over the tokens after the first num_prefix (cls) tokens.
+  virtual void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) = 0;
+  virtual void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) = 0;  // overwrite
 
   // ---- softmax cross-entropy with label smoothing, one pass: per-sample loss [B] (fp32),
   // dlogits = (softmax - target) * dscale (skipped when undefined), hits [B] (i32,
