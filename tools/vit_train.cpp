@@ -1,6 +1,7 @@
 // vit_train — train a ViT with timm-like flags. Example:
 //   vit_train --model vit_fmnist --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --output runs/fmnist
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -13,6 +14,8 @@
 
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/trainer.h"
+#include "vitcuda/visualize.h"
+#include "vitcuda/weights.h"
 
 using namespace vitcuda;
 
@@ -64,6 +67,42 @@ std::unique_ptr<Backend> pick_backend(const std::string& device) {
   return make_backend("cpu");
 }
 
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// history.csv -> curves.png through plot_history.py (next to this binary, else in the source
+// tree) when python3 has matplotlib; otherwise one line saying how to make the plots.
+std::string plot_history(const std::string& output) {
+  std::string script;
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    const std::string dir = std::string(exe, size_t(n)).substr(0, std::string(exe, size_t(n)).rfind('/'));
+    if (access((dir + "/plot_history.py").c_str(), R_OK) == 0) script = dir + "/plot_history.py";
+  }
+#ifdef VITCUDA_PLOT_HISTORY
+  if (script.empty() && access(VITCUDA_PLOT_HISTORY, R_OK) == 0) script = VITCUDA_PLOT_HISTORY;
+#endif
+  if (script.empty()) {
+    std::printf("plots skipped: plot_history.py not found (it is in the source tree's tools/)\n");
+    return "";
+  }
+  if (std::system("python3 -c 'import matplotlib' >/dev/null 2>&1") != 0) {
+    std::printf("plots skipped: python3 with matplotlib not found (apt-get install python3-matplotlib, then "
+                "python3 %s %s)\n", script.c_str(), output.c_str());
+    return "";
+  }
+  if (std::system(("python3 " + shell_quote(script) + " " + shell_quote(output) + " >/dev/null").c_str()) != 0) {
+    std::printf("plots skipped: %s failed (run it by hand: python3 %s %s)\n", script.c_str(), script.c_str(),
+                output.c_str());
+    return "";
+  }
+  return "curves.png";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,7 +117,8 @@ int main(int argc, char** argv) {
   o.smoothing = 0.1f;
   float weight_decay = 0.05f, clip_grad = 0.f, val_split = 0.1f;
   float drop = -1, drop_path = -1;
-  int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0;
+  int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0, num_classes = 0, img_size = 0, pre_logits = 0;
+  std::string global_pool, initial_checkpoint;
   bool summary = false, no_progress = false;
   app.add_option("--model", model_name, "model preset (" + [] {
     std::string s;
@@ -105,6 +145,13 @@ int main(int argc, char** argv) {
   app.add_option("--resume", resume, "continue from a last.safetensors checkpoint");
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--patch-size", patch_size, "override the preset's patch size");
+  app.add_option("--img-size", img_size, "override the preset's image size (pos_embed of loaded weights is resized)");
+  app.add_option("--num-classes", num_classes, "override the preset's number of classes");
+  app.add_option("--global-pool", global_pool, "token (cls) or avg (mean of patch tokens, then fc_norm)")
+      ->check(CLI::IsMember({"token", "avg"}));
+  app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)");
+  app.add_option("--initial-checkpoint", initial_checkpoint,
+                 "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)");
   app.add_option("--num-heads", num_heads, "override the preset's number of heads");
   app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim");
   app.add_option("--depth", depth, "override the preset's depth");
@@ -126,6 +173,15 @@ int main(int argc, char** argv) {
     if (app.count("--num-heads")) cfg.num_heads = num_heads;
     if (app.count("--embed-dim")) cfg.embed_dim = embed_dim;
     if (app.count("--depth")) cfg.depth = depth;
+    if (app.count("--img-size")) cfg.img_size = img_size;
+    if (app.count("--num-classes")) cfg.num_classes = num_classes;
+    if (app.count("--pre-logits")) cfg.pre_logits = pre_logits;
+    if (global_pool == "token") {
+      cfg.pool = Pool::Token;
+      cfg.class_token = true;
+    } else if (global_pool == "avg") {
+      cfg.pool = Pool::Avg;
+    }
     if (drop >= 0) cfg.drop_rate = drop;
     if (drop_path >= 0) cfg.drop_path_rate = drop_path;
     cfg.validate();
@@ -152,6 +208,10 @@ int main(int argc, char** argv) {
       write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     }
     model.init(o.seed);
+    if (!initial_checkpoint.empty()) {
+      load_weights(initial_checkpoint, model);
+      std::printf("initial weights from '%s'\n", initial_checkpoint.c_str());
+    }
     AdamW opt(model, ac);
     Trainer trainer(model, opt, train, val, o);
     if (!resume.empty()) {
@@ -168,7 +228,8 @@ int main(int argc, char** argv) {
                   trainer.epochs_done(), o.epochs, output.empty() ? "<output>" : output.c_str());
       return 0;
     }
-    const EvalResult t = trainer.evaluate(test, "test");
+    std::vector<int32_t> predictions;
+    const EvalResult t = trainer.evaluate(test, "test", &predictions);
     std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1,
                 100 * t.top5, (long long)t.count, t.seconds);
     if (!output.empty()) {
@@ -179,6 +240,11 @@ int main(int argc, char** argv) {
       j["best_val_top1"] = trainer.best_top1();
       j["epochs"] = trainer.epochs_done();
       write_file_atomic(output + "/results.json", j.dump(2) + "\n");
+      std::string files;
+      for (const std::string& f : write_test_report(output, model, test, predictions)) files += " " + f;
+      const std::string curves = plot_history(output);
+      if (!curves.empty()) files += " " + curves;
+      std::printf("wrote to %s:%s\n", output.c_str(), files.c_str());
     }
     return 0;
   } catch (const std::exception& e) {

@@ -1,0 +1,176 @@
+// Weight loading: position-embedding resize against a direct bicubic computation, dtype
+// conversion, timm-named files built by hand, and mismatches reported by name.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "vitcuda/checkpoint.h"
+#include "vitcuda/weights.h"
+
+using namespace vitcuda;
+
+namespace {
+
+// The bicubic kernel written as one 2-D sum over the 4x4 neighbourhood (Keys 1981, a = -0.75),
+// independent of the separable implementation in host/weights.cpp.
+double keys(double d) {
+  const double a = -0.75, x = std::fabs(d);
+  if (x <= 1) return (a + 2) * x * x * x - (a + 3) * x * x + 1;
+  if (x < 2) return a * x * x * x - 5 * a * x * x + 8 * a * x - 4 * a;
+  return 0;
+}
+double direct_bicubic(const std::vector<float>& grid, int h, int w, int dim, int c, int oy, int ox, int nh, int nw) {
+  const double sy = double(h) / nh * (oy + 0.5) - 0.5, sx = double(w) / nw * (ox + 0.5) - 0.5;
+  double acc = 0;
+  for (int y = int(std::floor(sy)) - 1; y <= int(std::floor(sy)) + 2; ++y)
+    for (int x = int(std::floor(sx)) - 1; x <= int(std::floor(sx)) + 2; ++x) {
+      const int cy = std::clamp(y, 0, h - 1), cx = std::clamp(x, 0, w - 1);
+      acc += keys(sy - y) * keys(sx - x) * grid[(size_t(cy) * w + cx) * dim + c];
+    }
+  return acc;
+}
+
+ViTConfig tiny(int img) {
+  ViTConfig c = preset("vit_fmnist");
+  c.img_size = img;
+  c.patch_size = 4;
+  c.embed_dim = 8;
+  c.depth = 1;
+  c.num_heads = 2;
+  c.mlp_hidden = 8;
+  c.num_classes = 3;
+  return c;
+}
+
+std::string tmp(const std::string& name) { return ::testing::TempDir() + "/vitcuda_weights_" + name; }
+
+}  // namespace
+
+TEST(Weights, PosEmbedResizeMatchesDirectBicubic) {
+  const int dim = 3, prefix = 1;
+  for (auto [h, nh] : {std::pair{4, 7}, {7, 4}, {14, 16}, {3, 3}}) {
+    std::vector<float> pos(size_t(prefix + h * h) * dim);
+    for (size_t i = 0; i < pos.size(); ++i) pos[i] = float(std::sin(0.7 * i) + 0.1 * i);
+    const auto out = resize_pos_embed(pos, prefix, h, h, nh, nh, dim);
+    ASSERT_EQ(out.size(), size_t(prefix + nh * nh) * dim);
+    for (int c = 0; c < dim; ++c) EXPECT_EQ(out[c], pos[c]) << "cls row is copied";
+    const std::vector<float> grid(pos.begin() + prefix * dim, pos.end());
+    for (int oy = 0; oy < nh; ++oy)
+      for (int ox = 0; ox < nh; ++ox)
+        for (int c = 0; c < dim; ++c)
+          // both sums run in double and are rounded to float once: 1e-5 relative covers the
+          // float rounding of values of magnitude <= ~5.
+          EXPECT_NEAR(out[(prefix + oy * nh + ox) * dim + c], direct_bicubic(grid, h, h, dim, c, oy, ox, nh, nh), 5e-5)
+              << h << "->" << nh << " at " << oy << "," << ox;
+  }
+}
+
+TEST(Weights, PosEmbedResizeKnownValues) {
+  // Same size: the kernel taps are (0, 1, 0, 0): identity.
+  std::vector<float> pos(16);
+  for (int i = 0; i < 16; ++i) pos[i] = float(i * i);
+  EXPECT_EQ(resize_pos_embed(pos, 0, 4, 4, 4, 4, 1), pos);
+  // Constant grid stays constant (the weights sum to 1).
+  std::vector<float> ones(25, 2.5f);
+  for (float v : resize_pos_embed(ones, 0, 5, 5, 9, 9, 1)) EXPECT_NEAR(v, 2.5f, 1e-6);
+  // A linear ramp is reproduced exactly away from the clamped border (Keys' kernel is exact
+  // for polynomials up to degree 2): 8 -> 16 along x, interior outputs equal the ramp at the
+  // half-pixel source coordinate.
+  std::vector<float> ramp(64);
+  for (int y = 0; y < 8; ++y)
+    for (int x = 0; x < 8; ++x) ramp[y * 8 + x] = float(x);
+  const auto up = resize_pos_embed(ramp, 0, 8, 8, 16, 16, 1);
+  for (int ox = 4; ox < 12; ++ox) EXPECT_NEAR(up[5 * 16 + ox], 0.5 * (ox + 0.5) - 0.5, 1e-5) << ox;
+  EXPECT_THROW(resize_pos_embed(ramp, 1, 8, 8, 4, 4, 1), Error);
+}
+
+TEST(Weights, HandBuiltTimmFileLoadsWithKnownValuesAndBf16) {
+  // A timm-style state_dict written tensor by tensor, with values we choose: every tensor
+  // holds value = (index % 7) * 0.125, exact in bf16, stored as BF16 for the weights.
+  auto backend = make_backend("cpu");
+  Model model(tiny(8), *backend, 2);
+  SafeTensorsFile f;
+  for (const ParamSpec& s : model.params()) {
+    SafeTensor t;
+    t.dtype = s.decay ? DType::BF16 : DType::F32;
+    t.shape = s.shape;
+    t.bytes.resize(size_t(s.numel) * (s.decay ? 2 : 4));
+    for (int64_t i = 0; i < s.numel; ++i) {
+      const float v = float(i % 7) * 0.125f;
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      if (s.decay) {
+        const uint16_t hi = uint16_t(bits >> 16);
+        std::memcpy(t.bytes.data() + 2 * i, &hi, 2);
+      } else {
+        std::memcpy(t.bytes.data() + 4 * i, &v, 4);
+      }
+    }
+    f.tensors[s.name] = t;
+  }
+  save_safetensors(tmp("timm.safetensors"), f);
+  load_weights(tmp("timm.safetensors"), model);
+  const std::vector<float> w = model.get_master();
+  for (const ParamSpec& s : model.params())
+    for (int64_t i = 0; i < s.numel; ++i) ASSERT_EQ(w[s.offset + i], float(i % 7) * 0.125f) << s.name << "[" << i << "]";
+
+  // And back: save_weights writes exactly these values under the same names.
+  save_weights(tmp("roundtrip.safetensors"), model);
+  const SafeTensorsFile back = load_safetensors(tmp("roundtrip.safetensors"));
+  for (const ParamSpec& s : model.params()) {
+    const SafeTensor& t = back.tensors.at(s.name);
+    ASSERT_EQ(t.dtype, DType::F32);
+    ASSERT_EQ(t.shape, s.shape);
+    ASSERT_EQ(0, std::memcmp(t.bytes.data(), w.data() + s.offset, t.bytes.size())) << s.name;
+  }
+}
+
+TEST(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
+  auto backend = make_backend("cpu");
+  Model small(tiny(8), *backend, 1);  // 2x2 grid + cls
+  small.init(3);
+  save_weights(tmp("small.safetensors"), small);
+  Model big(tiny(16), *backend, 1);  // 4x4 grid + cls
+  load_weights(tmp("small.safetensors"), big);
+  const ParamSpec& ps = small.param_spec("pos_embed");
+  const ParamSpec& pb = big.param_spec("pos_embed");
+  const auto ws = small.get_master(), wb = big.get_master();
+  const std::vector<float> pos(ws.begin() + ps.offset, ws.begin() + ps.offset + ps.numel);
+  const auto expect = resize_pos_embed(pos, 1, 2, 2, 4, 4, 8);
+  for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]);
+  // Other tensors are unchanged.
+  const ParamSpec& q = small.param_spec("blocks.0.attn.qkv.weight");
+  EXPECT_EQ(0, std::memcmp(ws.data() + q.offset, wb.data() + big.param_spec("blocks.0.attn.qkv.weight").offset, q.numel * 4));
+}
+
+TEST(Weights, MismatchesNameFileAndTensor) {
+  auto backend = make_backend("cpu");
+  Model model(tiny(8), *backend, 1);
+  model.init(1);
+  save_weights(tmp("ok.safetensors"), model);
+  SafeTensorsFile f = load_safetensors(tmp("ok.safetensors"));
+  auto expect_error = [&](const SafeTensorsFile& file, const std::string& what) {
+    save_safetensors(tmp("bad.safetensors"), file);
+    try {
+      load_weights(tmp("bad.safetensors"), model);
+      FAIL() << "no error for " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.safetensors"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  SafeTensorsFile missing = f;
+  missing.tensors.erase("head.bias");
+  expect_error(missing, "head.bias");
+  SafeTensorsFile extra = f;
+  extra.tensors["blocks.7.attn.qkv.weight"] = f.tensors.at("head.bias");
+  expect_error(extra, "blocks.7.attn.qkv.weight");
+  SafeTensorsFile wrong_shape = f;
+  wrong_shape.tensors["head.weight"].shape = {1, 24};
+  expect_error(wrong_shape, "head.weight");
+  SafeTensorsFile wrong_dtype = f;
+  wrong_dtype.tensors["head.bias"].dtype = DType::I32;
+  expect_error(wrong_dtype, "head.bias");
+}
