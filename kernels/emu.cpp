@@ -42,10 +42,10 @@
 
 namespace vitcuda::emu {
 
-thread_local uint3 g_thread_idx;
-thread_local uint3 g_block_idx;
-thread_local dim3 g_block_dim;
-thread_local dim3 g_grid_dim;
+uint3 g_thread_idx;
+uint3 g_block_idx;
+dim3 g_block_dim;
+dim3 g_grid_dim;
 
 namespace {
 
@@ -774,7 +774,7 @@ std::string demangle(const char* name) {
 }
 
 struct ObjectHit {
-  uintptr_t addr;
+  uintptr_t addr = 0;
   std::string path;
   uintptr_t bias = 0;
   bool found = false;
@@ -797,7 +797,8 @@ int find_object(struct dl_phdr_info* info, size_t, void* data) {
 }
 
 std::string symtab_lookup(uintptr_t addr) {
-  ObjectHit hit{addr};
+  ObjectHit hit;
+  hit.addr = addr;
   dl_iterate_phdr(&find_object, &hit);
   if (!hit.found) return {};
   const int fd = open(hit.path.c_str(), O_RDONLY);

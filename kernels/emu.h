@@ -50,11 +50,14 @@ constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kMaxDynamicSmemDefault = 48 * 1024;  // without an opt-in
 constexpr size_t kMaxDynamicSmemOptIn = 227 * 1024;   // H100 (sm_90) per-block opt-in limit
 
-// The built-in variables of the running fiber (set by the scheduler on every switch).
-extern thread_local uint3 g_thread_idx;
-extern thread_local uint3 g_block_idx;
-extern thread_local dim3 g_block_dim;
-extern thread_local dim3 g_grid_dim;
+// The built-in variables of the running fiber (set by the scheduler on every switch). Plain
+// globals, not thread_local: one emulated launch runs at a time in a process (static __shared__
+// is process-wide too), and GCC 12's UBSan null check of a TLS address tests stale flags and
+// reports a false "reference binding to null pointer".
+extern uint3 g_thread_idx;
+extern uint3 g_block_idx;
+extern dim3 g_block_dim;
+extern dim3 g_grid_dim;
 
 // ---- the scheduler's entry point (kernels/emu.cpp) --------------------------------------------
 using InvokeFn = void (*)(const void* closure);  // runs the kernel body for the current thread
@@ -102,6 +105,7 @@ void cp_async_wait_group(int n);  // n == -1: wait_all (also the uncommitted cop
 }  // namespace vitcuda::emu
 
 // ---- built-in variables ---------------------------------------------------------------------
+// Read-only, as in CUDA.
 #define threadIdx (static_cast<const uint3&>(::vitcuda::emu::g_thread_idx))
 #define blockIdx (static_cast<const uint3&>(::vitcuda::emu::g_block_idx))
 #define blockDim (static_cast<const dim3&>(::vitcuda::emu::g_block_dim))

@@ -30,9 +30,9 @@ namespace emu_detail {
 inline float bf16_lo(uint32_t r) { return __uint_as_float(r << 16); }
 inline float bf16_hi(uint32_t r) { return __uint_as_float(r & 0xffff0000u); }
 inline float f16_bits_to_float(uint16_t bits) {
-  __half h;
-  std::memcpy(&h, &bits, 2);
-  return __half2float(h);
+  __half_raw raw;
+  raw.x = bits;
+  return __half2float(__half(raw));
 }
 inline float f16_lo(uint32_t r) { return f16_bits_to_float(static_cast<uint16_t>(r & 0xffffu)); }
 inline float f16_hi(uint32_t r) { return f16_bits_to_float(static_cast<uint16_t>(r >> 16)); }
