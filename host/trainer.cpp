@@ -269,6 +269,10 @@ void Trainer::fit(std::ostream& log) {
   sched.cosine = o_.cosine;
   std::vector<uint8_t> images(size_t(o_.batch_size) * train_.image_bytes());
   std::vector<int32_t> labels(o_.batch_size);
+  // A resumed run first rewrites history.csv from the checkpoint: a kill between the
+  // last.safetensors and history.csv writes leaves it an epoch behind, and resuming a finished
+  // run trains no epoch that would rewrite it.
+  if (epoch_ > 0) write_outputs(false, /*checkpoints=*/false);
 
   for (int this_call = 0; epoch_ < o_.epochs; ++this_call) {
     if (o_.stop_after_epochs > 0 && this_call >= o_.stop_after_epochs) break;
@@ -330,7 +334,7 @@ void Trainer::fit(std::ostream& log) {
   }
 }
 
-void Trainer::write_outputs(bool is_best) {
+void Trainer::write_outputs(bool is_best, bool checkpoints) {
   if (o_.output_dir.empty()) return;
   std::ostringstream csv;
   csv << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second\n";
@@ -341,9 +345,13 @@ void Trainer::write_outputs(bool is_best) {
     csv << line;
   }
   const auto md = state_metadata();
-  // Order matters for a kill at any point: last is complete before history mentions its epoch.
-  save_checkpoint(o_.output_dir + "/last.safetensors", model_, &opt_, md);
-  if (is_best) save_checkpoint(o_.output_dir + "/best.safetensors", model_, &opt_, md);
+  // Order matters for a kill at any point: best, then last, then history. A kill before last is
+  // replaced means a resume re-runs this epoch (identically) and rewrites best, so best never
+  // lags behind the best_epoch that last records; history never mentions an epoch last lacks.
+  if (checkpoints) {
+    if (is_best) save_checkpoint(o_.output_dir + "/best.safetensors", model_, &opt_, md);
+    save_checkpoint(o_.output_dir + "/last.safetensors", model_, &opt_, md);
+  }
   write_file_atomic(o_.output_dir + "/history.csv", csv.str());
 }
 

@@ -67,7 +67,7 @@ class Trainer {
   const std::vector<EpochRecord>& history() const { return history_; }
 
  private:
-  void write_outputs(bool is_best);
+  void write_outputs(bool is_best, bool checkpoints = true);
   std::map<std::string, std::string> state_metadata() const;
 
   Model& model_;
