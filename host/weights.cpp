@@ -9,22 +9,28 @@
 namespace vitcuda {
 namespace {
 
-// PyTorch's cubic convolution kernel (Keys 1981) with A = -0.75.
-constexpr double kCubicA = -0.75;
-double cubic_near(double x) { return ((kCubicA + 2) * x - (kCubicA + 3)) * x * x + 1; }           // |x| <= 1
-double cubic_far(double x) { return ((kCubicA * x - 5 * kCubicA) * x + 8 * kCubicA) * x - 4 * kCubicA; }  // 1 < |x| < 2
+// timm resizes with F.interpolate(mode='bicubic', antialias=True): PyTorch's separable
+// anti-aliased kernel (PIL's algorithm), a cubic with a = -0.5 whose support widens by the
+// downscale factor, sampled at half-pixel centres, with the taps that fall outside the image
+// dropped and the rest renormalised (no border clamping).
+double cubic_aa(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
 
-// The 4 source indices (clamped) and weights for output index `o` of a resize in -> out.
-void cubic_taps(int o, int in, int out, int idx[4], double w[4]) {
-  const double scale = double(in) / out;
-  const double src = scale * (o + 0.5) - 0.5;  // half-pixel centres, not clamped (as PyTorch for cubic)
-  const int i0 = int(std::floor(src));
-  const double t = src - i0;
-  w[0] = cubic_far(t + 1);
-  w[1] = cubic_near(t);
-  w[2] = cubic_near(1 - t);
-  w[3] = cubic_far(2 - t);
-  for (int k = 0; k < 4; ++k) idx[k] = std::min(std::max(i0 - 1 + k, 0), in - 1);
+// Taps for output index o of a resize in -> out: first source index and normalised weights.
+int cubic_taps(int o, int in, int out, std::vector<double>& w) {
+  const double scale = double(in) / out, support = 2 * std::max(scale, 1.0), inv = 1 / std::max(scale, 1.0);
+  const double center = scale * (o + 0.5);
+  const int lo = std::max(int(center - support + 0.5), 0), hi = std::min(int(center + support + 0.5), in);
+  w.assign(hi - lo, 0.0);
+  double sum = 0;
+  for (int j = lo; j < hi; ++j) sum += (w[j - lo] = cubic_aa((j - center + 0.5) * inv));
+  for (double& v : w) v /= sum;
+  return lo;
 }
 
 float half_to_float(uint16_t h) {
@@ -96,20 +102,15 @@ std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefi
   std::copy(pos.begin(), pos.begin() + size_t(num_prefix) * dim, out.begin());
   const float* grid = pos.data() + size_t(num_prefix) * dim;
   float* dst = out.data() + size_t(num_prefix) * dim;
-  // Separable: along x on the 4 source rows, then along y, in double.
+  std::vector<double> wy, wx;
   for (int oy = 0; oy < new_h; ++oy) {
-    int iy[4], ix[4];
-    double wy[4], wx[4];
-    cubic_taps(oy, old_h, new_h, iy, wy);
+    const int y0 = cubic_taps(oy, old_h, new_h, wy);
     for (int ox = 0; ox < new_w; ++ox) {
-      cubic_taps(ox, old_w, new_w, ix, wx);
+      const int x0 = cubic_taps(ox, old_w, new_w, wx);
       for (int c = 0; c < dim; ++c) {
         double acc = 0;
-        for (int a = 0; a < 4; ++a) {
-          double row = 0;
-          for (int b = 0; b < 4; ++b) row += wx[b] * grid[(size_t(iy[a]) * old_w + ix[b]) * dim + c];
-          acc += wy[a] * row;
-        }
+        for (size_t a = 0; a < wy.size(); ++a)
+          for (size_t b = 0; b < wx.size(); ++b) acc += wy[a] * wx[b] * grid[((y0 + a) * old_w + x0 + b) * dim + c];
         dst[(size_t(oy) * new_w + ox) * dim + c] = float(acc);
       }
     }

@@ -13,23 +13,28 @@ using namespace vitcuda;
 
 namespace {
 
-// The bicubic kernel written as one 2-D sum over the 4x4 neighbourhood (Keys 1981, a = -0.75),
-// independent of the separable implementation in host/weights.cpp.
-double keys(double d) {
-  const double a = -0.75, x = std::fabs(d);
-  if (x <= 1) return (a + 2) * x * x * x - (a + 3) * x * x + 1;
+// timm's resize written as one 2-D sum (PIL-style anti-aliased bicubic, a = -0.5, weights
+// renormalised over the taps inside the image), independent of the separable code in
+// host/weights.cpp.
+double cubic(double x) {
+  const double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1) return (a + 2) * x * x * x - (a + 3) * x * x + 1;
   if (x < 2) return a * x * x * x - 5 * a * x * x + 8 * a * x - 4 * a;
   return 0;
 }
 double direct_bicubic(const std::vector<float>& grid, int h, int w, int dim, int c, int oy, int ox, int nh, int nw) {
-  const double sy = double(h) / nh * (oy + 0.5) - 0.5, sx = double(w) / nw * (ox + 0.5) - 0.5;
-  double acc = 0;
-  for (int y = int(std::floor(sy)) - 1; y <= int(std::floor(sy)) + 2; ++y)
-    for (int x = int(std::floor(sx)) - 1; x <= int(std::floor(sx)) + 2; ++x) {
-      const int cy = std::clamp(y, 0, h - 1), cx = std::clamp(x, 0, w - 1);
-      acc += keys(sy - y) * keys(sx - x) * grid[(size_t(cy) * w + cx) * dim + c];
+  const double sy = double(h) / nh, sx = double(w) / nw;
+  const double cy = sy * (oy + 0.5), cx = sx * (ox + 0.5);
+  const double fy = 1 / std::max(sy, 1.0), fx = 1 / std::max(sx, 1.0);
+  double acc = 0, norm = 0;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const double k = cubic((y + 0.5 - cy) * fy) * cubic((x + 0.5 - cx) * fx);
+      acc += k * grid[(size_t(y) * w + x) * dim + c];
+      norm += k;
     }
-  return acc;
+  return acc / norm;
 }
 
 ViTConfig tiny(int img) {
@@ -67,6 +72,19 @@ TEST(Weights, PosEmbedResizeMatchesDirectBicubic) {
   }
 }
 
+TEST(Weights, PosEmbedResizeEqualsTimm) {
+  // timm 1.0.31 / torch 2.15: resample_abs_pos_embed of this 3x3 grid (+ a cls row 9) to 5x5.
+  const std::vector<float> pos = {9, 1, 2, 3, 4, 5, 7, 0, -1, 2};
+  const std::vector<float> timm = {9.0f, 0.69811326f, 1.0829345f, 1.773585f, 2.4186146f, 2.767889f, 2.149113f,
+                                   2.5550234f, 3.3208957f, 4.217588f, 4.7254295f, 3.9245284f, 4.2611938f, 5.0f,
+                                   6.3432837f, 7.1509433f, 1.5598416f, 1.311984f, 1.238805f, 2.9745483f, 4.1361575f,
+                                   -0.21502307f, -0.8432835f, -1.452830f, 0.49239704f, 1.8547525f};
+  const auto out = resize_pos_embed(pos, 1, 3, 3, 5, 5, 1);
+  ASSERT_EQ(out.size(), timm.size());
+  // PyTorch computes in float32 with precomputed float weights: agreement to ~1e-6 relative.
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], timm[i], 2e-6 * std::max(1.f, std::fabs(timm[i]))) << i;
+}
+
 TEST(Weights, PosEmbedResizeKnownValues) {
   // Same size: the kernel taps are (0, 1, 0, 0): identity.
   std::vector<float> pos(16);
@@ -75,9 +93,9 @@ TEST(Weights, PosEmbedResizeKnownValues) {
   // Constant grid stays constant (the weights sum to 1).
   std::vector<float> ones(25, 2.5f);
   for (float v : resize_pos_embed(ones, 0, 5, 5, 9, 9, 1)) EXPECT_NEAR(v, 2.5f, 1e-6);
-  // A linear ramp is reproduced exactly away from the clamped border (Keys' kernel is exact
-  // for polynomials up to degree 2): 8 -> 16 along x, interior outputs equal the ramp at the
-  // half-pixel source coordinate.
+  // A linear ramp is reproduced away from the border when upsampling (the cubic's weights
+  // are symmetric and sum to 1, so it is exact for degree-1 polynomials): 8 -> 16 along x,
+  // interior outputs equal the ramp at the half-pixel source coordinate.
   std::vector<float> ramp(64);
   for (int y = 0; y < 8; ++y)
     for (int x = 0; x < 8; ++x) ramp[y * 8 + x] = float(x);

@@ -11,10 +11,10 @@
 namespace vitcuda {
 
 // Bicubic resize of a [num_prefix + old_h*old_w, dim] position embedding to the grid
-// new_h x new_w, prefix (cls) rows kept as they are: PyTorch's F.interpolate(mode='bicubic',
-// align_corners=False) as timm's resample_abs_pos_embed uses it (cubic coefficient -0.75,
-// half-pixel centres, border samples clamped). timm passes antialias=True, which changes
-// only downsampling; this is the plain kernel.
+// new_h x new_w, prefix (cls) rows kept as they are, exactly as timm's
+// resample_abs_pos_embed: F.interpolate(mode='bicubic', antialias=True), i.e. PyTorch's
+// anti-aliased bicubic (cubic a = -0.5, support scaled when downsampling, edge taps dropped
+// and renormalised). Note antialias=True changes upsampling too, not only downsampling.
 std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefix, int old_h, int old_w,
                                     int new_h, int new_w, int dim);
 
