@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "vitcuda/checkpoint.h"
+#include "vitcuda/visualize.h"
 
 namespace vitcuda {
 namespace {
@@ -71,7 +72,7 @@ std::string history_json(const std::vector<EpochRecord>& h) {
   nlohmann::json j = nlohmann::json::array();
   for (const EpochRecord& r : h)
     j.push_back({r.epoch, r.train_loss, r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds,
-                 r.images_per_second});
+                 r.images_per_second, r.train_top5});
   return j.dump();
 }
 
@@ -89,6 +90,7 @@ std::vector<EpochRecord> history_from_json(const std::string& text, const std::s
       r.lr = e.at(6).get<double>();
       r.seconds = e.at(7).get<double>();
       r.images_per_second = e.at(8).get<double>();
+      if (e.size() > 9) r.train_top5 = e.at(9).get<double>();  // absent in older checkpoints
       h.push_back(r);
     }
   } catch (const std::exception& e) {
@@ -199,12 +201,14 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
-  return {{"epoch", std::to_string(epoch_)},
-          {"step", std::to_string(step_)},
-          {"best_top1", std::to_string(best_top1_)},
-          {"best_epoch", std::to_string(best_epoch_)},
-          {"seed", std::to_string(o_.seed)},
-          {"history", history_json(history_)}};
+  std::map<std::string, std::string> md{{"epoch", std::to_string(epoch_)},
+                                        {"step", std::to_string(step_)},
+                                        {"best_top1", std::to_string(best_top1_)},
+                                        {"best_epoch", std::to_string(best_epoch_)},
+                                        {"seed", std::to_string(o_.seed)},
+                                        {"history", history_json(history_)}};
+  md.insert(o_.metadata.begin(), o_.metadata.end());  // the trainer's own keys win
+  return md;
 }
 
 void Trainer::resume(const std::string& path) {
@@ -223,7 +227,7 @@ void Trainer::resume(const std::string& path) {
                 ", " + std::to_string(history_.size()) + " history rows)");
 }
 
-EvalResult Trainer::evaluate(const Dataset& data, const std::string& label) {
+EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std::vector<int32_t>* predictions) {
   EvalResult r;
   const auto t0 = Clock::now();
   const ViTConfig& c = model_.config();
@@ -235,9 +239,14 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label) {
   ProgressBar bar(o_.progress, label, loader.num_batches());
   double loss_sum = 0;
   int64_t done = 0;
+  if (predictions) predictions->clear();
   for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
     model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), false);
     const StepStats st = model_.loss(labels.data(), 0.f, false);
+    if (predictions) {
+      const std::vector<int32_t> p = last_predictions(model_);
+      predictions->insert(predictions->end(), p.begin(), p.end());
+    }
     loss_sum += st.loss * n;
     r.top1 += double(st.top1);
     r.top5 += double(st.top5);
@@ -282,7 +291,7 @@ void Trainer::fit(std::ostream& log) {
     std::snprintf(label, sizeof label, "epoch %d/%d", epoch_ + 1, o_.epochs);
     ProgressBar bar(o_.progress, label, per_epoch);
     double loss_sum = 0, lr = 0;
-    int64_t correct = 0, seen = 0, batches = 0;
+    int64_t correct = 0, correct5 = 0, seen = 0, batches = 0;
     for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
       lr = sched.at(step_);
       model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), true, o_.seed,
@@ -297,6 +306,7 @@ void Trainer::fit(std::ostream& log) {
       ++step_;
       loss_sum += st.loss * n;
       correct += st.top1;
+      correct5 += st.top5;
       seen += n;
       bar.update(++batches, loss_sum / seen, double(correct) / seen, seen);
     }
@@ -306,6 +316,7 @@ void Trainer::fit(std::ostream& log) {
     r.epoch = ++epoch_;
     r.train_loss = loss_sum / seen;
     r.train_top1 = double(correct) / seen;
+    r.train_top5 = double(correct5) / seen;
     r.lr = lr;
     r.images_per_second = seen / train_seconds;
     if (val_.size() > 0) {
@@ -337,11 +348,12 @@ void Trainer::fit(std::ostream& log) {
 void Trainer::write_outputs(bool is_best, bool checkpoints) {
   if (o_.output_dir.empty()) return;
   std::ostringstream csv;
-  csv << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second\n";
+  csv << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second,train_top5\n";
   for (const EpochRecord& r : history_) {
     char line[256];
-    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f,%.1f\n", r.epoch, r.train_loss,
-                  r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds, r.images_per_second);
+    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f,%.1f,%.6f\n", r.epoch, r.train_loss,
+                  r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds, r.images_per_second,
+                  r.train_top5);
     csv << line;
   }
   const auto md = state_metadata();

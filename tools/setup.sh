@@ -7,6 +7,7 @@ packages=(
   libopenblas-dev zlib1g-dev                  # CPU GEMM, gzip
   nlohmann-json3-dev libcli11-dev             # JSON (config, safetensors headers), CLI flags
   libgtest-dev libbenchmark-dev               # tests, microbenchmarks
+  libstb-dev python3-matplotlib               # PNG/JPEG in and out, training curves (plot_history.py)
   dataset-fashion-mnist                       # the default training data
 )
 missing=()

@@ -90,12 +90,19 @@ std::string plot_history(const std::string& output) {
     std::printf("plots skipped: plot_history.py not found (it is in the source tree's tools/)\n");
     return "";
   }
-  if (std::system("python3 -c 'import matplotlib' >/dev/null 2>&1") != 0) {
+  // python3 on the PATH, else Debian's (python3-matplotlib installs for /usr/bin/python3)
+  std::string python;
+  for (const char* p : {"python3", "/usr/bin/python3"})
+    if (std::system((std::string(p) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) {
+      python = p;
+      break;
+    }
+  if (python.empty()) {
     std::printf("plots skipped: python3 with matplotlib not found (apt-get install python3-matplotlib, then "
                 "python3 %s %s)\n", script.c_str(), output.c_str());
     return "";
   }
-  if (std::system(("python3 " + shell_quote(script) + " " + shell_quote(output) + " >/dev/null").c_str()) != 0) {
+  if (std::system((python + " " + shell_quote(script) + " " + shell_quote(output) + " >/dev/null").c_str()) != 0) {
     std::printf("plots skipped: %s failed (run it by hand: python3 %s %s)\n", script.c_str(), script.c_str(),
                 output.c_str());
     return "";

@@ -27,6 +27,8 @@ struct TrainOptions {
   // > 0: fit() returns after this many epochs of this call, as a preempted job would (the
   // checkpoints are written; the schedule still spans `epochs`). For testing resumption.
   int stop_after_epochs = 0;
+  // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
+  std::map<std::string, std::string> metadata;
 };
 
 struct EvalResult {
@@ -40,6 +42,7 @@ struct EpochRecord {
   double train_loss = 0, train_top1 = 0;
   double val_loss = 0, val_top1 = 0, val_top5 = 0;
   double lr = 0, seconds = 0, images_per_second = 0;
+  double train_top5 = 0;  // last column of history.csv (appended, so older readers keep working)
 };
 
 // Checkpoint: the fp32 master weights under timm's names, the AdamW moments as
@@ -60,7 +63,8 @@ class Trainer {
   // Train the remaining epochs (or options.stop_after_epochs of them); one summary line per
   // epoch on `log`.
   void fit(std::ostream& log);
-  EvalResult evaluate(const Dataset& data, const std::string& label);
+  // predictions: when given, receives the argmax class of every image, in dataset order.
+  EvalResult evaluate(const Dataset& data, const std::string& label, std::vector<int32_t>* predictions = nullptr);
 
   int epochs_done() const { return epoch_; }
   double best_top1() const { return best_top1_; }
