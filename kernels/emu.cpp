@@ -40,6 +40,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#if defined(__x86_64__) && !defined(VITCUDA_EMU_UCONTEXT)
+#define VITCUDA_EMU_FAST_SWITCH 1
+extern "C" void vitcuda_emu_switch(void** save_sp, void* new_sp);  // emu_switch_x86_64.S
+#endif
+
 namespace vitcuda::emu {
 
 uint3 g_thread_idx;
@@ -66,8 +71,25 @@ struct AsyncCopy {
   long group;  // -1 until committed
 };
 
+// A suspended execution context: a saved stack pointer (fast switch) or a ucontext.
+struct Context {
+#if defined(VITCUDA_EMU_FAST_SWITCH)
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
+inline void jump(Context& from, Context& to) {
+#if defined(VITCUDA_EMU_FAST_SWITCH)
+  vitcuda_emu_switch(&from.sp, to.sp);
+#else
+  swapcontext(&from.uc, &to.uc);
+#endif
+}
+
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   unsigned char* stack = nullptr;  // the usable stack (a guard page lies below it)
   size_t stack_size = 0;
   void* asan_fake_stack = nullptr;
@@ -103,10 +125,18 @@ struct Launch {
   unsigned char* smem = nullptr;
 };
 
+// Per warp: which lanes have exited and which are parked in a warp collective, so that an
+// arriving lane checks its mask in O(1) and only the completing lane walks the lanes.
+struct WarpState {
+  unsigned done = 0;
+  unsigned parked = 0;
+};
+
 struct BlockState {
   int nthreads = 0;
   uint3 idx{};
   int done = 0;
+  std::vector<WarpState> warps;
   // the barrier being filled
   int barrier_arrived = 0;
   BarrierOp barrier_op = BarrierOp::Sync;
@@ -119,7 +149,7 @@ struct BlockState {
 };
 
 struct Emulator {
-  ucontext_t sched_ctx;
+  Context sched_ctx;
   void* sched_fake_stack = nullptr;
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
@@ -202,11 +232,11 @@ void switch_away(Emulator& e, Fiber* self) {
     enter(e, next);
     e.switching_from_scheduler = false;
     asan_start(&self->asan_fake_stack, next->stack, next->stack_size);
-    swapcontext(&self->ctx, &next->ctx);
+    jump(self->ctx, next->ctx);
   } else {
     e.current = nullptr;
     asan_start(&self->asan_fake_stack, e.sched_stack_bottom, e.sched_stack_size);
-    swapcontext(&self->ctx, &e.sched_ctx);
+    jump(self->ctx, e.sched_ctx);
   }
   // resumed
   const void* old_bottom = nullptr;
@@ -256,6 +286,7 @@ std::string where(Emulator& e, const Fiber* f) {
 void abort_block(Emulator& e, const std::string& message) {
   if (e.block.error.empty()) e.block.error = message;
   e.block.aborting = true;
+  for (WarpState& w : e.block.warps) w.parked = 0;
   for (int i = 0; i < e.block.nthreads; ++i) {
     Fiber* f = e.fibers[i].get();
     if (f->state == State::AtBarrier || f->state == State::AtWarp) {
@@ -298,10 +329,11 @@ void thread_exit(Emulator& e, Fiber* self) {
   }
   const int lane = self->tid % kWarpSize;
   const int warp_base = self->tid - lane;
-  const int warp_end = std::min(warp_base + kWarpSize, b.nthreads);
-  for (int t = warp_base; t < warp_end; ++t) {
-    Fiber* f = e.fibers[t].get();
-    if (f->state == State::AtWarp && (f->warp_mask >> lane & 1u)) {
+  WarpState& ws = b.warps[self->tid / kWarpSize];
+  ws.done |= 1u << lane;
+  for (unsigned p = ws.parked; p; p &= p - 1) {
+    Fiber* f = e.fibers[warp_base + __builtin_ctz(p)].get();
+    if (f->warp_mask >> lane & 1u) {
       abort_block(e, where(e, f) + ": " + f->warp_op + " (" + site(f->warp_file, f->warp_line) +
                          ") with mask " + hex(f->warp_mask) + " waits for lane " +
                          std::to_string(lane) + ", which exited without arriving");
@@ -353,15 +385,30 @@ Fiber* make_fiber(int tid) {
   f->stack = static_cast<unsigned char*>(mem) + page;
   f->stack_size = kFiberStackBytes;
   f->tid = tid;
-  if (getcontext(&f->ctx) != 0) throw Error("cuda-emu: getcontext failed");
-  f->ctx.uc_stack.ss_sp = f->stack;
-  f->ctx.uc_stack.ss_size = f->stack_size;
-  f->ctx.uc_link = nullptr;
-  makecontext(&f->ctx, &fiber_main, 0);
+#if defined(VITCUDA_EMU_FAST_SWITCH)
+  // The stack of a fiber suspended in vitcuda_emu_switch, whose return address is fiber_main:
+  // from the top (16-byte aligned): a zero return address for fiber_main (it never returns; the
+  // zero ends backtraces), fiber_main, rbp rbx r12 r13 r14 r15 (zero), MXCSR and x87 control word.
+  auto* top = reinterpret_cast<uint64_t*>(f->stack + f->stack_size);
+  uint64_t* sp = top - 10;
+  std::memset(sp, 0, 10 * sizeof(uint64_t));
+  const uint32_t mxcsr = 0x1f80;  // the default MXCSR: exceptions masked, round to nearest
+  const uint16_t fpucw = 0x037f;  // the default x87 control word
+  std::memcpy(reinterpret_cast<unsigned char*>(sp), &mxcsr, 4);
+  std::memcpy(reinterpret_cast<unsigned char*>(sp) + 4, &fpucw, 2);
+  sp[8] = reinterpret_cast<uint64_t>(&fiber_main);
+  f->ctx.sp = sp;
+#else
+  if (getcontext(&f->ctx.uc) != 0) throw Error("cuda-emu: getcontext failed");
+  f->ctx.uc.uc_stack.ss_sp = f->stack;
+  f->ctx.uc.uc_stack.ss_size = f->stack_size;
+  f->ctx.uc.uc_link = nullptr;
+  makecontext(&f->ctx.uc, &fiber_main, 0);
   // ASan's swapcontext interceptor clears the shadow of uc_stack on every switch (128 KiB of
   // shadow per MiB of stack); the stack is only needed by makecontext, so forget it.
-  f->ctx.uc_stack.ss_sp = nullptr;
-  f->ctx.uc_stack.ss_size = 0;
+  f->ctx.uc.uc_stack.ss_sp = nullptr;
+  f->ctx.uc.uc_stack.ss_size = 0;
+#endif
   return f.release();
 }
 
@@ -409,6 +456,7 @@ void run_block(Emulator& e, uint3 block_idx) {
   b.barrier_arrived = 0;
   b.aborting = false;
   b.error.clear();
+  b.warps.assign((n + kWarpSize - 1) / kWarpSize, WarpState{});
   g_block_idx = block_idx;
   if (e.launch.smem_bytes > 0) std::memset(e.launch.smem, 0xFF, e.launch.smem_bytes);  // NaN fill
   e.ready_head = 0;
@@ -429,7 +477,7 @@ void run_block(Emulator& e, uint3 block_idx) {
       enter(e, next);
       e.switching_from_scheduler = true;
       asan_start(&e.sched_fake_stack, next->stack, next->stack_size);
-      swapcontext(&e.sched_ctx, &next->ctx);
+      jump(e.sched_ctx, next->ctx);
       asan_finish(e.sched_fake_stack, nullptr, nullptr);
       e.current = nullptr;
       continue;
@@ -591,16 +639,10 @@ void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask
   if (mask & ~existing)
     fail(std::string(op_name) + " (" + site(file, line) + "): the mask " + hex(mask) +
          " names lanes that do not exist (this warp has " + std::to_string(lanes) + " lanes)");
-  bool complete_now = true;
-  for (int l = 0; l < kWarpSize; ++l) {
-    if (!(mask >> l & 1u) || l == lane) continue;
-    Fiber* f = e.fibers[base + l].get();
-    if (f->state == State::Done)
-      fail(std::string(op_name) + " (" + site(file, line) + ") with mask " + hex(mask) +
-           " names lane " + std::to_string(l) + ", which has exited");
-    if (f->state != State::AtWarp || f->warp_fn != complete || f->warp_mask != mask)
-      complete_now = false;
-  }
+  WarpState& ws = b.warps[self->tid / kWarpSize];
+  if (const unsigned exited = mask & ws.done)
+    fail(std::string(op_name) + " (" + site(file, line) + ") with mask " + hex(mask) +
+         " names lane " + std::to_string(__builtin_ctz(exited)) + ", which has exited");
   self->warp_op = op_name;
   self->warp_fn = complete;
   self->warp_mask = mask;
@@ -608,22 +650,29 @@ void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask
   self->warp_out = out;
   self->warp_file = file;
   self->warp_line = line;
+  const unsigned self_bit = 1u << lane;
+  const unsigned others = mask & ~self_bit;
+  bool complete_now = (others & ~ws.parked) == 0;
+  for (unsigned p = others; complete_now && p; p &= p - 1) {
+    const Fiber* f = e.fibers[base + __builtin_ctz(p)].get();
+    complete_now = f->warp_fn == complete && f->warp_mask == mask;  // else parked elsewhere
+  }
   if (complete_now) {
     WarpSlot slots[kWarpSize] = {};
-    for (int l = 0; l < kWarpSize; ++l) {
-      if (!(mask >> l & 1u)) continue;
-      Fiber* f = e.fibers[base + l].get();
-      slots[l] = WarpSlot{f->warp_in, f->warp_out};
+    for (unsigned p = mask; p; p &= p - 1) {
+      const Fiber* f = e.fibers[base + __builtin_ctz(p)].get();
+      slots[__builtin_ctz(p)] = WarpSlot{f->warp_in, f->warp_out};
     }
     complete(mask, slots);
-    for (int l = 0; l < kWarpSize; ++l) {
-      if (!(mask >> l & 1u) || l == lane) continue;
-      Fiber* f = e.fibers[base + l].get();
+    ws.parked &= ~others;
+    for (unsigned p = others; p; p &= p - 1) {
+      Fiber* f = e.fibers[base + __builtin_ctz(p)].get();
       f->state = State::Ready;
       push_ready(e, f);
     }
     return;
   }
+  ws.parked |= self_bit;
   self->state = State::AtWarp;
   switch_away(e, self);
   check_abort(e);
@@ -633,12 +682,10 @@ unsigned active_mask() {
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) return 0;
-  const int lane = self->tid % kWarpSize;
-  const int base = self->tid - lane;
-  unsigned m = 0;
-  for (int l = 0; l < kWarpSize && base + l < e.block.nthreads; ++l)
-    if (e.fibers[base + l]->state != State::Done) m |= 1u << l;
-  return m;
+  const int base = self->tid - self->tid % kWarpSize;
+  const int lanes = std::min(kWarpSize, e.block.nthreads - base);
+  const unsigned existing = lanes == kWarpSize ? 0xffffffffu : ((1u << lanes) - 1u);
+  return existing & ~e.block.warps[self->tid / kWarpSize].done;
 }
 
 // ---- shuffles (PTX ISA shfl.sync: the segment of `width` lanes is [minLane, maxLane]) ---------

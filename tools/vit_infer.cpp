@@ -1,0 +1,322 @@
+// vit_infer — run a trained ViT: top-k classes of image files, or accuracy and throughput on
+// a dataset split. Examples:
+//   vit_infer -c runs/vit_fmnist shoe.png bag.jpg --topk 3
+//   vit_infer -c runs/vit_fmnist/best.safetensors images/ --attention-map attention.png
+//   vit_infer -c runs/vit_fmnist --dataset fashion_mnist --data-dir /usr/share/datasets/fashion-mnist --split test
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "vitcuda/checkpoint.h"
+#include "vitcuda/data.h"
+#include "vitcuda/trainer.h"
+#include "vitcuda/visualize.h"
+
+using namespace vitcuda;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool is_file(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// A vit_train output folder means its best checkpoint (else its last one).
+std::string resolve_checkpoint(const std::string& path) {
+  if (is_dir(path)) {
+    for (const char* name : {"best.safetensors", "last.safetensors"})
+      if (is_file(path + "/" + name)) return path + "/" + name;
+    throw Error("checkpoint folder '" + path + "' holds neither best.safetensors nor last.safetensors");
+  }
+  if (!is_file(path)) throw Error("checkpoint '" + path + "' does not exist");
+  return path;
+}
+
+// The __metadata__ of a safetensors file, from its header alone (the weights are read by
+// load_checkpoint, which checks the rest of the file).
+std::map<std::string, std::string> read_metadata(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open checkpoint '" + path + "': " + std::strerror(errno));
+  f.seekg(0, std::ios::end);
+  const uint64_t size = uint64_t(f.tellg());
+  f.seekg(0);
+  unsigned char len8[8];
+  if (size < 8 || !f.read(reinterpret_cast<char*>(len8), 8))
+    throw Error("checkpoint '" + path + "' is not a safetensors file (" + std::to_string(size) + " bytes)");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | len8[i];
+  if (n < 2 || n > size - 8 || n > (uint64_t(100) << 20))
+    throw Error("checkpoint '" + path + "' is not a safetensors file (header length " + std::to_string(n) +
+                " in a file of " + std::to_string(size) + " bytes)");
+  std::string header(size_t(n), '\0');
+  if (!f.read(header.data(), std::streamsize(n))) throw Error("checkpoint '" + path + "' is truncated");
+  std::map<std::string, std::string> md;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(header);
+    if (!j.is_object()) throw Error("header is not a JSON object");
+    if (j.contains("__metadata__"))
+      for (const auto& [k, v] : j.at("__metadata__").items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  } catch (const std::exception& e) {
+    throw Error("checkpoint '" + path + "' has an invalid safetensors header: " + e.what());
+  }
+  return md;
+}
+
+bool image_extension(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* e : {"png", "jpg", "jpeg", "bmp", "gif", "tga", "ppm", "pgm", "pnm", "psd", "hdr"})
+    if (ext == e) return true;
+  return false;
+}
+
+// Files as given; folders expand to their image files (sorted by name, not recursive).
+std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const std::string& in : inputs) {
+    if (!is_dir(in)) {
+      files.push_back(in);  // unreadable files are reported when they are decoded
+      continue;
+    }
+    DIR* d = opendir(in.c_str());
+    if (!d) throw Error("cannot read folder '" + in + "': " + std::strerror(errno));
+    std::vector<std::string> found;
+    while (dirent* e = readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.empty() || name[0] == '.' || !image_extension(name)) continue;
+      if (is_file(in + "/" + name)) found.push_back(in + "/" + name);
+    }
+    closedir(d);
+    if (found.empty()) throw Error("folder '" + in + "' holds no image files (png, jpg, bmp, gif, tga, ppm, pgm)");
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  return files;
+}
+
+std::unique_ptr<Backend> pick_backend(const std::string& device) {
+  if (device == "cpu") return make_backend("cpu");
+  if (device == "cuda") {
+    if (!cuda_device_available()) throw Error("--device cuda: no CUDA GPU is available on this machine");
+    return make_backend("cuda");
+  }
+  if (cuda_device_available()) {
+    try {
+      return make_backend("cuda");
+    } catch (const Error& e) {
+      std::fprintf(stderr, "vit_infer: a GPU is present but %s; running on the CPU\n", e.what());
+    }
+  }
+  return make_backend("cpu");
+}
+
+// Progress on stderr: redrawn in place on a terminal, a line per quarter elsewhere.
+class Progress {
+ public:
+  Progress(bool enabled, int64_t total) : enabled_(enabled), tty_(isatty(2)), total_(total), t0_(Clock::now()) {}
+  void update(int64_t done, int64_t images, double top1) {
+    if (!enabled_ || total_ <= 0) return;
+    const double el = std::chrono::duration<double>(Clock::now() - t0_).count();
+    if (tty_) {
+      if (done < total_ && el - last_ < 0.1) return;
+    } else {
+      const int64_t q = 4 * done / total_;
+      if (q == last_q_) return;
+      last_q_ = q;
+    }
+    last_ = el;
+    const int width = 24, fill = int(width * done / total_);
+    std::fprintf(stderr, "%sinfer [%s%s] %lld/%lld top-1 %5.2f%% %.0f img/s%s", tty_ ? "\r" : "",
+                 std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), (long long)done,
+                 (long long)total_, 100 * top1, images / std::max(el, 1e-9), tty_ ? "\x1b[K" : "\n");
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_ && tty_) std::fprintf(stderr, "\r\x1b[K");
+  }
+
+ private:
+  bool enabled_, tty_;
+  int64_t total_;
+  Clock::time_point t0_;
+  double last_ = -1;
+  int64_t last_q_ = 0;
+};
+
+std::string label_of(const std::vector<std::string>& names, int k) {
+  if (k < int(names.size()) && names[k] != std::to_string(k)) return names[k] + " (" + std::to_string(k) + ")";
+  return "class " + std::to_string(k);
+}
+
+void write_attention(const std::string& out, const Model& model, const uint8_t* chw) {
+  const ViTConfig& c = model.config();
+  const std::vector<float> map = attention_rollout(model, 0);
+  write_png(out, attention_overlay(chw, c.in_chans, c.img_size, c.img_size, map, c.grid()));
+  std::printf("attention rollout of the first image written to '%s'\n", out.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vit_infer: classify images with a trained Vision Transformer (vitcuda)"};
+  std::string checkpoint, dataset, data_dir = "/usr/share/datasets/fashion-mnist", split = "test", device = "auto",
+                          attention_map, model_name;
+  std::vector<std::string> inputs;
+  int topk = 5, batch = 64;
+  bool no_progress = false;
+  app.add_option("-c,--checkpoint", checkpoint, "a vit_train output folder (its best.safetensors) or a .safetensors file")
+      ->required();
+  app.add_option("inputs", inputs, "image files (PNG, JPEG, BMP, ...) or folders of images");
+  app.add_option("--dataset", dataset, "evaluate a dataset split instead: fashion_mnist or mnist (IDX files)")
+      ->check(CLI::IsMember({"fashion_mnist", "mnist"}));
+  app.add_option("--data-dir", data_dir, "folder of the dataset")->capture_default_str();
+  app.add_option("--split", split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  app.add_option("--topk", topk, "classes printed per image")->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("-b,--batch-size", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG");
+  app.add_option("--model", model_name, "model preset, for a checkpoint without 'config' metadata");
+  app.add_flag("--no-progress", no_progress, "no progress bar");
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("vit_infer: error: ") + e.what() + " (see --help)\n";
+  });
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (inputs.empty() && dataset.empty())
+      throw Error("nothing to classify: give image files or folders, or --dataset (see --help)");
+    const std::string path = resolve_checkpoint(checkpoint);
+    const auto md = read_metadata(path);
+    ViTConfig cfg;
+    if (md.count("config")) {
+      try {
+        cfg = ViTConfig::from_json(md.at("config"));
+      } catch (const Error& e) {
+        throw Error("checkpoint '" + path + "': metadata 'config' is invalid: " + e.what());
+      }
+    } else if (!model_name.empty()) {
+      cfg = preset(model_name);
+    } else {
+      throw Error("checkpoint '" + path + "' has no 'config' metadata; name the architecture with --model PRESET");
+    }
+    std::vector<std::string> names;
+    if (md.count("class_names")) {
+      try {
+        names = nlohmann::json::parse(md.at("class_names")).get<std::vector<std::string>>();
+      } catch (const std::exception&) {
+        names.clear();  // optional: fall back to class indices
+      }
+      if (int(names.size()) != cfg.num_classes) names.clear();
+    }
+    if (!attention_map.empty() && !png_supported())
+      throw Error("--attention-map: this build has no PNG support (install libstb-dev and rebuild)");
+    std::unique_ptr<Backend> backend = pick_backend(device);
+    Model model(cfg, *backend, batch);
+    load_checkpoint(path, model, nullptr);
+    const int64_t img_bytes = int64_t(cfg.in_chans) * cfg.img_size * cfg.img_size;
+    std::vector<uint8_t> images(size_t(batch) * img_bytes);
+    bool attention_done = attention_map.empty();
+
+    // ---- image files: top-k per image ----
+    if (!inputs.empty()) {
+      const std::vector<std::string> files = expand_inputs(inputs);
+      const int k = std::min(topk, cfg.num_classes);
+      for (size_t start = 0; start < files.size(); start += size_t(batch)) {
+        const int n = int(std::min(files.size() - start, size_t(batch)));
+        for (int i = 0; i < n; ++i) {
+          const std::vector<uint8_t> chw = model_input(load_image(files[start + i]), cfg);
+          std::copy(chw.begin(), chw.end(), images.begin() + i * img_bytes);
+        }
+        model.forward(Tensor::view(images.data(), {n, cfg.in_chans, cfg.img_size, cfg.img_size}, DType::U8), false);
+        const std::vector<float> prob = last_probabilities(model);
+        for (int i = 0; i < n; ++i) {
+          const float* p = prob.data() + size_t(i) * cfg.num_classes;
+          std::vector<int> order(cfg.num_classes);
+          for (int c = 0; c < cfg.num_classes; ++c) order[c] = c;
+          std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                            [p](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+          std::string line = files[start + i] + ":";
+          for (int j = 0; j < k; ++j) {
+            char buf[48];
+            std::snprintf(buf, sizeof buf, " %.2f%%", 100.0 * p[order[j]]);
+            line += (j ? "," : "") + std::string(" ") + label_of(names, order[j]) + buf;
+          }
+          std::printf("%s\n", line.c_str());
+        }
+        if (!attention_done) {
+          write_attention(attention_map, model, images.data());
+          attention_done = true;
+        }
+      }
+    }
+
+    // ---- a dataset split: accuracy and throughput ----
+    if (!dataset.empty()) {
+      Dataset data = load_mnist_dir(data_dir, split);
+      if (data.num_classes > cfg.num_classes)
+        throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) + " classes but the model has " +
+                    std::to_string(cfg.num_classes) + " outputs");
+      const bool same = data.channels == cfg.in_chans && data.height == cfg.img_size && data.width == cfg.img_size;
+      BatchLoader loader(data, batch, /*shuffle=*/false, /*drop_last=*/false, 0);
+      loader.start_epoch(0);
+      std::vector<uint8_t> raw(size_t(batch) * data.image_bytes());
+      std::vector<int32_t> labels(batch);
+      Progress bar(!no_progress, loader.num_batches());
+      int64_t top1 = 0, top5 = 0, count = 0, done = 0;
+      double seconds = 0;
+      for (int n; (n = loader.next(raw.data(), labels.data())) > 0;) {
+        if (same) {
+          std::copy(raw.begin(), raw.begin() + size_t(n) * img_bytes, images.begin());
+        } else {  // other size or channel count: resize like an image file
+          for (int i = 0; i < n; ++i) {
+            const std::vector<uint8_t> chw = model_input(
+                image_from_chw(raw.data() + i * data.image_bytes(), data.channels, data.height, data.width), cfg);
+            std::copy(chw.begin(), chw.end(), images.begin() + i * img_bytes);
+          }
+        }
+        const auto t0 = Clock::now();
+        model.forward(Tensor::view(images.data(), {n, cfg.in_chans, cfg.img_size, cfg.img_size}, DType::U8), false);
+        const StepStats st = model.loss(labels.data(), 0.f, false);
+        seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!attention_done) {
+          write_attention(attention_map, model, images.data());
+          attention_done = true;
+        }
+        top1 += st.top1;
+        top5 += st.top5;
+        count += n;
+        bar.update(++done, count, double(top1) / count);
+      }
+      bar.finish();
+      if (count == 0) throw Error("dataset '" + data.name + "' is empty");
+      std::printf("%s %s: top-1 %.2f%% top-5 %.2f%% (%lld images, %.0f img/s on %s)\n", dataset.c_str(), split.c_str(),
+                  100.0 * top1 / count, 100.0 * top5 / count, (long long)count, count / std::max(seconds, 1e-9),
+                  backend->name().c_str());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_infer: error: %s\n", e.what());
+    return 1;
+  }
+}
