@@ -429,12 +429,6 @@ TEST_F(CliErrors, LabelOutOfRange) {
   EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--data-dir", d.string()}})), {f.string(), "label 10"}));
 }
 
-TEST_F(CliErrors, ImagesOfTheWrongSize) {
-  const fs::path d = dir_ / "data32";
-  write_dataset(d, 256, 64, 32);  // 32x32 images for a 28x28 model
-  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--data-dir", d.string()}})), {"32x32", "28x28"}));
-}
-
 TEST_F(CliErrors, FewerImagesThanOneBatch) {
   EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"-b", "256"}})), {"192 images", "256"}));
 }
