@@ -181,5 +181,21 @@ TEST_F(Misuse, TheEmulatorRecoversAfterAnError) {
   for (int t = 0; t < 64; ++t) EXPECT_EQ(got[t], static_cast<float>(63 - t));
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+// Device memory is heap memory in the emulator, so AddressSanitizer sees a kernel that writes
+// past an allocation, from inside a fiber: the switches are annotated, so ASan knows the stack.
+__global__ void global_overrun_kernel(float* p, int n) { p[n + threadIdx.x] = 1.f; }
+
+TEST_F(Misuse, GlobalMemoryOverrunCaughtByAddressSanitizer) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        rt::DeviceBuffer<float> b(64);  // 256 bytes: the allocation is exactly this size
+        launch(global_overrun_kernel, dim3(1), dim3(32), 0, nullptr, b.get(), 64);
+      },
+      "heap-buffer-overflow");
+}
+#endif
+
 }  // namespace
 }  // namespace vitcuda::test
