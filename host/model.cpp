@@ -51,13 +51,16 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
   const size_t pbytes = size_t(num_params_) * dtype_size(dtype_);
   const bool separate_master = dtype_ != DType::F32;
   param_mem_ = be_.alloc(pbytes + (separate_master ? size_t(num_params_) * 4 : 0));
-  grad_mem_ = be_.alloc(pbytes);
+  // Parameter gradients are fp32 whatever the compute dtype (fp64 for gradient checks):
+  // bf16 gradients would lose the small updates that accumulate over the batch.
+  const DType grad_dtype = dtype_ == DType::F64 ? DType::F64 : DType::F32;
+  grad_mem_ = be_.alloc(size_t(num_params_) * dtype_size(grad_dtype));
   act_mem_ = be_.alloc(size_t(act_bytes_));
   const Device dev = be_.device();
   params_ = Tensor::view(param_mem_, {num_params_}, dtype_, dev);
   master_ = separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {num_params_}, DType::F32, dev)
                             : params_;
-  grads_ = Tensor::view(grad_mem_, {num_params_}, dtype_, dev);
+  grads_ = Tensor::view(grad_mem_, {num_params_}, grad_dtype, dev);
   acts_ = Tensor::view(act_mem_, {act_bytes_}, DType::U8, dev);
 }
 

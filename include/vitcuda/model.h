@@ -78,7 +78,7 @@ class Model {
   Tensor grad(const std::string& name) const;
   int64_t num_params() const { return num_params_; }
   // Whole arenas: fp32 master weights (what the optimizer updates and checkpoints hold),
-  // compute-dtype parameters, gradients.
+  // compute-dtype parameters, fp32 gradients (fp64 when the compute dtype is fp64).
   Tensor master_arena() const { return master_; }
   Tensor param_arena() const { return params_; }
   Tensor grad_arena() const { return grads_; }
