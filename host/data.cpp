@@ -190,6 +190,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   ds.height = int(im.dims[1]);
   ds.width = int(im.dims[2]);
   ds.num_classes = num_classes;
+  for (int c = 0; c < num_classes; c++) ds.class_names.push_back(std::to_string(c));
   ds.images.assign(im.bytes.begin() + im.payload_offset, im.bytes.end());
   ds.labels.resize(size_t(lb.dims[0]));
   const uint8_t* l = lb.bytes.data() + lb.payload_offset;
@@ -245,6 +246,7 @@ Dataset split_validation(Dataset& train, double fraction, uint64_t seed) {
   val.height = train.height;
   val.width = train.width;
   val.num_classes = train.num_classes;
+  val.class_names = train.class_names;
   val.images.reserve(size_t(n_val * train.image_bytes()));
   val.labels.reserve(size_t(n_val));
 

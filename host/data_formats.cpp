@@ -1,0 +1,407 @@
+// vitcuda — dataset readers beyond IDX: CIFAR-10/100 binary, MNIST-style CSV and image folders
+// (PNG/JPEG/... through visualize.h's load_image, i.e. stb_image), the standard class names, and load_dataset() for the tools.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "vitcuda/augment.h"
+#include "vitcuda/data.h"
+#include "vitcuda/visualize.h"  // load_image (stb_image), convert_channels, image_to_chw
+
+namespace fs = std::filesystem;
+
+namespace vitcuda {
+namespace {
+
+std::string in_quotes(const std::string& path) { return "'" + path + "'"; }
+
+bool is_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::vector<char> read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open " + in_quotes(path) + ": " + std::strerror(errno));
+  std::vector<char> bytes;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
+  const bool failed = std::ferror(f);
+  std::fclose(f);
+  if (failed) throw Error("cannot read " + in_quotes(path) + ": I/O error");
+  return bytes;
+}
+
+std::vector<std::string> numbered_names(int n) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back(std::to_string(i));
+  return v;
+}
+
+// ---- CIFAR -----------------------------------------------------------------------------------
+constexpr int kCifarPixels = 3 * 32 * 32;
+
+// dir itself when it holds `probe`, else dir/sub when that does (the archives unpack into it).
+std::string cifar_root(const std::string& dir, const std::string& sub, const std::string& probe, const char* what) {
+  if (!is_dir(dir)) throw Error(std::string("missing ") + what + " folder " + in_quotes(dir));
+  if (!is_file(dir + "/" + probe) && is_file(dir + "/" + sub + "/" + probe)) return dir + "/" + sub;
+  return dir;
+}
+
+std::string need_file(const std::string& path, const char* what) {
+  if (!is_file(path)) throw Error(std::string("missing ") + what + " file " + in_quotes(path));
+  return path;
+}
+
+}  // namespace
+
+Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes, int label_index, int num_classes) {
+  if (files.empty()) throw Error("load_cifar_files: no files given");
+  if (label_bytes < 1 || label_index < 0 || label_index >= label_bytes || num_classes < 1 || num_classes > 256)
+    throw Error("load_cifar_files: bad record layout (label bytes " + std::to_string(label_bytes) + ", label index " +
+                std::to_string(label_index) + ", classes " + std::to_string(num_classes) + ")");
+  const size_t record = size_t(label_bytes) + kCifarPixels;
+  const std::string layout = label_bytes == 1 ? "1 label byte + 3072 pixel bytes"
+                                              : std::to_string(label_bytes) + " label bytes + 3072 pixel bytes";
+  Dataset ds;
+  ds.name = files.front();
+  ds.channels = 3;
+  ds.height = ds.width = 32;
+  ds.num_classes = num_classes;
+  for (const std::string& path : files) {
+    if (!is_file(path)) throw Error("missing CIFAR file " + in_quotes(path));
+    const std::vector<char> b = read_file(path);
+    if (b.empty()) throw Error("CIFAR file " + in_quotes(path) + " is empty");
+    if (b.size() % record != 0)
+      throw Error("CIFAR file " + in_quotes(path) + ": size " + std::to_string(b.size()) + " bytes is not a multiple of the " +
+                  std::to_string(record) + "-byte record (" + layout + "); truncated or not this format");
+    const size_t n = b.size() / record;
+    ds.images.reserve(ds.images.size() + n * kCifarPixels);
+    for (size_t r = 0; r < n; ++r) {
+      const uint8_t* rec = reinterpret_cast<const uint8_t*>(b.data()) + r * record;
+      const int label = rec[label_index];
+      if (label >= num_classes)
+        throw Error("bad label in CIFAR file " + in_quotes(path) + ": record " + std::to_string(r) + " has label " +
+                    std::to_string(label) + ", must be < " + std::to_string(num_classes));
+      ds.labels.push_back(label);
+      ds.images.insert(ds.images.end(), rec + label_bytes, rec + record);
+    }
+  }
+  ds.class_names = numbered_names(num_classes);
+  return ds;
+}
+
+Dataset load_cifar10_dir(const std::string& dir, const std::string& split) {
+  const std::string root = cifar_root(dir, "cifar-10-batches-bin", split == "test" ? "test_batch.bin" : "data_batch_1.bin",
+                                      "CIFAR-10");
+  std::vector<std::string> files;
+  if (split == "train") {
+    for (int i = 1; i <= 5; ++i) files.push_back(need_file(root + "/data_batch_" + std::to_string(i) + ".bin", "CIFAR-10"));
+  } else if (split == "test") {
+    files.push_back(need_file(root + "/test_batch.bin", "CIFAR-10"));
+  } else {
+    throw Error("load_cifar10_dir: split is '" + split + "', must be 'train' or 'test'");
+  }
+  Dataset ds = load_cifar_files(files, 1, 0, 10);
+  ds.class_names = standard_class_names("cifar10");
+  return ds;
+}
+
+Dataset load_cifar100_dir(const std::string& dir, const std::string& split, bool fine) {
+  if (split != "train" && split != "test")
+    throw Error("load_cifar100_dir: split is '" + split + "', must be 'train' or 'test'");
+  const std::string file = split + ".bin";
+  const std::string root = cifar_root(dir, "cifar-100-binary", file, "CIFAR-100");
+  Dataset ds = load_cifar_files({need_file(root + "/" + file, "CIFAR-100")}, 2, fine ? 1 : 0, fine ? 100 : 20);
+  ds.class_names = standard_class_names(fine ? "cifar100" : "cifar100_coarse");
+  return ds;
+}
+
+// ---- CSV -------------------------------------------------------------------------------------
+namespace {
+
+// Parses a whole field as a number; false when it is not one.
+bool parse_number(const char* b, const char* e, double& v) {
+  while (b < e && (*b == ' ' || *b == '\t')) ++b;
+  while (e > b && (e[-1] == ' ' || e[-1] == '\t')) --e;
+  if (b == e) return false;
+  // Fast path: plain digits (every field of a real MNIST CSV).
+  if (e - b <= 9) {
+    int64_t x = 0;
+    const char* p = b;
+    while (p < e && *p >= '0' && *p <= '9') x = x * 10 + (*p++ - '0');
+    if (p == e) {
+      v = double(x);
+      return true;
+    }
+  }
+  std::string s(b, e);
+  char* end = nullptr;
+  v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size() && std::isfinite(v);
+}
+
+std::string field_text(const char* b, const char* e) {
+  std::string s(b, e);
+  if (s.size() > 20) s = s.substr(0, 20) + "...";
+  return s;
+}
+
+}  // namespace
+
+Dataset load_csv(const std::string& path, int num_classes) {
+  if (!is_file(path)) throw Error("missing CSV file " + in_quotes(path));
+  if (num_classes < 0) throw Error("load_csv: num_classes is " + std::to_string(num_classes) + ", must be >= 0");
+  const std::vector<char> text = read_file(path);
+  const char* p = text.data();
+  const char* end = p + text.size();
+  Dataset ds;
+  ds.name = path;
+  ds.channels = 1;
+  size_t fields_per_row = 0;  // set by the first row (header or data)
+  int max_label = -1;
+  std::vector<std::pair<const char*, const char*>> fields;
+  for (int64_t line = 1; p < end; ++line) {
+    const char* eol = static_cast<const char*>(std::memchr(p, '\n', size_t(end - p)));
+    if (!eol) eol = end;
+    const char* le = eol;
+    if (le > p && le[-1] == '\r') --le;
+    const char* lb = p;
+    p = eol < end ? eol + 1 : end;
+    if (line == 1 && le - lb >= 3 && uint8_t(lb[0]) == 0xEF && uint8_t(lb[1]) == 0xBB && uint8_t(lb[2]) == 0xBF)
+      lb += 3;  // UTF-8 byte order mark
+    bool blank = true;
+    for (const char* q = lb; q < le; ++q) blank = blank && (*q == ' ' || *q == '\t');
+    if (blank) continue;
+    fields.clear();
+    for (const char* f = lb;;) {
+      const char* comma = static_cast<const char*>(std::memchr(f, ',', size_t(le - f)));
+      if (!comma) {
+        fields.emplace_back(f, le);
+        break;
+      }
+      fields.emplace_back(f, comma);
+      f = comma + 1;
+    }
+    const std::string where = in_quotes(path) + " line " + std::to_string(line);
+    if (fields_per_row == 0) {
+      fields_per_row = fields.size();
+      if (fields_per_row < 2)
+        throw Error("CSV file " + where + ": " + std::to_string(fields_per_row) +
+                    " field; expected a label then the pixels (label,p0,p1,...)");
+      const size_t pixels = fields_per_row - 1;
+      const int side = int(std::lround(std::sqrt(double(pixels))));
+      if (size_t(side) * size_t(side) != pixels)
+        throw Error("CSV file " + where + ": " + std::to_string(pixels) +
+                    " pixels per row is not a square image (side = sqrt(#pixels))");
+      ds.height = ds.width = side;
+      double v;
+      bool header = false;
+      for (auto& f : fields) header = header || !parse_number(f.first, f.second, v);
+      if (header) continue;
+    }
+    if (fields.size() != fields_per_row)
+      throw Error("CSV file " + where + ": " + std::to_string(fields.size()) + " fields, expected " +
+                  std::to_string(fields_per_row) + " (a label and " + std::to_string(fields_per_row - 1) + " pixels)");
+    double v;
+    if (!parse_number(fields[0].first, fields[0].second, v))
+      throw Error("CSV file " + where + ": label '" + field_text(fields[0].first, fields[0].second) + "' is not a number");
+    if (v < 0 || v != std::floor(v) || v > 65535)
+      throw Error("CSV file " + where + ": label " + field_text(fields[0].first, fields[0].second) +
+                  " is not a class index (an integer 0..65535)");
+    const int label = int(v);
+    if (num_classes > 0 && label >= num_classes)
+      throw Error("CSV file " + where + ": label " + std::to_string(label) + " is >= the number of classes " +
+                  std::to_string(num_classes));
+    max_label = std::max(max_label, label);
+    ds.labels.push_back(label);
+    for (size_t k = 1; k < fields.size(); ++k) {
+      if (!parse_number(fields[k].first, fields[k].second, v))
+        throw Error("CSV file " + where + ", field " + std::to_string(k + 1) + ": '" +
+                    field_text(fields[k].first, fields[k].second) + "' is not a number");
+      if (v < 0 || v > 255 || v != std::floor(v))
+        throw Error("CSV file " + where + ", field " + std::to_string(k + 1) + ": pixel value " +
+                    field_text(fields[k].first, fields[k].second) + " is not an integer in 0..255");
+      ds.images.push_back(uint8_t(v));
+    }
+  }
+  if (ds.labels.empty()) throw Error("CSV file " + in_quotes(path) + " has no data rows");
+  ds.num_classes = num_classes > 0 ? num_classes : max_label + 1;
+  ds.class_names = numbered_names(ds.num_classes);
+  return ds;
+}
+
+// ---- image folders ---------------------------------------------------------------------------
+bool image_folder_supported() { return png_supported(); }
+
+namespace {
+
+bool image_extension(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (const char* ok : {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tga"})
+    if (e == ok) return true;
+  return false;
+}
+
+bool hidden(const fs::path& p) {
+  const std::string n = p.filename().string();
+  return !n.empty() && n[0] == '.';
+}
+
+// Decodes one image, converts it to `channels`, CHW, resized to h x w into dst. Empty string or
+// the error (one line naming the file).
+std::string decode_image(const std::string& path, int channels, int h, int w, uint8_t* dst) {
+  try {
+    const Image img = convert_channels(load_image(path), channels);
+    const std::vector<uint8_t> chw = image_to_chw(img);
+    if (img.height == h && img.width == w) std::memcpy(dst, chw.data(), chw.size());
+    else resize_bilinear(chw.data(), channels, img.height, img.width, dst, h, w);
+    return std::string();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+}  // namespace
+
+Dataset load_image_folder(const std::string& dir, int height, int width, int channels,
+                          const std::vector<std::string>& classes) {
+  if (!image_folder_supported())
+    throw Error("cannot load image folder " + in_quotes(dir) +
+                ": vitcuda was built without stb_image (install libstb-dev and rebuild)");
+  if (height < 1 || width < 1)
+    throw Error("load_image_folder: image size " + std::to_string(height) + "x" + std::to_string(width) +
+                " must be positive");
+  if (channels != 1 && channels != 3)
+    throw Error("load_image_folder: channels is " + std::to_string(channels) + ", must be 1 or 3");
+  if (!is_dir(dir)) throw Error("missing image folder " + in_quotes(dir));
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
+    if (!hidden(e.path()) && e.is_directory()) found.push_back(e.path().filename().string());
+  if (ec) throw Error("cannot list image folder " + in_quotes(dir) + ": " + ec.message());
+  std::sort(found.begin(), found.end());
+  if (found.empty()) throw Error("image folder " + in_quotes(dir) + " has no class subfolders (expected dir/<class>/<image>)");
+
+  Dataset ds;
+  ds.name = dir;
+  ds.channels = channels;
+  ds.height = height;
+  ds.width = width;
+  ds.class_names = classes.empty() ? found : classes;
+  ds.num_classes = int(ds.class_names.size());
+  std::vector<std::string> paths;
+  for (const std::string& cls : found) {
+    const auto it = std::find(ds.class_names.begin(), ds.class_names.end(), cls);
+    if (it == ds.class_names.end())
+      throw Error("class folder " + in_quotes(dir + "/" + cls) + " is not one of the " + std::to_string(ds.num_classes) +
+                  " training classes");
+    std::vector<std::string> files;
+    for (const fs::directory_entry& e : fs::directory_iterator(dir + "/" + cls, ec))
+      if (!hidden(e.path()) && !e.is_directory() && image_extension(e.path())) files.push_back(e.path().string());
+    if (ec) throw Error("cannot list class folder " + in_quotes(dir + "/" + cls) + ": " + ec.message());
+    if (files.empty())
+      throw Error("class folder " + in_quotes(dir + "/" + cls) + " has no images (.png, .jpg, .jpeg, .bmp, .ppm, .pgm, .gif, .tga)");
+    std::sort(files.begin(), files.end());
+    for (std::string& f : files) {
+      paths.push_back(std::move(f));
+      ds.labels.push_back(int32_t(it - ds.class_names.begin()));
+    }
+  }
+  const size_t bytes = size_t(channels) * height * width;
+  ds.images.resize(paths.size() * bytes);
+  std::vector<std::string> errors(paths.size());
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t i = 0; i < int64_t(paths.size()); ++i)
+    errors[size_t(i)] = decode_image(paths[size_t(i)], channels, height, width, ds.images.data() + size_t(i) * bytes);
+  for (const std::string& e : errors)
+    if (!e.empty()) throw Error(e);  // the first failing file in sorted order
+  return ds;
+}
+
+// ---- names and the tools' entry point --------------------------------------------------------
+std::vector<std::string> standard_class_names(const std::string& dataset) {
+  if (dataset == "fashion_mnist")
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  if (dataset == "mnist") return numbered_names(10);
+  if (dataset == "cifar10")
+    return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+  if (dataset == "cifar100")
+    return {"apple",        "aquarium_fish", "baby",     "bear",      "beaver",     "bed",         "bee",
+            "beetle",       "bicycle",       "bottle",   "bowl",      "boy",        "bridge",      "bus",
+            "butterfly",    "camel",         "can",      "castle",    "caterpillar", "cattle",     "chair",
+            "chimpanzee",   "clock",         "cloud",    "cockroach", "couch",      "crab",        "crocodile",
+            "cup",          "dinosaur",      "dolphin",  "elephant",  "flatfish",   "forest",      "fox",
+            "girl",         "hamster",       "house",    "kangaroo",  "keyboard",   "lamp",        "lawn_mower",
+            "leopard",      "lion",          "lizard",   "lobster",   "man",        "maple_tree",  "motorcycle",
+            "mountain",     "mouse",         "mushroom", "oak_tree",  "orange",     "orchid",      "otter",
+            "palm_tree",    "pear",          "pickup_truck", "pine_tree", "plain",  "plate",       "poppy",
+            "porcupine",    "possum",        "rabbit",   "raccoon",   "ray",        "road",        "rocket",
+            "rose",         "sea",           "seal",     "shark",     "shrew",      "skunk",       "skyscraper",
+            "snail",        "snake",         "spider",   "squirrel",  "streetcar",  "sunflower",   "sweet_pepper",
+            "table",        "tank",          "telephone", "television", "tiger",    "tractor",     "train",
+            "trout",        "tulip",         "turtle",   "wardrobe",  "whale",      "willow_tree", "wolf",
+            "woman",        "worm"};
+  if (dataset == "cifar100_coarse")
+    return {"aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+            "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+            "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+            "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+            "vehicles_1", "vehicles_2"};
+  throw Error("standard_class_names: unknown dataset '" + dataset +
+              "' (fashion_mnist, mnist, cifar10, cifar100, cifar100_coarse)");
+}
+
+Dataset load_dataset(const DatasetSpec& spec, const std::string& split, const Dataset* train) {
+  if (split != "train" && split != "test")
+    throw Error("load_dataset: split is '" + split + "', must be 'train' or 'test'");
+  const std::string& k = spec.kind;
+  std::string dir = spec.dir;
+  if (dir.empty() && k == "fashion_mnist") dir = "/usr/share/datasets/fashion-mnist";  // Debian's dataset-fashion-mnist
+  if (dir.empty() && !(k == "csv" && !spec.train_csv.empty() && !spec.test_csv.empty()))
+    throw Error("no data folder given for dataset '" + k + "' (--data-dir)");
+  if (k == "fashion_mnist" || k == "mnist") {
+    Dataset d = load_mnist_dir(dir, split);
+    d.class_names = standard_class_names(k);
+    return d;
+  }
+  if (k == "cifar10") return load_cifar10_dir(dir, split);
+  if (k == "cifar100") return load_cifar100_dir(dir, split, spec.cifar100_fine);
+  if (k == "csv") {
+    std::string path = split == "train" ? spec.train_csv : spec.test_csv;
+    if (path.empty()) {
+      path = dir + "/" + split + ".csv";
+      if (!is_file(path) && is_file(dir + "/mnist_" + split + ".csv")) path = dir + "/mnist_" + split + ".csv";
+    }
+    Dataset d = load_csv(path, train ? train->num_classes : 0);
+    if (train && !train->class_names.empty()) d.class_names = train->class_names;
+    return d;
+  }
+  if (k == "folder") {
+    if (spec.image_size < 1) throw Error("load_dataset: folder datasets need an image size");
+    std::string sub = dir + "/" + split;
+    if (split == "test" && !is_dir(sub) && is_dir(dir + "/val")) sub = dir + "/val";
+    if (!is_dir(sub))
+      throw Error("missing image folder " + in_quotes(sub) + (split == "test" ? " (nor " + in_quotes(dir + "/val") + ")" : ""));
+    return load_image_folder(sub, spec.image_size, spec.image_size, spec.channels,
+                             train ? train->class_names : std::vector<std::string>());
+  }
+  throw Error("unknown dataset '" + k + "' (fashion_mnist, mnist, cifar10, cifar100, csv, folder)");
+}
+
+}  // namespace vitcuda
