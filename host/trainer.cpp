@@ -186,10 +186,10 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   const ViTConfig& c = model.config();
   for (const Dataset* d : {&train, &val}) {
     if (d->size() == 0) continue;
-    if (d->channels != c.in_chans || d->height != c.img_size || d->width != c.img_size)
-      throw Error("dataset '" + d->name + "' has " + std::to_string(d->width) + "x" + std::to_string(d->height) + "x" +
-                  std::to_string(d->channels) + " images but model " + c.name + " expects " +
-                  std::to_string(c.img_size) + "x" + std::to_string(c.img_size) + "x" + std::to_string(c.in_chans));
+    // Any image size is resized to img_size by the loaders; the channels must match.
+    if (d->channels != c.in_chans)
+      throw Error("dataset '" + d->name + "' has " + std::to_string(d->channels) + "-channel images but model " +
+                  c.name + " expects " + std::to_string(c.in_chans) + " channels");
     if (d->num_classes > c.num_classes)
       throw Error("dataset '" + d->name + "' has " + std::to_string(d->num_classes) + " classes but model " + c.name +
                   " has " + std::to_string(c.num_classes) + " outputs");
@@ -232,9 +232,11 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std:
   const auto t0 = Clock::now();
   const ViTConfig& c = model_.config();
   const int bs = model_.max_batch();
-  BatchLoader loader(data, bs, /*shuffle=*/false, /*drop_last=*/false, 0);
+  AugmentConfig resize;  // evaluation: resize to the model's size only
+  resize.out_height = resize.out_width = c.img_size;
+  AugmentLoader loader(data, bs, /*shuffle=*/false, /*drop_last=*/false, 0, resize, o_.loader_threads);
   loader.start_epoch(0);
-  std::vector<uint8_t> images(size_t(bs) * data.image_bytes());
+  std::vector<uint8_t> images(size_t(bs) * loader.image_bytes());
   std::vector<int32_t> labels(bs);
   ProgressBar bar(o_.progress, label, loader.num_batches());
   double loss_sum = 0;
@@ -265,7 +267,9 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std:
 
 void Trainer::fit(std::ostream& log) {
   const ViTConfig& c = model_.config();
-  BatchLoader loader(train_, o_.batch_size, /*shuffle=*/true, /*drop_last=*/true, o_.seed);
+  AugmentConfig aug = o_.augment;
+  aug.out_height = aug.out_width = c.img_size;
+  AugmentLoader loader(train_, o_.batch_size, /*shuffle=*/true, /*drop_last=*/true, o_.seed, aug, o_.loader_threads);
   const int64_t per_epoch = loader.num_batches();
   if (per_epoch == 0)
     throw Error("training set '" + train_.name + "' has " + std::to_string(train_.size()) +
@@ -276,7 +280,7 @@ void Trainer::fit(std::ostream& log) {
   sched.warmup_steps = int64_t(o_.warmup_epochs * per_epoch + 0.5);
   sched.total_steps = int64_t(o_.epochs) * per_epoch;
   sched.cosine = o_.cosine;
-  std::vector<uint8_t> images(size_t(o_.batch_size) * train_.image_bytes());
+  std::vector<uint8_t> images(size_t(o_.batch_size) * loader.image_bytes());
   std::vector<int32_t> labels(o_.batch_size);
   // A resumed run first rewrites history.csv from the checkpoint: a kill between the
   // last.safetensors and history.csv writes leaves it an epoch behind, and resuming a finished

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "vitcuda/augment.h"
 #include "vitcuda/data.h"
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
@@ -27,6 +28,10 @@ struct TrainOptions {
   // > 0: fit() returns after this many epochs of this call, as a preempted job would (the
   // checkpoints are written; the schedule still spans `epochs`). For testing resumption.
   int stop_after_epochs = 0;
+  // Training-time augmentation (random draws keyed by (seed, epoch, example)); its output size
+  // is set to the model's img_size. Evaluation only resizes to img_size.
+  AugmentConfig augment;
+  int loader_threads = 2;  // workers preparing batches ahead of the step (0: in the step)
   // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
   std::map<std::string, std::string> metadata;
 };
