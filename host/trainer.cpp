@@ -189,7 +189,7 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
     // Any image size is resized to img_size by the loaders; the channels must match.
     if (d->channels != c.in_chans)
       throw Error("dataset '" + d->name + "' has " + std::to_string(d->channels) + "-channel images but model " +
-                  c.name + " expects " + std::to_string(c.in_chans) + " channels");
+                  c.name + " expects " + std::to_string(c.in_chans) + "-channel images");
     if (d->num_classes > c.num_classes)
       throw Error("dataset '" + d->name + "' has " + std::to_string(d->num_classes) + " classes but model " + c.name +
                   " has " + std::to_string(c.num_classes) + " outputs");

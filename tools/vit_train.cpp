@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "vitcuda/augment.h"
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/trainer.h"
 #include "vitcuda/visualize.h"
@@ -115,7 +116,7 @@ std::string plot_history(const std::string& output) {
 int main(int argc, char** argv) {
   CLI::App app{"vit_train: train a Vision Transformer (vitcuda)"};
   std::string model_name = default_preset(), dataset = "fashion_mnist",
-              data_dir = "/usr/share/datasets/fashion-mnist", sched = "cosine", output, resume, device = "auto";
+              data_dir, sched = "cosine", output, resume, device = "auto";
   TrainOptions o;
   o.epochs = 10;
   o.batch_size = 128;
@@ -127,14 +128,46 @@ int main(int argc, char** argv) {
   int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0, num_classes = 0, img_size = 0, pre_logits = 0;
   std::string global_pool, initial_checkpoint;
   bool summary = false, no_progress = false;
+  // Data formats, augmentation and normalisation.
+  DatasetSpec spec;
+  std::string cifar100_labels = "fine", normalize;
+  AugmentConfig aug;
+  float zoom = 0.f;
+  std::vector<float> rrc_scale, pixel_mean, pixel_std;
   app.add_option("--model", model_name, "model preset (" + [] {
     std::string s;
     for (auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n;
     return s;
   }() + ")")->capture_default_str();
-  app.add_option("--dataset", dataset, "fashion_mnist or mnist (IDX files)")
-      ->check(CLI::IsMember({"fashion_mnist", "mnist"}))->capture_default_str();
-  app.add_option("--data-dir", data_dir, "folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")->capture_default_str();
+  app.add_option("--dataset", dataset,
+                 "fashion_mnist or mnist (IDX), cifar10 or cifar100 (binary version), csv (label,pixels...), "
+                 "folder (data-dir/{train,test or val}/<class>/<image>)")
+      ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}))->capture_default_str();
+  app.add_option("--data-dir", data_dir,
+                 "data folder (default for fashion_mnist: /usr/share/datasets/fashion-mnist); csv: holds "
+                 "train.csv/test.csv (or mnist_train.csv/mnist_test.csv)");
+  app.add_option("--train-csv", spec.train_csv, "csv: training file");
+  app.add_option("--test-csv", spec.test_csv, "csv: test file");
+  app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
+      ->check(CLI::IsMember({"fine", "coarse"}))->capture_default_str();
+  app.add_option("--hflip", aug.hflip, "probability of a random horizontal flip (vit_keras_cifar100: 0.5, else 0)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--rotation", aug.rotation,
+                 "random rotation, fraction of a full turn: angle in [-F*2pi, F*2pi], reflect fill (Keras "
+                 "RandomRotation; vit_keras_cifar100: 0.02, else 0)")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--zoom", zoom,
+                 "random zoom: height and width factors each in [1-F, 1+F], > 1 zooms out (Keras RandomZoom; "
+                 "vit_keras_cifar100: 0.2, else 0)")->check(CLI::Range(0.0, 0.999));
+  app.add_flag("--rrc", aug.rrc, "random-resized-crop (timm/torchvision) to the model's size instead of a resize");
+  app.add_option("--scale", rrc_scale, "random-resized-crop area range LO HI (default 0.08 1)")->expected(2);
+  app.add_option("--normalize", normalize,
+                 "pixel mean/std: auto (computed on the training split, as Keras' adapted Normalization), preset "
+                 "(the model preset's), none (0/1); default auto for vit_keras_cifar100, else preset")
+      ->check(CLI::IsMember({"auto", "preset", "none"}));
+  app.add_option("--mean", pixel_mean, "per-channel pixel mean in [0, 1] (overrides --normalize)");
+  app.add_option("--std", pixel_std, "per-channel pixel std (overrides --normalize)");
+  app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead of the step (0: none)")
+      ->check(CLI::Range(0, 64))->capture_default_str();
   app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
   app.add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate")->check(kPositive)->capture_default_str();
@@ -200,15 +233,77 @@ int main(int argc, char** argv) {
     ac.clip_grad = clip_grad;
 
     std::unique_ptr<Backend> backend = pick_backend(device);
-    Model model(cfg, *backend, o.batch_size);
     if (summary) {
-      std::cout << model.summary();
+      std::cout << Model(cfg, *backend, o.batch_size).summary();
       return 0;
     }
     // Fail fast on every input before the first step: data, output folder, checkpoint.
-    Dataset train = load_mnist_dir(data_dir, "train");
-    Dataset test = load_mnist_dir(data_dir, "test");
+    spec.kind = dataset;
+    spec.dir = data_dir;
+    spec.cifar100_fine = cifar100_labels == "fine";
+    spec.image_size = cfg.img_size;
+    spec.channels = cfg.in_chans;
+    Dataset train = load_dataset(spec, "train");
+    Dataset test = load_dataset(spec, "test", &train);
+    if (train.channels != cfg.in_chans)
+      throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
+                  cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
     Dataset val = split_validation(train, val_split, o.seed);
+    // Augmentation: the Keras CIFAR-100 tutorial's set by default for its preset.
+    const bool keras = model_name == "vit_keras_cifar100";
+    if (keras && !app.count("--hflip")) aug.hflip = 0.5f;
+    if (keras && !app.count("--rotation")) aug.rotation = 0.02f;
+    if (keras && !app.count("--zoom")) zoom = 0.2f;
+    aug.zoom_height = aug.zoom_width = zoom;
+    if (rrc_scale.size() == 2) {
+      aug.rrc_scale[0] = rrc_scale[0];
+      aug.rrc_scale[1] = rrc_scale[1];
+    }
+    aug.validate();
+    o.augment = aug;
+    if (!train.class_names.empty()) o.metadata["class_names"] = nlohmann::json(train.class_names).dump();  // for vit_infer
+    // Normalisation: given, adapted on the training split, the preset's, or none.
+    if (normalize.empty()) normalize = keras ? "auto" : "preset";
+    if (!pixel_mean.empty() || !pixel_std.empty()) {
+      if (int(pixel_mean.size()) != cfg.in_chans || int(pixel_std.size()) != cfg.in_chans)
+        throw Error("--mean and --std need " + std::to_string(cfg.in_chans) + " values each (one per channel), got " +
+                    std::to_string(pixel_mean.size()) + " and " + std::to_string(pixel_std.size()));
+      normalize = "given";
+      for (int ch = 0; ch < cfg.in_chans; ++ch) {
+        cfg.pixel_mean[ch] = pixel_mean[ch];
+        cfg.pixel_std[ch] = pixel_std[ch];
+      }
+    } else if (normalize == "auto") {
+      normalize = "adapted";
+      const ChannelStats st = channel_stats(train);
+      for (int ch = 0; ch < cfg.in_chans; ++ch) {
+        cfg.pixel_mean[ch] = st.mean[ch];
+        cfg.pixel_std[ch] = st.std[ch];
+      }
+    } else if (normalize == "none") {
+      for (int ch = 0; ch < cfg.in_chans; ++ch) {
+        cfg.pixel_mean[ch] = 0.f;
+        cfg.pixel_std[ch] = 1.f;
+      }
+    }
+    cfg.validate();
+    Model model(cfg, *backend, o.batch_size);
+    {
+      std::string mean, sd;
+      for (int ch = 0; ch < cfg.in_chans; ++ch) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%s%.4f", ch ? ", " : "", cfg.pixel_mean[ch]);
+        mean += b;
+        std::snprintf(b, sizeof b, "%s%.4f", ch ? ", " : "", cfg.pixel_std[ch]);
+        sd += b;
+      }
+      std::printf("data: %s, %d classes, %dx%dx%d images", train.name.c_str(), train.num_classes, train.width,
+                  train.height, train.channels);
+      if (train.height != cfg.img_size || train.width != cfg.img_size)
+        std::printf(", resize %dx%d -> %dx%d", train.width, train.height, cfg.img_size, cfg.img_size);
+      std::printf("; augment: %s; normalize %s mean [%s] std [%s]\n", aug.describe().c_str(), normalize.c_str(),
+                  mean.c_str(), sd.c_str());
+    }
     if (!output.empty()) {
       make_dirs(output);
       o.output_dir = output;
@@ -248,7 +343,9 @@ int main(int argc, char** argv) {
       j["epochs"] = trainer.epochs_done();
       write_file_atomic(output + "/results.json", j.dump(2) + "\n");
       std::string files;
-      for (const std::string& f : write_test_report(output, model, test, predictions)) files += " " + f;
+      for (const std::string& f : write_test_report(output, model, resize_dataset(test, cfg.img_size, cfg.img_size),
+                                                    predictions))
+        files += " " + f;
       const std::string curves = plot_history(output);
       if (!curves.empty()) files += " " + curves;
       std::printf("wrote to %s:%s\n", output.c_str(), files.c_str());
