@@ -506,10 +506,11 @@ Image attention_overlay(const uint8_t* chw, int channels, int height, int width,
   const int W = width * s, H = height * s;
   gap = std::max(0, gap);
   Image out(4 * gap + 3 * W, 2 * gap + H, 3, 255);
-  float mx = 0;
-  for (float v : map) mx = std::max(mx, v);
+  // Min-max normalised: the identity added per layer gives every patch a large floor.
+  const auto [lo_it, hi_it] = std::minmax_element(map.begin(), map.end());
+  const float lo = *lo_it, hi = *hi_it;
   std::vector<float> m(map.size());
-  for (size_t i = 0; i < m.size(); ++i) m[i] = mx > 0 ? map[i] / mx : 0.f;
+  for (size_t i = 0; i < m.size(); ++i) m[i] = hi - lo > 1e-12f * std::fabs(hi) ? (map[i] - lo) / (hi - lo) : 1.f;
   blit_chw(out, gap, gap, chw, channels, height, width, s);
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
@@ -521,8 +522,7 @@ Image attention_overlay(const uint8_t* chw, int channels, int height, int width,
       const uint8_t* img = out.at(gap + x, gap + y);
       for (int c = 0; c < 3; ++c) {
         heat[c] = rgb[c];
-        // the image dimmed where attention is low, tinted by the map
-        over[c] = uint8_t(std::min(255.f, img[c] * (0.25f + 0.75f * v) * 0.6f + rgb[c] * 0.4f + 0.5f));
+        over[c] = uint8_t(std::min(255.f, 0.55f * img[c] + 0.45f * rgb[c] + 0.5f));  // cv2.addWeighted
       }
     }
   return out;

@@ -44,6 +44,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("plot_history: error: matplotlib is not installed (apt-get install python3-matplotlib)", file=sys.stderr)
         return 1
@@ -62,6 +63,7 @@ def main():
                     label="validation" if split == "val" else "train")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()

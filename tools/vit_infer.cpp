@@ -2,7 +2,8 @@
 // a dataset split. Examples:
 //   vit_infer -c runs/vit_fmnist shoe.png bag.jpg --topk 3
 //   vit_infer -c runs/vit_fmnist/best.safetensors images/ --attention-map attention.png
-//   vit_infer -c runs/vit_fmnist --dataset fashion_mnist --data-dir /usr/share/datasets/fashion-mnist --split test
+//   vit_infer -c runs/vit_fmnist --dataset fashion_mnist --split test
+//   vit_infer -c runs/cifar --dataset cifar10 --data-dir data/cifar-10-batches-bin
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -180,17 +181,23 @@ void write_attention(const std::string& out, const Model& model, const uint8_t* 
 
 int main(int argc, char** argv) {
   CLI::App app{"vit_infer: classify images with a trained Vision Transformer (vitcuda)"};
-  std::string checkpoint, dataset, data_dir = "/usr/share/datasets/fashion-mnist", split = "test", device = "auto",
-                          attention_map, model_name;
+  std::string checkpoint, dataset, data_dir, split = "test", device = "auto", attention_map, model_name,
+                          cifar100_labels = "fine";
+  DatasetSpec spec;
   std::vector<std::string> inputs;
   int topk = 5, batch = 64;
   bool no_progress = false;
   app.add_option("-c,--checkpoint", checkpoint, "a vit_train output folder (its best.safetensors) or a .safetensors file")
       ->required();
   app.add_option("inputs", inputs, "image files (PNG, JPEG, BMP, ...) or folders of images");
-  app.add_option("--dataset", dataset, "evaluate a dataset split instead: fashion_mnist or mnist (IDX files)")
-      ->check(CLI::IsMember({"fashion_mnist", "mnist"}));
-  app.add_option("--data-dir", data_dir, "folder of the dataset")->capture_default_str();
+  app.add_option("--dataset", dataset,
+                 "evaluate a dataset split: fashion_mnist, mnist, cifar10, cifar100, csv, folder (as vit_train)")
+      ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}));
+  app.add_option("--data-dir", data_dir, "folder of the dataset (default for fashion_mnist: /usr/share/datasets/fashion-mnist)");
+  app.add_option("--train-csv", spec.train_csv, "csv: training file (for --split train)");
+  app.add_option("--test-csv", spec.test_csv, "csv: test file");
+  app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
+      ->check(CLI::IsMember({"fine", "coarse"}))->capture_default_str();
   app.add_option("--split", split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   app.add_option("--topk", topk, "classes printed per image")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("-b,--batch-size", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
@@ -273,7 +280,12 @@ int main(int argc, char** argv) {
 
     // ---- a dataset split: accuracy and throughput ----
     if (!dataset.empty()) {
-      Dataset data = load_mnist_dir(data_dir, split);
+      spec.kind = dataset;
+      spec.dir = data_dir;
+      spec.cifar100_fine = cifar100_labels == "fine";
+      spec.image_size = cfg.img_size;
+      spec.channels = cfg.in_chans;
+      Dataset data = load_dataset(spec, split);
       if (data.num_classes > cfg.num_classes)
         throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) + " classes but the model has " +
                     std::to_string(cfg.num_classes) + " outputs");

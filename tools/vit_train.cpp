@@ -344,7 +344,7 @@ int main(int argc, char** argv) {
       write_file_atomic(output + "/results.json", j.dump(2) + "\n");
       std::string files;
       for (const std::string& f : write_test_report(output, model, resize_dataset(test, cfg.img_size, cfg.img_size),
-                                                    predictions))
+                                                    predictions, test.class_names))
         files += " " + f;
       const std::string curves = plot_history(output);
       if (!curves.empty()) files += " " + curves;

@@ -105,7 +105,7 @@ Image patch_grid_image(const uint8_t* chw, int channels, int height, int width, 
 // A perceptual colour map (viridis, 0 → dark purple, 1 → yellow) as RGB.
 void colormap(float t, uint8_t rgb[3]);
 // The rollout map [grid²] over the image: three panels (image, map, overlay), upsampled
-// bilinearly and normalised to [0, 1] by its maximum.
+// bilinearly and min-max normalised to [0, 1] (a constant map shows as 1).
 Image attention_overlay(const uint8_t* chw, int channels, int height, int width, const std::vector<float>& map,
                         int grid, int scale = 0, int gap = 4);
 // The confusion matrix as a colour grid, `cell` pixels per entry: each row normalised by its
