@@ -25,6 +25,7 @@
 #include "vitcuda/data.h"
 #include "vitcuda/trainer.h"
 #include "vitcuda/visualize.h"
+#include "vitcuda/weights.h"
 
 using namespace vitcuda;
 
@@ -185,6 +186,7 @@ int main(int argc, char** argv) {
                           cifar100_labels = "fine";
   DatasetSpec spec;
   std::vector<std::string> inputs;
+  std::string save_logits, export_weights, global_pool;
   int topk = 5, batch = 64;
   bool no_progress = false;
   app.add_option("-c,--checkpoint", checkpoint, "a vit_train output folder (its best.safetensors) or a .safetensors file")
@@ -204,6 +206,10 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG");
   app.add_option("--model", model_name, "model preset, for a checkpoint without 'config' metadata");
+  app.add_option("--global-pool", global_pool, "token or avg: pooling of a --model preset (timm's global_pool)")
+      ->check(CLI::IsMember({"token", "avg"}));
+  app.add_option("--save-logits", save_logits, "write the logits of the image inputs as raw little-endian f32 [N, classes]");
+  app.add_option("--export-weights", export_weights, "write the loaded weights as a vitcuda/timm safetensors file");
   app.add_flag("--no-progress", no_progress, "no progress bar");
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
     return std::string("vit_infer: error: ") + e.what() + " (see --help)\n";
@@ -224,6 +230,8 @@ int main(int argc, char** argv) {
       }
     } else if (!model_name.empty()) {
       cfg = preset(model_name);
+      if (global_pool == "avg") cfg.pool = Pool::Avg;
+      if (global_pool == "token") cfg.pool = Pool::Token, cfg.class_token = true;
     } else {
       throw Error("checkpoint '" + path + "' has no 'config' metadata; name the architecture with --model PRESET");
     }
@@ -240,7 +248,9 @@ int main(int argc, char** argv) {
       throw Error("--attention-map: this build has no PNG support (install libstb-dev and rebuild)");
     std::unique_ptr<Backend> backend = pick_backend(device);
     Model model(cfg, *backend, batch);
-    load_checkpoint(path, model, nullptr);
+    load_weights(path, model);  // vitcuda checkpoints and timm state_dicts (f32/f16/bf16)
+    if (!export_weights.empty()) save_weights(export_weights, model, {{"class_names", md.count("class_names") ? md.at("class_names") : "[]"}});
+    std::vector<float> all_logits;
     const int64_t img_bytes = int64_t(cfg.in_chans) * cfg.img_size * cfg.img_size;
     std::vector<uint8_t> images(size_t(batch) * img_bytes);
     bool attention_done = attention_map.empty();
@@ -257,6 +267,10 @@ int main(int argc, char** argv) {
         }
         model.forward(Tensor::view(images.data(), {n, cfg.in_chans, cfg.img_size, cfg.img_size}, DType::U8), false);
         const std::vector<float> prob = last_probabilities(model);
+        if (!save_logits.empty()) {
+          const std::vector<float> lg = last_logits(model);
+          all_logits.insert(all_logits.end(), lg.begin(), lg.end());
+        }
         for (int i = 0; i < n; ++i) {
           const float* p = prob.data() + size_t(i) * cfg.num_classes;
           std::vector<int> order(cfg.num_classes);
@@ -276,6 +290,11 @@ int main(int argc, char** argv) {
           attention_done = true;
         }
       }
+    }
+
+    if (!save_logits.empty()) {
+      std::string bytes(reinterpret_cast<const char*>(all_logits.data()), all_logits.size() * sizeof(float));
+      write_file_atomic(save_logits, bytes);
     }
 
     // ---- a dataset split: accuracy and throughput ----
