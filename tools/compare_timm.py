@@ -40,7 +40,7 @@ def main():
         from safetensors.torch import save_file, load_file
     except ImportError as e:
         print(f"compare_timm: skipped: {e} (needs torch, timm, safetensors, pillow)")
-        return 0
+        return 77  # ctest's SKIP_RETURN_CODE
 
     torch.manual_seed(args.seed)
     kwargs = {"global_pool": args.global_pool} if args.global_pool else {}
