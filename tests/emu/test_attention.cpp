@@ -1,0 +1,387 @@
+// Fused attention forward and backward (kernels/attention.cu) against the CPU reference
+// (vitcuda::ref::attention_forward / attention_backward<float>, run on float copies of the
+// T-rounded inputs), fp32 and bf16 storage, head dims 32/64/80/128, ragged N, with and without
+// attention dropout; the dropout mask bit for bit; argument validation.
+#include <cmath>
+#include <functional>
+
+#include "host/cpu/ref_ops.h"
+#include "kernel_test.h"
+#include "kernels/attention.h"
+#include "vitcuda/philox.h"
+
+namespace vitcuda::test {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff
+constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
+
+struct Case {
+  int B, H, N, d;
+  float p;  // attention dropout
+};
+
+std::string name(const Case& c) {
+  return "B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " N=" + std::to_string(c.N) +
+         " d=" + std::to_string(c.d) + " p=" + std::to_string(c.p);
+}
+
+// N = 1 (a single key), 17 (one ragged tile, an odd number of keys in a 16-key mma block), 50 and
+// 65 (ViT sequence lengths: one tile, and one full tile plus one key), 130 (three tiles: the
+// double buffers are reused); every head dim; B·H small because the emulator runs each mma as a
+// 32-fiber rendezvous.
+std::vector<Case> cases(float p) {
+  std::vector<Case> out;
+  for (int d : {32, 64, 80, 128})
+    for (int N : {1, 17, 50, 65}) out.push_back({N % 2 ? 2 : 1, N < 64 ? 2 : 1, N, d, p});
+  out.push_back({1, 1, 130, 64, p});
+  out.push_back({1, 1, 130, 80, p});
+  return out;
+}
+
+DropoutSpec dropout_for(const Case& c) { return {c.p, 0x5eedull + c.N, 3ull + c.d}; }
+float scale_for(const Case& c) { return 1.f / std::sqrt(static_cast<float>(c.d)); }
+
+struct Inputs {
+  std::vector<float> q, k, v, dout;  // exactly representable in T
+};
+
+template <typename T>
+Inputs make_inputs(const Case& c, uint32_t seed) {
+  auto round = [](const std::vector<float>& v) { return to_floats(convert<T>(v)); };
+  const size_t n = static_cast<size_t>(c.B) * c.H * c.N * c.d;
+  Inputs in;
+  // |q|, |k| up to 2: scores of a few units at scale 1/sqrt(d), so rows range from peaked to flat.
+  in.q = round(random_floats(n, -2.f, 2.f, seed));
+  in.k = round(random_floats(n, -2.f, 2.f, seed + 1));
+  in.v = round(random_floats(n, -1.f, 1.f, seed + 2));
+  in.dout = round(random_floats(n, -1.f, 1.f, seed + 3));  // [B, N, H*d]
+  return in;
+}
+
+// Per head (b, h): the reference probabilities P_ij = exp(scale·q_i·k_j − lse_i) and dropout
+// multipliers Z_ij in double, and A = max_ij scale·Σ_c |q_ic·k_jc|, the largest score magnitude
+// any fp32 dot product had to resolve.
+struct Head {
+  std::vector<double> P, Z;
+  double A = 0;
+};
+
+Head head_stats(const Case& c, const Inputs& in, const std::vector<float>& lse, int bh) {
+  const int N = c.N, d = c.d;
+  const double scale = scale_for(c);
+  const DropoutSpec drop = dropout_for(c);
+  const uint32_t thr = dropout_threshold(drop.p);
+  const double keep = drop.active() ? 1.0 / (1.0 - drop.p) : 1.0;
+  Head hd;
+  hd.P.resize(size_t(N) * N);
+  hd.Z.resize(size_t(N) * N);
+  const float* Q = in.q.data() + size_t(bh) * N * d;
+  const float* K = in.k.data() + size_t(bh) * N * d;
+  for (int i = 0; i < N; ++i)
+    for (int j = 0; j < N; ++j) {
+      double s = 0, a = 0;
+      for (int x = 0; x < d; ++x) {
+        s += double(Q[i * d + x]) * K[j * d + x];
+        a += std::fabs(double(Q[i * d + x]) * K[j * d + x]);
+      }
+      hd.A = std::max(hd.A, a * scale);
+      hd.P[size_t(i) * N + j] = std::exp(s * scale - lse[size_t(bh) * N + i]);
+      hd.Z[size_t(i) * N + j] =
+          drop.active()
+              ? (dropout_keep(drop.seed, drop.stream, (uint64_t(bh) * N + i) * N + j, thr) ? keep : 0)
+              : 1.0;
+    }
+  return hd;
+}
+
+// Relative error of a recomputed fp32 probability: the score's dot product of d terms is off by
+// up to d·u·A (A bounds Σ|terms|), exp2 of an argument of magnitude ~A adds ~4·A·u, the row sum
+// of N terms N·u; a factor 2 for the handful of further roundings (scale, max shift, 1/l).
+double prob_rel_error(const Case& c, double A) { return 2.0 * ((c.d + 4) * A + c.N + 8) * kU32; }
+
+size_t out_index(const Case& c, int b, int h, int i, int x) {
+  return ((size_t(b) * c.N + i) * c.H + h) * c.d + x;
+}
+
+template <typename T>
+void check_forward(const Case& c) {
+  SCOPED_TRACE(name(c));
+  const bool bf16_io = std::is_same_v<T, bf16>;
+  const Inputs in = make_inputs<T>(c, 1000u + c.N * 7u + c.d);
+  const size_t n = in.q.size(), rows = size_t(c.B) * c.H * c.N;
+  const float scale = scale_for(c);
+  const DropoutSpec drop = dropout_for(c);
+  rt::DeviceBuffer<T> q(convert<T>(in.q)), k(convert<T>(in.k)), v(convert<T>(in.v)), out(n);
+  rt::DeviceBuffer<float> lse(rows);
+  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), c.B, c.H,
+                       c.N, c.d, nullptr);
+  std::vector<float> out_ref(n), lse_ref(rows);
+  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop,
+                                out_ref.data(), lse_ref.data(), c.B, c.H, c.N, c.d);
+  const std::vector<float> got = to_floats(out.download()), got_lse = lse.download();
+
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.H; ++h) {
+      const int bh = b * c.H + h;
+      const Head hd = head_stats(c, in, lse_ref, bh);
+      const double eps = prob_rel_error(c, hd.A);
+      const float* V = in.v.data() + size_t(bh) * c.N * c.d;
+      for (int i = 0; i < c.N; ++i) {
+        // lse = max + log(l): the max carries the score error d·u·A, log(l) the relative error of
+        // l; both are inside eps. fp32 in both builds (bf16 does not touch the statistics).
+        const double lr = lse_ref[size_t(bh) * c.N + i];
+        ASSERT_NEAR(got_lse[size_t(bh) * c.N + i], lr, eps + 2 * kU32 * std::fabs(lr))
+            << "lse[" << bh << "][" << i << "]";
+        for (int x = 0; x < c.d; ++x) {
+          // out = Σ_j P_ij Z_ij v_j / 1: every term is off by eps relative; bf16 rounds each
+          // P_ij·Z_ij to 8 bits before the mma (u_bf16 per term, |terms| summed in W) and the
+          // result once more on store (u_bf16·|out|).
+          double W = 0;
+          for (int j = 0; j < c.N; ++j)
+            W += hd.P[size_t(i) * c.N + j] * hd.Z[size_t(i) * c.N + j] * std::fabs(V[j * c.d + x]);
+          const size_t o = out_index(c, b, h, i, x);
+          const double tol = (eps + (bf16_io ? kUBf16 : 0)) * W +
+                             (bf16_io ? kUBf16 * std::fabs(out_ref[o]) : 0) + 1e-6;
+          ASSERT_NEAR(got[o], out_ref[o], tol) << "out[b=" << b << "][i=" << i << "][h=" << h
+                                               << "][" << x << "]";
+        }
+      }
+    }
+}
+
+template <typename T>
+void check_backward(const Case& c) {
+  SCOPED_TRACE(name(c));
+  const bool bf16_io = std::is_same_v<T, bf16>;
+  const double ub = bf16_io ? kUBf16 : 0;
+  const Inputs in = make_inputs<T>(c, 2000u + c.N * 7u + c.d);
+  const size_t n = in.q.size(), rows = size_t(c.B) * c.H * c.N;
+  const float scale = scale_for(c);
+  const DropoutSpec drop = dropout_for(c);
+  // out and lse from the reference forward (out rounded to T, as the model stores it), given to
+  // both backwards, so forward errors do not enter this comparison.
+  std::vector<float> out_ref(n), lse_ref(rows);
+  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop,
+                                out_ref.data(), lse_ref.data(), c.B, c.H, c.N, c.d);
+  const std::vector<float> out_t = to_floats(convert<T>(out_ref));
+
+  rt::DeviceBuffer<T> q(convert<T>(in.q)), k(convert<T>(in.k)), v(convert<T>(in.v)),
+      dout(convert<T>(in.dout)), out(convert<T>(out_t)), dq(n), dk(n), dv(n);
+  rt::DeviceBuffer<float> lse(lse_ref);
+  const size_t ws_bytes = attention_backward_workspace_bytes(c.B, c.H, c.N, c.d);
+  rt::DeviceBuffer<unsigned char> ws(ws_bytes);
+  rt::memset_device(ws.get(), 0xff, ws_bytes);  // it need not be zeroed: prove it
+  attention_backward<T>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop,
+                        dq.get(), dk.get(), dv.get(), ws.get(), ws_bytes, c.B, c.H, c.N, c.d,
+                        nullptr);
+  std::vector<float> dq_ref(n), dk_ref(n), dv_ref(n);
+  ref::attention_backward<float>(in.dout.data(), in.q.data(), in.k.data(), in.v.data(),
+                                 out_t.data(), lse_ref.data(), scale, drop, dq_ref.data(),
+                                 dk_ref.data(), dv_ref.data(), c.B, c.H, c.N, c.d);
+  const std::vector<float> got_dq = to_floats(dq.download()), got_dk = to_floats(dk.download()),
+                           got_dv = to_floats(dv.download());
+
+  const int N = c.N, d = c.d;
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.H; ++h) {
+      const int bh = b * c.H + h;
+      const Head hd = head_stats(c, in, lse_ref, bh);
+      const double eps = prob_rel_error(c, hd.A);
+      const float* Q = in.q.data() + size_t(bh) * N * d;
+      const float* K = in.k.data() + size_t(bh) * N * d;
+      const float* V = in.v.data() + size_t(bh) * N * d;
+      // M_ij bounds the terms of dS_ij = P_ij (dP_ij Z_ij − D_i) scale with dP_ij = dO_i·v_j and
+      // D_i = dO_i·O_i taken term by term: the fp32 dot products and the cancellation in the
+      // bracket leave dS off by eps·M_ij, and bf16 rounds dS to 8 bits (u_bf16·M_ij) before the
+      // dK and dQ mma.
+      std::vector<double> M(size_t(N) * N);
+      for (int i = 0; i < N; ++i) {
+        double dO_O = 0;
+        for (int x = 0; x < d; ++x)
+          dO_O += std::fabs(double(in.dout[out_index(c, b, h, i, x)]) * out_t[out_index(c, b, h, i, x)]);
+        for (int j = 0; j < N; ++j) {
+          double dO_v = 0;
+          for (int x = 0; x < d; ++x)
+            dO_v += std::fabs(double(in.dout[out_index(c, b, h, i, x)]) * V[j * d + x]);
+          M[size_t(i) * N + j] =
+              hd.P[size_t(i) * N + j] * scale * (hd.Z[size_t(i) * N + j] * dO_v + dO_O);
+        }
+      }
+      for (int j = 0; j < N; ++j)
+        for (int x = 0; x < d; ++x) {
+          // dV_j = Σ_i P_ij Z_ij dO_i (P rounded to bf16 per term); dK_j = Σ_i dS_ij q_i.
+          double v_terms = 0, k_terms = 0;
+          for (int i = 0; i < N; ++i) {
+            v_terms += hd.P[size_t(i) * N + j] * hd.Z[size_t(i) * N + j] *
+                       std::fabs(in.dout[out_index(c, b, h, i, x)]);
+            k_terms += M[size_t(i) * N + j] * std::fabs(Q[i * d + x]);
+          }
+          const size_t o = size_t(bh) * N * d + size_t(j) * d + x;
+          ASSERT_NEAR(got_dv[o], dv_ref[o], (eps + ub) * v_terms + ub * std::fabs(dv_ref[o]) + 1e-6)
+              << "dv[" << bh << "][" << j << "][" << x << "]";
+          ASSERT_NEAR(got_dk[o], dk_ref[o], (eps + ub) * k_terms + ub * std::fabs(dk_ref[o]) + 1e-6)
+              << "dk[" << bh << "][" << j << "][" << x << "]";
+        }
+      for (int i = 0; i < N; ++i)
+        for (int x = 0; x < d; ++x) {
+          // dQ_i = Σ_j dS_ij k_j, summed over key tiles by fp32 atomics (order-free: eps has N·u).
+          double q_terms = 0;
+          for (int j = 0; j < N; ++j) q_terms += M[size_t(i) * N + j] * std::fabs(K[j * d + x]);
+          const size_t o = size_t(bh) * N * d + size_t(i) * d + x;
+          ASSERT_NEAR(got_dq[o], dq_ref[o], (eps + ub) * q_terms + ub * std::fabs(dq_ref[o]) + 1e-6)
+              << "dq[" << bh << "][" << i << "][" << x << "]";
+        }
+    }
+}
+
+class Attention : public BackendTest {};
+
+TEST_P(Attention, ForwardF32) {
+  for (const Case& c : cases(0.f)) check_forward<float>(c);
+}
+TEST_P(Attention, ForwardF32Dropout) {
+  for (const Case& c : cases(0.2f)) check_forward<float>(c);
+}
+TEST_P(Attention, ForwardBf16) {
+  for (const Case& c : cases(0.f)) check_forward<bf16>(c);
+}
+TEST_P(Attention, ForwardBf16Dropout) {
+  for (const Case& c : cases(0.2f)) check_forward<bf16>(c);
+}
+TEST_P(Attention, BackwardF32) {
+  for (const Case& c : cases(0.f)) check_backward<float>(c);
+}
+TEST_P(Attention, BackwardF32Dropout) {
+  for (const Case& c : cases(0.2f)) check_backward<float>(c);
+}
+TEST_P(Attention, BackwardBf16) {
+  for (const Case& c : cases(0.f)) check_backward<bf16>(c);
+}
+TEST_P(Attention, BackwardBf16Dropout) {
+  for (const Case& c : cases(0.2f)) check_backward<bf16>(c);
+}
+
+// ViT-B/16 at 224²: B=2, H=12, N=197, d=64 (too slow for the emulator; natively it is a few ms).
+TEST_P(Attention, VitBaseShapeBf16) {
+  if (emulated()) GTEST_SKIP() << "ViT-B shape runs natively only (the emulator takes minutes)";
+  for (float p : {0.f, 0.1f}) {
+    check_forward<bf16>({2, 12, 197, 64, p});
+    check_backward<bf16>({2, 12, 197, 64, p});
+  }
+  check_forward<float>({2, 12, 197, 64, 0.1f});
+  check_backward<float>({2, 12, 197, 64, 0.1f});
+}
+
+// The mask itself, exactly: with q = k = 0 every P_ij = 1/N, and v_j = e_j makes
+// out_ic = Z_ic / N, so out reveals every keep decision of the forward; dO_i = e_i makes
+// dV_jc = P_cj Z_cj = Z_cj / N, the backward's (query, key) indexing.
+template <typename T>
+void check_mask() {
+  const int B = 1, H = 2, N = 32, d = 32;
+  const DropoutSpec drop{0.25f, 99, 5};
+  const uint32_t thr = dropout_threshold(drop.p);
+  const size_t n = size_t(B) * H * N * d;
+  std::vector<float> zeros(n, 0.f), eye(n, 0.f), dout(n, 0.f);
+  for (int bh = 0; bh < B * H; ++bh)
+    for (int j = 0; j < N; ++j) eye[(size_t(bh) * N + j) * d + j] = 1.f;
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < N; ++i) dout[(size_t(i) * H + h) * d + i] = 1.f;
+  rt::DeviceBuffer<T> q(convert<T>(zeros)), k(convert<T>(zeros)), v(convert<T>(eye)), out(n),
+      dO(convert<T>(dout)), dq(n), dk(n), dv(n);
+  rt::DeviceBuffer<float> lse(size_t(B) * H * N);
+  const float scale = 0.125f;
+  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), B, H, N, d,
+                       nullptr);
+  const size_t ws_bytes = attention_backward_workspace_bytes(B, H, N, d);
+  rt::DeviceBuffer<unsigned char> ws(ws_bytes);
+  attention_backward<T>(dO.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop,
+                        dq.get(), dk.get(), dv.get(), ws.get(), ws_bytes, B, H, N, d, nullptr);
+  const std::vector<float> got_out = to_floats(out.download()), got_dv = to_floats(dv.download());
+  const float kept = to_float(from_float<T>(1.f / (1.f - drop.p) / N));
+  int dropped = 0;
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < N; ++i)
+      for (int j = 0; j < N; ++j) {
+        const bool keep = dropout_keep(drop.seed, drop.stream, (uint64_t(h) * N + i) * N + j, thr);
+        dropped += !keep;
+        // fp32: exact up to the rounding of 1/(1-p)/N; bf16: that value rounded to 8 bits.
+        ASSERT_NEAR(got_out[(size_t(i) * H + h) * d + j], keep ? kept : 0.f, 1e-6f)
+            << "out h=" << h << " i=" << i << " j=" << j;
+        ASSERT_NEAR(got_dv[(size_t(h) * N + j) * d + i], keep ? kept : 0.f, 1e-6f)
+            << "dv h=" << h << " key=" << j << " query=" << i;
+      }
+  EXPECT_GT(dropped, 0);
+}
+
+TEST_P(Attention, DropoutMaskMatchesPhiloxF32) { check_mask<float>(); }
+TEST_P(Attention, DropoutMaskMatchesPhiloxBf16) { check_mask<bf16>(); }
+
+// ---- argument validation ---------------------------------------------------------------------
+
+void expect_error(const std::function<void()>& f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no vitcuda::Error; expected one mentioning \"" << what << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+struct Buffers {
+  static constexpr int B = 1, H = 1, N = 8, d = 64;
+  rt::DeviceBuffer<bf16> q{size_t(N) * d}, k{size_t(N) * d}, v{size_t(N) * d}, out{size_t(N) * d},
+      dout{size_t(N) * d}, dq{size_t(N) * d}, dk{size_t(N) * d}, dv{size_t(N) * d};
+  rt::DeviceBuffer<float> lse{size_t(N)};
+  size_t ws_bytes = attention_backward_workspace_bytes(B, H, N, d);
+  rt::DeviceBuffer<unsigned char> ws{ws_bytes};
+  Buffers() {
+    for (auto* buf : {&q, &k, &v, &out, &dout}) buf->upload(convert<bf16>(std::vector<float>(buf->size(), 0.5f)));
+  }
+  void forward(const bf16* qp, int dim, DropoutSpec drop = {}) {
+    attention_forward<bf16>(qp, k.get(), v.get(), 0.125f, drop, out.get(), lse.get(), B, H, N, dim,
+                            nullptr);
+  }
+  void backward(bf16* dqp, void* w, size_t w_bytes, int dim) {
+    attention_backward<bf16>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), 0.125f,
+                             {}, dqp, dk.get(), dv.get(), w, w_bytes, B, H, N, dim, nullptr);
+  }
+};
+
+TEST_P(Attention, RejectsUnsupportedHeadDim) {
+  EXPECT_FALSE(attention_head_dim_supported(48));
+  EXPECT_TRUE(attention_head_dim_supported(80));
+  Buffers b;
+  expect_error([&] { b.forward(b.q.get(), 48); }, "attention_forward: head dim d=48");
+  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes, 256); },
+               "attention_backward: head dim d=256");
+  expect_error([&] { attention_backward_workspace_bytes(1, 1, 8, 16); }, "head dim d=16");
+}
+
+TEST_P(Attention, RejectsNullPointers) {
+  Buffers b;
+  expect_error([&] { b.forward(nullptr, 64); }, "attention_forward: q is null");
+  expect_error([&] { b.backward(nullptr, b.ws.get(), b.ws_bytes, 64); },
+               "attention_backward: dq is null");
+  expect_error([&] { b.backward(b.dq.get(), nullptr, b.ws_bytes, 64); },
+               "attention_backward: workspace is null");
+}
+
+TEST_P(Attention, RejectsSmallWorkspaceMisalignmentAndBadDropout) {
+  Buffers b;
+  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes - 4, 64); },
+               "attention_backward: workspace of");
+  expect_error([&] { b.forward(b.q.get() + 1, 64); }, "attention_forward: q must be 16-byte aligned");
+  expect_error([&] { b.forward(b.q.get(), 64, DropoutSpec{1.f, 0, 0}); },
+               "attention_forward: dropout p=");
+  // Empty problems are no-ops, even with null pointers.
+  attention_forward<float>(nullptr, nullptr, nullptr, 1.f, {}, nullptr, nullptr, 0, 12, 197, 64,
+                           nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Attention, ::testing::Values(std::string(rt::backend_name())),
+                         backend_param_name);
+
+}  // namespace
+}  // namespace vitcuda::test
