@@ -1,0 +1,402 @@
+// vitcuda — the CUDA backend (see cuda_backend.h): shape and dtype checks, dtype dispatch
+// (bf16 or fp32 storage; fp32 parameter gradients, statistics and optimizer state), scratch
+// workspaces, and one launcher call per op. Host code only: no kernels here.
+#include "kernels/cuda_backend.h"
+
+#include <cuda_bf16.h>
+
+#include <string>
+
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/dropout.h"
+#include "kernels/elementwise.h"
+#include "kernels/layernorm.h"
+#include "kernels/linear.h"
+#include "kernels/patch_embed.h"
+#include "kernels/pool.h"
+#include "kernels/qkv.h"
+#include "kernels/softmax_xent.h"
+#include "kernels/tokens.h"
+
+namespace vitcuda {
+VITCUDA_KERNELS_BEGIN
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+template <typename T>
+T* p(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data()) : nullptr;
+}
+
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw Error(std::string(op) + ": " + what);
+}
+
+void numel_is(const char* op, const char* name, const Tensor& t, int64_t n) {
+  if (t.defined())
+    require(t.numel() == n, op, std::string(name) + " has shape " + t.shape_str() + ", expected " +
+                                    std::to_string(n) + " elements");
+}
+
+void dtype_is(const char* op, const char* name, const Tensor& t, DType want) {
+  if (t.defined())
+    require(t.dtype() == want, op, std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(want));
+}
+
+int narrow(const char* op, const char* what, int64_t v) {
+  require(v >= 0 && v <= INT32_MAX, op, std::string(what) + " = " + std::to_string(v) + " does not fit the kernels' int");
+  return int(v);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(DType compute) : compute_(compute) {
+    if (compute != DType::BF16 && compute != DType::F32)
+      throw Error(std::string(rt::backend_name()) + ": compute dtype must be bf16 or f32, got " + dtype_name(compute));
+    if (rt::device_count() == 0) throw Error(std::string(rt::backend_name()) + ": no CUDA device is available");
+    sumsq_scratch_ = rt::DeviceBuffer<double>(sum_squares_scratch_doubles());
+  }
+  ~CudaBackend() override { rt::device_free(workspace_); }
+
+  std::string name() const override { return rt::backend_name(); }
+  Device device() const override { return Device::CUDA; }
+  DType compute_dtype() const override { return compute_; }
+
+  void* alloc(size_t bytes) override {
+    void* ptr = rt::device_malloc(bytes);
+    rt::memset_device(ptr, 0, bytes, stream_);
+    return ptr;
+  }
+  void release(void* ptr) override { rt::device_free(ptr); }
+  void copy_to_device(void* dst, const void* src, size_t n) override { rt::copy_to_device(dst, src, n, stream_); }
+  void copy_to_host(void* dst, const void* src, size_t n) override {
+    rt::copy_to_host(dst, src, n, stream_);
+    rt::stream_synchronize(stream_);
+  }
+  void zero(const Tensor& t) override { rt::memset_device(t.data(), 0, t.nbytes(), stream_); }
+  void synchronize() override { rt::stream_synchronize(stream_); }
+
+  void copy(const Tensor& src, const Tensor& dst) override {
+    numel_is("copy", "dst", dst, src.numel());
+    if (src.dtype() == dst.dtype()) {
+      rt::copy_device_to_device(dst.data(), src.data(), src.nbytes(), stream_);
+    } else if (src.dtype() == DType::F32 && dst.dtype() == DType::BF16) {
+      convert_dtype<float, bf16>(p<float>(src), p<bf16>(dst), src.numel(), stream_);
+    } else if (src.dtype() == DType::BF16 && dst.dtype() == DType::F32) {
+      convert_dtype<bf16, float>(p<bf16>(src), p<float>(dst), src.numel(), stream_);
+    } else {
+      require(false, "copy", std::string("no conversion from ") + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()));
+    }
+  }
+
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    numel_is("add", "b", b, a.numel());
+    numel_is("add", "out", out, a.numel());
+    dispatch("add", a, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::add<T>(p<T>(a), p<T>(b), p<T>(out), a.numel(), stream_);
+    });
+  }
+
+  void patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
+                     const Tensor& cols) override {
+    const char* op = "patch_extract";
+    require(images.ndim() == 4, op, "images must be [B, C, H, W] or [B, H, W, C], got " + images.shape_str());
+    require(images.dtype() == DType::U8 || images.dtype() == DType::F32, op, "images must be u8 or f32");
+    const bool nchw = layout == ImageLayout::NCHW;
+    const int64_t B = images.size(0), C = images.size(nchw ? 1 : 3), H = images.size(nchw ? 2 : 1),
+                  W = images.size(nchw ? 3 : 2);
+    require(patch > 0 && H % patch == 0 && W % patch == 0, op,
+            "patch " + std::to_string(patch) + " does not divide the image " + images.shape_str());
+    numel_is(op, "cols", cols, B * (H / patch) * (W / patch) * C * patch * patch);
+    dispatch(op, cols, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::patch_extract<T>(images.data(), images.dtype() == DType::U8, layout, int(B), int(C), int(H), int(W),
+                                patch, mean, stdev, p<T>(cols), stream_);
+    });
+  }
+
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
+                      const Tensor& y) override {
+    const char* op = "linear_forward";
+    require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
+    const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+    require(x.numel() == R * K, op, "x " + x.shape_str() + " is not a multiple of K = " + std::to_string(K));
+    numel_is(op, "y", y, R * N);
+    numel_is(op, "b", b, N);
+    numel_is(op, "pre", pre, R * N);
+    dispatch(op, x, [&](auto tag) {
+      using T = decltype(tag);
+      const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
+      const size_t ws = linear_workspace_bytes(r, k, n);
+      vitcuda::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), r, k, n, workspace(ws), ws, stream_);
+    });
+  }
+
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
+                       const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+    const char* op = "linear_backward";
+    require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
+    const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
+    numel_is(op, "x", x, R * K);
+    numel_is(op, "dx", dx, R * K);
+    numel_is(op, "dw", dw, N * K);
+    numel_is(op, "db", db, N);
+    dtype_is(op, "dw", dw, DType::F32);
+    dtype_is(op, "db", db, DType::F32);
+    dispatch(op, dy, [&](auto tag) {
+      using T = decltype(tag);
+      const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
+      const size_t ws = linear_workspace_bytes(r, k, n);
+      vitcuda::linear_backward<T, float>(p<T>(dy), p<T>(x), p<T>(w), act, p<T>(pre), p<T>(dx), p<float>(dw),
+                                         p<float>(db), r, k, n, workspace(ws), ws, stream_);
+    });
+  }
+
+  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) override {
+    const char* op = "tokens_forward";
+    require(patches.ndim() == 3, op, "patches must be [B, Np, D], got " + patches.shape_str());
+    const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2), T_ = Np + (cls.defined() ? 1 : 0);
+    numel_is(op, "cls", cls, D);
+    numel_is(op, "pos", pos, T_ * D);
+    numel_is(op, "out", out, B * T_ * D);
+    dispatch(op, patches, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(pos), p<T>(out), int(B), int(Np), int(D), stream_);
+    });
+  }
+
+  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) override {
+    const char* op = "tokens_backward";
+    require(dout.ndim() == 3, op, "dout must be [B, T, D], got " + dout.shape_str());
+    const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - (dcls.defined() ? 1 : 0);
+    numel_is(op, "dpatches", dpatches, B * Np * D);
+    numel_is(op, "dpos", dpos, T_ * D);
+    dtype_is(op, "dcls", dcls, DType::F32);
+    dtype_is(op, "dpos", dpos, DType::F32);
+    dispatch(op, dout, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::tokens_backward<T, float>(p<T>(dout), p<T>(dpatches), p<float>(dcls), p<float>(dpos), dcls.defined(),
+                                         int(B), int(Np), int(D), stream_);
+    });
+  }
+
+  void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
+                         const Tensor& beta, float eps, const Tensor& y, const Tensor& mean,
+                         const Tensor& rstd) override {
+    const char* op = "layernorm_forward";
+    const int64_t C = gamma.numel(), R = x.numel() / C;
+    require(C > 0 && x.numel() == R * C, op, "x " + x.shape_str() + " does not match gamma " + gamma.shape_str());
+    numel_is(op, "residual", residual, R * C);
+    numel_is(op, "sum_out", sum_out, R * C);
+    numel_is(op, "y", y, R * C);
+    numel_is(op, "mean", mean, R);
+    dtype_is(op, "mean", mean, DType::F32);
+    dtype_is(op, "rstd", rstd, DType::F32);
+    dispatch(op, x, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::layernorm_forward<T>(p<T>(x), p<T>(residual), p<T>(sum_out), p<T>(gamma), p<T>(beta), eps, p<T>(y),
+                                    p<float>(mean), p<float>(rstd), narrow(op, "rows", R), int(C), stream_);
+    });
+  }
+
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+    const char* op = "layernorm_backward";
+    const int64_t C = gamma.numel(), R = x.numel() / C;
+    numel_is(op, "dy", dy, R * C);
+    numel_is(op, "dx", dx, R * C);
+    numel_is(op, "dgamma", dgamma, C);
+    dtype_is(op, "dgamma", dgamma, DType::F32);
+    dtype_is(op, "dbeta", dbeta, DType::F32);
+    dispatch(op, dy, [&](auto tag) {
+      using T = decltype(tag);
+      const int r = narrow(op, "rows", R);
+      const size_t ws = layernorm_backward_scratch_floats(r, int(C)) * sizeof(float);
+      vitcuda::layernorm_backward<T, float>(p<T>(dy), p<T>(x), p<T>(gamma), p<float>(mean), p<float>(rstd), p<T>(dx),
+                                            p<float>(dgamma), p<float>(dbeta), static_cast<float*>(workspace(ws)), r,
+                                            int(C), stream_);
+    });
+  }
+
+  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+                   const Tensor& k, const Tensor& v) override {
+    const char* op = "qkv_forward";
+    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
+    const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
+    numel_is(op, "k", k, B * H * T_ * d);
+    numel_is(op, "v", v, B * H * T_ * d);
+    numel_is(op, "qkv_scratch", qkv_scratch, B * T_ * 3 * H * d);
+    require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
+    // The GEMM writes the packed projection; the split adds the bias while permuting.
+    linear_forward(x, w, Tensor{}, Act::None, Tensor{}, qkv_scratch);
+    dispatch(op, x, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::qkv_split<T>(p<T>(qkv_scratch), p<T>(b), p<T>(q), p<T>(k), p<T>(v), int(B), int(T_), int(H), int(d),
+                            stream_);
+    });
+  }
+
+  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+    const char* op = "qkv_backward";
+    require(dq.ndim() == 4, op, "dq must be [B, H, T, d], got " + dq.shape_str());
+    const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
+    numel_is(op, "dqkv_scratch", dqkv_scratch, B * T_ * 3 * H * d);
+    dispatch(op, dq, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::qkv_merge<T>(p<T>(dq), p<T>(dk), p<T>(dv), p<T>(dqkv_scratch), int(B), int(T_), int(H), int(d), stream_);
+    });
+    linear_backward(dqkv_scratch, x, w, Act::None, Tensor{}, dx, dw, db);
+  }
+
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+                         const Tensor& out, const Tensor& lse) override {
+    const char* op = "attention_forward";
+    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
+    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+    numel_is(op, "k", k, B * H * N * d);
+    numel_is(op, "v", v, B * H * N * d);
+    numel_is(op, "out", out, B * N * H * d);
+    numel_is(op, "lse", lse, B * H * N);
+    dtype_is(op, "lse", lse, DType::F32);
+    dispatch(op, q, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::attention_forward<T>(p<T>(q), p<T>(k), p<T>(v), scale, drop, p<T>(out), p<float>(lse), int(B), int(H),
+                                    int(N), int(d), stream_);
+    });
+  }
+
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv) override {
+    const char* op = "attention_backward";
+    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
+    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+    numel_is(op, "dout", dout, B * N * H * d);
+    numel_is(op, "dq", dq, B * H * N * d);
+    numel_is(op, "dk", dk, B * H * N * d);
+    numel_is(op, "dv", dv, B * H * N * d);
+    dispatch(op, q, [&](auto tag) {
+      using T = decltype(tag);
+      const size_t ws = attention_backward_workspace_bytes(int(B), int(H), int(N), int(d));
+      vitcuda::attention_backward<T>(p<T>(dout), p<T>(q), p<T>(k), p<T>(v), p<T>(out), p<float>(lse), scale, drop,
+                                     p<T>(dq), p<T>(dk), p<T>(dv), workspace(ws), ws, int(B), int(H), int(N), int(d),
+                                     stream_);
+    });
+  }
+
+  void dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
+    numel_is("dropout", "y", y, x.numel());
+    dispatch("dropout", x, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::dropout<T>(p<T>(x), p<T>(y), x.numel(), spec, stream_);
+    });
+  }
+
+  void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
+    numel_is("drop_path", "y", y, x.numel());
+    const int64_t B = x.size(0);
+    dispatch("drop_path", x, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::drop_path<T>(p<T>(x), p<T>(y), B, x.numel() / B, spec, stream_);
+    });
+  }
+
+  void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) override {
+    require(x.ndim() == 3, "pool_forward", "x must be [B, T, D], got " + x.shape_str());
+    numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
+    dispatch("pool_forward", x, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::pool_forward<T>(p<T>(x), pool, num_prefix, p<T>(out), x.size(0), x.size(1), x.size(2), stream_);
+    });
+  }
+
+  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) override {
+    require(dx.ndim() == 3, "pool_backward", "dx must be [B, T, D], got " + dx.shape_str());
+    numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
+    dispatch("pool_backward", dout, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::pool_backward<T>(p<T>(dout), pool, num_prefix, p<T>(dx), dx.size(0), dx.size(1), dx.size(2), stream_);
+    });
+  }
+
+  void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
+                    const Tensor& dlogits, const Tensor& hits) override {
+    const char* op = "softmax_xent";
+    require(logits.ndim() == 2, op, "logits must be [B, C], got " + logits.shape_str());
+    const int64_t B = logits.size(0), C = logits.size(1);
+    require(labels.dtype() == DType::I32 && labels.numel() == B, op, "labels must be i32 [B]");
+    require(losses.dtype() == DType::F32 && losses.numel() == B, op, "losses must be f32 [B]");
+    require(hits.dtype() == DType::I32 && hits.numel() == B, op, "hits must be i32 [B]");
+    numel_is(op, "dlogits", dlogits, B * C);
+    dispatch(op, logits, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::softmax_xent<T>(p<T>(logits), p<int32_t>(labels), smoothing, dscale, p<float>(losses), p<T>(dlogits),
+                               p<int32_t>(hits), B, C, stream_);
+    });
+  }
+
+  double sum_squares(const Tensor& t) override {
+    double s = 0;
+    if (t.dtype() == DType::F32) s = vitcuda::sum_squares<float>(p<float>(t), t.numel(), sumsq_scratch_.get(), stream_);
+    else if (t.dtype() == DType::BF16) s = vitcuda::sum_squares<bf16>(p<bf16>(t), t.numel(), sumsq_scratch_.get(), stream_);
+    else require(false, "sum_squares", std::string("unsupported dtype ") + dtype_name(t.dtype()));
+    return s;
+  }
+
+  void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
+                    const AdamWHyper& h, const AdamWSegment* segments, int num_segments) override {
+    const char* op = "adamw_update";
+    for (auto [name, t] : {std::pair<const char*, const Tensor*>{"master", &master}, {"grads", &grads}, {"m", &m}, {"v", &v}}) {
+      dtype_is(op, name, *t, DType::F32);
+      numel_is(op, name, *t, master.numel());
+    }
+    const bool separate = params.defined() && params.data() != master.data();
+    if (separate && params.dtype() == DType::BF16)
+      vitcuda::adamw_update<bf16>(p<float>(master), p<float>(grads), p<float>(m), p<float>(v), p<bf16>(params),
+                                  master.numel(), h, segments, num_segments, stream_);
+    else
+      vitcuda::adamw_update<float>(p<float>(master), p<float>(grads), p<float>(m), p<float>(v),
+                                   separate ? p<float>(params) : nullptr, master.numel(), h, segments, num_segments,
+                                   stream_);
+  }
+
+ private:
+  // Calls f(T{}) with T = float or bf16 by the dtype of `t`.
+  template <typename F>
+  void dispatch(const char* op, const Tensor& t, F&& f) {
+    require(t.defined(), op, "input tensor is null");
+    require(t.device() == Device::CUDA, op, "tensor is not in device memory");
+    if (t.dtype() == DType::F32) f(float{});
+    else if (t.dtype() == DType::BF16) f(bf16{});
+    else require(false, op, std::string("the cuda backend computes in bf16 or f32, got ") + dtype_name(t.dtype()));
+  }
+
+  // One scratch buffer for every op's workspace, grown (rarely: the first step) to the largest
+  // request; ops on one stream never overlap.
+  void* workspace(size_t bytes) {
+    if (bytes > workspace_bytes_) {
+      rt::stream_synchronize(stream_);
+      rt::device_free(workspace_);
+      workspace_ = rt::device_malloc(bytes);
+      workspace_bytes_ = bytes;
+    }
+    return workspace_;
+  }
+
+  DType compute_;
+  rt::Stream stream_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  rt::DeviceBuffer<double> sumsq_scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(DType compute) { return std::make_unique<CudaBackend>(compute); }
+
+VITCUDA_KERNELS_END
+}  // namespace vitcuda
