@@ -1,0 +1,744 @@
+// vitcuda — the project GEMM (see gemm.h): cuBLASLt in the native build, the CPU reference GEMM in
+// the emulation build, and the epilogue kernels that both builds share.
+//
+// The native path maps the row-major product onto cuBLASLt's column-major one: a row-major D[M, N]
+// is a column-major Dᵀ[N, M] = op(B)ᵀ·op(A)ᵀ, so cuBLASLt's A is our B, its B is our A, m = N,
+// n = M. A bias over our columns n is then cuBLASLt's per-row bias (length m), our DAct bias
+// gradient (Σ over rows m) its DGELU_BGRAD (length m), and our BiasGradA (Σ_k op(A)[m, k]) its
+// BGRADB (bias gradient of its B, length n).
+#include "kernels/gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/common.cuh"
+
+#if defined(VITCUDA_EMU)
+#include "host/cpu/ref_ops.h"
+#else
+#include <cublasLt.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+#endif
+
+namespace vitcuda {
+VITCUDA_KERNELS_BEGIN
+
+namespace {
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+constexpr float kGeluTanhC = 0.044715f;
+
+// The activation-backward reduction: blocks of 32 columns × kColsumRows threads, each block summing
+// one chunk of rows. At most kColsumMaxChunks chunks, so the partials stay small (≤ 128·N floats,
+// 1.5 MiB for N = 3072) while a ViT-B fc1 gradient (50432 × 3072) still runs 96 × 128 blocks,
+// enough to keep every SM streaming at close to full HBM bandwidth.
+constexpr int kColsumCols = 32;
+constexpr int kColsumRows = 8;
+constexpr int kColsumMaxChunks = 128;
+constexpr int kColsumMinRowsPerChunk = 32;
+constexpr int kElementwiseThreads = 256;
+constexpr size_t kWorkspaceAlign = 256;
+
+size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// CUDA kernels
+// ------------------------------------------------------------------------------------------
+
+// The same float formulas in both builds and on the host (the emulated cuBLASLt epilogue).
+template <Act A>
+__host__ __device__ __forceinline__ float act_value(float x) {
+  if constexpr (A == Act::GeluErf) {
+    return 0.5f * x * (1.f + erff(x * kInvSqrt2));
+  } else if constexpr (A == Act::GeluTanh) {
+    return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kGeluTanhC * x * x * x)));
+  } else if constexpr (A == Act::Tanh) {
+    return tanhf(x);
+  } else {
+    return x;
+  }
+}
+
+template <Act A>
+__host__ __device__ __forceinline__ float act_derivative_value(float x) {
+  if constexpr (A == Act::GeluErf) {
+    return 0.5f * (1.f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x);
+  } else if constexpr (A == Act::GeluTanh) {
+    const float t = tanhf(kSqrt2OverPi * (x + kGeluTanhC * x * x * x));
+    return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kGeluTanhC * x * x);
+  } else if constexpr (A == Act::Tanh) {
+    const float t = tanhf(x);
+    return 1.f - t * t;
+  } else {
+    return 1.f;
+  }
+}
+
+// p = in[m, n] (+ bias[n]); with pre_out the rounded p is stored there and is what act sees (so
+// backward differentiates at exactly the stored pre-activation); y = act(p). in may alias pre_out
+// or y. Elementwise and memory-bound: consecutive threads take consecutive columns, so every
+// access is coalesced.
+template <typename T, Act A>
+__global__ void bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M,
+                                int N, int64_t ld) {
+  const int64_t total = static_cast<int64_t>(M) * N;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / N;
+    const int n = static_cast<int>(i - m * N);
+    const int64_t at = m * ld + n;
+    float p = to_float(in[at]);
+    if (bias) p += to_float(bias[n]);
+    if (pre_out) {
+      const T stored = from_float<T>(p);
+      pre_out[at] = stored;
+      p = to_float(stored);
+    }
+    y[at] = from_float<T>(act_value<A>(p));
+  }
+}
+
+// Block (32, 8) covers columns blockIdx.x·32 .. +32 and rows of chunk blockIdx.y. Each thread
+// walks its column down the chunk (stride 8 rows): dz ⊙= act'(pre) when kApply (written back,
+// rounded to T), and sums the stored values in fp32. The 8 partial sums of a column are added in
+// row order through shared memory and written to partials[chunk][col]; a second kernel adds the
+// chunks in order. No atomics: the result is bitwise reproducible.
+template <typename T, Act A, bool kApply>
+__global__ void act_backward_colsum_kernel(T* dz, const T* __restrict__ pre, int M, int N,
+                                           int64_t ld, int rows_per_chunk,
+                                           float* __restrict__ partials) {
+  __shared__ float part[kColsumRows][kColsumCols];
+  const int col = blockIdx.x * kColsumCols + threadIdx.x;
+  const int row0 = blockIdx.y * rows_per_chunk;
+  const int row1 = min(M, row0 + rows_per_chunk);
+  float sum = 0.f;
+  if (col < N) {
+    for (int r = row0 + threadIdx.y; r < row1; r += kColsumRows) {
+      const int64_t at = static_cast<int64_t>(r) * ld + col;
+      float v = to_float(dz[at]);
+      if constexpr (kApply) {
+        const T stored = from_float<T>(v * act_derivative_value<A>(to_float(pre[at])));
+        dz[at] = stored;
+        v = to_float(stored);
+      }
+      sum += v;
+    }
+  }
+  if (partials == nullptr) return;  // uniform over the block: no barrier is skipped by some
+  part[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < N) {
+    float s = 0.f;
+    for (int j = 0; j < kColsumRows; ++j) s += part[j][threadIdx.x];
+    partials[static_cast<size_t>(blockIdx.y) * N + col] = s;
+  }
+}
+
+// bias_grad[n] += Σ_c partials[c][n], chunks in order.
+template <typename TG>
+__global__ void bias_grad_accumulate_kernel(const float* __restrict__ partials, int chunks, int N,
+                                            TG* __restrict__ bias_grad) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  float s = 0.f;
+  for (int c = 0; c < chunks; ++c) s += partials[static_cast<size_t>(c) * N + n];
+  bias_grad[n] = from_float<TG>(to_float(bias_grad[n]) + s);
+}
+
+// ------------------------------------------------------------------------------------------
+// kernel launchers
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+const char* act_name(Act a) {
+  switch (a) {
+    case Act::None: return "None";
+    case Act::GeluErf: return "GeluErf";
+    case Act::GeluTanh: return "GeluTanh";
+    case Act::Tanh: return "Tanh";
+  }
+  return "?";
+}
+
+size_t type_size(GemmType t) { return t == GemmType::F32 ? 4 : 2; }
+
+int elementwise_blocks(int64_t total) {
+  // Grid-stride loop: a few waves of 256-thread blocks on a 132-SM H100 is enough to saturate
+  // HBM; more blocks only add scheduling.
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((total + kElementwiseThreads - 1) /
+                                                                      kElementwiseThreads,
+                                                                  132 * 16)));
+}
+
+int colsum_rows_per_chunk(int M) {
+  return std::max(kColsumMinRowsPerChunk, ceil_div(M, kColsumMaxChunks));
+}
+int colsum_chunks(int M) { return std::max(1, ceil_div(M, colsum_rows_per_chunk(M))); }
+
+template <typename T>
+void launch_bias_act(const T* in, const T* bias, T* pre_out, T* y, Act act, int M, int N,
+                     int64_t ld, rt::Stream stream) {
+  const dim3 grid(elementwise_blocks(static_cast<int64_t>(M) * N)), block(kElementwiseThreads);
+  switch (act) {
+    case Act::None:
+      launch(bias_act_kernel<T, Act::None>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
+      break;
+    case Act::GeluErf:
+      launch(bias_act_kernel<T, Act::GeluErf>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
+      break;
+    case Act::GeluTanh:
+      launch(bias_act_kernel<T, Act::GeluTanh>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
+      break;
+    case Act::Tanh:
+      launch(bias_act_kernel<T, Act::Tanh>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
+      break;
+  }
+}
+
+// dz ⊙= act'(pre) (apply) and/or the column sums of dz into bias_grad (when given); the partials
+// go to `partials` (colsum_chunks(M)·N floats).
+template <typename T, typename TG>
+void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad,
+                         float* partials, rt::Stream stream) {
+  const bool apply = act != Act::None;
+  if (!apply && !bias_grad) return;
+  const int rpc = colsum_rows_per_chunk(M), chunks = colsum_chunks(M);
+  const dim3 grid(ceil_div(N, kColsumCols), chunks), block(kColsumCols, kColsumRows);
+  float* out = bias_grad ? partials : nullptr;
+  switch (act) {
+    case Act::None:
+      launch(act_backward_colsum_kernel<T, Act::None, false>, grid, block, 0, stream, dz, pre, M,
+             N, ld, rpc, out);
+      break;
+    case Act::GeluErf:
+      launch(act_backward_colsum_kernel<T, Act::GeluErf, true>, grid, block, 0, stream, dz, pre, M,
+             N, ld, rpc, out);
+      break;
+    case Act::GeluTanh:
+      launch(act_backward_colsum_kernel<T, Act::GeluTanh, true>, grid, block, 0, stream, dz, pre,
+             M, N, ld, rpc, out);
+      break;
+    case Act::Tanh:
+      launch(act_backward_colsum_kernel<T, Act::Tanh, true>, grid, block, 0, stream, dz, pre, M, N,
+             ld, rpc, out);
+      break;
+  }
+  if (bias_grad) {
+    launch(bias_grad_accumulate_kernel<TG>, dim3(ceil_div(N, 256)), dim3(256), 0, stream,
+           static_cast<const float*>(partials), chunks, N, bias_grad);
+  }
+}
+
+// bias_grad (typed by `type`) += partials summed over `chunks`.
+void launch_bias_grad_accumulate(const float* partials, int chunks, int N, void* bias_grad,
+                                 GemmType type, rt::Stream stream) {
+  if (type == GemmType::F32)
+    launch(bias_grad_accumulate_kernel<float>, dim3(ceil_div(N, 256)), dim3(256), 0, stream,
+           partials, chunks, N, static_cast<float*>(bias_grad));
+  else
+    launch(bias_grad_accumulate_kernel<__nv_bfloat16>, dim3(ceil_div(N, 256)), dim3(256), 0,
+           stream, partials, chunks, N, static_cast<__nv_bfloat16*>(bias_grad));
+}
+
+// ---- the matrix product itself -------------------------------------------------------------
+enum class LtEpilogue : uint8_t { Default, Bias, GeluAuxBias, DGelu, DGeluBgrad, BgradB };
+
+// One cuBLASLt call (or its CPU stand-in): D = alpha·op(A)op(B) + beta·D with `epi`. `d`, `bias`,
+// `aux`, `bgrad` override the GemmArgs pointers; bgrad is fp32 (length N for DGeluBgrad, M for
+// BgradB) and is OVERWRITTEN.
+struct LtCall {
+  LtEpilogue epi = LtEpilogue::Default;
+  void* d = nullptr;
+  const void* bias = nullptr;
+  void* aux = nullptr;
+  float* bgrad = nullptr;
+};
+
+#if defined(VITCUDA_EMU)
+
+std::vector<float> to_float_matrix(const void* p, GemmType t, int rows, int cols, int64_t ld) {
+  const size_t n = rows == 0 ? 0 : static_cast<size_t>(rows - 1) * ld + cols;
+  std::vector<float> out(n, 0.f);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r) * ld + c;
+      out[i] = t == GemmType::F32 ? static_cast<const float*>(p)[i]
+                                  : __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    }
+  return out;
+}
+float load(const void* p, GemmType t, size_t i) {
+  return t == GemmType::F32 ? static_cast<const float*>(p)[i]
+                            : __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+}
+void store(void* p, GemmType t, size_t i, float v) {
+  if (t == GemmType::F32) static_cast<float*>(p)[i] = v;
+  else static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+}
+
+// The emulated cuBLASLt: fp32 products through the CPU reference GEMM (OpenBLAS), then the
+// epilogue with cuBLASLt's documented math, rounding once to D's type.
+bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
+  const int a_rows = a.trans_a ? a.K : a.M, a_cols = a.trans_a ? a.M : a.K;
+  const int b_rows = a.trans_b ? a.N : a.K, b_cols = a.trans_b ? a.K : a.N;
+  const GemmType dt = a.d_type;
+  std::vector<float> acc(static_cast<size_t>(a.M) * a.N);
+  for (int batch = 0; batch < a.batch; ++batch) {
+    const size_t ea = type_size(a.ab_type);
+    const auto* A = static_cast<const unsigned char*>(a.A) + batch * a.stride_a * ea;
+    const auto* B = static_cast<const unsigned char*>(a.B) + batch * a.stride_b * ea;
+    void* D = static_cast<unsigned char*>(call.d) + batch * a.stride_d * type_size(dt);
+    const std::vector<float> Af = to_float_matrix(A, a.ab_type, a_rows, a_cols, a.lda);
+    const std::vector<float> Bf = to_float_matrix(B, a.ab_type, b_rows, b_cols, a.ldb);
+    ref::gemm<float>(a.trans_a, a.trans_b, a.M, a.N, a.K, a.alpha, Af.data(), a.lda, Bf.data(),
+                     a.ldb, 0.f, acc.data(), a.N);
+    if (call.epi == LtEpilogue::BgradB) {
+      for (int m = 0; m < a.M; ++m) {
+        float s = 0.f;
+        for (int k = 0; k < a.K; ++k)
+          s += a.trans_a ? Af[static_cast<size_t>(k) * a.lda + m] : Af[static_cast<size_t>(m) * a.lda + k];
+        call.bgrad[m] = s;
+      }
+    }
+    if (call.epi == LtEpilogue::DGeluBgrad) std::fill(call.bgrad, call.bgrad + a.N, 0.f);
+    for (int m = 0; m < a.M; ++m) {
+      for (int n = 0; n < a.N; ++n) {
+        const size_t at = static_cast<size_t>(m) * a.ldd + n;
+        float v = acc[static_cast<size_t>(m) * a.N + n];
+        if (a.beta != 0.f) v += a.beta * load(D, dt, at);
+        switch (call.epi) {
+          case LtEpilogue::Default:
+          case LtEpilogue::BgradB:
+            break;
+          case LtEpilogue::Bias:
+            v += load(call.bias, dt, n);
+            break;
+          case LtEpilogue::GeluAuxBias:
+            if (call.bias) v += load(call.bias, dt, n);
+            store(call.aux, dt, at, v);
+            v = act_value<Act::GeluTanh>(v);
+            break;
+          case LtEpilogue::DGelu:
+          case LtEpilogue::DGeluBgrad:
+            v *= act_derivative_value<Act::GeluTanh>(load(call.aux, dt, at));
+            if (call.epi == LtEpilogue::DGeluBgrad) call.bgrad[n] += v;
+            break;
+        }
+        store(D, dt, at, v);
+      }
+    }
+  }
+  return true;
+}
+
+#else  // native: cuBLASLt
+
+void check_lt(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("gemm: cuBLASLt ") + what + " failed: " + cublasLtGetStatusName(s) +
+                " (" + cublasLtGetStatusString(s) + ")");
+}
+
+// One handle per device, created on first use and kept for the life of the process.
+cublasLtHandle_t lt_handle(int device) {
+  static std::mutex mu;
+  static std::map<int, cublasLtHandle_t> handles;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = handles.find(device);
+  if (it != handles.end()) return it->second;
+  cublasLtHandle_t h = nullptr;
+  check_lt(cublasLtCreate(&h), "cublasLtCreate");
+  handles[device] = h;
+  return h;
+}
+
+struct LtOp {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~LtOp() { if (d) cublasLtMatmulDescDestroy(d); }
+  template <typename V>
+  void set(cublasLtMatmulDescAttributes_t attr, const V& v) {
+    check_lt(cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof(v)), "cublasLtMatmulDescSetAttribute");
+  }
+};
+struct LtLayout {
+  cublasLtMatrixLayout_t d = nullptr;
+  LtLayout(cudaDataType t, uint64_t rows, uint64_t cols, int64_t ld, int batch, int64_t stride) {
+    check_lt(cublasLtMatrixLayoutCreate(&d, t, rows, cols, ld), "cublasLtMatrixLayoutCreate");
+    if (batch > 1) {
+      check_lt(cublasLtMatrixLayoutSetAttribute(d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)),
+               "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)");
+      check_lt(cublasLtMatrixLayoutSetAttribute(d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                sizeof(stride)),
+               "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
+    }
+  }
+  ~LtLayout() { if (d) cublasLtMatrixLayoutDestroy(d); }
+};
+struct LtPref {
+  cublasLtMatmulPreference_t d = nullptr;
+  LtPref() { check_lt(cublasLtMatmulPreferenceCreate(&d), "cublasLtMatmulPreferenceCreate"); }
+  ~LtPref() { if (d) cublasLtMatmulPreferenceDestroy(d); }
+  template <typename V>
+  void set(cublasLtMatmulPreferenceAttributes_t attr, const V& v) {
+    check_lt(cublasLtMatmulPreferenceSetAttribute(d, attr, &v, sizeof(v)),
+             "cublasLtMatmulPreferenceSetAttribute");
+  }
+};
+
+cudaDataType cuda_type(GemmType t) { return t == GemmType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt's heuristic assumes 256-byte
+// aligned operands unless told otherwise, and picks vectorised kernels that fault on less.
+uint32_t alignment_of(const void* p) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && v % a != 0) a >>= 1;
+  return a;
+}
+
+// The heuristic's answer per problem (shape, layout, types, epilogue, alignments, workspace):
+// a query costs tens of µs, a ViT step makes ~100 GEMM calls of ~10 distinct shapes.
+struct AlgoEntry {
+  bool found = false;
+  cublasLtMatmulAlgo_t algo{};
+};
+using AlgoKey = std::array<int64_t, 24>;
+
+bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) throw Error("gemm: cudaGetDevice failed");
+  cublasLtHandle_t handle = lt_handle(device);
+
+  LtOp op;
+  check_lt(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  // cuBLASLt's A is our B and vice versa (see the top of this file).
+  op.set(CUBLASLT_MATMUL_DESC_TRANSA, a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N);
+  op.set(CUBLASLT_MATMUL_DESC_TRANSB, a.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  switch (call.epi) {
+    case LtEpilogue::Default: epi = CUBLASLT_EPILOGUE_DEFAULT; break;
+    case LtEpilogue::Bias: epi = CUBLASLT_EPILOGUE_BIAS; break;
+    case LtEpilogue::GeluAuxBias: epi = call.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX; break;
+    case LtEpilogue::DGelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
+    case LtEpilogue::DGeluBgrad: epi = CUBLASLT_EPILOGUE_DGELU_BGRAD; break;
+    case LtEpilogue::BgradB: epi = CUBLASLT_EPILOGUE_BGRADB; break;
+  }
+  op.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
+  const void* bias_ptr = call.bias;
+  if (call.bgrad) {
+    bias_ptr = call.bgrad;
+    op.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_32F);  // fp32 bias gradients
+  }
+  if (bias_ptr) op.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias_ptr);
+  if (call.aux) {
+    op.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(call.aux));
+    op.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, a.ldd);
+  }
+
+  const cudaDataType ab = cuda_type(a.ab_type), dt = cuda_type(a.d_type);
+  const LtLayout la(ab, a.trans_b ? a.K : a.N, a.trans_b ? a.N : a.K, a.ldb, a.batch, a.stride_b);
+  const LtLayout lb(ab, a.trans_a ? a.M : a.K, a.trans_a ? a.K : a.M, a.lda, a.batch, a.stride_a);
+  const LtLayout ld(dt, a.N, a.M, a.ldd, a.batch, a.stride_d);
+
+  // Scratch for the bias-gradient partials sits at the front of the workspace; cuBLASLt gets the
+  // rest (the caller checked it holds at least kGemmLtWorkspaceBytes).
+  const size_t scratch = align_up(gemm_workspace_bytes(a) - kGemmLtWorkspaceBytes, kWorkspaceAlign);
+  void* lt_ws = static_cast<unsigned char*>(a.workspace) + scratch;
+  const uint64_t lt_ws_bytes = a.workspace_bytes - scratch;
+
+  const uint32_t align_a = alignment_of(a.B), align_b = alignment_of(a.A),
+                 align_d = alignment_of(call.d);
+  const AlgoKey key{a.trans_a, a.trans_b, a.M, a.N, a.K, static_cast<int64_t>(a.ab_type),
+                    static_cast<int64_t>(a.d_type), a.lda, a.ldb, a.ldd, a.batch, a.stride_a,
+                    a.stride_b, a.stride_d, static_cast<int64_t>(epi), call.bgrad != nullptr,
+                    a.beta != 0.f, align_a, align_b, align_d,
+                    call.aux ? static_cast<int64_t>(alignment_of(call.aux)) : 0,
+                    static_cast<int64_t>(lt_ws_bytes), device, 0};
+  static std::mutex cache_mu;
+  static std::map<AlgoKey, AlgoEntry> cache;
+  AlgoEntry entry;
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(cache_mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      entry = it->second;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    LtPref pref;
+    pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, lt_ws_bytes);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d);
+    cublasLtMatmulHeuristicResult_t result{};
+    int count = 0;
+    const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle, op.d, la.d, lb.d, ld.d, ld.d,
+                                                            pref.d, 1, &result, &count);
+    entry.found = s == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (entry.found) entry.algo = result.algo;
+    std::lock_guard<std::mutex> lock(cache_mu);
+    cache[key] = entry;
+  }
+  if (!entry.found) return false;
+  const float alpha = a.alpha, beta = a.beta;
+  check_lt(cublasLtMatmul(handle, op.d, &alpha, a.B, la.d, a.A, lb.d, &beta, call.d, ld.d, call.d,
+                          ld.d, &entry.algo, lt_ws, lt_ws_bytes, reinterpret_cast<cudaStream_t>(stream)),
+           "cublasLtMatmul");
+  return true;
+}
+
+#endif
+
+void plain_matmul(const GemmArgs& a, void* d, const void* bias, rt::Stream stream) {
+  LtCall call;
+  call.epi = bias ? LtEpilogue::Bias : LtEpilogue::Default;
+  call.d = d;
+  call.bias = bias;
+  if (lt_matmul(a, call, stream)) return;
+  if (bias) {  // cuBLASLt refused the bias epilogue: plain product, then the bias kernel
+    call.epi = LtEpilogue::Default;
+    call.bias = nullptr;
+    if (lt_matmul(a, call, stream)) {
+      if (a.d_type == GemmType::F32)
+        launch_bias_act<float>(static_cast<float*>(d), static_cast<const float*>(bias), nullptr,
+                               static_cast<float*>(d), Act::None, a.M, a.N, a.ldd, stream);
+      else
+        launch_bias_act<__nv_bfloat16>(static_cast<__nv_bfloat16*>(d),
+                                       static_cast<const __nv_bfloat16*>(bias), nullptr,
+                                       static_cast<__nv_bfloat16*>(d), Act::None, a.M, a.N, a.ldd,
+                                       stream);
+      return;
+    }
+  }
+  throw Error("gemm: cuBLASLt has no algorithm for M=" + std::to_string(a.M) + " N=" +
+              std::to_string(a.N) + " K=" + std::to_string(a.K) +
+              " with these leading dimensions and alignments");
+}
+
+[[noreturn]] void fail(const std::string& what) { throw Error("gemm: " + what); }
+
+bool aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+void validate(const GemmArgs& a) {
+  if (a.M <= 0 || a.N <= 0 || a.K <= 0)
+    fail("M, N and K must be positive (got M=" + std::to_string(a.M) + ", N=" + std::to_string(a.N) +
+         ", K=" + std::to_string(a.K) + ")");
+  if (a.ab_type == GemmType::F32 && a.d_type == GemmType::BF16)
+    fail("d_type BF16 needs ab_type BF16 (fp32 inputs give fp32 outputs)");
+  if (!a.A) fail("A is null");
+  if (!a.B) fail("B is null");
+  if (!a.D) fail("D is null");
+  const size_t e = type_size(a.ab_type), ed = type_size(a.d_type);
+  if (!aligned(a.A, e)) fail("A is not aligned to its element size");
+  if (!aligned(a.B, e)) fail("B is not aligned to its element size");
+  if (!aligned(a.D, ed)) fail("D is not aligned to its element size");
+  const int64_t min_lda = a.trans_a ? a.M : a.K, min_ldb = a.trans_b ? a.K : a.N;
+  if (a.lda < min_lda) fail("lda=" + std::to_string(a.lda) + " is less than " + std::to_string(min_lda));
+  if (a.ldb < min_ldb) fail("ldb=" + std::to_string(a.ldb) + " is less than " + std::to_string(min_ldb));
+  if (a.ldd < a.N) fail("ldd=" + std::to_string(a.ldd) + " is less than N=" + std::to_string(a.N));
+  if (a.batch < 1) fail("batch must be >= 1 (got " + std::to_string(a.batch) + ")");
+  if (a.batch > 1 && a.epilogue != GemmEpilogue::None)
+    fail("batch > 1 is supported with epilogue None only");
+  if (a.bias && !aligned(a.bias, ed)) fail("bias is not aligned to its element size");
+  if (a.aux && !aligned(a.aux, ed)) fail("aux is not aligned to its element size");
+  switch (a.epilogue) {
+    case GemmEpilogue::None:
+      if (a.act != Act::None) fail("epilogue None takes act None (use BiasAct)");
+      break;
+    case GemmEpilogue::BiasAct:
+      if (a.beta != 0.f) fail("epilogue BiasAct needs beta = 0");
+      if (a.act != Act::None && !a.aux)
+        fail(std::string("aux (the pre-activation output) is null with act ") + act_name(a.act));
+      break;
+    case GemmEpilogue::DAct:
+      if (a.beta != 0.f) fail("epilogue DAct needs beta = 0");
+      if (a.act != Act::None && !a.aux)
+        fail(std::string("aux (the forward pre-activation) is null with act ") + act_name(a.act));
+      if (a.bias) fail("epilogue DAct takes no bias (bias_grad is its output)");
+      break;
+    case GemmEpilogue::BiasGradA:
+      if (!a.trans_a) fail("epilogue BiasGradA needs trans_a (op(A) = dYᵀ of a weight gradient)");
+      if (!a.bias_grad) fail("bias_grad is null with epilogue BiasGradA");
+      if (a.bias) fail("epilogue BiasGradA takes no bias");
+      break;
+  }
+  if (a.bias_grad && a.epilogue != GemmEpilogue::DAct && a.epilogue != GemmEpilogue::BiasGradA)
+    fail("bias_grad is given but the epilogue is neither DAct nor BiasGradA");
+  if (a.bias_grad && !aligned(a.bias_grad, type_size(a.bias_grad_type)))
+    fail("bias_grad is not aligned to its element size");
+  const size_t need = gemm_workspace_bytes(a);
+  if (!a.workspace) fail("workspace is null (" + std::to_string(need) + " bytes needed)");
+  if (!aligned(a.workspace, kWorkspaceAlign)) fail("workspace is not 256-byte aligned");
+  if (a.workspace_bytes < need)
+    fail("workspace_bytes=" + std::to_string(a.workspace_bytes) + " is less than the " +
+         std::to_string(need) + " bytes needed (gemm_workspace_bytes)");
+}
+
+}  // namespace
+
+size_t gemm_workspace_bytes(const GemmArgs& a) {
+  size_t scratch = 0;
+  if (a.epilogue == GemmEpilogue::DAct && a.bias_grad)
+    scratch = act_backward_workspace_bytes(std::max(a.M, 1), std::max(a.N, 1));
+  else if (a.epilogue == GemmEpilogue::BiasGradA)  // column sums over stored A: [K rows, M cols]
+    scratch = act_backward_workspace_bytes(std::max(a.K, 1), std::max(a.M, 1));
+  return align_up(scratch, kWorkspaceAlign) + kGemmLtWorkspaceBytes;
+}
+
+size_t act_backward_workspace_bytes(int M, int N) {
+  if (M <= 0 || N <= 0) return 0;
+  return align_up(static_cast<size_t>(colsum_chunks(M)) * N * sizeof(float), kWorkspaceAlign);
+}
+
+void gemm(const GemmArgs& a, rt::Stream stream) {
+  validate(a);
+  float* scratch = static_cast<float*>(a.workspace);
+  const bool bf16 = a.d_type == GemmType::BF16;
+  switch (a.epilogue) {
+    case GemmEpilogue::None:
+      plain_matmul(a, a.D, a.bias, stream);
+      return;
+
+    case GemmEpilogue::BiasAct: {
+      if (a.act == Act::None) {
+        plain_matmul(a, a.D, a.bias, stream);
+        return;
+      }
+      // cuBLASLt's GELU_AUX epilogues need the aux leading dimension to be a multiple of 8 and
+      // a 16-byte aligned aux buffer.
+      if (a.act == Act::GeluTanh && a.fuse_epilogue && a.ldd % 8 == 0 && aligned(a.aux, 16)) {
+        LtCall call;
+        call.epi = LtEpilogue::GeluAuxBias;
+        call.d = a.D;
+        call.bias = a.bias;
+        call.aux = a.aux;
+        if (lt_matmul(a, call, stream)) return;
+      }
+      plain_matmul(a, a.aux, a.bias, stream);  // aux = pre-activation
+      if (bf16)
+        launch_bias_act<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(a.aux), nullptr, nullptr,
+                                       static_cast<__nv_bfloat16*>(a.D), a.act, a.M, a.N, a.ldd, stream);
+      else
+        launch_bias_act<float>(static_cast<const float*>(a.aux), nullptr, nullptr,
+                               static_cast<float*>(a.D), a.act, a.M, a.N, a.ldd, stream);
+      return;
+    }
+
+    case GemmEpilogue::DAct: {
+      if (a.act == Act::GeluTanh && a.fuse_epilogue && a.ldd % 8 == 0 && aligned(a.aux, 16)) {
+        LtCall call;
+        call.epi = a.bias_grad ? LtEpilogue::DGeluBgrad : LtEpilogue::DGelu;
+        call.d = a.D;
+        call.aux = a.aux;
+        call.bgrad = a.bias_grad ? scratch : nullptr;
+        if (lt_matmul(a, call, stream)) {
+          if (a.bias_grad)
+            launch_bias_grad_accumulate(scratch, 1, a.N, a.bias_grad, a.bias_grad_type, stream);
+          return;
+        }
+      }
+      plain_matmul(a, a.D, nullptr, stream);
+      if (bf16) {
+        auto* d = static_cast<__nv_bfloat16*>(a.D);
+        auto* pre = static_cast<const __nv_bfloat16*>(a.aux);
+        if (a.bias_grad_type == GemmType::F32)
+          launch_act_backward(d, pre, a.act, a.M, a.N, a.ldd, static_cast<float*>(a.bias_grad), scratch, stream);
+        else
+          launch_act_backward(d, pre, a.act, a.M, a.N, a.ldd, static_cast<__nv_bfloat16*>(a.bias_grad),
+                              scratch, stream);
+      } else {
+        if (a.bias_grad_type != GemmType::F32) fail("bias_grad_type BF16 needs d_type BF16");
+        launch_act_backward(static_cast<float*>(a.D), static_cast<const float*>(a.aux), a.act, a.M,
+                            a.N, a.ldd, static_cast<float*>(a.bias_grad), scratch, stream);
+      }
+      return;
+    }
+
+    case GemmEpilogue::BiasGradA: {
+      if (a.fuse_epilogue) {
+        LtCall call;
+        call.epi = LtEpilogue::BgradB;
+        call.d = a.D;
+        call.bgrad = scratch;
+        if (lt_matmul(a, call, stream)) {
+          launch_bias_grad_accumulate(scratch, 1, a.M, a.bias_grad, a.bias_grad_type, stream);
+          return;
+        }
+      }
+      plain_matmul(a, a.D, nullptr, stream);
+      // op(A) = Aᵀ with A stored [K, M]: Σ_k op(A)[m, k] is the column sum of the stored A.
+      // launch_act_backward with act None only reads A (const_cast is safe: nothing is written).
+      if (a.ab_type == GemmType::BF16) {
+        auto* A = const_cast<__nv_bfloat16*>(static_cast<const __nv_bfloat16*>(a.A));
+        if (a.bias_grad_type == GemmType::F32)
+          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M,
+                              a.lda, static_cast<float*>(a.bias_grad), scratch, stream);
+        else
+          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M,
+                              a.lda, static_cast<__nv_bfloat16*>(a.bias_grad), scratch, stream);
+      } else {
+        auto* A = const_cast<float*>(static_cast<const float*>(a.A));
+        if (a.bias_grad_type == GemmType::F32)
+          launch_act_backward(A, static_cast<const float*>(nullptr), Act::None, a.K, a.M, a.lda,
+                              static_cast<float*>(a.bias_grad), scratch, stream);
+        else
+          fail("bias_grad_type BF16 needs ab_type BF16");
+      }
+      return;
+    }
+  }
+}
+
+template <typename T>
+void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stream stream) {
+  if (M < 0 || N < 0) throw Error("act_forward: M and N must be >= 0");
+  if (M == 0 || N == 0) return;
+  if (!pre) throw Error("act_forward: pre is null");
+  if (!y) throw Error("act_forward: y is null");
+  if (ld < N) throw Error("act_forward: ld is less than N");
+  launch_bias_act<T>(pre, nullptr, nullptr, y, act, M, N, ld, stream);
+}
+
+template <typename T, typename TG>
+void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad,
+                  void* workspace, size_t workspace_bytes, rt::Stream stream) {
+  if (M < 0 || N < 0) throw Error("act_backward: M and N must be >= 0");
+  if (M == 0 || N == 0) return;
+  if (!dz) throw Error("act_backward: dz is null");
+  if (act != Act::None && !pre) throw Error("act_backward: pre is null");
+  if (ld < N) throw Error("act_backward: ld is less than N");
+  if (bias_grad) {
+    const size_t need = act_backward_workspace_bytes(M, N);
+    if (!workspace) throw Error("act_backward: workspace is null (" + std::to_string(need) + " bytes needed)");
+    if (workspace_bytes < need)
+      throw Error("act_backward: workspace_bytes=" + std::to_string(workspace_bytes) +
+                  " is less than the " + std::to_string(need) + " bytes needed");
+    if (!aligned(workspace, alignof(float))) throw Error("act_backward: workspace is misaligned");
+  }
+  launch_act_backward<T, TG>(dz, pre, act, M, N, ld, bias_grad, static_cast<float*>(workspace), stream);
+}
+
+template void act_forward<float>(const float*, float*, Act, int, int, int64_t, rt::Stream);
+template void act_forward<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, Act, int, int,
+                                         int64_t, rt::Stream);
+template void act_backward<float, float>(float*, const float*, Act, int, int, int64_t, float*,
+                                         void*, size_t, rt::Stream);
+template void act_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, Act, int,
+                                                 int, int64_t, float*, void*, size_t, rt::Stream);
+template void act_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*,
+                                                         Act, int, int, int64_t, __nv_bfloat16*,
+                                                         void*, size_t, rt::Stream);
+
+VITCUDA_KERNELS_END
+}  // namespace vitcuda

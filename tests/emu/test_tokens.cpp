@@ -1,0 +1,160 @@
+// tokens (kernels/tokens.cu): cls prepend + position embedding, against vitcuda::ref::tokens_forward
+// / tokens_backward. Forward is one fp32 add rounded to T; backward copies the patch rows exactly
+// and accumulates batch sums (fp32, batch order) into dcls / dpos.
+#include <cmath>
+#include <cstring>
+
+#include "host/cpu/ref_ops.h"
+#include "kernel_test.h"
+#include "kernels/tokens.h"
+
+namespace vitcuda::test {
+namespace {
+
+constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff
+constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
+
+struct Shape {
+  int B, Np, D;
+};
+const Shape kShapes[] = {{1, 1, 1}, {2, 4, 8}, {3, 16, 24}, {5, 49, 33}, {7, 64, 64}, {2, 196, 96}};
+
+std::string describe(const Shape& s, bool cls) {
+  return "B=" + std::to_string(s.B) + " Np=" + std::to_string(s.Np) + " D=" + std::to_string(s.D) +
+         (cls ? " cls" : " no cls");
+}
+
+template <typename T>
+void check_forward(const Shape& s, bool cls) {
+  SCOPED_TRACE(describe(s, cls));
+  const int Tn = s.Np + (cls ? 1 : 0);
+  auto q = [](std::vector<float> v) { return to_floats(convert<T>(v)); };
+  const std::vector<float> patches = q(random_floats(size_t(s.B) * s.Np * s.D, -1.f, 1.f, 1)),
+                           c = q(random_floats(s.D, -1.f, 1.f, 2)),
+                           pos = q(random_floats(size_t(Tn) * s.D, -1.f, 1.f, 3));
+  const size_t n = size_t(s.B) * Tn * s.D;
+  rt::DeviceBuffer<T> dp(convert<T>(patches)), dc(convert<T>(c)), dpos(convert<T>(pos)), out(n);
+  tokens_forward<T>(dp.get(), cls ? dc.get() : nullptr, dpos.get(), out.get(), s.B, s.Np, s.D, nullptr);
+  std::vector<float> want(n);
+  ref::tokens_forward<float>(patches.data(), cls ? c.data() : nullptr, pos.data(), want.data(), s.B, s.Np, s.D);
+  const std::vector<float> got = to_floats(out.download());
+  for (size_t i = 0; i < n; ++i) {
+    // the same fp32 add on both sides; bf16 storage rounds the kernel's sum once (the reference's
+    // float sum is exact here: two 8-bit-significand values)
+    const double tol = std::is_same_v<T, __nv_bfloat16> ? kUBf16 * std::fabs(want[i]) : 0.0;
+    ASSERT_NEAR(got[i], want[i], tol) << "out[" << i << "]";
+  }
+}
+
+template <typename T, typename TG>
+void check_backward(const Shape& s, bool cls, bool want_patches, bool want_pos) {
+  SCOPED_TRACE(describe(s, cls) + (want_patches ? " dpatches" : "") + (want_pos ? " dpos" : ""));
+  const int Tn = s.Np + (cls ? 1 : 0);
+  const std::vector<float> dout = to_floats(convert<T>(random_floats(size_t(s.B) * Tn * s.D, -1.f, 1.f, 4))),
+                           dcls0 = to_floats(convert<TG>(random_floats(s.D, -1.f, 1.f, 5))),
+                           dpos0 = to_floats(convert<TG>(random_floats(size_t(Tn) * s.D, -1.f, 1.f, 6)));
+  const size_t np = size_t(s.B) * s.Np * s.D;
+  rt::DeviceBuffer<T> ddout(convert<T>(dout)), dpatches(convert<T>(std::vector<float>(np, 7.f)));
+  rt::DeviceBuffer<TG> ddcls(convert<TG>(dcls0)), ddpos(convert<TG>(dpos0));
+  tokens_backward<T, TG>(ddout.get(), want_patches ? dpatches.get() : nullptr, cls ? ddcls.get() : nullptr,
+                         want_pos ? ddpos.get() : nullptr, cls, s.B, s.Np, s.D, nullptr);
+  std::vector<float> dp_ref(np), dcls_ref = dcls0, dpos_ref = dpos0;
+  ref::tokens_backward<float>(dout.data(), dp_ref.data(), cls ? dcls_ref.data() : nullptr, dpos_ref.data(), s.B,
+                              s.Np, s.D);
+  const std::vector<float> dp = to_floats(dpatches.download()), dc = to_floats(ddcls.download()),
+                           dpos = to_floats(ddpos.download());
+  for (size_t i = 0; i < np; ++i) ASSERT_EQ(dp[i], want_patches ? dp_ref[i] : 7.f) << "dpatches[" << i << "]";
+  const double round = std::is_same_v<TG, __nv_bfloat16> ? 2 * kUBf16 : 0.0;
+  auto col_abs = [&](int t, int j) {  // Σ_b |dout[b, t, j]|: scales the fp32 summation error
+    double a = 0;
+    for (int b = 0; b < s.B; ++b) a += std::fabs(dout[(size_t(b) * Tn + t) * s.D + j]);
+    return a;
+  };
+  for (int t = 0; t < Tn; ++t)
+    for (int j = 0; j < s.D; ++j) {
+      const size_t i = size_t(t) * s.D + j;
+      // B fp32 terms in batch order (the reference sums in double), then the old value
+      const double tol = 2.0 * (s.B + 2) * kU32 * (col_abs(t, j) + std::fabs(dpos0[i])) + round * std::fabs(dpos_ref[i]);
+      if (want_pos) ASSERT_NEAR(dpos[i], dpos_ref[i], tol) << "dpos[" << t << "][" << j << "]";
+      else ASSERT_EQ(dpos[i], dpos0[i]) << "dpos untouched";
+    }
+  if (cls)
+    for (int j = 0; j < s.D; ++j) {
+      const double tol = 2.0 * (s.B + 2) * kU32 * (col_abs(0, j) + std::fabs(dcls0[j])) + round * std::fabs(dcls_ref[j]);
+      ASSERT_NEAR(dc[j], dcls_ref[j], tol) << "dcls[" << j << "]";
+    }
+}
+
+class Tokens : public BackendTest {};
+
+TEST_P(Tokens, ForwardF32) {
+  for (const Shape& s : kShapes)
+    for (bool cls : {true, false}) check_forward<float>(s, cls);
+}
+TEST_P(Tokens, ForwardBf16) {
+  for (const Shape& s : kShapes)
+    for (bool cls : {true, false}) check_forward<__nv_bfloat16>(s, cls);
+}
+TEST_P(Tokens, BackwardF32) {
+  for (const Shape& s : kShapes)
+    for (bool cls : {true, false}) check_backward<float, float>(s, cls, true, true);
+}
+TEST_P(Tokens, BackwardBf16WithF32ParamGrads) {
+  for (const Shape& s : kShapes)
+    for (bool cls : {true, false}) check_backward<__nv_bfloat16, float>(s, cls, true, true);
+}
+TEST_P(Tokens, BackwardBf16) {
+  for (const Shape& s : kShapes)
+    for (bool cls : {true, false}) check_backward<__nv_bfloat16, __nv_bfloat16>(s, cls, true, true);
+}
+TEST_P(Tokens, BackwardSubsetsOfOutputs) {
+  check_backward<__nv_bfloat16, float>({3, 9, 16}, true, false, true);
+  check_backward<__nv_bfloat16, float>({3, 9, 16}, true, true, false);
+  check_backward<float, float>({3, 9, 16}, false, true, false);
+}
+TEST_P(Tokens, BackwardIsBitwiseReproducible) {
+  const Shape s{9, 37, 40};
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    rt::DeviceBuffer<float> dout(random_floats(size_t(s.B) * (s.Np + 1) * s.D, -1.f, 1.f, 9)),
+        dp(size_t(s.B) * s.Np * s.D), dc(std::vector<float>(s.D, 0.f)),
+        dpos(std::vector<float>(size_t(s.Np + 1) * s.D, 0.f));
+    tokens_backward<float, float>(dout.get(), dp.get(), dc.get(), dpos.get(), true, s.B, s.Np, s.D, nullptr);
+    std::vector<float> all = dc.download();
+    for (float v : dpos.download()) all.push_back(v);
+    if (run == 0) first = all;
+    else EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
+  }
+}
+TEST_P(Tokens, VitBaseShapesNative) {
+  if (emulated()) GTEST_SKIP() << "ViT-B shapes run in the native build only";
+  check_forward<__nv_bfloat16>({32, 196, 768}, true);
+  check_backward<__nv_bfloat16, float>({32, 196, 768}, true, true, true);
+}
+
+TEST_P(Tokens, RejectsBadArguments) {
+  rt::DeviceBuffer<float> a(64), b(64), c(64);
+  auto expect = [](auto fn, const char* op, const char* arg) {
+    try {
+      fn();
+      ADD_FAILURE() << "no vitcuda::Error was thrown";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(op), std::string::npos) << msg;
+      EXPECT_NE(msg.find(arg), std::string::npos) << msg;
+    }
+  };
+  expect([&] { tokens_forward<float>(nullptr, nullptr, b.get(), c.get(), 1, 4, 8, nullptr); }, "tokens_forward", "patches");
+  expect([&] { tokens_forward<float>(a.get(), nullptr, nullptr, c.get(), 1, 4, 8, nullptr); }, "tokens_forward", "pos");
+  expect([&] { tokens_forward<float>(a.get(), nullptr, b.get(), c.get(), 1, 4, 0, nullptr); }, "tokens_forward", "D");
+  expect([&] { tokens_backward<float, float>(nullptr, a.get(), nullptr, b.get(), false, 1, 4, 8, nullptr); },
+         "tokens_backward", "dout");
+  expect([&] { tokens_backward<float, float>(a.get(), b.get(), c.get(), nullptr, false, 1, 4, 8, nullptr); },
+         "tokens_backward", "has_cls");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Tokens, ::testing::Values(std::string(rt::backend_name())),
+                         backend_param_name);
+
+}  // namespace
+}  // namespace vitcuda::test
