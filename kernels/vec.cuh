@@ -72,8 +72,8 @@ inline int streaming_blocks(int64_t items, int threads = kStreamingThreads) {
 inline void require_pointer(const char* op, const char* name, const void* p, size_t elem_bytes) {
   if (!p) throw Error(std::string(op) + ": " + name + " is null");
   if (!aligned_to(p, elem_bytes))
-    throw Error(std::string(op) + ": " + name + " is not aligned to its element size (" +
-                std::to_string(elem_bytes) + " bytes)");
+    throw Error(std::string(op) + ": " + name + " is not aligned to " +
+                std::to_string(elem_bytes) + " bytes");
 }
 inline void require_nonnegative(const char* op, const char* name, int64_t v) {
   if (v < 0) throw Error(std::string(op) + ": " + name + " must be >= 0, got " + std::to_string(v));
