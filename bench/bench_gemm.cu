@@ -1,0 +1,258 @@
+// vitcuda — the ViT's GEMMs through the project GEMM (kernels/gemm.h, kernels/linear.h) on the GPU,
+// each beside the same product without epilogue (plain cuBLASLt: no bias, no activation, no bias
+// gradient) timed in the same benchmark, plus the device's measured bf16 GEMM peak and its
+// device-to-device copy bandwidth, so every number has its hardware limit next to it.
+//
+//   ./build/bench/bench_gemm --benchmark_counters_tabular=true [--benchmark_filter=vit_b/]
+//
+// Names (stable, for tables): <model>/B<batch>/<gemm>, model vit_ti | vit_s | vit_b (D = 192,
+// 384, 768; MLP 4D; 197 tokens), gemm one of
+//   qkv_fwd  proj_fwd  fc1_fwd_gelu_erf  fc1_fwd_gelu_tanh  fc2_fwd      y = act(x·wᵀ + b)
+//   qkv_bwd  proj_bwd  fc1_bwd_gelu_erf  fc1_bwd_gelu_tanh  fc2_bwd      dx, dw += , db +=
+// and peak/gemm_bf16_8192, copy/d2d_1GiB.
+// Counters: TFLOP/s (2·R·N·K forward, 4·R·N·K backward), plain_TFLOP/s (the plain-cuBLASLt
+// baseline of the same GEMMs), vs_plain = plain time / this time (1 = the epilogues are free),
+// of_peak = TFLOP/s / measured bf16 peak. bf16 operands, fp32 accumulation, fp32 dw/db.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/common.cuh"
+#include "kernels/gemm.h"
+#include "kernels/linear.h"
+
+using namespace vitcuda;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+constexpr int kTokens = 197;
+constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
+
+// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
+template <typename T>
+__global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t seed) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    p[i] = from_float<T>(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
+  }
+}
+
+template <typename T>
+rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
+  rt::DeviceBuffer<T> b(n);
+  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
+  return b;
+}
+
+// Milliseconds of `reps` calls of fn, between two events on the default stream.
+double time_ms(const std::function<void()>& fn, int reps) {
+  rt::Event start = rt::event_create(), stop = rt::event_create();
+  rt::event_record(start);
+  for (int i = 0; i < reps; ++i) fn();
+  rt::event_record(stop);
+  rt::event_synchronize(stop);
+  const double ms = rt::event_elapsed_ms(start, stop);
+  rt::event_destroy(start);
+  rt::event_destroy(stop);
+  return ms;
+}
+
+// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
+double run_timed(benchmark::State& st, const std::function<void()>& fn) {
+  fn();  // warm-up: the heuristic query and its cache entry
+  rt::device_synchronize();
+  double total_s = 0;
+  int64_t calls = 0;
+  for (auto _ : st) {
+    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
+    st.SetIterationTime(s / kRepsPerIteration);
+    total_s += s;
+    calls += kRepsPerIteration;
+  }
+  return calls ? total_s / calls : 0.0;
+}
+
+// A bf16 GEMM without epilogue: D[M, N] = A[M, K]·B[N, K]ᵀ (or the given transposes), through
+// the same gemm() with epilogue None and no bias, which is one plain cublasLtMatmul.
+GemmArgs plain_args(bool ta, bool tb, int M, int N, int K, const void* A, const void* B, void* D,
+                    GemmType d_type, float beta, void* ws, size_t ws_bytes) {
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.ab_type = GemmType::BF16;
+  g.d_type = d_type;
+  g.A = A;
+  g.lda = ta ? M : K;
+  g.B = B;
+  g.ldb = tb ? K : N;
+  g.D = D;
+  g.ldd = N;
+  g.beta = beta;
+  g.workspace = ws;
+  g.workspace_bytes = ws_bytes;
+  return g;
+}
+
+double measured_peak_tflops();
+
+void report(benchmark::State& st, double flops, double s, double plain_s) {
+  st.counters["TFLOP/s"] = flops / s / 1e12;
+  st.counters["plain_TFLOP/s"] = flops / plain_s / 1e12;
+  st.counters["vs_plain"] = plain_s / s;
+  st.counters["of_peak"] = flops / s / 1e12 / measured_peak_tflops();
+}
+
+struct Layer {
+  int R, K, N;
+  Act act;
+};
+
+void bench_forward(benchmark::State& st, Layer l) {
+  auto x = filled<bf16>(size_t(l.R) * l.K, -1.f, 1.f, 1), w = filled<bf16>(size_t(l.N) * l.K, -0.05f, 0.05f, 2),
+       b = filled<bf16>(l.N, -0.1f, 0.1f, 3);
+  rt::DeviceBuffer<bf16> pre(size_t(l.R) * l.N), y(size_t(l.R) * l.N);
+  rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
+  const GemmArgs plain = plain_args(false, true, l.R, l.N, l.K, x.get(), w.get(), y.get(), GemmType::BF16, 0.f,
+                                    ws.get(), ws.size());
+  const double plain_s = [&] {
+    gemm(plain, nullptr);
+    return time_ms([&] { gemm(plain, nullptr); }, 20) / 20 / 1e3;
+  }();
+  const double s = run_timed(st, [&] {
+    linear_forward<bf16>(x.get(), w.get(), b.get(), l.act, l.act == Act::None ? nullptr : pre.get(), y.get(), l.R,
+                         l.K, l.N, ws.get(), ws.size(), nullptr);
+  });
+  report(st, 2.0 * l.R * l.N * l.K, s, plain_s);
+}
+
+void bench_backward(benchmark::State& st, Layer l) {
+  auto x = filled<bf16>(size_t(l.R) * l.K, -1.f, 1.f, 4), w = filled<bf16>(size_t(l.N) * l.K, -0.05f, 0.05f, 5),
+       dy = filled<bf16>(size_t(l.R) * l.N, -1.f, 1.f, 6);
+  // pre in [5.5, 6.5]: GELU'(pre) rounds to 1 in bf16, so dy, overwritten with dy ⊙ GELU'(pre) by
+  // every call, keeps its random values for the whole run (timings depend on the data through
+  // power draw: zeros run faster).
+  auto pre = filled<bf16>(size_t(l.R) * l.N, 5.5f, 6.5f, 7);
+  rt::DeviceBuffer<bf16> dx(size_t(l.R) * l.K);
+  auto dw = filled<float>(size_t(l.N) * l.K, 0.f, 0.f, 8), db = filled<float>(l.N, 0.f, 0.f, 9);
+  rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
+  // the baseline: dx = dy·w and dw += dyᵀ·x, both without epilogue
+  const GemmArgs plain_dx = plain_args(false, false, l.R, l.K, l.N, dy.get(), w.get(), dx.get(), GemmType::BF16,
+                                       0.f, ws.get(), ws.size());
+  const GemmArgs plain_dw = plain_args(true, false, l.N, l.K, l.R, dy.get(), x.get(), dw.get(), GemmType::F32,
+                                       1.f, ws.get(), ws.size());
+  auto plain = [&] {
+    gemm(plain_dx, nullptr);
+    gemm(plain_dw, nullptr);
+  };
+  const double plain_s = [&] {
+    plain();
+    return time_ms(plain, 20) / 20 / 1e3;
+  }();
+  const double s = run_timed(st, [&] {
+    linear_backward<bf16, float>(dy.get(), x.get(), w.get(), l.act, l.act == Act::None ? nullptr : pre.get(),
+                                 dx.get(), dw.get(), db.get(), l.R, l.K, l.N, ws.get(), ws.size(), nullptr);
+  });
+  report(st, 4.0 * l.R * l.N * l.K, s, plain_s);
+}
+
+// Square bf16 GEMM, plain cuBLASLt, bf16 out: what this device reaches on dense tensor-core work.
+double peak_seconds(int n, int reps) {
+  auto a = filled<bf16>(size_t(n) * n, -1.f, 1.f, 10), b = filled<bf16>(size_t(n) * n, -1.f, 1.f, 11);
+  rt::DeviceBuffer<bf16> d(size_t(n) * n);
+  GemmArgs probe;
+  rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
+  const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
+  for (int i = 0; i < 3; ++i) gemm(g, nullptr);
+  return time_ms([&] { gemm(g, nullptr); }, reps) / reps / 1e3;
+}
+
+double measured_peak_tflops() {
+  static const double peak = [] {
+    const int n = 8192;
+    return 2.0 * n * n * double(n) / peak_seconds(n, 20) / 1e12;
+  }();
+  return peak;
+}
+
+void bench_peak(benchmark::State& st) {
+  const int n = 8192;
+  auto a = filled<bf16>(size_t(n) * n, -1.f, 1.f, 10), b = filled<bf16>(size_t(n) * n, -1.f, 1.f, 11);
+  rt::DeviceBuffer<bf16> d(size_t(n) * n);
+  GemmArgs probe;
+  rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
+  const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
+  const double s = run_timed(st, [&] { gemm(g, nullptr); });
+  st.counters["TFLOP/s"] = 2.0 * n * n * double(n) / s / 1e12;
+}
+
+void bench_copy(benchmark::State& st) {
+  const size_t bytes = size_t(1) << 30;
+  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
+  rt::memset_device(src.get(), 1, bytes);
+  const double s = run_timed(st, [&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); });
+  st.counters["GB/s"] = 2.0 * bytes / s / 1e9;  // read + write
+}
+
+struct Model {
+  const char* name;
+  int D;
+};
+
+void register_all() {
+  const Model models[] = {{"vit_ti", 192}, {"vit_s", 384}, {"vit_b", 768}};
+  const int batches[] = {128, 256};
+  benchmark::RegisterBenchmark("peak/gemm_bf16_8192", bench_peak)->UseManualTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("copy/d2d_1GiB", bench_copy)->UseManualTime()->Unit(benchmark::kMillisecond);
+  for (const Model& m : models)
+    for (int B : batches) {
+      const int R = B * kTokens, D = m.D, Hd = 4 * m.D;
+      const std::string p = std::string(m.name) + "/B" + std::to_string(B) + "/";
+      struct Entry {
+        const char* name;
+        Layer layer;
+      };
+      const Entry entries[] = {{"qkv", {R, D, 3 * D, Act::None}},
+                               {"proj", {R, D, D, Act::None}},
+                               {"fc1", {R, D, Hd, Act::GeluErf}},
+                               {"fc1", {R, D, Hd, Act::GeluTanh}},
+                               {"fc2", {R, Hd, D, Act::None}}};
+      for (const Entry& e : entries) {
+        const std::string suffix = e.layer.act == Act::GeluErf ? "_gelu_erf" : e.layer.act == Act::GeluTanh ? "_gelu_tanh" : "";
+        const Layer l = e.layer;
+        benchmark::RegisterBenchmark((p + e.name + "_fwd" + suffix).c_str(),
+                                     [l](benchmark::State& st) { bench_forward(st, l); })
+            ->UseManualTime()->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark((p + e.name + "_bwd" + suffix).c_str(),
+                                     [l](benchmark::State& st) { bench_backward(st, l); })
+            ->UseManualTime()->Unit(benchmark::kMicrosecond);
+      }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (rt::device_count() == 0) {
+    std::fprintf(stderr, "bench_gemm: no CUDA GPU is present\n");
+    return 0;
+  }
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
