@@ -1,0 +1,344 @@
+// vitcuda — the bandwidth-bound kernels on the GPU: dropout, drop-path, the element-wise add of
+// the token/residual stream, fp32 -> bf16 conversion, the fused softmax cross-entropy, fused
+// AdamW over a ViT-B parameter arena (beside the same update as separate element-wise passes,
+// the unfused baseline, timed in the same process) and the gradient sum of squares. Every one
+// reports the bytes it must move and the fraction of the device's measured device-to-device
+// copy bandwidth (cudaMemcpyAsync, measured in this binary) that it reaches.
+//
+//   ./build/bench/bench_elementwise --benchmark_counters_tabular=true
+//
+// Names: <op>/<dtype>/<shape>, plus copy/d2d_1GiB (the reference). Counters: GB/s (bytes the op
+// must read + write, once each), of_copy = GB/s / measured D2D GB/s (1 = copy speed), and for
+// AdamW unfused_ms and vs_unfused = unfused time / fused time.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "kernels/common.cuh"
+#include "kernels/dropout.h"
+#include "kernels/elementwise.h"
+#include "kernels/softmax_xent.h"
+
+using namespace vitcuda;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+constexpr int kTokens = 197;
+constexpr int kWidth = 768;            // ViT-B
+constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
+
+// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
+template <typename T>
+__global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t seed) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    p[i] = from_float<T>(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
+  }
+}
+
+template <typename T>
+rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
+  rt::DeviceBuffer<T> b(n);
+  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
+  return b;
+}
+
+// Milliseconds of `reps` calls of fn, between two events on the default stream.
+double time_ms(const std::function<void()>& fn, int reps) {
+  rt::Event start = rt::event_create(), stop = rt::event_create();
+  rt::event_record(start);
+  for (int i = 0; i < reps; ++i) fn();
+  rt::event_record(stop);
+  rt::event_synchronize(stop);
+  const double ms = rt::event_elapsed_ms(start, stop);
+  rt::event_destroy(start);
+  rt::event_destroy(stop);
+  return ms;
+}
+
+// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
+double run_timed(benchmark::State& st, const std::function<void()>& fn) {
+  fn();  // warm-up
+  rt::device_synchronize();
+  double total_s = 0;
+  int64_t calls = 0;
+  for (auto _ : st) {
+    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
+    st.SetIterationTime(s / kRepsPerIteration);
+    total_s += s;
+    calls += kRepsPerIteration;
+  }
+  return calls ? total_s / calls : 0.0;
+}
+
+// Device-to-device copy of 1 GiB (read + write counted): the bandwidth a streaming kernel can
+// hope for on this device.
+double d2d_seconds(size_t bytes, int reps) {
+  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
+  rt::memset_device(src.get(), 1, bytes);
+  for (int i = 0; i < 2; ++i) rt::copy_device_to_device(dst.get(), src.get(), bytes);
+  return time_ms([&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); }, reps) / reps / 1e3;
+}
+double measured_copy_gbps() {
+  static const double gbps = [] {
+    const size_t bytes = size_t(1) << 30;
+    return 2.0 * bytes / d2d_seconds(bytes, 10) / 1e9;
+  }();
+  return gbps;
+}
+
+void report(benchmark::State& st, double bytes, double s) {
+  st.counters["GB/s"] = bytes / s / 1e9;
+  st.counters["of_copy"] = bytes / s / 1e9 / measured_copy_gbps();
+}
+
+void bench_copy(benchmark::State& st) {
+  const size_t bytes = size_t(1) << 30;
+  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
+  rt::memset_device(src.get(), 1, bytes);
+  const double s = run_timed(st, [&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); });
+  report(st, 2.0 * bytes, s);
+}
+
+// ---- dropout, drop-path, add, convert over a [B, 197, 768] activation ------------------------
+
+template <typename T>
+void bench_dropout(benchmark::State& st, int64_t B, bool in_place) {
+  const int64_t n = B * kTokens * kWidth;
+  auto x = filled<T>(n, -1.f, 1.f, 1);
+  rt::DeviceBuffer<T> y(in_place ? 0 : n);
+  T* out = in_place ? x.get() : y.get();
+  const double s = run_timed(st, [&] { dropout<T>(x.get(), out, n, {0.1f, 7, 3}, nullptr); });
+  report(st, 2.0 * n * sizeof(T), s);
+}
+
+template <typename T>
+void bench_drop_path(benchmark::State& st, int64_t B) {
+  const int64_t per = int64_t(kTokens) * kWidth, n = B * per;
+  auto x = filled<T>(n, -1.f, 1.f, 2);
+  rt::DeviceBuffer<T> y(n);
+  const double s = run_timed(st, [&] { drop_path<T>(x.get(), y.get(), B, per, {0.1f, 7, 4}, nullptr); });
+  report(st, 2.0 * n * sizeof(T), s);
+}
+
+template <typename T>
+void bench_add(benchmark::State& st, int64_t B) {  // the residual / token stream: out = a + b
+  const int64_t n = B * kTokens * kWidth;
+  auto a = filled<T>(n, -1.f, 1.f, 3), b = filled<T>(n, -1.f, 1.f, 4);
+  rt::DeviceBuffer<T> out(n);
+  const double s = run_timed(st, [&] { add<T>(a.get(), b.get(), out.get(), n, nullptr); });
+  report(st, 3.0 * n * sizeof(T), s);
+}
+
+void bench_convert(benchmark::State& st, int64_t n) {  // fp32 master -> bf16 compute copy
+  auto src = filled<float>(n, -1.f, 1.f, 5);
+  rt::DeviceBuffer<bf16> dst(n);
+  const double s = run_timed(st, [&] { convert_dtype<float, bf16>(src.get(), dst.get(), n, nullptr); });
+  report(st, double(n) * (sizeof(float) + sizeof(bf16)), s);
+}
+
+// ---- softmax cross-entropy over [B, C] logits ------------------------------------------------
+
+template <typename T>
+void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
+  auto logits = filled<T>(B * C, -8.f, 8.f, 6);
+  std::vector<int32_t> host_labels(B);
+  for (int64_t b = 0; b < B; ++b) host_labels[b] = static_cast<int32_t>((b * 7919) % C);
+  rt::DeviceBuffer<int32_t> labels(host_labels), hits(B);
+  rt::DeviceBuffer<float> losses(B);
+  rt::DeviceBuffer<T> dlogits(B * C);
+  const double s = run_timed(st, [&] {
+    softmax_xent<T>(logits.get(), labels.get(), 0.1f, 1.f / B, losses.get(), dlogits.get(),
+                    hits.get(), B, C, nullptr);
+  });
+  report(st, double(B) * C * 2 * sizeof(T) + double(B) * 12, s);
+}
+
+// ---- AdamW over a ViT-B/16 parameter arena ---------------------------------------------------
+
+// timm's vit_base_patch16_224 in arena order, as alternating decay / no-decay runs (weights
+// decay; biases, norms, cls and pos do not): 86.6M parameters in ~100 segments.
+std::vector<AdamWSegment> vit_b_segments() {
+  std::vector<std::pair<int64_t, bool>> runs = {{768 + 197 * 768, false},  // cls, pos_embed
+                                                {768 * 3 * 16 * 16, true},  // patch_embed.proj.weight
+                                                {768, false}};
+  for (int l = 0; l < 12; ++l) {
+    runs.push_back({2 * 768, false});         // norm1
+    runs.push_back({3 * 768 * 768, true});    // attn.qkv.weight
+    runs.push_back({3 * 768, false});         // attn.qkv.bias
+    runs.push_back({768 * 768, true});        // attn.proj.weight
+    runs.push_back({768 + 2 * 768, false});   // attn.proj.bias, norm2
+    runs.push_back({3072 * 768, true});       // mlp.fc1.weight
+    runs.push_back({3072, false});            // mlp.fc1.bias
+    runs.push_back({768 * 3072, true});       // mlp.fc2.weight
+    runs.push_back({768, false});             // mlp.fc2.bias
+  }
+  runs.push_back({2 * 768, false});  // norm
+  runs.push_back({1000 * 768, true});  // head.weight
+  runs.push_back({1000, false});       // head.bias
+  std::vector<AdamWSegment> segs;
+  int64_t off = 0;
+  for (const auto& [count, decay] : runs) {
+    segs.push_back({off, count, decay});
+    off += count;
+  }
+  return segs;
+}
+
+// The unfused baseline: the same update as the separate element-wise passes an eager framework
+// runs (m, v, decay, denominator, step, bf16 copy), each reading and writing global memory.
+__global__ void unfused_m_kernel(float* m, const float* g, int64_t n, float b1, float scale) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    m[i] = b1 * m[i] + (1.f - b1) * (g[i] * scale);
+}
+__global__ void unfused_v_kernel(float* v, const float* g, int64_t n, float b2, float scale) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float gs = g[i] * scale;
+    v[i] = b2 * v[i] + (1.f - b2) * gs * gs;
+  }
+}
+__global__ void unfused_scale_kernel(float* p, int64_t n, float f) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] *= f;
+}
+__global__ void unfused_denom_kernel(float* d, const float* v, int64_t n, float inv_bc2, float eps) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    d[i] = sqrtf(v[i] * inv_bc2) + eps;
+}
+__global__ void unfused_step_kernel(float* p, const float* m, const float* d, int64_t n, float step) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] -= step * m[i] / d[i];
+}
+
+struct AdamWBuffers {
+  int64_t n;
+  std::vector<AdamWSegment> segs;
+  rt::DeviceBuffer<float> master, grads, m, v;
+  rt::DeviceBuffer<bf16> params;
+};
+AdamWBuffers make_adamw_buffers() {
+  AdamWBuffers b;
+  b.segs = vit_b_segments();
+  b.n = b.segs.back().offset + b.segs.back().count;
+  b.master = filled<float>(b.n, -0.05f, 0.05f, 7);
+  b.grads = filled<float>(b.n, -1e-3f, 1e-3f, 8);
+  b.m = filled<float>(b.n, -1e-4f, 1e-4f, 9);
+  b.v = filled<float>(b.n, 0.f, 1e-6f, 10);
+  b.params = rt::DeviceBuffer<bf16>(b.n);
+  return b;
+}
+AdamWHyper bench_hyper() {
+  AdamWHyper h;
+  h.lr = 1e-4f;
+  h.step = 100;
+  h.grad_scale = 0.9f;
+  return h;
+}
+
+// Per parameter: master, grad, m, v read (16 B); master, m, v written (12 B); bf16 copy (2 B).
+constexpr double kAdamWBytesPerParam = 30.0;
+
+void bench_adamw(benchmark::State& st) {
+  AdamWBuffers b = make_adamw_buffers();
+  const AdamWHyper h = bench_hyper();
+  const int ns = static_cast<int>(b.segs.size());
+  auto fused = [&] {
+    adamw_update<bf16>(b.master.get(), b.grads.get(), b.m.get(), b.v.get(), b.params.get(), b.n, h,
+                       b.segs.data(), ns, nullptr);
+  };
+  // The unfused passes, in PyTorch's order, one launch per pass over the whole arena (decay per
+  // segment would need more launches still; a whole-arena decay pass is the cheapest baseline).
+  rt::DeviceBuffer<float> denom(b.n);
+  const float inv_bc1 = float(1.0 / (1.0 - std::pow(double(h.beta1), double(h.step))));
+  const float inv_bc2 = float(1.0 / (1.0 - std::pow(double(h.beta2), double(h.step))));
+  const dim3 grid(8192), block(256);
+  auto unfused = [&] {
+    launch(unfused_m_kernel, grid, block, 0, nullptr, b.m.get(), static_cast<const float*>(b.grads.get()), b.n,
+           h.beta1, h.grad_scale);
+    launch(unfused_v_kernel, grid, block, 0, nullptr, b.v.get(), static_cast<const float*>(b.grads.get()), b.n,
+           h.beta2, h.grad_scale);
+    launch(unfused_scale_kernel, grid, block, 0, nullptr, b.master.get(), b.n, 1.f - h.lr * h.weight_decay);
+    launch(unfused_denom_kernel, grid, block, 0, nullptr, denom.get(), static_cast<const float*>(b.v.get()), b.n,
+           inv_bc2, h.eps);
+    launch(unfused_step_kernel, grid, block, 0, nullptr, b.master.get(), static_cast<const float*>(b.m.get()),
+           static_cast<const float*>(denom.get()), b.n, h.lr * inv_bc1);
+    convert_dtype<float, bf16>(b.master.get(), b.params.get(), b.n, nullptr);
+  };
+  unfused();
+  const double unfused_s = time_ms(unfused, 10) / 10 / 1e3;
+  const double s = run_timed(st, fused);
+  report(st, kAdamWBytesPerParam * b.n, s);
+  st.counters["params"] = double(b.n);
+  st.counters["segments"] = double(ns);
+  st.counters["unfused_ms"] = unfused_s * 1e3;
+  st.counters["vs_unfused"] = unfused_s / s;
+}
+
+void bench_sum_squares(benchmark::State& st) {
+  const int64_t n = vit_b_segments().back().offset + vit_b_segments().back().count;
+  auto g = filled<float>(n, -1e-3f, 1e-3f, 11);
+  rt::DeviceBuffer<double> scratch(sum_squares_scratch_doubles());
+  // The async form: the host copy and synchronisation of sum_squares() would time the launch
+  // latency round trip, not the kernel.
+  const double s = run_timed(st, [&] { sum_squares_async<float>(g.get(), n, scratch.get(), nullptr); });
+  report(st, double(n) * sizeof(float), s);
+}
+
+void register_all() {
+  auto reg = [](const std::string& name, std::function<void(benchmark::State&)> fn,
+                benchmark::TimeUnit unit = benchmark::kMicrosecond) {
+    benchmark::RegisterBenchmark(name.c_str(), [fn](benchmark::State& st) { fn(st); })->UseManualTime()->Unit(unit);
+  };
+  reg("copy/d2d_1GiB", bench_copy, benchmark::kMillisecond);
+  for (int64_t B : {int64_t(64), int64_t(256)}) {
+    const std::string shape = "B" + std::to_string(B) + "x197x768";
+    reg("dropout/bf16/" + shape, [B](benchmark::State& st) { bench_dropout<bf16>(st, B, false); });
+    reg("dropout/bf16/" + shape + "/in_place", [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
+    reg("dropout/f32/" + shape, [B](benchmark::State& st) { bench_dropout<float>(st, B, false); });
+    reg("drop_path/bf16/" + shape, [B](benchmark::State& st) { bench_drop_path<bf16>(st, B); });
+    reg("add/bf16/" + shape, [B](benchmark::State& st) { bench_add<bf16>(st, B); });
+    reg("add/f32/" + shape, [B](benchmark::State& st) { bench_add<float>(st, B); });
+  }
+  reg("convert/f32_to_bf16/vit_b_arena", [](benchmark::State& st) {
+    bench_convert(st, vit_b_segments().back().offset + vit_b_segments().back().count);
+  });
+  for (int64_t B : {int64_t(128), int64_t(256), int64_t(1024)})
+    reg("softmax_xent/bf16/B" + std::to_string(B) + "xC1000",
+        [B](benchmark::State& st) { bench_softmax_xent<bf16>(st, B, 1000); });
+  reg("softmax_xent/f32/B256xC1000", [](benchmark::State& st) { bench_softmax_xent<float>(st, 256, 1000); });
+  reg("adamw/f32_master_bf16_params/vit_b", bench_adamw, benchmark::kMillisecond);
+  reg("sum_squares/f32/vit_b_grads", bench_sum_squares);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (rt::device_count() == 0) {
+    std::fprintf(stderr, "bench_elementwise: no CUDA GPU is present\n");
+    return 0;
+  }
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
