@@ -18,8 +18,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +32,7 @@ def main():
     args = ap.parse_args()
 
     try:
+        import numpy as np
         import torch
         import timm
         from PIL import Image
