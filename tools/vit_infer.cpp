@@ -117,22 +117,6 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   return files;
 }
 
-std::unique_ptr<Backend> pick_backend(const std::string& device) {
-  if (device == "cpu") return make_backend("cpu");
-  if (device == "cuda") {
-    if (!cuda_device_available()) throw Error("--device cuda: no CUDA GPU is available on this machine");
-    return make_backend("cuda");
-  }
-  if (cuda_device_available()) {
-    try {
-      return make_backend("cuda");
-    } catch (const Error& e) {
-      std::fprintf(stderr, "vit_infer: a GPU is present but %s; running on the CPU\n", e.what());
-    }
-  }
-  return make_backend("cpu");
-}
-
 // Progress on stderr: redrawn in place on a terminal, a line per quarter elsewhere.
 class Progress {
  public:
@@ -182,7 +166,7 @@ void write_attention(const std::string& out, const Model& model, const uint8_t* 
 
 int main(int argc, char** argv) {
   CLI::App app{"vit_infer: classify images with a trained Vision Transformer (vitcuda)"};
-  std::string checkpoint, dataset, data_dir, split = "test", device = "auto", attention_map, model_name,
+  std::string checkpoint, dataset, data_dir, split = "test", precision = "bf16", device = "auto", attention_map, model_name,
                           cifar100_labels = "fine";
   DatasetSpec spec;
   std::vector<std::string> inputs;
@@ -203,6 +187,8 @@ int main(int argc, char** argv) {
   app.add_option("--split", split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   app.add_option("--topk", topk, "classes printed per image")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("-b,--batch-size", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
+      ->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG");
   app.add_option("--model", model_name, "model preset, for a checkpoint without 'config' metadata");
@@ -246,7 +232,9 @@ int main(int argc, char** argv) {
     }
     if (!attention_map.empty() && !png_supported())
       throw Error("--attention-map: this build has no PNG support (install libstb-dev and rebuild)");
-    std::unique_ptr<Backend> backend = pick_backend(device);
+    std::string note;
+    std::unique_ptr<Backend> backend = pick_backend(device, precision == "fp32" ? DType::F32 : DType::BF16, &note);
+    if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_infer", note.c_str());
     Model model(cfg, *backend, batch);
     load_weights(path, model);  // vitcuda checkpoints and timm state_dicts (f32/f16/bf16)
     if (!export_weights.empty()) save_weights(export_weights, model, {{"class_names", md.count("class_names") ? md.at("class_names") : "[]"}});

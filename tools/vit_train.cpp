@@ -51,23 +51,6 @@ void make_dirs(const std::string& path) {
     throw Error("output path '" + path + "' is not a directory");
 }
 
-std::unique_ptr<Backend> pick_backend(const std::string& device) {
-  if (device == "cpu") return make_backend("cpu");
-  if (device == "cuda") {
-    if (!cuda_device_available()) throw Error("--device cuda: no CUDA GPU is available on this machine");
-    return make_backend("cuda");
-  }
-  // auto: the GPU when present and supported by this build, otherwise the CPU
-  if (cuda_device_available()) {
-    try {
-      return make_backend("cuda");
-    } catch (const Error& e) {
-      std::fprintf(stderr, "vit_train: a GPU is present but %s; training on the CPU\n", e.what());
-    }
-  }
-  return make_backend("cpu");
-}
-
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -116,7 +99,7 @@ std::string plot_history(const std::string& output) {
 int main(int argc, char** argv) {
   CLI::App app{"vit_train: train a Vision Transformer (vitcuda)"};
   std::string model_name = default_preset(), dataset = "fashion_mnist",
-              data_dir, sched = "cosine", output, resume, device = "auto";
+              data_dir, sched = "cosine", output, resume, precision = "bf16", device = "auto";
   TrainOptions o;
   o.epochs = 10;
   o.batch_size = 128;
@@ -183,6 +166,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
   app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints");
   app.add_option("--resume", resume, "continue from a last.safetensors checkpoint");
+  app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
+      ->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--patch-size", patch_size, "override the preset's patch size");
   app.add_option("--img-size", img_size, "override the preset's image size (pos_embed of loaded weights is resized)");
@@ -232,7 +217,9 @@ int main(int argc, char** argv) {
     ac.weight_decay = weight_decay;
     ac.clip_grad = clip_grad;
 
-    std::unique_ptr<Backend> backend = pick_backend(device);
+    std::string note;
+    std::unique_ptr<Backend> backend = pick_backend(device, precision == "fp32" ? DType::F32 : DType::BF16, &note);
+    if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_train", note.c_str());
     if (summary) {
       std::cout << Model(cfg, *backend, o.batch_size).summary();
       return 0;

@@ -144,9 +144,18 @@ class Backend {
                             const AdamWSegment* segments, int num_segments) = 0;
 };
 
-// "cpu" (fp32 and fp64 tensors), "cuda" and "cuda-emu" once built in. Throws Error naming
-// the backend when it is unknown or not available in this build / on this machine.
-std::unique_ptr<Backend> make_backend(const std::string& name);
+// "cpu" (fp32; fp64 tensors for gradient checks) or "cuda" (compute: DType::BF16 — bf16
+// activations and weight copy, fp32 accumulation, master weights, gradients and optimizer
+// state — or DType::F32). The emulated "cuda-emu" backend is linked into the kernel tests
+// only (kernels/cuda_backend.h). Throws Error naming the backend when it is unknown or not
+// available in this build or on this machine.
+std::unique_ptr<Backend> make_backend(const std::string& name, DType compute = DType::BF16);
 bool cuda_device_available();  // a CUDA GPU is present and usable
+
+// The --device flag of the tools: "cpu", "cuda" (an Error when no GPU is present) or "auto"
+// (the GPU when present and supported by this build, else the CPU; when it falls back
+// although a GPU is present, the reason goes to *note).
+std::unique_ptr<Backend> pick_backend(const std::string& device, DType compute = DType::BF16,
+                                      std::string* note = nullptr);
 
 }  // namespace vitcuda
