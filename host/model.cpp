@@ -48,19 +48,19 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
   if (max_batch <= 0) throw Error("Model: batch size must be positive, got " + std::to_string(max_batch));
   if (cfg_.depth * kPerBlock + kBlockSites > kSites) throw Error("Model: depth too large for the dropout stream plan");
   plan();
-  const size_t pbytes = size_t(num_params_) * dtype_size(dtype_);
+  const size_t pbytes = (size_t(arena_size_) * dtype_size(dtype_) + 255) / 256 * 256;
   const bool separate_master = dtype_ != DType::F32;
-  param_mem_ = be_.alloc(pbytes + (separate_master ? size_t(num_params_) * 4 : 0));
+  param_mem_ = be_.alloc(pbytes + (separate_master ? size_t(arena_size_) * 4 : 0));
   // Parameter gradients are fp32 whatever the compute dtype (fp64 for gradient checks):
   // bf16 gradients would lose the small updates that accumulate over the batch.
   const DType grad_dtype = dtype_ == DType::F64 ? DType::F64 : DType::F32;
-  grad_mem_ = be_.alloc(size_t(num_params_) * dtype_size(grad_dtype));
+  grad_mem_ = be_.alloc(size_t(arena_size_) * dtype_size(grad_dtype));
   act_mem_ = be_.alloc(size_t(act_bytes_));
   const Device dev = be_.device();
-  params_ = Tensor::view(param_mem_, {num_params_}, dtype_, dev);
-  master_ = separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {num_params_}, DType::F32, dev)
+  params_ = Tensor::view(param_mem_, {arena_size_}, dtype_, dev);
+  master_ = separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {arena_size_}, DType::F32, dev)
                             : params_;
-  grads_ = Tensor::view(grad_mem_, {num_params_}, grad_dtype, dev);
+  grads_ = Tensor::view(grad_mem_, {arena_size_}, grad_dtype, dev);
   acts_ = Tensor::view(act_mem_, {act_bytes_}, DType::U8, dev);
 }
 
@@ -74,10 +74,13 @@ Model::~Model() {
 void Model::plan() {
   const ViTConfig& c = cfg_;
   const int64_t D = c.embed_dim, A = c.attn_dim(), Hm = c.mlp_hidden_dim(), PD = c.patch_dim();
+  // Every tensor starts on a multiple of 16 elements (32 bytes in bf16): vector loads and
+  // cuBLASLt's fast paths need aligned operands. The gaps stay zero.
   auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
-    ParamSpec s{name, shape, num_params_, 1, decay};
+    ParamSpec s{name, shape, (arena_size_ + 15) / 16 * 16, 1, decay};
     for (int64_t d : shape) s.numel *= d;
     num_params_ += s.numel;
+    arena_size_ = s.offset + s.numel;
     param_specs_.push_back(s);
   };
   add("patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}, true);
@@ -115,6 +118,7 @@ void Model::plan() {
   }
   add("head.weight", {c.num_classes, feat}, true);
   add("head.bias", {c.num_classes}, false);
+  arena_size_ = (arena_size_ + 63) / 64 * 64;
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
   const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads,
@@ -233,7 +237,7 @@ DropoutSpec Model::drop(float p, int site) const {
 
 // ---- initialisation ---------------------------------------------------------------------
 void Model::init(uint64_t seed) {
-  std::vector<float> host(num_params_, 0.f);
+  std::vector<float> host(arena_size_, 0.f);
   for (const ParamSpec& s : param_specs_) {
     SplitMix rng{seed ^ std::hash<std::string>{}(s.name)};
     float* w = host.data() + s.offset;
@@ -250,15 +254,15 @@ void Model::init(uint64_t seed) {
 }
 
 std::vector<float> Model::get_master() const {
-  std::vector<float> host(num_params_);
+  std::vector<float> host(arena_size_);
   be_.copy_to_host(host.data(), master_.data(), host.size() * sizeof(float));
   return host;
 }
 
 void Model::set_master(const std::vector<float>& host) {
-  if (int64_t(host.size()) != num_params_)
-    throw Error("Model: set_master got " + std::to_string(host.size()) + " values for " +
-                std::to_string(num_params_) + " parameters");
+  if (int64_t(host.size()) != arena_size_)
+    throw Error("Model: set_master got " + std::to_string(host.size()) + " values for an arena of " +
+                std::to_string(arena_size_));
   be_.copy_to_device(master_.data(), host.data(), host.size() * sizeof(float));
   sync_params_from_master();
 }

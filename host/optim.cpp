@@ -11,18 +11,22 @@ AdamW::AdamW(Model& model, const AdamWConfig& config) : model_(model), cfg_(conf
   if (!(cfg_.beta1 >= 0.f && cfg_.beta1 < 1.f && cfg_.beta2 >= 0.f && cfg_.beta2 < 1.f))
     throw Error("AdamW: betas must be in [0, 1)");
   if (!(cfg_.clip_grad >= 0.f)) throw Error("AdamW: clip_grad must be >= 0");
-  const int64_t n = model.num_params();
+  const int64_t n = model.arena_size();  // a multiple of 64: v starts 256-byte aligned
   Backend& be = model.backend();
   mem_ = be.alloc(size_t(n) * 2 * sizeof(float));
   m_ = Tensor::view(mem_, {n}, DType::F32, be.device());
   v_ = Tensor::view(static_cast<float*>(mem_) + n, {n}, DType::F32, be.device());
   // One segment per run of tensors with the same decay flag (the table is in arena order).
-  for (const ParamSpec& s : model.params()) {
-    if (!segments_.empty() && segments_.back().decay == s.decay &&
-        segments_.back().offset + segments_.back().count == s.offset)
-      segments_.back().count += s.numel;
+  // Each tensor's segment runs up to the next tensor, covering the zero alignment gap
+  // (zero gradients keep it zero), so neighbours merge into few segments.
+  const auto& specs = model.params();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& s = specs[i];
+    const int64_t end = i + 1 < specs.size() ? specs[i + 1].offset : n;
+    if (!segments_.empty() && segments_.back().decay == s.decay)
+      segments_.back().count = end - segments_.back().offset;
     else
-      segments_.push_back({s.offset, s.numel, s.decay});
+      segments_.push_back({s.offset, end - s.offset, s.decay});
   }
 }
 

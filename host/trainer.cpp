@@ -142,7 +142,7 @@ void save_checkpoint(const std::string& path, const Model& model, const AdamW* o
 
 std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
   const SafeTensorsFile f = load_safetensors(path);
-  const int64_t n = model.num_params();
+  const int64_t n = model.arena_size();
   std::vector<float> w(n), m(opt ? n : 0), v(opt ? n : 0);
   auto take = [&](const std::string& name, const ParamSpec& s, std::vector<float>& dst) {
     auto it = f.tensors.find(name);

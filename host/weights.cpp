@@ -121,7 +121,7 @@ std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefi
 std::map<std::string, std::string> load_weights(const std::string& path, Model& model) {
   const SafeTensorsFile f = load_safetensors(path);
   const ViTConfig& cfg = model.config();
-  std::vector<float> w(model.num_params());
+  std::vector<float> w(model.arena_size());
   for (const ParamSpec& s : model.params()) {
     auto it = f.tensors.find(s.name);
     if (it == f.tensors.end())

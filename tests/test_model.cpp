@@ -101,16 +101,18 @@ bool timm_decays(const ParamSpec& s) {
 }
 
 void expect_table_consistent(const Model& m) {
-  int64_t offset = 0;
+  int64_t offset = 0, count = 0;
   for (const ParamSpec& s : m.params()) {
     int64_t n = 1;
     for (int64_t d : s.shape) n *= d;
     EXPECT_EQ(s.numel, n) << s.name;
-    EXPECT_EQ(s.offset, offset) << s.name << ": the arena is packed in table order";
+    EXPECT_EQ(s.offset, (offset + 15) / 16 * 16) << s.name << ": table order, each tensor 16-element aligned";
     EXPECT_EQ(s.decay, timm_decays(s)) << s.name;
-    offset += s.numel;
+    offset = s.offset + s.numel;
+    count += s.numel;
   }
-  EXPECT_EQ(offset, m.num_params());
+  EXPECT_EQ(count, m.num_params());
+  EXPECT_GE(m.arena_size(), offset);
 }
 
 // ---- parameter counts, names, shapes, decay flags, MACs ----------------------------------

@@ -76,14 +76,15 @@ class Model {
   Tensor activation(const std::string& name) const { return A(name); }
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
-  int64_t num_params() const { return num_params_; }
+  int64_t num_params() const { return num_params_; }   // parameters, as timm counts them
+  int64_t arena_size() const { return arena_size_; }   // elements of each arena (tensors + alignment gaps)
   // Whole arenas: fp32 master weights (what the optimizer updates and checkpoints hold),
   // compute-dtype parameters, fp32 gradients (fp64 when the compute dtype is fp64).
   Tensor master_arena() const { return master_; }
   Tensor param_arena() const { return params_; }
   Tensor grad_arena() const { return grads_; }
-  // Copies the master weights to / from host fp32 (checkpoints) and refreshes the
-  // compute-dtype copy after set_master.
+  // Copies the master weights (arena_size() floats, tensors at ParamSpec::offset) to / from
+  // host fp32 (checkpoints) and refreshes the compute-dtype copy after set_master.
   std::vector<float> get_master() const;
   void set_master(const std::vector<float>& host);
   void sync_params_from_master();
@@ -107,7 +108,7 @@ class Model {
   DType dtype_;
   std::vector<ParamSpec> param_specs_;
   std::vector<ActivationSpec> act_specs_;
-  int64_t num_params_ = 0, act_bytes_ = 0;
+  int64_t num_params_ = 0, arena_size_ = 0, act_bytes_ = 0;
   void* param_mem_ = nullptr;   // params (+ master when dtypes differ)
   void* grad_mem_ = nullptr;
   void* act_mem_ = nullptr;
