@@ -19,85 +19,26 @@
 // Counters: TFLOP/s and cublas_TFLOP/s count the algorithmic FLOPs — forward 4·B·H·N²·d,
 // backward 8·B·H·N²·d (no recomputation), the same for both, so the rates compare like times —
 // and vs_cublas = baseline time / fused time (> 1: the fused kernel is faster).
-#include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <functional>
 #include <string>
 
+#include "bench/bench_common.cuh"
 #include "kernels/attention.h"
-#include "kernels/common.cuh"
 
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
 #include <cudnn.h>
 #endif
 
 using namespace vitcuda;
+using namespace vitcuda::bench;
 using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr int kTokens = 197;
 constexpr int kHeadDim = 64;
-constexpr int kRepsPerIteration = 10;  // calls between two events: launch gaps stay negligible
-
-// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
-__global__ void bench_fill_kernel(bf16* p, int64_t n, float lo, float hi, uint32_t seed) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    p[i] = __float2bfloat16(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
-  }
-}
-
-rt::DeviceBuffer<bf16> filled(size_t n, float lo, float hi, uint32_t seed) {
-  rt::DeviceBuffer<bf16> b(n);
-  launch(bench_fill_kernel, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n),
-         lo, hi, seed);
-  return b;
-}
-
-// Milliseconds of `reps` calls of fn, between two events on the default stream.
-double time_ms(const std::function<void()>& fn, int reps) {
-  rt::Event start = rt::event_create(), stop = rt::event_create();
-  rt::event_record(start);
-  for (int i = 0; i < reps; ++i) fn();
-  rt::event_record(stop);
-  rt::event_synchronize(stop);
-  const double ms = rt::event_elapsed_ms(start, stop);
-  rt::event_destroy(start);
-  rt::event_destroy(stop);
-  return ms;
-}
-
-// Mean seconds per call of fn over a few warmed-up repetitions (for the in-benchmark baseline).
-double seconds_per_call(const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  return time_ms(fn, 20) / 20 / 1e3;
-}
-
-// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
-double run_timed(benchmark::State& st, const std::function<void()>& fn) {
-  fn();
-  rt::device_synchronize();
-  double total_s = 0;
-  int64_t calls = 0;
-  for (auto _ : st) {
-    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
-    st.SetIterationTime(s / kRepsPerIteration);
-    total_s += s;
-    calls += kRepsPerIteration;
-  }
-  return calls ? total_s / calls : 0;
-}
 
 void report(benchmark::State& st, double flops, double s, double baseline_s) {
   st.counters["TFLOP/s"] = flops / s / 1e12;
@@ -216,8 +157,8 @@ struct Tensors {
   rt::DeviceBuffer<float> lse;
   rt::DeviceBuffer<unsigned char> ws;
   explicit Tensors(const Problem& p)
-      : q(filled(p.elems(), -2.f, 2.f, 1)), k(filled(p.elems(), -2.f, 2.f, 2)),
-        v(filled(p.elems(), -1.f, 1.f, 3)), out(p.elems()), dout(filled(p.elems(), -1.f, 1.f, 4)),
+      : q(filled<bf16>(p.elems(), -2.f, 2.f, 1)), k(filled<bf16>(p.elems(), -2.f, 2.f, 2)),
+        v(filled<bf16>(p.elems(), -1.f, 1.f, 3)), out(p.elems()), dout(filled<bf16>(p.elems(), -1.f, 1.f, 4)),
         dq(p.elems()), dk(p.elems()), dv(p.elems()), lse(size_t(p.B) * p.H * p.N),
         ws(attention_backward_workspace_bytes(p.B, p.H, p.N, p.d)) {}
 };
@@ -227,7 +168,8 @@ void bench_forward(benchmark::State& st, Problem p, float drop_p) {
   const DropoutSpec drop{drop_p, 42, 7};
   Tensors t(p);
   Unfused base(p.B * p.H, p.N, p.d, scale);
-  const double base_s = seconds_per_call([&] { base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get()); });
+  const double base_s =
+      seconds_per_call([&] { base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get()); }, 3, 20);
   const double s = run_timed(st, [&] {
     attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(),
                             p.B, p.H, p.N, p.d, nullptr);
@@ -243,9 +185,9 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
                           p.B, p.H, p.N, p.d, nullptr);
   Unfused base(p.B * p.H, p.N, p.d, scale);
   base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get());  // P for the baseline's backward
-  const double base_s = seconds_per_call([&] {
-    base.backward(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.dq.get(), t.dk.get(), t.dv.get());
-  });
+  const double base_s = seconds_per_call(
+      [&] { base.backward(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.dq.get(), t.dk.get(), t.dv.get()); },
+      3, 20);
   const double s = run_timed(st, [&] {
     attention_backward<bf16>(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.out.get(),
                              t.lse.get(), scale, drop, t.dq.get(), t.dk.get(), t.dv.get(),
@@ -265,12 +207,8 @@ void register_all() {
       const std::string prefix = std::string(m.name) + "/B" + std::to_string(batch) + "/attention_";
       for (float drop_p : {0.f, 0.1f}) {
         const std::string suffix = drop_p > 0 ? "_drop" : "";
-        benchmark::RegisterBenchmark((prefix + "fwd" + suffix).c_str(),
-                                     [p, drop_p](benchmark::State& st) { bench_forward(st, p, drop_p); })
-            ->UseManualTime()->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark((prefix + "bwd" + suffix).c_str(),
-                                     [p, drop_p](benchmark::State& st) { bench_backward(st, p, drop_p); })
-            ->UseManualTime()->Unit(benchmark::kMicrosecond);
+        register_timed(prefix + "fwd" + suffix, [p, drop_p](benchmark::State& st) { bench_forward(st, p, drop_p); });
+        register_timed(prefix + "bwd" + suffix, [p, drop_p](benchmark::State& st) { bench_backward(st, p, drop_p); });
       }
     }
 }
@@ -278,18 +216,11 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (rt::device_count() == 0) {
-    std::fprintf(stderr, "bench_attention: no CUDA GPU is present\n");
-    return 0;
-  }
+  return bench_main(argc, argv, "bench_attention", [] {
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
-  benchmark::AddCustomContext("cudnn_version", std::to_string(cudnnGetVersion()));
-  benchmark::AddCustomContext("cudnn_sdpa_baseline", "TODO: not wired in (see bench_attention.cu)");
+    benchmark::AddCustomContext("cudnn_version", std::to_string(cudnnGetVersion()));
+    benchmark::AddCustomContext("cudnn_sdpa_baseline", "TODO: not wired in (see bench_attention.cu)");
 #endif
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+    register_all();
+  });
 }

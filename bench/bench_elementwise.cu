@@ -10,95 +10,24 @@
 // Names: <op>/<dtype>/<shape>, plus copy/d2d_1GiB (the reference). Counters: GB/s (bytes the op
 // must read + write, once each), of_copy = GB/s / measured D2D GB/s (1 = copy speed), and for
 // AdamW unfused_ms and vs_unfused = unfused time / fused time.
-#include <benchmark/benchmark.h>
-
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.cuh"
 #include "kernels/adamw.h"
-#include "kernels/common.cuh"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/softmax_xent.h"
 
 using namespace vitcuda;
+using namespace vitcuda::bench;
 using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr int kTokens = 197;
-constexpr int kWidth = 768;            // ViT-B
-constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
-
-// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
-template <typename T>
-__global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t seed) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    p[i] = from_float<T>(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
-  }
-}
-
-template <typename T>
-rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
-  rt::DeviceBuffer<T> b(n);
-  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
-  return b;
-}
-
-// Milliseconds of `reps` calls of fn, between two events on the default stream.
-double time_ms(const std::function<void()>& fn, int reps) {
-  rt::Event start = rt::event_create(), stop = rt::event_create();
-  rt::event_record(start);
-  for (int i = 0; i < reps; ++i) fn();
-  rt::event_record(stop);
-  rt::event_synchronize(stop);
-  const double ms = rt::event_elapsed_ms(start, stop);
-  rt::event_destroy(start);
-  rt::event_destroy(stop);
-  return ms;
-}
-
-// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
-double run_timed(benchmark::State& st, const std::function<void()>& fn) {
-  fn();  // warm-up
-  rt::device_synchronize();
-  double total_s = 0;
-  int64_t calls = 0;
-  for (auto _ : st) {
-    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
-    st.SetIterationTime(s / kRepsPerIteration);
-    total_s += s;
-    calls += kRepsPerIteration;
-  }
-  return calls ? total_s / calls : 0.0;
-}
-
-// Device-to-device copy of 1 GiB (read + write counted): the bandwidth a streaming kernel can
-// hope for on this device.
-double d2d_seconds(size_t bytes, int reps) {
-  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
-  rt::memset_device(src.get(), 1, bytes);
-  for (int i = 0; i < 2; ++i) rt::copy_device_to_device(dst.get(), src.get(), bytes);
-  return time_ms([&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); }, reps) / reps / 1e3;
-}
-double measured_copy_gbps() {
-  static const double gbps = [] {
-    const size_t bytes = size_t(1) << 30;
-    return 2.0 * bytes / d2d_seconds(bytes, 10) / 1e9;
-  }();
-  return gbps;
-}
+constexpr int kWidth = 768;  // ViT-B
 
 void report(benchmark::State& st, double bytes, double s) {
   st.counters["GB/s"] = bytes / s / 1e9;
@@ -106,11 +35,8 @@ void report(benchmark::State& st, double bytes, double s) {
 }
 
 void bench_copy(benchmark::State& st) {
-  const size_t bytes = size_t(1) << 30;
-  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
-  rt::memset_device(src.get(), 1, bytes);
-  const double s = run_timed(st, [&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); });
-  report(st, 2.0 * bytes, s);
+  const double s = run_timed_copy(st);
+  report(st, 2.0 * kCopyBytes, s);
 }
 
 // ---- dropout, drop-path, add, convert over a [B, 197, 768] activation ------------------------
@@ -282,8 +208,7 @@ void bench_adamw(benchmark::State& st) {
            static_cast<const float*>(denom.get()), b.n, h.lr * inv_bc1);
     convert_dtype<float, bf16>(b.master.get(), b.params.get(), b.n, nullptr);
   };
-  unfused();
-  const double unfused_s = time_ms(unfused, 10) / 10 / 1e3;
+  const double unfused_s = seconds_per_call(unfused, 1, 10);
   const double s = run_timed(st, fused);
   report(st, kAdamWBytesPerParam * b.n, s);
   st.counters["params"] = double(b.n);
@@ -303,42 +228,27 @@ void bench_sum_squares(benchmark::State& st) {
 }
 
 void register_all() {
-  auto reg = [](const std::string& name, std::function<void(benchmark::State&)> fn,
-                benchmark::TimeUnit unit = benchmark::kMicrosecond) {
-    benchmark::RegisterBenchmark(name.c_str(), [fn](benchmark::State& st) { fn(st); })->UseManualTime()->Unit(unit);
-  };
-  reg("copy/d2d_1GiB", bench_copy, benchmark::kMillisecond);
+  register_timed("copy/d2d_1GiB", bench_copy, benchmark::kMillisecond);
   for (int64_t B : {int64_t(64), int64_t(256)}) {
     const std::string shape = "B" + std::to_string(B) + "x197x768";
-    reg("dropout/bf16/" + shape, [B](benchmark::State& st) { bench_dropout<bf16>(st, B, false); });
-    reg("dropout/bf16/" + shape + "/in_place", [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
-    reg("dropout/f32/" + shape, [B](benchmark::State& st) { bench_dropout<float>(st, B, false); });
-    reg("drop_path/bf16/" + shape, [B](benchmark::State& st) { bench_drop_path<bf16>(st, B); });
-    reg("add/bf16/" + shape, [B](benchmark::State& st) { bench_add<bf16>(st, B); });
-    reg("add/f32/" + shape, [B](benchmark::State& st) { bench_add<float>(st, B); });
+    register_timed("dropout/bf16/" + shape, [B](benchmark::State& st) { bench_dropout<bf16>(st, B, false); });
+    register_timed("dropout/bf16/" + shape + "/in_place", [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
+    register_timed("dropout/f32/" + shape, [B](benchmark::State& st) { bench_dropout<float>(st, B, false); });
+    register_timed("drop_path/bf16/" + shape, [B](benchmark::State& st) { bench_drop_path<bf16>(st, B); });
+    register_timed("add/bf16/" + shape, [B](benchmark::State& st) { bench_add<bf16>(st, B); });
+    register_timed("add/f32/" + shape, [B](benchmark::State& st) { bench_add<float>(st, B); });
   }
-  reg("convert/f32_to_bf16/vit_b_arena", [](benchmark::State& st) {
+  register_timed("convert/f32_to_bf16/vit_b_arena", [](benchmark::State& st) {
     bench_convert(st, vit_b_segments().back().offset + vit_b_segments().back().count);
   });
   for (int64_t B : {int64_t(128), int64_t(256), int64_t(1024)})
-    reg("softmax_xent/bf16/B" + std::to_string(B) + "xC1000",
-        [B](benchmark::State& st) { bench_softmax_xent<bf16>(st, B, 1000); });
-  reg("softmax_xent/f32/B256xC1000", [](benchmark::State& st) { bench_softmax_xent<float>(st, 256, 1000); });
-  reg("adamw/f32_master_bf16_params/vit_b", bench_adamw, benchmark::kMillisecond);
-  reg("sum_squares/f32/vit_b_grads", bench_sum_squares);
+    register_timed("softmax_xent/bf16/B" + std::to_string(B) + "xC1000",
+                   [B](benchmark::State& st) { bench_softmax_xent<bf16>(st, B, 1000); });
+  register_timed("softmax_xent/f32/B256xC1000", [](benchmark::State& st) { bench_softmax_xent<float>(st, 256, 1000); });
+  register_timed("adamw/f32_master_bf16_params/vit_b", bench_adamw, benchmark::kMillisecond);
+  register_timed("sum_squares/f32/vit_b_grads", bench_sum_squares);
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (rt::device_count() == 0) {
-    std::fprintf(stderr, "bench_elementwise: no CUDA GPU is present\n");
-    return 0;
-  }
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_main(argc, argv, "bench_elementwise", register_all); }

@@ -13,74 +13,19 @@
 // Counters: TFLOP/s (2·R·N·K forward, 4·R·N·K backward), plain_TFLOP/s (the plain-cuBLASLt
 // baseline of the same GEMMs), vs_plain = plain time / this time (1 = the epilogues are free),
 // of_peak = TFLOP/s / measured bf16 peak. bf16 operands, fp32 accumulation, fp32 dw/db.
-#include <benchmark/benchmark.h>
-
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
-#include "kernels/common.cuh"
+#include "bench/bench_common.cuh"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
 
 using namespace vitcuda;
+using namespace vitcuda::bench;
 using bf16 = __nv_bfloat16;
 
 namespace {
-
-constexpr int kTokens = 197;
-constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
-
-// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
-template <typename T>
-__global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t seed) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    p[i] = from_float<T>(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
-  }
-}
-
-template <typename T>
-rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
-  rt::DeviceBuffer<T> b(n);
-  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
-  return b;
-}
-
-// Milliseconds of `reps` calls of fn, between two events on the default stream.
-double time_ms(const std::function<void()>& fn, int reps) {
-  rt::Event start = rt::event_create(), stop = rt::event_create();
-  rt::event_record(start);
-  for (int i = 0; i < reps; ++i) fn();
-  rt::event_record(stop);
-  rt::event_synchronize(stop);
-  const double ms = rt::event_elapsed_ms(start, stop);
-  rt::event_destroy(start);
-  rt::event_destroy(stop);
-  return ms;
-}
-
-// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
-double run_timed(benchmark::State& st, const std::function<void()>& fn) {
-  fn();  // warm-up: the heuristic query and its cache entry
-  rt::device_synchronize();
-  double total_s = 0;
-  int64_t calls = 0;
-  for (auto _ : st) {
-    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
-    st.SetIterationTime(s / kRepsPerIteration);
-    total_s += s;
-    calls += kRepsPerIteration;
-  }
-  return calls ? total_s / calls : 0.0;
-}
 
 // A bf16 GEMM without epilogue: D[M, N] = A[M, K]·B[N, K]ᵀ (or the given transposes), through
 // the same gemm() with epilogue None and no bias, which is one plain cublasLtMatmul.
@@ -127,10 +72,7 @@ void bench_forward(benchmark::State& st, Layer l) {
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
   const GemmArgs plain = plain_args(false, true, l.R, l.N, l.K, x.get(), w.get(), y.get(), GemmType::BF16, 0.f,
                                     ws.get(), ws.size());
-  const double plain_s = [&] {
-    gemm(plain, nullptr);
-    return time_ms([&] { gemm(plain, nullptr); }, 20) / 20 / 1e3;
-  }();
+  const double plain_s = seconds_per_call([&] { gemm(plain, nullptr); }, 1, 20);
   const double s = run_timed(st, [&] {
     linear_forward<bf16>(x.get(), w.get(), b.get(), l.act, l.act == Act::None ? nullptr : pre.get(), y.get(), l.R,
                          l.K, l.N, ws.get(), ws.size(), nullptr);
@@ -157,10 +99,7 @@ void bench_backward(benchmark::State& st, Layer l) {
     gemm(plain_dx, nullptr);
     gemm(plain_dw, nullptr);
   };
-  const double plain_s = [&] {
-    plain();
-    return time_ms(plain, 20) / 20 / 1e3;
-  }();
+  const double plain_s = seconds_per_call(plain, 1, 20);
   const double s = run_timed(st, [&] {
     linear_backward<bf16, float>(dy.get(), x.get(), w.get(), l.act, l.act == Act::None ? nullptr : pre.get(),
                                  dx.get(), dw.get(), db.get(), l.R, l.K, l.N, ws.get(), ws.size(), nullptr);
@@ -175,8 +114,7 @@ double peak_seconds(int n, int reps) {
   GemmArgs probe;
   rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
   const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
-  for (int i = 0; i < 3; ++i) gemm(g, nullptr);
-  return time_ms([&] { gemm(g, nullptr); }, reps) / reps / 1e3;
+  return seconds_per_call([&] { gemm(g, nullptr); }, 3, reps);
 }
 
 double measured_peak_tflops() {
@@ -199,11 +137,8 @@ void bench_peak(benchmark::State& st) {
 }
 
 void bench_copy(benchmark::State& st) {
-  const size_t bytes = size_t(1) << 30;
-  rt::DeviceBuffer<unsigned char> src(bytes), dst(bytes);
-  rt::memset_device(src.get(), 1, bytes);
-  const double s = run_timed(st, [&] { rt::copy_device_to_device(dst.get(), src.get(), bytes); });
-  st.counters["GB/s"] = 2.0 * bytes / s / 1e9;  // read + write
+  const double s = run_timed_copy(st);
+  st.counters["GB/s"] = 2.0 * kCopyBytes / s / 1e9;  // read + write
 }
 
 struct Model {
@@ -214,8 +149,8 @@ struct Model {
 void register_all() {
   const Model models[] = {{"vit_ti", 192}, {"vit_s", 384}, {"vit_b", 768}};
   const int batches[] = {128, 256};
-  benchmark::RegisterBenchmark("peak/gemm_bf16_8192", bench_peak)->UseManualTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("copy/d2d_1GiB", bench_copy)->UseManualTime()->Unit(benchmark::kMillisecond);
+  register_timed("peak/gemm_bf16_8192", bench_peak, benchmark::kMillisecond);
+  register_timed("copy/d2d_1GiB", bench_copy, benchmark::kMillisecond);
   for (const Model& m : models)
     for (int B : batches) {
       const int R = B * kTokens, D = m.D, Hd = 4 * m.D;
@@ -232,27 +167,12 @@ void register_all() {
       for (const Entry& e : entries) {
         const std::string suffix = e.layer.act == Act::GeluErf ? "_gelu_erf" : e.layer.act == Act::GeluTanh ? "_gelu_tanh" : "";
         const Layer l = e.layer;
-        benchmark::RegisterBenchmark((p + e.name + "_fwd" + suffix).c_str(),
-                                     [l](benchmark::State& st) { bench_forward(st, l); })
-            ->UseManualTime()->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark((p + e.name + "_bwd" + suffix).c_str(),
-                                     [l](benchmark::State& st) { bench_backward(st, l); })
-            ->UseManualTime()->Unit(benchmark::kMicrosecond);
+        register_timed(p + e.name + "_fwd" + suffix, [l](benchmark::State& st) { bench_forward(st, l); });
+        register_timed(p + e.name + "_bwd" + suffix, [l](benchmark::State& st) { bench_backward(st, l); });
       }
     }
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (rt::device_count() == 0) {
-    std::fprintf(stderr, "bench_gemm: no CUDA GPU is present\n");
-    return 0;
-  }
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench_main(argc, argv, "bench_gemm", register_all); }

@@ -7,11 +7,14 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "vitcuda/backend.h"  // Act
 
 namespace vitcuda::test {
 
@@ -62,6 +65,40 @@ inline std::string backend_param_name(const ::testing::TestParamInfo<std::string
   for (char& c : s)
     if (c == '-') c = '_';
   return s;
+}
+
+constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff
+constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
+constexpr Act kActs[] = {Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh};
+
+template <typename T>
+constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
+
+inline const char* act_str(Act a) {
+  switch (a) {
+    case Act::None: return "None";
+    case Act::GeluErf: return "GeluErf";
+    case Act::GeluTanh: return "GeluTanh";
+    case Act::Tanh: return "Tanh";
+  }
+  return "?";
+}
+
+// Runs fn and expects a vitcuda::Error whose message contains every string of `parts` (the op,
+// the argument, ...). Returns that message ("" when nothing was thrown).
+template <typename Fn>
+std::string expect_error(Fn&& fn, std::initializer_list<const char*> parts) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
+    return msg;
+  }
+  std::string expected;
+  for (const char* p : parts) expected += std::string(expected.empty() ? "" : ", ") + "'" + p + "'";
+  ADD_FAILURE() << "no vitcuda::Error was thrown (expected one naming " << expected << ")";
+  return "";
 }
 
 inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16(v)); }

@@ -14,23 +14,6 @@
 namespace vitcuda::test {
 namespace {
 
-constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff
-constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
-constexpr Act kActs[] = {Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh};
-
-template <typename T>
-constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
-
-const char* act_str(Act a) {
-  switch (a) {
-    case Act::None: return "None";
-    case Act::GeluErf: return "GeluErf";
-    case Act::GeluTanh: return "GeluTanh";
-    case Act::Tanh: return "Tanh";
-  }
-  return "?";
-}
-
 struct Case {
   bool ta, tb;
   int M, N, K;
@@ -409,18 +392,6 @@ TEST_P(Gemm, VitBaseShapesNative) {
 }
 
 // ---- argument validation ------------------------------------------------------------------
-template <typename Fn>
-void expect_error(Fn fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no vitcuda::Error was thrown";
-}
-
 TEST_P(Gemm, RejectsBadArguments) {
   const Case c{false, true, 8, 8, 8, 0};
   rt::DeviceBuffer<float> A(64), B(64), D(64), aux(64), bg(8);

@@ -10,8 +10,6 @@ namespace vitcuda::test {
 namespace {
 
 constexpr float kEps = 1e-6f;
-constexpr double kU32 = 0x1p-24;  // fp32 unit roundoff
-constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
 
 struct Shape {
   int rows;

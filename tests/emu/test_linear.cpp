@@ -12,23 +12,6 @@
 namespace vitcuda::test {
 namespace {
 
-constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff
-constexpr double kUBf16 = 0x1p-8;  // bf16 unit roundoff (8 significant bits)
-constexpr Act kActs[] = {Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh};
-
-template <typename T>
-constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
-
-const char* act_str(Act a) {
-  switch (a) {
-    case Act::None: return "None";
-    case Act::GeluErf: return "GeluErf";
-    case Act::GeluTanh: return "GeluTanh";
-    case Act::Tanh: return "Tanh";
-  }
-  return "?";
-}
-
 struct Shape {
   int R, K, N;
 };
@@ -221,18 +204,6 @@ TEST_P(Linear, VitBaseShapesNative) {
   check_forward<__nv_bfloat16>({R, 768, 2304}, Act::None, true);         // qkv
   check_backward<__nv_bfloat16, float>({R, 3072, 768}, Act::None, true, true, true);  // fc2
   check_backward<__nv_bfloat16, float>({R, 768, 768}, Act::None, true, true, true);   // proj
-}
-
-template <typename Fn>
-void expect_error(Fn fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no vitcuda::Error was thrown";
 }
 
 TEST_P(Linear, RejectsBadArguments) {

@@ -1,0 +1,129 @@
+// vitcuda — what the native GPU benchmarks (bench/bench_*.cu) share: deterministic device fills,
+// event timing, the benchmark's manual timing, the device-to-device copy reference and main().
+// Inline and template definitions only: every benchmark binary is one translation unit that
+// includes this header.
+#pragma once
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "kernels/common.cuh"
+
+namespace vitcuda::bench {
+
+constexpr int kTokens = 197;           // ViT at 224/16: 196 patches + cls
+constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
+
+// Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
+template <typename T>
+__global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t seed) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    p[i] = from_float<T>(lo + (hi - lo) * (h >> 8) * (1.f / 16777216.f));
+  }
+}
+
+template <typename T>
+rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
+  rt::DeviceBuffer<T> b(n);
+  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
+  return b;
+}
+
+// Milliseconds of `reps` calls of fn, between two events on the default stream.
+inline double time_ms(const std::function<void()>& fn, int reps) {
+  rt::Event start = rt::event_create(), stop = rt::event_create();
+  rt::event_record(start);
+  for (int i = 0; i < reps; ++i) fn();
+  rt::event_record(stop);
+  rt::event_synchronize(stop);
+  const double ms = rt::event_elapsed_ms(start, stop);
+  rt::event_destroy(start);
+  rt::event_destroy(stop);
+  return ms;
+}
+
+// Mean seconds per call of fn over `reps` calls after `warmups` untimed ones (for the baselines
+// and references measured beside a benchmark).
+inline double seconds_per_call(const std::function<void()>& fn, int warmups, int reps) {
+  for (int i = 0; i < warmups; ++i) fn();
+  return time_ms(fn, reps) / reps / 1e3;
+}
+
+// Runs fn under the benchmark's manual timing; returns the mean seconds per call.
+inline double run_timed(benchmark::State& st, const std::function<void()>& fn) {
+  fn();  // warm-up (a GEMM's heuristic query and its cache entry)
+  rt::device_synchronize();
+  double total_s = 0;
+  int64_t calls = 0;
+  for (auto _ : st) {
+    const double s = time_ms(fn, kRepsPerIteration) / 1e3;
+    st.SetIterationTime(s / kRepsPerIteration);
+    total_s += s;
+    calls += kRepsPerIteration;
+  }
+  return calls ? total_s / calls : 0.0;
+}
+
+// Registers fn under manual timing, reported in `unit`.
+template <typename Fn>
+benchmark::internal::Benchmark* register_timed(const std::string& name, Fn&& fn,
+                                               benchmark::TimeUnit unit = benchmark::kMicrosecond) {
+  return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn))->UseManualTime()->Unit(unit);
+}
+
+// ---- the device-to-device copy reference -------------------------------------------------------
+
+constexpr size_t kCopyBytes = size_t(1) << 30;  // copy/d2d_1GiB
+
+// A device-to-device copy (cudaMemcpyAsync) of `bytes`; it moves 2·bytes (read + write).
+struct D2DCopy {
+  size_t bytes;
+  rt::DeviceBuffer<unsigned char> src, dst;
+  explicit D2DCopy(size_t n) : bytes(n), src(n), dst(n) { rt::memset_device(src.get(), 1, n); }
+  void operator()() const { rt::copy_device_to_device(dst.get(), src.get(), bytes); }
+};
+
+// The benchmark copy/d2d_1GiB: seconds per 1 GiB copy under the benchmark's manual timing.
+inline double run_timed_copy(benchmark::State& st) {
+  const D2DCopy copy(kCopyBytes);
+  return run_timed(st, [&] { copy(); });
+}
+
+// The bandwidth a streaming kernel can hope for on this device, in GB/s: a 1 GiB copy, read +
+// write counted, measured once per process.
+inline double measured_copy_gbps() {
+  static const double gbps = [] {
+    const D2DCopy copy(kCopyBytes);
+    return 2.0 * kCopyBytes / seconds_per_call([&] { copy(); }, 2, 10) / 1e9;
+  }();
+  return gbps;
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+// The body of every benchmark's main(): exits 0 with a note when no GPU is present, otherwise
+// registers the benchmarks (register_all) and runs those the command line selects.
+inline int bench_main(int argc, char** argv, const char* name, const std::function<void()>& register_all) {
+  if (rt::device_count() == 0) {
+    std::fprintf(stderr, "%s: no CUDA GPU is present\n", name);
+    return 0;
+  }
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace vitcuda::bench
