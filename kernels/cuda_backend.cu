@@ -1,4 +1,6 @@
-// vitcuda — the CUDA backend (see cuda_backend.h): shape and dtype checks, dtype dispatch
+// vitcuda — the CUDA backend (see cuda_backend.h): the checks specific to it (dtypes of
+// gradients and statistics, sizes that fit the kernels' int; the shape checks common to all
+// backends are in host/backend.cpp), dtype dispatch
 // (bf16 or fp32 storage; fp32 parameter gradients, statistics and optimizer state), scratch
 // workspaces, and one launcher call per op. Host code only: no kernels here.
 #include "kernels/cuda_backend.h"
@@ -32,12 +34,6 @@ T* p(const Tensor& t) {
 
 void require(bool ok, const char* op, const std::string& what) {
   if (!ok) throw Error(std::string(op) + ": " + what);
-}
-
-void numel_is(const char* op, const char* name, const Tensor& t, int64_t n) {
-  if (t.defined())
-    require(t.numel() == n, op, std::string(name) + " has shape " + t.shape_str() + ", expected " +
-                                    std::to_string(n) + " elements");
 }
 
 void dtype_is(const char* op, const char* name, const Tensor& t, DType want) {
@@ -78,8 +74,8 @@ class CudaBackend final : public Backend {
   void zero(const Tensor& t) override { rt::memset_device(t.data(), 0, t.nbytes(), stream_); }
   void synchronize() override { rt::stream_synchronize(stream_); }
 
-  void copy(const Tensor& src, const Tensor& dst) override {
-    numel_is("copy", "dst", dst, src.numel());
+ protected:
+  void copy_impl(const Tensor& src, const Tensor& dst) override {
     if (src.dtype() == dst.dtype()) {
       rt::copy_device_to_device(dst.data(), src.data(), src.nbytes(), stream_);
     } else if (src.dtype() == DType::F32 && dst.dtype() == DType::BF16) {
@@ -91,26 +87,19 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
-    numel_is("add", "b", b, a.numel());
-    numel_is("add", "out", out, a.numel());
+  void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) override {
     dispatch("add", a, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::add<T>(p<T>(a), p<T>(b), p<T>(out), a.numel(), stream_);
     });
   }
 
-  void patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
+  void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
                      const Tensor& cols) override {
     const char* op = "patch_extract";
-    require(images.ndim() == 4, op, "images must be [B, C, H, W] or [B, H, W, C], got " + images.shape_str());
-    require(images.dtype() == DType::U8 || images.dtype() == DType::F32, op, "images must be u8 or f32");
     const bool nchw = layout == ImageLayout::NCHW;
     const int64_t B = images.size(0), C = images.size(nchw ? 1 : 3), H = images.size(nchw ? 2 : 1),
                   W = images.size(nchw ? 3 : 2);
-    require(patch > 0 && H % patch == 0 && W % patch == 0, op,
-            "patch " + std::to_string(patch) + " does not divide the image " + images.shape_str());
-    numel_is(op, "cols", cols, B * (H / patch) * (W / patch) * C * patch * patch);
     dispatch(op, cols, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::patch_extract<T>(images.data(), images.dtype() == DType::U8, layout, int(B), int(C), int(H), int(W),
@@ -118,15 +107,10 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
+  void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
                       const Tensor& y) override {
     const char* op = "linear_forward";
-    require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
     const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
-    require(x.numel() == R * K, op, "x " + x.shape_str() + " is not a multiple of K = " + std::to_string(K));
-    numel_is(op, "y", y, R * N);
-    numel_is(op, "b", b, N);
-    numel_is(op, "pre", pre, R * N);
     dispatch(op, x, [&](auto tag) {
       using T = decltype(tag);
       const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
@@ -135,15 +119,10 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
+  void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
                        const Tensor& dx, const Tensor& dw, const Tensor& db) override {
     const char* op = "linear_backward";
-    require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
     const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
-    numel_is(op, "x", x, R * K);
-    numel_is(op, "dx", dx, R * K);
-    numel_is(op, "dw", dw, N * K);
-    numel_is(op, "db", db, N);
     dtype_is(op, "dw", dw, DType::F32);
     dtype_is(op, "db", db, DType::F32);
     dispatch(op, dy, [&](auto tag) {
@@ -155,25 +134,18 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) override {
+  void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) override {
     const char* op = "tokens_forward";
-    require(patches.ndim() == 3, op, "patches must be [B, Np, D], got " + patches.shape_str());
-    const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2), T_ = Np + (cls.defined() ? 1 : 0);
-    numel_is(op, "cls", cls, D);
-    numel_is(op, "pos", pos, T_ * D);
-    numel_is(op, "out", out, B * T_ * D);
+    const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2);
     dispatch(op, patches, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(pos), p<T>(out), int(B), int(Np), int(D), stream_);
     });
   }
 
-  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) override {
+  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) override {
     const char* op = "tokens_backward";
-    require(dout.ndim() == 3, op, "dout must be [B, T, D], got " + dout.shape_str());
     const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - (dcls.defined() ? 1 : 0);
-    numel_is(op, "dpatches", dpatches, B * Np * D);
-    numel_is(op, "dpos", dpos, T_ * D);
     dtype_is(op, "dcls", dcls, DType::F32);
     dtype_is(op, "dpos", dpos, DType::F32);
     dispatch(op, dout, [&](auto tag) {
@@ -183,16 +155,11 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
+  void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
                          const Tensor& beta, float eps, const Tensor& y, const Tensor& mean,
                          const Tensor& rstd) override {
     const char* op = "layernorm_forward";
     const int64_t C = gamma.numel(), R = x.numel() / C;
-    require(C > 0 && x.numel() == R * C, op, "x " + x.shape_str() + " does not match gamma " + gamma.shape_str());
-    numel_is(op, "residual", residual, R * C);
-    numel_is(op, "sum_out", sum_out, R * C);
-    numel_is(op, "y", y, R * C);
-    numel_is(op, "mean", mean, R);
     dtype_is(op, "mean", mean, DType::F32);
     dtype_is(op, "rstd", rstd, DType::F32);
     dispatch(op, x, [&](auto tag) {
@@ -202,13 +169,10 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+  void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                           const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
     const char* op = "layernorm_backward";
     const int64_t C = gamma.numel(), R = x.numel() / C;
-    numel_is(op, "dy", dy, R * C);
-    numel_is(op, "dx", dx, R * C);
-    numel_is(op, "dgamma", dgamma, C);
     dtype_is(op, "dgamma", dgamma, DType::F32);
     dtype_is(op, "dbeta", dbeta, DType::F32);
     dispatch(op, dy, [&](auto tag) {
@@ -221,15 +185,10 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+  void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
                    const Tensor& k, const Tensor& v) override {
     const char* op = "qkv_forward";
-    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
     const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
-    numel_is(op, "k", k, B * H * T_ * d);
-    numel_is(op, "v", v, B * H * T_ * d);
-    numel_is(op, "qkv_scratch", qkv_scratch, B * T_ * 3 * H * d);
-    require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
     // The GEMM writes the packed projection; the split adds the bias while permuting.
     linear_forward(x, w, Tensor{}, Act::None, Tensor{}, qkv_scratch);
     dispatch(op, x, [&](auto tag) {
@@ -239,12 +198,10 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+  void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
                     const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
     const char* op = "qkv_backward";
-    require(dq.ndim() == 4, op, "dq must be [B, H, T, d], got " + dq.shape_str());
     const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
-    numel_is(op, "dqkv_scratch", dqkv_scratch, B * T_ * 3 * H * d);
     dispatch(op, dq, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::qkv_merge<T>(p<T>(dq), p<T>(dk), p<T>(dv), p<T>(dqkv_scratch), int(B), int(T_), int(H), int(d), stream_);
@@ -252,15 +209,10 @@ class CudaBackend final : public Backend {
     linear_backward(dqkv_scratch, x, w, Act::None, Tensor{}, dx, dw, db);
   }
 
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+  void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
                          const Tensor& out, const Tensor& lse) override {
     const char* op = "attention_forward";
-    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-    numel_is(op, "k", k, B * H * N * d);
-    numel_is(op, "v", v, B * H * N * d);
-    numel_is(op, "out", out, B * N * H * d);
-    numel_is(op, "lse", lse, B * H * N);
     dtype_is(op, "lse", lse, DType::F32);
     dispatch(op, q, [&](auto tag) {
       using T = decltype(tag);
@@ -269,16 +221,11 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+  void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                           const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
                           const Tensor& dv) override {
     const char* op = "attention_backward";
-    require(q.ndim() == 4, op, "q must be [B, H, T, d], got " + q.shape_str());
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-    numel_is(op, "dout", dout, B * N * H * d);
-    numel_is(op, "dq", dq, B * H * N * d);
-    numel_is(op, "dk", dk, B * H * N * d);
-    numel_is(op, "dv", dv, B * H * N * d);
     dispatch(op, q, [&](auto tag) {
       using T = decltype(tag);
       const size_t ws = attention_backward_workspace_bytes(int(B), int(H), int(N), int(d));
@@ -288,16 +235,14 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
-    numel_is("dropout", "y", y, x.numel());
+  void dropout_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
     dispatch("dropout", x, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::dropout<T>(p<T>(x), p<T>(y), x.numel(), spec, stream_);
     });
   }
 
-  void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
-    numel_is("drop_path", "y", y, x.numel());
+  void drop_path_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) override {
     const int64_t B = x.size(0);
     dispatch("drop_path", x, [&](auto tag) {
       using T = decltype(tag);
@@ -305,33 +250,24 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) override {
-    require(x.ndim() == 3, "pool_forward", "x must be [B, T, D], got " + x.shape_str());
-    numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
+  void pool_forward_impl(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) override {
     dispatch("pool_forward", x, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::pool_forward<T>(p<T>(x), pool, num_prefix, p<T>(out), x.size(0), x.size(1), x.size(2), stream_);
     });
   }
 
-  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) override {
-    require(dx.ndim() == 3, "pool_backward", "dx must be [B, T, D], got " + dx.shape_str());
-    numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
+  void pool_backward_impl(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) override {
     dispatch("pool_backward", dout, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::pool_backward<T>(p<T>(dout), pool, num_prefix, p<T>(dx), dx.size(0), dx.size(1), dx.size(2), stream_);
     });
   }
 
-  void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
+  void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
                     const Tensor& dlogits, const Tensor& hits) override {
     const char* op = "softmax_xent";
-    require(logits.ndim() == 2, op, "logits must be [B, C], got " + logits.shape_str());
     const int64_t B = logits.size(0), C = logits.size(1);
-    require(labels.dtype() == DType::I32 && labels.numel() == B, op, "labels must be i32 [B]");
-    require(losses.dtype() == DType::F32 && losses.numel() == B, op, "losses must be f32 [B]");
-    require(hits.dtype() == DType::I32 && hits.numel() == B, op, "hits must be i32 [B]");
-    numel_is(op, "dlogits", dlogits, B * C);
     dispatch(op, logits, [&](auto tag) {
       using T = decltype(tag);
       vitcuda::softmax_xent<T>(p<T>(logits), p<int32_t>(labels), smoothing, dscale, p<float>(losses), p<T>(dlogits),
@@ -339,7 +275,7 @@ class CudaBackend final : public Backend {
     });
   }
 
-  double sum_squares(const Tensor& t) override {
+  double sum_squares_impl(const Tensor& t) override {
     double s = 0;
     if (t.dtype() == DType::F32) s = vitcuda::sum_squares<float>(p<float>(t), t.numel(), sumsq_scratch_.get(), stream_);
     else if (t.dtype() == DType::BF16) s = vitcuda::sum_squares<bf16>(p<bf16>(t), t.numel(), sumsq_scratch_.get(), stream_);
@@ -347,13 +283,8 @@ class CudaBackend final : public Backend {
     return s;
   }
 
-  void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
+  void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
                     const AdamWHyper& h, const AdamWSegment* segments, int num_segments) override {
-    const char* op = "adamw_update";
-    for (auto [name, t] : {std::pair<const char*, const Tensor*>{"master", &master}, {"grads", &grads}, {"m", &m}, {"v", &v}}) {
-      dtype_is(op, name, *t, DType::F32);
-      numel_is(op, name, *t, master.numel());
-    }
     const bool separate = params.defined() && params.data() != master.data();
     if (separate && params.dtype() == DType::BF16)
       vitcuda::adamw_update<bf16>(p<float>(master), p<float>(grads), p<float>(m), p<float>(v), p<bf16>(params),

@@ -49,6 +49,8 @@ struct AdamWSegment {
   bool decay = true;
 };
 
+// Public op methods validate their arguments (one Error naming the op and the argument)
+// and call the backend's *_impl, as tiny-cuda-nn's public-validates / private-computes.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -63,85 +65,110 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(const Tensor& t) = 0;
-  virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same numel; converts dtype
-  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;  // out = a + b
+  void copy(const Tensor& src, const Tensor& dst);  // same numel; converts dtype
+  void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
   virtual void synchronize() {}
 
   // ---- patch_embed: images [B, C, H, W] (or [B, H, W, C]), uint8 or float ----
   // cols[b*Np + p, (c*P + ky)*P + kx] = (pixel/255 (uint8 only) - mean[c]) / std[c],
   // the im2col of Conv2d(kernel = stride = P); the projection is linear_forward on cols.
-  virtual void patch_extract(const Tensor& images, ImageLayout layout, int patch,
-                             const float* mean, const float* stdev, const Tensor& cols) = 0;
+  void patch_extract(const Tensor& images, ImageLayout layout, int patch,
+                             const float* mean, const float* stdev, const Tensor& cols);
 
   // ---- linear: y[R, N] = act(x[R, K] · w[N, K]ᵀ + b[N]); pre (if act != None) keeps
   // x·wᵀ+b. Backward: when act != None, dy is overwritten with the gradient of pre.
-  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act,
-                              const Tensor& pre, const Tensor& y) = 0;
-  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act,
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act,
+                              const Tensor& pre, const Tensor& y);
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act,
                                const Tensor& pre, const Tensor& dx, const Tensor& dw,
-                               const Tensor& db) = 0;
+                               const Tensor& db);
 
   // ---- tokens: out[b] = [cls; patches[b]] + pos   (no cls row when cls is undefined) ----
-  virtual void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos,
-                              const Tensor& out) = 0;
-  virtual void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
-                               const Tensor& dpos) = 0;
+  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos,
+                              const Tensor& out);
+  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+                               const Tensor& dpos);
 
   // ---- layernorm over the last dim of x[R, C]; with residual: s = x + residual is written
   // to sum_out and normalised. mean and rstd [R] (fp32) are saved for backward.
-  virtual void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
+  void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
                                  const Tensor& gamma, const Tensor& beta, float eps,
-                                 const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
+                                 const Tensor& y, const Tensor& mean, const Tensor& rstd);
   // x is the normalised input (sum_out when the forward had a residual). dx accumulates.
-  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
                                   const Tensor& mean, const Tensor& rstd, const Tensor& dx,
-                                  const Tensor& dgamma, const Tensor& dbeta) = 0;
+                                  const Tensor& dgamma, const Tensor& dbeta);
 
   // ---- qkv: x[B, T, D] · w[3A, D]ᵀ + b -> q, k, v head-major [B, H, T, A/H] ----
   // qkv_scratch [B, T, 3A] holds the packed projection.
-  virtual void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b,
+  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                            const Tensor& qkv_scratch, const Tensor& q, const Tensor& k,
-                           const Tensor& v) = 0;
-  virtual void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                           const Tensor& v);
+  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                             const Tensor& x, const Tensor& w, const Tensor& dqkv_scratch,
-                            const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+                            const Tensor& dx, const Tensor& dw, const Tensor& db);
 
   // ---- attention: out[B, T, H*d] = softmax(q kᵀ · scale) v per head, with dropout on the
   // probabilities; lse [B, H, T] (fp32) saved for the backward recomputation of P.
-  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                                  const DropoutSpec& drop, const Tensor& out,
-                                 const Tensor& lse) = 0;
-  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                 const Tensor& lse);
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
                                   float scale, const DropoutSpec& drop, const Tensor& dq,
-                                  const Tensor& dk, const Tensor& dv) = 0;
+                                  const Tensor& dk, const Tensor& dv);
 
   // ---- dropout: y = x * mask / (1 - p), element-wise; forward and backward are the same
   // call (the mask is regenerated). y may alias x. p == 0 copies.
-  virtual void dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+  void dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec);
   // ---- drop_path (stochastic depth): x[B, ...], one keep/drop per sample, same rules.
-  virtual void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+  void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec);
 
   // ---- pooling of x[B, T, D] to out[B, D]: the cls row (Pool::Token) or, as timm's
   // global_pool='avg', the mean over the tokens after the first num_prefix (cls) tokens.
-  virtual void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) = 0;
-  virtual void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) = 0;  // overwrite
+  void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out);
+  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx);  // overwrite
 
   // ---- softmax cross-entropy with label smoothing, one pass: per-sample loss [B] (fp32),
   // dlogits = (softmax - target) * dscale (skipped when undefined), hits [B] (i32,
   // bit 0: label is the top-1 class, bit 1: within the top 5).
-  virtual void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing,
+  void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing,
                             float dscale, const Tensor& losses, const Tensor& dlogits,
-                            const Tensor& hits) = 0;
+                            const Tensor& hits);
 
   // ---- optimizer ----
   // Sum of squares of every element (for global grad-norm clipping). Synchronises.
-  virtual double sum_squares(const Tensor& t) = 0;
+  double sum_squares(const Tensor& t);
   // AdamW with decoupled weight decay over the fp32 master arena; `params` (compute
   // dtype, may alias master) receives the updated weights.
-  virtual void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m,
+  void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m,
                             const Tensor& v, const Tensor& params, const AdamWHyper& h,
-                            const AdamWSegment* segments, int num_segments) = 0;
+                            const AdamWSegment* segments, int num_segments);
+
+ protected:
+  // What a backend implements: called by the public op above after it has checked shapes
+  // and argument consistency (host/backend.cpp), so the checks are the same for every
+  // backend; an implementation adds only what is specific to it (supported dtypes, sizes).
+  virtual void copy_impl(const Tensor& src, const Tensor& dst) = 0;
+  virtual void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  virtual void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev, const Tensor& cols) = 0;
+  virtual void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y) = 0;
+  virtual void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+  virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) = 0;
+  virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) = 0;
+  virtual void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma, const Tensor& beta, float eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
+  virtual void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) = 0;
+  virtual void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q, const Tensor& k, const Tensor& v) = 0;
+  virtual void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w, const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+  virtual void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop, const Tensor& out, const Tensor& lse) = 0;
+  virtual void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk, const Tensor& dv) = 0;
+  virtual void dropout_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+  virtual void drop_path_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
+  virtual void pool_forward_impl(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) = 0;
+  virtual void pool_backward_impl(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) = 0;
+  virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
+  virtual double sum_squares_impl(const Tensor& t) = 0;
+  virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments, int num_segments) = 0;
 };
 
 // "cpu" (fp32; fp64 tensors for gradient checks) or "cuda" (compute: DType::BF16 — bf16

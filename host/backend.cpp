@@ -1,0 +1,339 @@
+// vitcuda — the Backend's public ops: argument checks shared by every backend, then the
+// backend's implementation. A check failure is one Error naming the op and the argument.
+#include "vitcuda/backend.h"
+
+#include <string>
+
+namespace vitcuda {
+namespace {
+
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw Error(std::string(op) + ": " + what);
+}
+
+void defined(const char* op, const char* name, const Tensor& t) {
+  require(t.defined(), op, std::string(name) + " is null");
+}
+
+// An optional tensor, when given, has n elements.
+void numel_is(const char* op, const char* name, const Tensor& t, int64_t n) {
+  if (t.defined())
+    require(t.numel() == n, op, std::string(name) + " has shape " + t.shape_str() + ", expected " +
+                                    std::to_string(n) + " elements");
+}
+
+// Every given tensor of `ts` has the dtype of `ref` (when `ref` is given).
+void same_dtype(const char* op, const Tensor& ref, std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
+  if (!ref.defined()) return;
+  for (auto [name, t] : ts)
+    if (t->defined() && t->dtype() != ref.dtype())
+      require(false, op, std::string(name) + " is " + dtype_name(t->dtype()) + ", expected " + dtype_name(ref.dtype()));
+}
+
+// [B, H, T, d] of q (or dq), the shape of every head-major tensor.
+void head_major(const char* op, const char* name, const Tensor& t) {
+  defined(op, name, t);
+  require(t.ndim() == 4, op, std::string(name) + " must be [B, H, T, d], got " + t.shape_str());
+}
+
+}  // namespace
+
+void Backend::copy(const Tensor& src, const Tensor& dst) {
+  defined("copy", "src", src);
+  defined("copy", "dst", dst);
+  numel_is("copy", "dst", dst, src.numel());
+  copy_impl(src, dst);
+}
+
+void Backend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  defined("add", "a", a);
+  defined("add", "b", b);
+  defined("add", "out", out);
+  numel_is("add", "b", b, a.numel());
+  numel_is("add", "out", out, a.numel());
+  same_dtype("add", a, {{"b", &b}, {"out", &out}});
+  add_impl(a, b, out);
+}
+
+void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean,
+                            const float* stdev, const Tensor& cols) {
+  const char* op = "patch_extract";
+  defined(op, "images", images);
+  defined(op, "cols", cols);
+  require(mean && stdev, op, "mean and std must be given");
+  require(images.ndim() == 4, op, "images must be [B, C, H, W] or [B, H, W, C], got " + images.shape_str());
+  require(images.dtype() == DType::U8 || images.dtype() == DType::F32, op, "images must be u8 or f32");
+  const bool nchw = layout == ImageLayout::NCHW;
+  const int64_t B = images.size(0), C = images.size(nchw ? 1 : 3), H = images.size(nchw ? 2 : 1),
+                W = images.size(nchw ? 3 : 2);
+  require(patch > 0 && H % patch == 0 && W % patch == 0, op,
+          "patch " + std::to_string(patch) + " does not divide the image " + images.shape_str());
+  numel_is(op, "cols", cols, B * (H / patch) * (W / patch) * C * patch * patch);
+  patch_extract_impl(images, layout, patch, mean, stdev, cols);
+}
+
+void Backend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
+                             const Tensor& y) {
+  const char* op = "linear_forward";
+  defined(op, "x", x);
+  defined(op, "w", w);
+  defined(op, "y", y);
+  require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
+  const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
+  require(x.numel() == R * K, op, "x " + x.shape_str() + " is not a multiple of K = " + std::to_string(K));
+  numel_is(op, "y", y, R * N);
+  numel_is(op, "b", b, N);
+  require(act == Act::None || pre.defined(), op, "an activation needs the pre-activation buffer");
+  numel_is(op, "pre", pre, R * N);
+  same_dtype(op, x, {{"w", &w}, {"b", &b}, {"pre", &pre}, {"y", &y}});
+  linear_forward_impl(x, w, b, act, pre, y);
+}
+
+void Backend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
+                              const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  const char* op = "linear_backward";
+  defined(op, "dy", dy);
+  defined(op, "w", w);
+  require(w.ndim() == 2, op, "w must be [N, K], got " + w.shape_str());
+  const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
+  require(dy.numel() == R * N, op, "dy " + dy.shape_str() + " is not a multiple of N = " + std::to_string(N));
+  require(!dw.defined() || x.defined(), op, "dw needs x");
+  numel_is(op, "x", x, R * K);
+  numel_is(op, "dx", dx, R * K);
+  numel_is(op, "dw", dw, N * K);
+  numel_is(op, "db", db, N);
+  require(act == Act::None || pre.defined(), op, "an activation needs the pre-activation buffer");
+  numel_is(op, "pre", pre, R * N);
+  same_dtype(op, dy, {{"x", &x}, {"w", &w}, {"pre", &pre}, {"dx", &dx}});
+  same_dtype(op, dw, {{"db", &db}});
+  linear_backward_impl(dy, x, w, act, pre, dx, dw, db);
+}
+
+void Backend::tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) {
+  const char* op = "tokens_forward";
+  defined(op, "patches", patches);
+  defined(op, "pos", pos);
+  defined(op, "out", out);
+  require(patches.ndim() == 3, op, "patches must be [B, Np, D], got " + patches.shape_str());
+  const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2);
+  const int64_t T = Np + (cls.defined() ? 1 : 0);
+  numel_is(op, "cls", cls, D);
+  numel_is(op, "pos", pos, T * D);
+  numel_is(op, "out", out, B * T * D);
+  same_dtype(op, patches, {{"cls", &cls}, {"pos", &pos}, {"out", &out}});
+  tokens_forward_impl(patches, cls, pos, out);
+}
+
+void Backend::tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) {
+  const char* op = "tokens_backward";
+  defined(op, "dout", dout);
+  require(dout.ndim() == 3, op, "dout must be [B, T, D], got " + dout.shape_str());
+  const int64_t B = dout.size(0), T = dout.size(1), D = dout.size(2);
+  const int64_t Np = T - (dcls.defined() ? 1 : 0);
+  numel_is(op, "dpatches", dpatches, B * Np * D);
+  numel_is(op, "dcls", dcls, D);
+  numel_is(op, "dpos", dpos, T * D);
+  same_dtype(op, dpos, {{"dcls", &dcls}});
+  tokens_backward_impl(dout, dpatches, dcls, dpos);
+}
+
+void Backend::layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
+                                const Tensor& beta, float eps, const Tensor& y, const Tensor& mean,
+                                const Tensor& rstd) {
+  const char* op = "layernorm_forward";
+  defined(op, "x", x);
+  defined(op, "gamma", gamma);
+  defined(op, "beta", beta);
+  defined(op, "y", y);
+  defined(op, "mean", mean);
+  defined(op, "rstd", rstd);
+  const int64_t C = gamma.numel(), R = C > 0 ? x.numel() / C : 0;
+  require(C > 0 && x.numel() == R * C, op, "x " + x.shape_str() + " does not match gamma " + gamma.shape_str());
+  require(eps > 0.f, op, "eps must be positive");
+  numel_is(op, "beta", beta, C);
+  numel_is(op, "residual", residual, R * C);
+  numel_is(op, "sum_out", sum_out, R * C);
+  require(residual.defined() == sum_out.defined(), op, "residual and sum_out come together");
+  numel_is(op, "y", y, R * C);
+  numel_is(op, "mean", mean, R);
+  numel_is(op, "rstd", rstd, R);
+  same_dtype(op, x, {{"residual", &residual}, {"sum_out", &sum_out}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}});
+  same_dtype(op, mean, {{"rstd", &rstd}});
+  layernorm_forward_impl(x, residual, sum_out, gamma, beta, eps, y, mean, rstd);
+}
+
+void Backend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                 const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) {
+  const char* op = "layernorm_backward";
+  defined(op, "dy", dy);
+  defined(op, "x", x);
+  defined(op, "gamma", gamma);
+  defined(op, "mean", mean);
+  defined(op, "rstd", rstd);
+  const int64_t C = gamma.numel(), R = C > 0 ? x.numel() / C : 0;
+  require(C > 0 && x.numel() == R * C, op, "x " + x.shape_str() + " does not match gamma " + gamma.shape_str());
+  numel_is(op, "dy", dy, R * C);
+  numel_is(op, "dx", dx, R * C);
+  numel_is(op, "mean", mean, R);
+  numel_is(op, "rstd", rstd, R);
+  numel_is(op, "dgamma", dgamma, C);
+  numel_is(op, "dbeta", dbeta, C);
+  same_dtype(op, dy, {{"x", &x}, {"gamma", &gamma}, {"dx", &dx}});
+  same_dtype(op, dgamma, {{"dbeta", &dbeta}});
+  layernorm_backward_impl(dy, x, gamma, mean, rstd, dx, dgamma, dbeta);
+}
+
+void Backend::qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch,
+                          const Tensor& q, const Tensor& k, const Tensor& v) {
+  const char* op = "qkv_forward";
+  head_major(op, "q", q);
+  defined(op, "x", x);
+  defined(op, "w", w);
+  defined(op, "qkv_scratch", qkv_scratch);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
+  numel_is(op, "k", k, B * H * T * d);
+  numel_is(op, "v", v, B * H * T * d);
+  numel_is(op, "qkv_scratch", qkv_scratch, B * T * 3 * H * d);
+  require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
+  numel_is(op, "b", b, 3 * H * d);
+  numel_is(op, "x", x, B * T * w.size(1));
+  same_dtype(op, x, {{"w", &w}, {"b", &b}, {"qkv_scratch", &qkv_scratch}, {"q", &q}, {"k", &k}, {"v", &v}});
+  qkv_forward_impl(x, w, b, qkv_scratch, q, k, v);
+}
+
+void Backend::qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+                           const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  const char* op = "qkv_backward";
+  head_major(op, "dq", dq);
+  defined(op, "dk", dk);
+  defined(op, "dv", dv);
+  defined(op, "w", w);
+  defined(op, "dqkv_scratch", dqkv_scratch);
+  const int64_t B = dq.size(0), H = dq.size(1), T = dq.size(2), d = dq.size(3);
+  numel_is(op, "dk", dk, B * H * T * d);
+  numel_is(op, "dv", dv, B * H * T * d);
+  numel_is(op, "dqkv_scratch", dqkv_scratch, B * T * 3 * H * d);
+  require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
+  same_dtype(op, dq, {{"dk", &dk}, {"dv", &dv}, {"x", &x}, {"w", &w}, {"dqkv_scratch", &dqkv_scratch}, {"dx", &dx}});
+  qkv_backward_impl(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db);
+}
+
+void Backend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                const DropoutSpec& drop, const Tensor& out, const Tensor& lse) {
+  const char* op = "attention_forward";
+  head_major(op, "q", q);
+  defined(op, "k", k);
+  defined(op, "v", v);
+  defined(op, "out", out);
+  defined(op, "lse", lse);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  numel_is(op, "k", k, B * H * N * d);
+  numel_is(op, "v", v, B * H * N * d);
+  numel_is(op, "out", out, B * N * H * d);
+  numel_is(op, "lse", lse, B * H * N);
+  require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
+  same_dtype(op, q, {{"k", &k}, {"v", &v}, {"out", &out}});
+  attention_forward_impl(q, k, v, scale, drop, out, lse);
+}
+
+void Backend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop,
+                                 const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+  const char* op = "attention_backward";
+  head_major(op, "q", q);
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dout", &dout}, {"k", &k}, {"v", &v}, {"out", &out},
+                         {"lse", &lse}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
+    defined(op, name, *t);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  numel_is(op, "dout", dout, B * N * H * d);
+  numel_is(op, "out", out, B * N * H * d);
+  numel_is(op, "lse", lse, B * H * N);
+  numel_is(op, "dq", dq, B * H * N * d);
+  numel_is(op, "dk", dk, B * H * N * d);
+  numel_is(op, "dv", dv, B * H * N * d);
+  require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
+  same_dtype(op, q, {{"dout", &dout}, {"k", &k}, {"v", &v}, {"out", &out}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}});
+  attention_backward_impl(dout, q, k, v, out, lse, scale, drop, dq, dk, dv);
+}
+
+void Backend::dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {
+  defined("dropout", "x", x);
+  defined("dropout", "y", y);
+  numel_is("dropout", "y", y, x.numel());
+  same_dtype("dropout", x, {{"y", &y}});
+  require(spec.p >= 0.f && spec.p < 1.f, "dropout", "p must be in [0, 1)");
+  dropout_impl(x, y, spec);
+}
+
+void Backend::drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {
+  defined("drop_path", "x", x);
+  defined("drop_path", "y", y);
+  require(x.ndim() >= 1 && x.size(0) > 0, "drop_path", "x must be [B, ...] with B > 0");
+  numel_is("drop_path", "y", y, x.numel());
+  same_dtype("drop_path", x, {{"y", &y}});
+  require(spec.p >= 0.f && spec.p < 1.f, "drop_path", "p must be in [0, 1)");
+  drop_path_impl(x, y, spec);
+}
+
+void Backend::pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) {
+  defined("pool_forward", "x", x);
+  defined("pool_forward", "out", out);
+  require(x.ndim() == 3, "pool_forward", "x must be [B, T, D], got " + x.shape_str());
+  require(pool != Pool::Flatten, "pool_forward", "flatten is a view, not an op");
+  require(num_prefix >= 0 && num_prefix < x.size(1), "pool_forward", "num_prefix out of range");
+  numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
+  same_dtype("pool_forward", x, {{"out", &out}});
+  pool_forward_impl(x, pool, num_prefix, out);
+}
+
+void Backend::pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) {
+  defined("pool_backward", "dout", dout);
+  defined("pool_backward", "dx", dx);
+  require(dx.ndim() == 3, "pool_backward", "dx must be [B, T, D], got " + dx.shape_str());
+  require(pool != Pool::Flatten, "pool_backward", "flatten is a view, not an op");
+  require(num_prefix >= 0 && num_prefix < dx.size(1), "pool_backward", "num_prefix out of range");
+  numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
+  same_dtype("pool_backward", dout, {{"dx", &dx}});
+  pool_backward_impl(dout, pool, num_prefix, dx);
+}
+
+void Backend::softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
+                           const Tensor& losses, const Tensor& dlogits, const Tensor& hits) {
+  const char* op = "softmax_xent";
+  defined(op, "logits", logits);
+  require(logits.ndim() == 2, op, "logits must be [B, C], got " + logits.shape_str());
+  const int64_t B = logits.size(0), C = logits.size(1);
+  require(labels.defined() && labels.dtype() == DType::I32 && labels.numel() == B, op, "labels must be i32 [B]");
+  require(losses.defined() && losses.dtype() == DType::F32 && losses.numel() == B, op, "losses must be f32 [B]");
+  require(hits.defined() && hits.dtype() == DType::I32 && hits.numel() == B, op, "hits must be i32 [B]");
+  require(smoothing >= 0.f && smoothing < 1.f, op, "smoothing must be in [0, 1)");
+  numel_is(op, "dlogits", dlogits, B * C);
+  same_dtype(op, logits, {{"dlogits", &dlogits}});
+  softmax_xent_impl(logits, labels, smoothing, dscale, losses, dlogits, hits);
+}
+
+double Backend::sum_squares(const Tensor& t) {
+  defined("sum_squares", "t", t);
+  return sum_squares_impl(t);
+}
+
+void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
+                           const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
+                           int num_segments) {
+  const char* op = "adamw_update";
+  for (auto [name, t] :
+       {std::pair<const char*, const Tensor*>{"master", &master}, {"grads", &grads}, {"m", &m}, {"v", &v}}) {
+    defined(op, name, *t);
+    require(t->dtype() == DType::F32, op, std::string(name) + " must be f32");
+    numel_is(op, name, *t, master.numel());
+  }
+  numel_is(op, "params", params, master.numel());
+  require(num_segments >= 0 && (num_segments == 0 || segments), op, "segments missing");
+  for (int s = 0; s < num_segments; ++s)
+    require(segments[s].offset >= 0 && segments[s].count >= 0 &&
+                segments[s].offset + segments[s].count <= master.numel(),
+            op, "segment " + std::to_string(s) + " lies outside the parameter arena");
+  adamw_update_impl(master, grads, m, v, params, h, segments, num_segments);
+}
+
+}  // namespace vitcuda
