@@ -4,7 +4,7 @@
 // (kernels/emu.h): the same kernel source runs on the CPU, one block at a time, its threads as
 // fibers. Kernel code written against this header compiles in both builds when it:
 //   * launches through vitcuda::launch(kernel, grid, block, smem_bytes, stream, args...),
-//     never <<<>>>;
+//     never the triple-chevron syntax;
 //   * reaches dynamic shared memory through VITCUDA_DYNAMIC_SMEM(T, name), which declares
 //     `name` as a SmemPtr<T> (a raw T* under nvcc, a bounds-checked pointer in the emulator);
 //   * keeps inline PTX in kernels/ptx.cuh.
