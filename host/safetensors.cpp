@@ -8,7 +8,9 @@
 // out in name order (the Rust library sorts by alignment first; readers do not care).
 #include "vitcuda/checkpoint.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,11 +82,32 @@ static std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// A writer killed mid-save leaves `<path>.tmp.<pid>` behind (never at `path` itself).
+// Remove those of processes that no longer exist, so repeated kills do not pile up
+// checkpoint-sized files; a live writer's temporary file is left alone.
+static void remove_stale_temporaries(const std::string& path) {
+  const std::string dir = parent_dir(path);
+  const size_t slash = path.find_last_of('/');
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0 || name.size() == prefix.size()) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) ::unlink((dir + "/" + name).c_str());
+  }
+  ::closedir(d);
+}
+
 // Writes `chunks` to a temporary file beside `path`, makes it durable, then renames it over
 // `path`: rename within one directory is atomic, so readers (and a crash) see either the old
 // file or the complete new one, never a partial write. `what` names the file in messages.
 static void write_chunks_atomic(const std::string& path, const std::vector<Chunk>& chunks,
                                 const char* what) {
+  remove_stale_temporaries(path);
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto fail = [&](int err, FILE* f) {
     if (f) std::fclose(f);

@@ -1,6 +1,9 @@
 // Tests for include/vitcuda/checkpoint.h (safetensors and atomic writes) and the host parts
 // of include/vitcuda/tensor.h.
 #include <gtest/gtest.h>
+#include <fstream>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -404,6 +407,24 @@ TEST_F(SafetensorsTest, FailedRenameLeavesNoTemp) {
   }
   EXPECT_THROW(write_file_atomic(path("ckpt.safetensors"), "text"), Error);
   EXPECT_TRUE(temp_files().empty());
+}
+
+TEST_F(SafetensorsTest, SaveRemovesTemporariesOfDeadWritersOnly) {
+  // A writer killed mid-save leaves <file>.tmp.<pid>. The next save removes those whose
+  // process is gone, and keeps a live process's (here: our parent's) and other files'.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // reaped: this pid now names no process
+  const std::string dead = path("ckpt.safetensors.tmp." + std::to_string(child));
+  const std::string live = path("ckpt.safetensors.tmp." + std::to_string(::getppid()));
+  const std::string other = path("other.safetensors.tmp." + std::to_string(child));
+  for (const std::string& p : {dead, live, other}) std::ofstream(p) << "partial";
+  save_safetensors(path("ckpt.safetensors"), sample_file());
+  EXPECT_FALSE(fs::exists(dead)) << "a dead writer's temporary file is removed";
+  EXPECT_TRUE(fs::exists(live)) << "a live writer's temporary file is kept";
+  EXPECT_TRUE(fs::exists(other)) << "another file's temporaries are not touched";
+  EXPECT_NO_THROW(load_safetensors(path("ckpt.safetensors")));
 }
 
 TEST_F(SafetensorsTest, WriteFileAtomicReplacesContents) {
