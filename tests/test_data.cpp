@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/scratch_dir.h"
 #include "vitcuda/data.h"
 
 namespace fs = std::filesystem;
@@ -109,16 +110,9 @@ std::vector<int> epoch_ids(BatchLoader& loader, const Dataset& d, int batch, std
   return ids;
 }
 
-class DataTest : public ::testing::Test {
+class DataTest : public vitcuda::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = ::testing::TempDir() + "vitcuda_data_" + info->name() + "_" + std::to_string(::getpid());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  DataTest() : ScratchDirTest("data") {}
 
   // Writes n images of h x w and their labels; returns {images path, labels path}.
   std::pair<std::string, std::string> write_set(const std::string& prefix, int n, int h, int w,
@@ -148,7 +142,6 @@ class DataTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
 };
 
 // EXPECT_THROW plus: the one-line message names `file` and contains `phrase`.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/scratch_dir.h"
 #include "vitcuda/data.h"
 
 #if defined(VITCUDA_TEST_STB) && __has_include(<stb_image_write.h>)
@@ -76,16 +77,9 @@ std::vector<uint8_t> cifar_records(int file, const std::vector<std::vector<uint8
   return b;
 }
 
-class DataFormats : public ::testing::Test {
+class DataFormats : public vitcuda::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = ::testing::TempDir() + "vitcuda_formats_" + info->name() + "_" + std::to_string(::getpid());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  DataFormats() : ScratchDirTest("formats") {}
 
   // CIFAR-10: 5 training files of 3 records (labels (f + r) % 10) and a test file of 2.
   void write_cifar10(const std::string& d) {
@@ -95,7 +89,6 @@ class DataFormats : public ::testing::Test {
     write_bytes(d + "/test_batch.bin", cifar_records(0, {{9}, {0}}));
   }
 
-  std::string dir_;
 };
 
 // ---- CIFAR -----------------------------------------------------------------------------------

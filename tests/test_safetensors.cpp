@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/scratch_dir.h"
 #include "vitcuda/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -62,16 +63,9 @@ std::vector<uint8_t> safetensors_bytes(const std::string& header, const std::vec
   return b;
 }
 
-class SafetensorsTest : public ::testing::Test {
+class SafetensorsTest : public vitcuda::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = ::testing::TempDir() + "vitcuda_st_" + info->name() + "_" + std::to_string(::getpid());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  SafetensorsTest() : ScratchDirTest("st") {}
 
   // Names of files in the test directory holding a temporary-file marker.
   std::vector<std::string> temp_files() const {
@@ -100,7 +94,6 @@ class SafetensorsTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
 };
 
 // Raises RLIMIT_FSIZE back and restores SIGXFSZ when a test ends, even on failure: writes
