@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "tests/scratch_dir.h"
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/weights.h"
 
@@ -49,11 +50,16 @@ ViTConfig tiny(int img) {
   return c;
 }
 
-std::string tmp(const std::string& name) { return ::testing::TempDir() + "/vitcuda_weights_" + name; }
-
 }  // namespace
 
-TEST(Weights, PosEmbedResizeMatchesDirectBicubic) {
+// Files of a test live in its own scratch folder, removed afterwards.
+class Weights : public vitcuda::test::ScratchDirTest {
+ protected:
+  Weights() : ScratchDirTest("weights") {}
+  std::string tmp(const std::string& name) const { return path(name); }
+};
+
+TEST_F(Weights, PosEmbedResizeMatchesDirectBicubic) {
   const int dim = 3, prefix = 1;
   for (auto [h, nh] : {std::pair{4, 7}, {7, 4}, {14, 16}, {3, 3}}) {
     std::vector<float> pos(size_t(prefix + h * h) * dim);
@@ -72,7 +78,7 @@ TEST(Weights, PosEmbedResizeMatchesDirectBicubic) {
   }
 }
 
-TEST(Weights, PosEmbedResizeEqualsTimm) {
+TEST_F(Weights, PosEmbedResizeEqualsTimm) {
   // timm 1.0.31 / torch 2.15: resample_abs_pos_embed of this 3x3 grid (+ a cls row 9) to 5x5.
   const std::vector<float> pos = {9, 1, 2, 3, 4, 5, 7, 0, -1, 2};
   const std::vector<float> timm = {9.0f, 0.69811326f, 1.0829345f, 1.773585f, 2.4186146f, 2.767889f, 2.149113f,
@@ -85,7 +91,7 @@ TEST(Weights, PosEmbedResizeEqualsTimm) {
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], timm[i], 2e-6 * std::max(1.f, std::fabs(timm[i]))) << i;
 }
 
-TEST(Weights, PosEmbedResizeKnownValues) {
+TEST_F(Weights, PosEmbedResizeKnownValues) {
   // Same size: the kernel taps are (0, 1, 0, 0): identity.
   std::vector<float> pos(16);
   for (int i = 0; i < 16; ++i) pos[i] = float(i * i);
@@ -104,7 +110,7 @@ TEST(Weights, PosEmbedResizeKnownValues) {
   EXPECT_THROW(resize_pos_embed(ramp, 1, 8, 8, 4, 4, 1), Error);
 }
 
-TEST(Weights, HandBuiltTimmFileLoadsWithKnownValuesAndBf16) {
+TEST_F(Weights, HandBuiltTimmFileLoadsWithKnownValuesAndBf16) {
   // A timm-style state_dict written tensor by tensor, with values we choose: every tensor
   // holds value = (index % 7) * 0.125, exact in bf16, stored as BF16 for the weights.
   auto backend = make_backend("cpu");
@@ -145,7 +151,7 @@ TEST(Weights, HandBuiltTimmFileLoadsWithKnownValuesAndBf16) {
   }
 }
 
-TEST(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
+TEST_F(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
   auto backend = make_backend("cpu");
   Model small(tiny(8), *backend, 1);  // 2x2 grid + cls
   small.init(3);
@@ -163,7 +169,7 @@ TEST(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
   EXPECT_EQ(0, std::memcmp(ws.data() + q.offset, wb.data() + big.param_spec("blocks.0.attn.qkv.weight").offset, q.numel * 4));
 }
 
-TEST(Weights, MismatchesNameFileAndTensor) {
+TEST_F(Weights, MismatchesNameFileAndTensor) {
   auto backend = make_backend("cpu");
   Model model(tiny(8), *backend, 1);
   model.init(1);
