@@ -2,6 +2,11 @@
 // event timing, the benchmark's manual timing, the device-to-device copy reference and main().
 // Inline and template definitions only: every benchmark binary is one translation unit that
 // includes this header.
+//
+// Smoke builds (VITCUDA_BENCH_SMOKE, the <name>_emu binaries of bench/CMakeLists.txt): the same
+// source built against the CUDA emulator and run by ctest, so that every benchmark's setup,
+// arguments and counters execute in CI even where no GPU ever runs them. Batches shrink to
+// kSmokeBatch, the copy reference to 1 MiB, repetitions to one; the timings mean nothing.
 #pragma once
 #include <benchmark/benchmark.h>
 
@@ -14,8 +19,18 @@
 
 namespace vitcuda::bench {
 
-constexpr int kTokens = 197;           // ViT at 224/16: 196 patches + cls
-constexpr int kRepsPerIteration = 10;  // ops between two events: launch gaps stay negligible
+#if defined(VITCUDA_BENCH_SMOKE)
+constexpr bool kSmoke = true;
+#else
+constexpr bool kSmoke = false;
+#endif
+constexpr int kSmokeBatch = 2;
+
+constexpr int kTokens = 197;                      // ViT at 224/16: 196 patches + cls
+constexpr int kRepsPerIteration = kSmoke ? 1 : 10;  // ops between two events: launch gaps stay negligible
+
+// The batch a benchmark named for `batch` runs with (kSmokeBatch in smoke builds).
+constexpr int bench_batch(int batch) { return kSmoke ? kSmokeBatch : batch; }
 
 // Deterministic pseudo-random fill on the device (a hash of the index): lo + (hi - lo)·u.
 template <typename T>
@@ -35,7 +50,7 @@ __global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t 
 template <typename T>
 rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
   rt::DeviceBuffer<T> b(n);
-  if (n) launch(bench_fill_kernel<T>, dim3(1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
+  if (n) launch(bench_fill_kernel<T>, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
   return b;
 }
 
@@ -55,6 +70,7 @@ inline double time_ms(const std::function<void()>& fn, int reps) {
 // Mean seconds per call of fn over `reps` calls after `warmups` untimed ones (for the baselines
 // and references measured beside a benchmark).
 inline double seconds_per_call(const std::function<void()>& fn, int warmups, int reps) {
+  if (kSmoke) warmups = 0, reps = 1;
   for (int i = 0; i < warmups; ++i) fn();
   return time_ms(fn, reps) / reps / 1e3;
 }
@@ -83,7 +99,7 @@ benchmark::internal::Benchmark* register_timed(const std::string& name, Fn&& fn,
 
 // ---- the device-to-device copy reference -------------------------------------------------------
 
-constexpr size_t kCopyBytes = size_t(1) << 30;  // copy/d2d_1GiB
+constexpr size_t kCopyBytes = size_t(1) << (kSmoke ? 20 : 30);  // copy/d2d_1GiB
 
 // A device-to-device copy (cudaMemcpyAsync) of `bytes`; it moves 2·bytes (read + write).
 struct D2DCopy {
@@ -118,6 +134,9 @@ inline int bench_main(int argc, char** argv, const char* name, const std::functi
     std::fprintf(stderr, "%s: no CUDA GPU is present\n", name);
     return 0;
   }
+  if (kSmoke)
+    benchmark::AddCustomContext("smoke", "emulated build, batch " + std::to_string(kSmokeBatch) +
+                                             ": timings are meaningless");
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -95,26 +95,28 @@ void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
 
 // ---- AdamW over a ViT-B/16 parameter arena ---------------------------------------------------
 
-// timm's vit_base_patch16_224 in arena order, as alternating decay / no-decay runs (weights
-// decay; biases, norms, cls and pos do not): 86.6M parameters in ~100 segments.
+// timm's ViT parameter arena in order (vit_base_patch16_224 for D = 768, depth 12, 1000 classes),
+// as alternating decay / no-decay runs (weights decay; biases, norms, cls and pos do not):
+// 86.6M parameters in ~100 segments for ViT-B. Smoke builds use a 2-block ViT of width 64.
 std::vector<AdamWSegment> vit_b_segments() {
-  std::vector<std::pair<int64_t, bool>> runs = {{768 + 197 * 768, false},  // cls, pos_embed
-                                                {768 * 3 * 16 * 16, true},  // patch_embed.proj.weight
-                                                {768, false}};
-  for (int l = 0; l < 12; ++l) {
-    runs.push_back({2 * 768, false});         // norm1
-    runs.push_back({3 * 768 * 768, true});    // attn.qkv.weight
-    runs.push_back({3 * 768, false});         // attn.qkv.bias
-    runs.push_back({768 * 768, true});        // attn.proj.weight
-    runs.push_back({768 + 2 * 768, false});   // attn.proj.bias, norm2
-    runs.push_back({3072 * 768, true});       // mlp.fc1.weight
-    runs.push_back({3072, false});            // mlp.fc1.bias
-    runs.push_back({768 * 3072, true});       // mlp.fc2.weight
-    runs.push_back({768, false});             // mlp.fc2.bias
+  const int64_t D = kSmoke ? 64 : kWidth, depth = kSmoke ? 2 : 12, M = 4 * D;
+  std::vector<std::pair<int64_t, bool>> runs = {{D + 197 * D, false},  // cls, pos_embed
+                                                {D * 3 * 16 * 16, true},  // patch_embed.proj.weight
+                                                {D, false}};
+  for (int l = 0; l < depth; ++l) {
+    runs.push_back({2 * D, false});       // norm1
+    runs.push_back({3 * D * D, true});    // attn.qkv.weight
+    runs.push_back({3 * D, false});       // attn.qkv.bias
+    runs.push_back({D * D, true});        // attn.proj.weight
+    runs.push_back({D + 2 * D, false});   // attn.proj.bias, norm2
+    runs.push_back({M * D, true});        // mlp.fc1.weight
+    runs.push_back({M, false});           // mlp.fc1.bias
+    runs.push_back({D * M, true});        // mlp.fc2.weight
+    runs.push_back({D, false});           // mlp.fc2.bias
   }
-  runs.push_back({2 * 768, false});  // norm
-  runs.push_back({1000 * 768, true});  // head.weight
-  runs.push_back({1000, false});       // head.bias
+  runs.push_back({2 * D, false});   // norm
+  runs.push_back({1000 * D, true});  // head.weight
+  runs.push_back({1000, false});     // head.bias
   std::vector<AdamWSegment> segs;
   int64_t off = 0;
   for (const auto& [count, decay] : runs) {
@@ -195,7 +197,7 @@ void bench_adamw(benchmark::State& st) {
   rt::DeviceBuffer<float> denom(b.n);
   const float inv_bc1 = float(1.0 / (1.0 - std::pow(double(h.beta1), double(h.step))));
   const float inv_bc2 = float(1.0 / (1.0 - std::pow(double(h.beta2), double(h.step))));
-  const dim3 grid(8192), block(256);
+  const dim3 grid(kSmoke ? 8 : 8192), block(256);
   auto unfused = [&] {
     launch(unfused_m_kernel, grid, block, 0, nullptr, b.m.get(), static_cast<const float*>(b.grads.get()), b.n,
            h.beta1, h.grad_scale);
@@ -229,8 +231,9 @@ void bench_sum_squares(benchmark::State& st) {
 
 void register_all() {
   register_timed("copy/d2d_1GiB", bench_copy, benchmark::kMillisecond);
-  for (int64_t B : {int64_t(64), int64_t(256)}) {
-    const std::string shape = "B" + std::to_string(B) + "x197x768";
+  for (int64_t batch : {int64_t(64), int64_t(256)}) {
+    const std::string shape = "B" + std::to_string(batch) + "x197x768";
+    const int64_t B = bench_batch(int(batch));
     register_timed("dropout/bf16/" + shape, [B](benchmark::State& st) { bench_dropout<bf16>(st, B, false); });
     register_timed("dropout/bf16/" + shape + "/in_place", [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
     register_timed("dropout/f32/" + shape, [B](benchmark::State& st) { bench_dropout<float>(st, B, false); });
@@ -241,10 +244,13 @@ void register_all() {
   register_timed("convert/f32_to_bf16/vit_b_arena", [](benchmark::State& st) {
     bench_convert(st, vit_b_segments().back().offset + vit_b_segments().back().count);
   });
-  for (int64_t B : {int64_t(128), int64_t(256), int64_t(1024)})
-    register_timed("softmax_xent/bf16/B" + std::to_string(B) + "xC1000",
+  for (int64_t batch : {int64_t(128), int64_t(256), int64_t(1024)}) {
+    const int64_t B = bench_batch(int(batch));
+    register_timed("softmax_xent/bf16/B" + std::to_string(batch) + "xC1000",
                    [B](benchmark::State& st) { bench_softmax_xent<bf16>(st, B, 1000); });
-  register_timed("softmax_xent/f32/B256xC1000", [](benchmark::State& st) { bench_softmax_xent<float>(st, 256, 1000); });
+  }
+  register_timed("softmax_xent/f32/B256xC1000",
+                 [](benchmark::State& st) { bench_softmax_xent<float>(st, bench_batch(256), 1000); });
   register_timed("adamw/f32_master_bf16_params/vit_b", bench_adamw, benchmark::kMillisecond);
   register_timed("sum_squares/f32/vit_b_grads", bench_sum_squares);
 }
