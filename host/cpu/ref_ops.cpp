@@ -13,6 +13,20 @@
 
 #include "vitcuda/philox.h"
 
+// glibc's libmvec holds SIMD versions of erff, expf and tanhf (AVX2 and AVX-512 variants, within
+// 4 ulp). Declaring the scalar functions with GCC's simd attribute, as <math.h> itself does under
+// -ffast-math, lets the `omp simd` activation loops below call them 8 or 16 lanes at a time
+// without fast-math anywhere else: the fp32 erf-GELU went from 6 ns to 0.7 ns per element
+// (measured on this project's 2-core AVX-512 machine; bench_cpu_ops linear_gelu_*).
+// VITCUDA_HAVE_LIBMVEC is set by CMakeLists.txt when libmvec links.
+#if defined(VITCUDA_HAVE_LIBMVEC) && defined(__GNUC__) && !defined(__clang__)
+extern "C" {
+__attribute__((simd("notinbranch"))) float erff(float) noexcept;
+__attribute__((simd("notinbranch"))) float expf(float) noexcept;
+__attribute__((simd("notinbranch"))) float tanhf(float) noexcept;
+}
+#endif
+
 namespace vitcuda::ref {
 
 // ---- GEMM ------------------------------------------------------------------------------
@@ -71,16 +85,41 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2/pi)
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1/sqrt(2*pi)
 
+// The float overloads name erff / expf / tanhf themselves, so that the vectoriser sees the simd
+// declarations above (std::erf(float) reaches them through a builtin it does not vectorise).
+inline float erf_(float x) { return erff(x); }
+inline double erf_(double x) { return std::erf(x); }
+inline float exp_(float x) { return expf(x); }
+inline double exp_(double x) { return std::exp(x); }
+inline float tanh_(float x) { return tanhf(x); }
+inline double tanh_(double x) { return std::tanh(x); }
+
+template <typename T>
+inline T gelu_erf(T x) { return T(0.5) * x * (T(1) + erf_(x * T(kInvSqrt2))); }
+template <typename T>
+inline T gelu_tanh(T x) { return T(0.5) * x * (T(1) + tanh_(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x))); }
+template <typename T>
+inline T gelu_erf_grad(T x) {
+  return T(0.5) * (T(1) + erf_(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x);
+}
+template <typename T>
+inline T gelu_tanh_grad(T x) {
+  const T t = tanh_(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x));
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
+}
+template <typename T>
+inline T tanh_grad(T x) {
+  const T t = tanh_(x);
+  return T(1) - t * t;
+}
+
 template <typename T>
 inline T act_fwd(Act act, T x) {
   switch (act) {
     case Act::None: return x;
-    case Act::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
-    case Act::GeluTanh: {
-      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-      return T(0.5) * x * (T(1) + std::tanh(u));
-    }
-    case Act::Tanh: return std::tanh(x);
+    case Act::GeluErf: return gelu_erf(x);
+    case Act::GeluTanh: return gelu_tanh(x);
+    case Act::Tanh: return tanh_(x);
   }
   return x;
 }
@@ -88,20 +127,52 @@ template <typename T>
 inline T act_grad(Act act, T x) {
   switch (act) {
     case Act::None: return T(1);
-    case Act::GeluErf:
-      return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-    case Act::GeluTanh: {
-      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-      const T t = std::tanh(u);
-      return T(0.5) * (T(1) + t) +
-             T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
-    }
-    case Act::Tanh: {
-      const T t = std::tanh(x);
-      return T(1) - t * t;
-    }
+    case Act::GeluErf: return gelu_erf_grad(x);
+    case Act::GeluTanh: return gelu_tanh_grad(x);
+    case Act::Tanh: return tanh_grad(x);
   }
   return T(1);
+}
+
+// y[i] = act(x[i]) and dy[i] *= act'(x[i]) over n values: the switch is outside the loops, so
+// each loop is one simd body (called inside the callers' parallel loops).
+template <typename T>
+void act_forward_n(Act act, const T* x, T* y, int64_t n) {
+  switch (act) {
+    case Act::None:
+      if (y != x) std::copy(x, x + n, y);
+      return;
+    case Act::GeluErf:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = gelu_erf(x[i]);
+      return;
+    case Act::GeluTanh:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(x[i]);
+      return;
+    case Act::Tanh:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = tanh_(x[i]);
+      return;
+  }
+}
+template <typename T>
+void act_backward_n(Act act, const T* x, T* dy, int64_t n) {
+  switch (act) {
+    case Act::None: return;
+    case Act::GeluErf:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dy[i] *= gelu_erf_grad(x[i]);
+      return;
+    case Act::GeluTanh:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dy[i] *= gelu_tanh_grad(x[i]);
+      return;
+    case Act::Tanh:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dy[i] *= tanh_grad(x[i]);
+      return;
+  }
 }
 }  // namespace
 
@@ -146,14 +217,10 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
   if (!b && act == Act::None) return;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
-    for (int64_t n = 0; n < N; ++n) {
-      T v = out[r * N + n] + (b ? b[n] : T(0));
-      if (act != Act::None) {
-        pre[r * N + n] = v;
-        v = act_fwd<T>(act, v);
-      }
-      y[r * N + n] = v;
-    }
+    T* o = out + r * N;  // pre when act != None, else y
+    if (b)
+      for (int64_t n = 0; n < N; ++n) o[n] += b[n];
+    if (act != Act::None) act_forward_n(act, o, y + r * N, N);
   }
 }
 
@@ -162,7 +229,7 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
                      int64_t R, int64_t K, int64_t N) {
   if (act != Act::None) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < R * N; ++i) dy[i] *= act_grad<T>(act, pre[i]);
+    for (int64_t r = 0; r < R; ++r) act_backward_n(act, pre + r * N, dy + r * N, N);
   }
   if (dx) gemm<T>(false, false, R, K, N, T(1), dy, N, w, K, T(0), dx, K);
   if (dw) gemm<T>(true, false, N, K, R, T(1), dy, N, x, K, T(1), dw, K);
