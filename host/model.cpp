@@ -515,7 +515,7 @@ std::string Model::summary() const {
   os << "model " << cfg_.name << ": image " << cfg_.img_size << "x" << cfg_.img_size << "x" << cfg_.in_chans
      << ", patch " << cfg_.patch_size << ", tokens " << cfg_.num_tokens() << ", dim " << cfg_.embed_dim
      << ", depth " << cfg_.depth << ", heads " << cfg_.num_heads << " x " << cfg_.attn_head_dim() << ", mlp "
-     << cfg_.mlp_hidden_dim() << ", pool " << pool_name(cfg_.pool) << ", classes " << cfg_.num_classes << "\n";
+     << cfg_.mlp_hidden_dim() << " (gelu " << gelu_name(cfg_.gelu) << "), pool " << pool_name(cfg_.pool) << ", classes " << cfg_.num_classes << "\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-36s %-22s %12s %s\n", "parameter", "shape", "count", "decay");
   os << line;

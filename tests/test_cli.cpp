@@ -440,6 +440,20 @@ TEST_F(CliErrors, UnknownModel) {
                          {"unknown model 'vit_nonexistent'", "vit_fmnist"}));
 }
 
+TEST_F(CliErrors, UnknownGelu) {
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--gelu", "relu"}})), {"--gelu", "relu"}));
+}
+
+TEST_F(CliRun, GeluFlagSelectsTheActivation) {
+  const std::string no_data = (dir_ / "no_data").string();
+  const RunResult erf = run(with(tiny_flags(), {{"--summary", ""}, {"--data-dir", no_data}}));
+  const RunResult tanh = run(with(tiny_flags(), {{"--summary", ""}, {"--data-dir", no_data}, {"--gelu", "tanh"}}));
+  ASSERT_EQ(erf.exit_code, 0) << erf.describe();
+  ASSERT_EQ(tanh.exit_code, 0) << tanh.describe();
+  EXPECT_NE(erf.out.find("(gelu erf)"), std::string::npos) << erf.out;
+  EXPECT_NE(tanh.out.find("(gelu tanh)"), std::string::npos) << tanh.out;
+}
+
 TEST_F(CliErrors, UnknownFlag) {
   EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--bogus-flag", "1"}})), {"--bogus-flag"}));
 }

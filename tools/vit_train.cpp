@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   float weight_decay = 0.05f, clip_grad = 0.f, val_split = 0.1f;
   float drop = -1, drop_path = -1;
   int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0, num_classes = 0, img_size = 0, pre_logits = 0;
-  std::string global_pool, initial_checkpoint;
+  std::string global_pool, initial_checkpoint, gelu;
   bool summary = false, no_progress = false;
   // Data formats, augmentation and normalisation.
   DatasetSpec spec;
@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
   app.add_option("--num-classes", num_classes, "override the preset's number of classes");
   app.add_option("--global-pool", global_pool, "token (cls) or avg (mean of patch tokens, then fc_norm)")
       ->check(CLI::IsMember({"token", "avg"}));
+  app.add_option("--gelu", gelu,
+                 "MLP activation: erf (exact, nn.GELU()) or tanh (nn.GELU(approximate='tanh'); fused into "
+                 "the cuBLASLt epilogue on the GPU)")->check(CLI::IsMember({"erf", "tanh"}));
   app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)");
   app.add_option("--initial-checkpoint", initial_checkpoint,
                  "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)");
@@ -201,6 +204,7 @@ int main(int argc, char** argv) {
     if (app.count("--img-size")) cfg.img_size = img_size;
     if (app.count("--num-classes")) cfg.num_classes = num_classes;
     if (app.count("--pre-logits")) cfg.pre_logits = pre_logits;
+    if (!gelu.empty()) cfg.gelu = gelu == "tanh" ? Gelu::Tanh : Gelu::Erf;
     if (global_pool == "token") {
       cfg.pool = Pool::Token;
       cfg.class_token = true;
