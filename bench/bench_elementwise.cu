@@ -1,15 +1,15 @@
 // vitcuda — the bandwidth-bound kernels on the GPU: dropout, drop-path, the element-wise add of
 // the token/residual stream, fp32 -> bf16 conversion, the fused softmax cross-entropy, fused
-// AdamW over a ViT-B parameter arena (beside the same update as separate element-wise passes,
-// the unfused baseline, timed in the same process) and the gradient sum of squares. Every one
-// reports the bytes it must move and the fraction of the device's measured device-to-device
+// AdamW over a ViT-B parameter arena (these two beside their unfused baselines, the same math as
+// the separate passes of an eager framework, timed in the same process) and the gradient sum of
+// squares. Every one reports the bytes it must move and the fraction of the device's measured device-to-device
 // copy bandwidth (cudaMemcpyAsync, measured in this binary) that it reaches.
 //
 //   ./build/bench/bench_elementwise --benchmark_counters_tabular=true
 //
 // Names: <op>/<dtype>/<shape>, plus copy/d2d_1GiB (the reference). Counters: GB/s (bytes the op
 // must read + write, once each), of_copy = GB/s / measured D2D GB/s (1 = copy speed), and for
-// AdamW unfused_ms and vs_unfused = unfused time / fused time.
+// softmax_xent and AdamW the unfused time and vs_unfused = unfused time / fused time.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -78,6 +78,54 @@ void bench_convert(benchmark::State& st, int64_t n) {  // fp32 master -> bf16 co
 
 // ---- softmax cross-entropy over [B, C] logits ------------------------------------------------
 
+// The unfused baseline, the passes an eager framework runs (one warp per row each): log_softmax
+// (logits -> logp in T), the label-smoothed loss and its gradient (logp -> loss, dlogits) and a
+// top-k rank of the label (logits -> hits).
+template <typename T>
+__global__ void unfused_log_softmax_kernel(const T* x, T* logp, int64_t B, int64_t C) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= B) return;
+  const T* r = x + row * C;
+  float m = -INFINITY;
+  for (int64_t j = lane; j < C; j += 32) m = fmaxf(m, to_float(r[j]));
+  m = warp_reduce_max(m);
+  float l = 0.f;
+  for (int64_t j = lane; j < C; j += 32) l += expf(to_float(r[j]) - m);
+  const float lse = m + logf(warp_reduce_sum(l));
+  for (int64_t j = lane; j < C; j += 32) logp[row * C + j] = from_float<T>(to_float(r[j]) - lse);
+}
+template <typename T>
+__global__ void unfused_xent_kernel(const T* logp, const int32_t* labels, float eps, float dscale, float* loss,
+                                    T* dlogits, int64_t B, int64_t C) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= B) return;
+  const T* r = logp + row * C;
+  const int32_t y = labels[row];
+  float sum = 0.f;
+  for (int64_t j = lane; j < C; j += 32) {
+    const float lp = to_float(r[j]);
+    sum += lp;
+    const float target = (j == y ? 1.f - eps : 0.f) + eps / float(C);
+    dlogits[row * C + j] = from_float<T>((expf(lp) - target) * dscale);
+  }
+  sum = warp_reduce_sum(sum);
+  if (lane == 0) loss[row] = -(1.f - eps) * to_float(r[y]) - eps * sum / float(C);
+}
+template <typename T>
+__global__ void unfused_topk_kernel(const T* x, const int32_t* labels, int32_t* hits, int64_t B, int64_t C) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= B) return;
+  const T* r = x + row * C;
+  const float zy = to_float(r[labels[row]]);
+  float rank = 0.f;
+  for (int64_t j = lane; j < C; j += 32) rank += to_float(r[j]) > zy ? 1.f : 0.f;
+  rank = warp_reduce_sum(rank);
+  if (lane == 0) hits[row] = (rank == 0.f ? 1 : 0) | (rank < 5.f ? 2 : 0);
+}
+
 template <typename T>
 void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
   auto logits = filled<T>(B * C, -8.f, 8.f, 6);
@@ -85,12 +133,25 @@ void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
   for (int64_t b = 0; b < B; ++b) host_labels[b] = static_cast<int32_t>((b * 7919) % C);
   rt::DeviceBuffer<int32_t> labels(host_labels), hits(B);
   rt::DeviceBuffer<float> losses(B);
-  rt::DeviceBuffer<T> dlogits(B * C);
+  rt::DeviceBuffer<T> dlogits(B * C), logp(B * C);
+  constexpr int kWarps = 8;
+  const dim3 grid(static_cast<unsigned>((B + kWarps - 1) / kWarps)), block(32 * kWarps);
+  const float eps = 0.1f, dscale = 1.f / B;
+  auto unfused = [&] {
+    launch(unfused_log_softmax_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logits.get()), logp.get(), B, C);
+    launch(unfused_xent_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logp.get()),
+           static_cast<const int32_t*>(labels.get()), eps, dscale, losses.get(), dlogits.get(), B, C);
+    launch(unfused_topk_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logits.get()),
+           static_cast<const int32_t*>(labels.get()), hits.get(), B, C);
+  };
+  const double unfused_s = seconds_per_call(unfused, 2, 20);
   const double s = run_timed(st, [&] {
-    softmax_xent<T>(logits.get(), labels.get(), 0.1f, 1.f / B, losses.get(), dlogits.get(),
-                    hits.get(), B, C, nullptr);
+    softmax_xent<T>(logits.get(), labels.get(), eps, dscale, losses.get(), dlogits.get(), hits.get(), B, C,
+                    nullptr);
   });
   report(st, double(B) * C * 2 * sizeof(T) + double(B) * 12, s);
+  st.counters["unfused_us"] = unfused_s * 1e6;
+  st.counters["vs_unfused"] = unfused_s / s;
 }
 
 // ---- AdamW over a ViT-B/16 parameter arena ---------------------------------------------------
