@@ -12,7 +12,10 @@
 // and peak/gemm_bf16_8192, copy/d2d_1GiB.
 // Counters: TFLOP/s (2·R·N·K forward, 4·R·N·K backward), plain_TFLOP/s (the plain-cuBLASLt
 // baseline of the same GEMMs), vs_plain = plain time / this time (1 = the epilogues are free),
-// of_peak = TFLOP/s / measured bf16 peak. bf16 operands, fp32 accumulation, fp32 dw/db.
+// of_peak = TFLOP/s / measured bf16 peak; for the forward GEMMs with an activation also
+// unfused_TFLOP/s and vs_unfused (the GEMM with a bias epilogue, then the activation as a separate
+// pass: for gelu_erf that is what the fused path runs too, so vs_unfused ≈ 1 there).
+// bf16 operands, fp32 accumulation, fp32 dw/db.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -80,6 +83,19 @@ void bench_forward(benchmark::State& st, Layer l) {
                          l.K, l.N, ws.get(), ws.size(), nullptr);
   });
   report(st, 2.0 * l.R * l.N * l.K, s, plain_s);
+  if (l.act != Act::None) {
+    // The unfused form of the same layer: the GEMM with a bias epilogue into pre, then the
+    // activation as its own pass (fuse_epilogue = false; what GeluErf always runs).
+    GemmArgs unfused = plain;
+    unfused.epilogue = GemmEpilogue::BiasAct;
+    unfused.act = l.act;
+    unfused.bias = b.get();
+    unfused.aux = pre.get();
+    unfused.fuse_epilogue = false;
+    const double unfused_s = seconds_per_call([&] { gemm(unfused, nullptr); }, 1, 20);
+    st.counters["unfused_TFLOP/s"] = 2.0 * l.R * l.N * l.K / unfused_s / 1e12;
+    st.counters["vs_unfused"] = unfused_s / s;
+  }
 }
 
 void bench_backward(benchmark::State& st, Layer l) {
