@@ -1,5 +1,6 @@
 // vitcuda — fused attention (kernels/attention.h) at the ViT shapes, each beside an unfused
-// cuBLAS baseline timed in the same benchmark: S = scale·Q Kᵀ (batched GEMM, bf16 S in memory),
+// cuBLASLt baseline timed in the same benchmark (batched GEMMs through the project GEMM without
+// epilogue, kernels/gemm.h): S = scale·Q Kᵀ (batched GEMM, bf16 S in memory),
 // a row softmax kernel, O = P V (batched GEMM); backward from the stored P: dV = Pᵀ dO,
 // dP = dO Vᵀ, dS = P∘(dP − rowsum(P∘dP))·scale, dQ = dS K, dK = dSᵀ Q. That is PyTorch's "math"
 // SDPA path in bf16; it writes O head-major [B, H, N, d] (ours writes [B, N, H·d], which the
@@ -30,20 +31,21 @@
 // cudnn_lse_diff = max |Stats_cudnn − lse_ours| (in _drop too: the logsumexp precedes dropout);
 // bwd without dropout (dO the same values, each side from its own forward): cudnn_max_abs_diff =
 // max over dQ, dK and dV of |cuDNN − ours|. bf16 values of magnitude ~1 should agree to ~1e-2.
-#include <cublas_v2.h>
-
+// The cuBLAS baseline is checked the same way (cublas_max_abs_diff: O forward; dQ, dK, dV
+// backward, from our dout transposed to its layout; not in _drop, the baseline has no dropout).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "bench/bench_common.cuh"
 #include "kernels/attention.h"
+#include "kernels/gemm.h"
 
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
-// <cstring> first: cudnn_frontend_shim.h (1.32) uses std::strlen without it, which the frontend's
-// bundled json.hpp would otherwise bring in (CMake defines CUDNN_FRONTEND_SKIP_JSON_LIB).
-#include <cstring>
-
+// <cstring> (above) first: cudnn_frontend_shim.h (1.32) uses std::strlen without it, which the
+// frontend's bundled json.hpp would otherwise bring in (CMake defines CUDNN_FRONTEND_SKIP_JSON_LIB).
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
@@ -75,20 +77,6 @@ void report(benchmark::State& st, double flops, double s, double baseline_s) {
 
 // ---- the unfused baseline ------------------------------------------------------------------
 
-void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("bench_attention: ") + what + " failed: " + cublasGetStatusString(s));
-}
-
-cublasHandle_t cublas_handle() {
-  static const cublasHandle_t handle = [] {
-    cublasHandle_t h = nullptr;
-    check_cublas(cublasCreate(&h), "cublasCreate");
-    return h;
-  }();
-  return handle;
-}
-
 // Row softmax in place, one warp per row of N bf16 values, fp32 math.
 __global__ void softmax_rows_kernel(bf16* s, int64_t rows, int N) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
@@ -119,16 +107,33 @@ __global__ void softmax_backward_rows_kernel(const bf16* p, bf16* dp, int64_t ro
     dr[j] = __float2bfloat16(__bfloat162float(pr[j]) * (__bfloat162float(dr[j]) - D) * scale);
 }
 
-// Row-major X [N, d] is the column-major [d, N] matrix with ld = d, so every product below is
-// written for cuBLAS's column-major convention on the transposed problem.
-void gemm_batched(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                  const bf16* A, int lda, int64_t sa, const bf16* B, int ldb, int64_t sb, bf16* C,
-                  int ldc, int64_t sc, int batch) {
-  const float beta = 0.f;
-  check_cublas(cublasGemmStridedBatchedEx(cublas_handle(), ta, tb, m, n, k, &alpha, A, CUDA_R_16BF,
-                                          lda, sa, B, CUDA_R_16BF, ldb, sb, &beta, C, CUDA_R_16BF,
-                                          ldc, sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "cublasGemmStridedBatchedEx");
+// One bf16 batched GEMM through the project GEMM (kernels/gemm.h: plain cuBLASLt, no epilogue, in
+// the native build; the CPU GEMM in the smoke build), row-major: D[M, N] = alpha·op(A)·op(B) with
+// the leading dimensions of dense [rows, cols] matrices, `batch` of them at the given strides.
+void gemm_batched(bool ta, bool tb, int M, int N, int K, float alpha, const bf16* A, int64_t sa,
+                  const bf16* B, int64_t sb, bf16* D, int64_t sd, int batch) {
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.ab_type = g.d_type = GemmType::BF16;
+  g.A = A;
+  g.lda = ta ? M : K;
+  g.B = B;
+  g.ldb = tb ? K : N;
+  g.D = D;
+  g.ldd = N;
+  g.batch = batch;
+  g.stride_a = sa;
+  g.stride_b = sb;
+  g.stride_d = sd;
+  g.alpha = alpha;
+  static rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(g));
+  g.workspace = ws.get();
+  g.workspace_bytes = ws.size();
+  gemm(g, nullptr);
 }
 
 struct Unfused {
@@ -152,22 +157,20 @@ struct Unfused {
   // q, k, v, o: [BH, N, d].
   void forward(const bf16* q, const bf16* k, const bf16* v, bf16* o) {
     const int64_t sx = int64_t(N) * d, ss = int64_t(N) * N;
-    // Sᵀ (col-major) = K Qᵀ: S[i][j] = q_i·k_j, row-major.
-    gemm_batched(CUBLAS_OP_T, CUBLAS_OP_N, N, N, d, scale, k, d, sx, q, d, sx, P.get(), N, ss, BH);
-    softmax(P.get(), nullptr, false);
-    // Oᵀ = Vᵀ Pᵀ.
-    gemm_batched(CUBLAS_OP_N, CUBLAS_OP_N, d, N, N, 1.f, v, d, sx, P.get(), N, ss, o, d, sx, BH);
+    gemm_batched(false, true, N, N, d, scale, q, sx, k, sx, P.get(), ss, BH);  // S = scale·Q Kᵀ
+    softmax(P.get(), nullptr, false);                                         // P = softmax(S)
+    gemm_batched(false, false, N, d, N, 1.f, P.get(), ss, v, sx, o, sx, BH);   // O = P V
   }
 
   // From the P of the last forward; dO, dq, dk, dv: [BH, N, d].
   void backward(const bf16* dO, const bf16* q, const bf16* k, const bf16* v, bf16* dq, bf16* dk,
                 bf16* dv) {
     const int64_t sx = int64_t(N) * d, ss = int64_t(N) * N;
-    gemm_batched(CUBLAS_OP_N, CUBLAS_OP_T, d, N, N, 1.f, dO, d, sx, P.get(), N, ss, dv, d, sx, BH);   // dV = Pᵀ dO
-    gemm_batched(CUBLAS_OP_T, CUBLAS_OP_N, N, N, d, 1.f, v, d, sx, dO, d, sx, dP.get(), N, ss, BH);   // dP = dO Vᵀ
-    softmax(P.get(), dP.get(), true);                                                                // dS
-    gemm_batched(CUBLAS_OP_N, CUBLAS_OP_N, d, N, N, 1.f, k, d, sx, dP.get(), N, ss, dq, d, sx, BH);  // dQ = dS K
-    gemm_batched(CUBLAS_OP_N, CUBLAS_OP_T, d, N, N, 1.f, q, d, sx, dP.get(), N, ss, dk, d, sx, BH);  // dK = dSᵀ Q
+    gemm_batched(true, false, N, d, N, 1.f, P.get(), ss, dO, sx, dv, sx, BH);    // dV = Pᵀ dO
+    gemm_batched(false, true, N, N, d, 1.f, dO, sx, v, sx, dP.get(), ss, BH);    // dP = dO Vᵀ
+    softmax(P.get(), dP.get(), true);                                           // dS
+    gemm_batched(false, false, N, d, N, 1.f, dP.get(), ss, k, sx, dq, sx, BH);   // dQ = dS K
+    gemm_batched(true, false, N, d, N, 1.f, dP.get(), ss, q, sx, dk, sx, BH);    // dK = dSᵀ Q
   }
 };
 
@@ -190,6 +193,52 @@ struct Tensors {
         dq(p.elems()), dk(p.elems()), dv(p.elems()), lse(p.rows()),
         ws(attention_backward_workspace_bytes(p.B, p.H, p.N, p.d)) {}
 };
+
+// ---- comparing layouts -----------------------------------------------------------------------
+
+// The offset in a [B, N, H, d] tensor (= our [B, N, H·d]) of the element at offset i of a
+// [B, H, N, d] tensor.
+__device__ __forceinline__ int64_t bnhd_offset(int64_t i, int H, int N, int d) {
+  const int64_t c = i % d, r = i / d;
+  const int64_t n = r % N, bh = r / N;
+  const int64_t h = bh % H, b = bh / H;
+  return ((b * N + n) * H + h) * d + c;
+}
+
+// out [B, H, N, d] = in [B, N, H, d] (n elements).
+__global__ void bnhd_to_bhnd_kernel(const bf16* in, bf16* out, int64_t n, int H, int N, int d) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = in[bnhd_offset(i, H, N, d)];
+}
+
+// *max_bits = max(*max_bits, bits of max_i |a_i − b_j|) over the n elements of a; j = i, or the
+// [B, N, H, d] offset of i when b_bnhd. NaN counts as +inf. Non-negative floats order like their
+// bit patterns, so an unsigned atomicMax does the reduction across warps.
+template <typename T>
+__global__ void max_abs_diff_kernel(const T* a, const T* b, int64_t n, int H, int N, int d, bool b_bnhd,
+                                    unsigned* max_bits) {
+  float m = 0.f;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float diff = fabsf(to_float(a[i]) - to_float(b[b_bnhd ? bnhd_offset(i, H, N, d) : i]));
+    if (!(diff <= m)) m = (diff != diff) ? INFINITY : diff;
+  }
+  m = warp_reduce_max(m);
+  if (threadIdx.x % 32 == 0) atomicMax(max_bits, __float_as_uint(m));
+}
+
+template <typename T>
+double max_abs_diff(const T* a, const T* b, int64_t n, const Problem& p, bool b_bnhd) {
+  rt::DeviceBuffer<unsigned> bits(1);
+  bits.zero();
+  launch(max_abs_diff_kernel<T>, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, a, b, n, p.H, p.N, p.d, b_bnhd,
+         bits.get());
+  const unsigned u = bits.download()[0];
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
 
 // ---- the cuDNN fused-SDPA baseline ---------------------------------------------------------
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
@@ -328,49 +377,6 @@ const CudnnGraph& cudnn_graph(const Problem& p, float drop_p, bool backward) {
   return it->second;
 }
 
-// The offset in a [B, N, H, d] tensor (= our [B, N, H·d]) of the element at offset i of a
-// [B, H, N, d] tensor.
-__device__ __forceinline__ int64_t bnhd_offset(int64_t i, int H, int N, int d) {
-  const int64_t c = i % d, r = i / d;
-  const int64_t n = r % N, bh = r / N;
-  const int64_t h = bh % H, b = bh / H;
-  return ((b * N + n) * H + h) * d + c;
-}
-
-// out [B, H, N, d] = in [B, N, H, d] (n elements).
-__global__ void bnhd_to_bhnd_kernel(const bf16* in, bf16* out, int64_t n, int H, int N, int d) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = in[bnhd_offset(i, H, N, d)];
-}
-
-// *max_bits = max(*max_bits, bits of max_i |a_i − b_j|) over the n elements of a; j = i, or the
-// [B, N, H, d] offset of i when b_bnhd. NaN counts as +inf. Non-negative floats order like their
-// bit patterns, so an unsigned atomicMax does the reduction across warps.
-template <typename T>
-__global__ void max_abs_diff_kernel(const T* a, const T* b, int64_t n, int H, int N, int d, bool b_bnhd,
-                                    unsigned* max_bits) {
-  float m = 0.f;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float diff = fabsf(to_float(a[i]) - to_float(b[b_bnhd ? bnhd_offset(i, H, N, d) : i]));
-    if (!(diff <= m)) m = isnan(diff) ? INFINITY : diff;
-  }
-  m = warp_reduce_max(m);
-  if (threadIdx.x % 32 == 0) atomicMax(max_bits, __float_as_uint(m));
-}
-
-template <typename T>
-double max_abs_diff(const T* a, const T* b, int64_t n, const Problem& p, bool b_bnhd) {
-  rt::DeviceBuffer<unsigned> bits(1);
-  bits.zero();
-  launch(max_abs_diff_kernel<T>, dim3(1024), dim3(256), 0, nullptr, a, b, n, p.H, p.N, p.d, b_bnhd, bits.get());
-  const unsigned u = bits.download()[0];
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 // cuDNN's SDPA on one benchmark's q, k, v, with its own O, Stats, dO (our dout transposed to
 // [B, H, N, d]), dQ, dK, dV, workspace and Philox seed/offset. Throws CudnnError (or vitcuda::Error)
 // on any failure.
@@ -473,6 +479,10 @@ void bench_forward(benchmark::State& st, Problem p, float drop_p) {
                             p.B, p.H, p.N, p.d, nullptr);
   });
   report(st, p.forward_flops(), s, base_s);
+  // The baseline's O (in t.dq, [B, H, N, d]) against ours; it has no dropout.
+  if (drop_p == 0)
+    st.counters["cublas_max_abs_diff"] = max_abs_diff(static_cast<const bf16*>(t.dq.get()),
+                                                      static_cast<const bf16*>(t.out.get()), int64_t(p.elems()), p, true);
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
   if (cudnn_out.error.empty()) {
     try {
@@ -498,8 +508,14 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
                           p.B, p.H, p.N, p.d, nullptr);
   Unfused base(p.B * p.H, p.N, p.d, scale);
   base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get());  // P for the baseline's backward
+  // The baseline's dO: our dout [B, N, H·d] as [B, H, N, d]; its gradients in buffers of its own.
+  rt::DeviceBuffer<bf16> base_dout(p.elems()), base_dq(p.elems()), base_dk(p.elems()), base_dv(p.elems());
+  launch(bnhd_to_bhnd_kernel, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, static_cast<const bf16*>(t.dout.get()),
+         base_dout.get(), int64_t(p.elems()), p.H, p.N, p.d);
   const double base_s = seconds_per_call(
-      [&] { base.backward(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.dq.get(), t.dk.get(), t.dv.get()); },
+      [&] {
+        base.backward(base_dout.get(), t.q.get(), t.k.get(), t.v.get(), base_dq.get(), base_dk.get(), base_dv.get());
+      },
       3, 20);
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
   std::optional<CudnnSdpa> cudnn;
@@ -520,6 +536,13 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
                              t.ws.get(), t.ws.size(), p.B, p.H, p.N, p.d, nullptr);
   });
   report(st, 2.0 * p.forward_flops(), s, base_s);
+  if (drop_p == 0) {  // the baseline has no dropout
+    const int64_t n = int64_t(p.elems());
+    st.counters["cublas_max_abs_diff"] =
+        std::max({max_abs_diff(static_cast<const bf16*>(base_dq.get()), static_cast<const bf16*>(t.dq.get()), n, p, false),
+                  max_abs_diff(static_cast<const bf16*>(base_dk.get()), static_cast<const bf16*>(t.dk.get()), n, p, false),
+                  max_abs_diff(static_cast<const bf16*>(base_dv.get()), static_cast<const bf16*>(t.dv.get()), n, p, false)});
+  }
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
   if (cudnn_out.error.empty() && drop_p == 0) {
     try {
@@ -543,7 +566,7 @@ void register_all() {
   };
   for (const Model m : {Model{"vit_ti", 3}, Model{"vit_s", 6}, Model{"vit_b", 12}})
     for (int batch : {128, 256}) {
-      const Problem p{batch, m.heads};
+      const Problem p{bench_batch(batch), m.heads};
       const std::string prefix = std::string(m.name) + "/B" + std::to_string(batch) + "/attention_";
       for (float drop_p : {0.f, 0.1f}) {
         const std::string suffix = drop_p > 0 ? "_drop" : "";
