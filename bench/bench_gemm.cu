@@ -30,33 +30,6 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-// A bf16 GEMM without epilogue: D[M, N] = A[M, K]·B[N, K]ᵀ (or the given transposes), through
-// the same gemm() with epilogue None and no bias, which is one plain cublasLtMatmul.
-GemmArgs plain_args(bool ta, bool tb, int M, int N, int K, const void* A, const void* B, void* D,
-                    GemmType d_type, float beta, void* ws, size_t ws_bytes) {
-  GemmArgs g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.ab_type = GemmType::BF16;
-  g.d_type = d_type;
-  g.A = A;
-  g.lda = ta ? M : K;
-  g.B = B;
-  g.ldb = tb ? K : N;
-  g.D = D;
-  g.ldd = N;
-  g.beta = beta;
-  g.workspace = ws;
-  g.workspace_bytes = ws_bytes;
-  return g;
-}
-
-double measured_peak_tflops();
-
-constexpr int kPeakSize = kSmoke ? 64 : 8192;  // peak/gemm_bf16_8192: n = m = k
 
 void report(benchmark::State& st, double flops, double s, double plain_s) {
   st.counters["TFLOP/s"] = flops / s / 1e12;
@@ -123,24 +96,6 @@ void bench_backward(benchmark::State& st, Layer l) {
                                  dx.get(), dw.get(), db.get(), l.R, l.K, l.N, ws.get(), ws.size(), nullptr);
   });
   report(st, 4.0 * l.R * l.N * l.K, s, plain_s);
-}
-
-// Square bf16 GEMM, plain cuBLASLt, bf16 out: what this device reaches on dense tensor-core work.
-double peak_seconds(int n, int reps) {
-  auto a = filled<bf16>(size_t(n) * n, -1.f, 1.f, 10), b = filled<bf16>(size_t(n) * n, -1.f, 1.f, 11);
-  rt::DeviceBuffer<bf16> d(size_t(n) * n);
-  GemmArgs probe;
-  rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
-  const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
-  return seconds_per_call([&] { gemm(g, nullptr); }, 3, reps);
-}
-
-double measured_peak_tflops() {
-  static const double peak = [] {
-    const int n = kPeakSize;
-    return 2.0 * n * n * double(n) / peak_seconds(n, 20) / 1e12;
-  }();
-  return peak;
 }
 
 void bench_peak(benchmark::State& st) {
