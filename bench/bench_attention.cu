@@ -114,27 +114,14 @@ __global__ void softmax_backward_rows_kernel(const bf16* p, bf16* dp, int64_t ro
 // the leading dimensions of dense [rows, cols] matrices, `batch` of them at the given strides.
 void gemm_batched(bool ta, bool tb, int M, int N, int K, float alpha, const bf16* A, int64_t sa,
                   const bf16* B, int64_t sb, bf16* D, int64_t sd, int batch) {
-  GemmArgs g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.ab_type = g.d_type = GemmType::BF16;
-  g.A = A;
-  g.lda = ta ? M : K;
-  g.B = B;
-  g.ldb = tb ? K : N;
-  g.D = D;
-  g.ldd = N;
+  // Epilogue None needs no scratch beside cuBLASLt's share: one buffer serves every call.
+  static rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(GemmArgs{}));
+  GemmArgs g = plain_args(ta, tb, M, N, K, A, B, D, GemmType::BF16, 0.f, ws.get(), ws.size());
   g.batch = batch;
   g.stride_a = sa;
   g.stride_b = sb;
   g.stride_d = sd;
   g.alpha = alpha;
-  static rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(g));
-  g.workspace = ws.get();
-  g.workspace_bytes = ws.size();
   gemm(g, nullptr);
 }
 
