@@ -11,10 +11,12 @@
 #pragma once
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/gemm.h"
@@ -97,6 +99,34 @@ template <typename Fn>
 benchmark::internal::Benchmark* register_timed(const std::string& name, Fn&& fn,
                                                benchmark::TimeUnit unit = benchmark::kMicrosecond) {
   return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn))->UseManualTime()->Unit(unit);
+}
+
+// ---- agreement of a baseline with the kernel it is compared with -------------------------------
+
+// max_i |a_i − b_i| over n device values, compared on the host (a check beside the timing, not
+// part of it). NaN counts as +inf.
+template <typename T>
+double max_abs_diff_dense(const T* a, const T* b, size_t n) {
+  std::vector<T> ha(n), hb(n);
+  rt::copy_to_host(ha.data(), a, n * sizeof(T));
+  rt::copy_to_host(hb.data(), b, n * sizeof(T));
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = std::fabs(double(to_float(ha[i])) - double(to_float(hb[i])));
+    if (!(d <= m)) m = d != d ? INFINITY : d;
+  }
+  return m;
+}
+
+// Reports `diff` (a baseline's max |difference| from the fused kernel) as the counter `name`.
+// Beyond `tol` the benchmark's label says so; the smoke build throws, failing its ctest: a
+// baseline that computes something else would make every ratio against it meaningless.
+inline void report_agreement(benchmark::State& st, const std::string& name, double diff, double tol) {
+  st.counters[name] = diff;
+  if (diff <= tol) return;
+  const std::string what = name + " = " + std::to_string(diff) + " > " + std::to_string(tol);
+  st.SetLabel("MISMATCH " + what);
+  if (kSmoke) throw Error("smoke check failed: " + what);
 }
 
 // ---- the device-to-device copy reference -------------------------------------------------------

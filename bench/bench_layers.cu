@@ -3,7 +3,8 @@
 // (im2col with the input normalisation fused), the qkv head split / merge and pooling. Each
 // reports the bytes it must move and the fraction of the device's measured device-to-device copy
 // bandwidth it reaches (of_copy, measured in this binary); the fused ops also time their unfused
-// form in the same benchmark (vs_unfused = unfused time / fused time).
+// form in the same benchmark (vs_unfused = unfused time / fused time) and check that both give
+// the same values (unfused_max_abs_diff, 0 expected: same roundings).
 //
 //   ./build/bench/bench_layers --benchmark_counters_tabular=true [--benchmark_filter=vit_b/]
 //
@@ -87,9 +88,10 @@ void bench_layernorm_forward(benchmark::State& st, Shape s) {
 
 void bench_layernorm_forward_residual(benchmark::State& st, Shape s) {
   LayerNormBuffers b(s, true);
+  rt::DeviceBuffer<bf16> y_unfused(s.elems());
   auto unfused = [&] {
     add<bf16>(b.x.get(), b.r.get(), b.sum.get(), s.elems(), nullptr);
-    layernorm_forward<bf16>(b.sum.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, b.y.get(),
+    layernorm_forward<bf16>(b.sum.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, y_unfused.get(),
                             b.mean.get(), b.rstd.get(), int(s.rows()), s.D, nullptr);
   };
   const double unfused_s = seconds_per_call(unfused, 2, 20);
@@ -99,6 +101,8 @@ void bench_layernorm_forward_residual(benchmark::State& st, Shape s) {
   });
   report(st, layernorm_forward_bytes(s, true), t);
   report_unfused(st, t, unfused_s);
+  // The fused kernel normalises the bf16-rounded sum, as the unfused pair does: the same y.
+  report_agreement(st, "unfused_max_abs_diff", max_abs_diff_dense(b.y.get(), y_unfused.get(), s.elems()), 0.0);
 }
 
 void bench_layernorm_backward(benchmark::State& st, Shape s) {
@@ -139,13 +143,13 @@ void bench_tokens_forward(benchmark::State& st, Shape s) {
   const int Np = kTokens - 1;
   auto patches = filled<bf16>(int64_t(s.B) * Np * s.D, -1.f, 1.f, 7), cls = filled<bf16>(s.D, -1.f, 1.f, 8),
        pos = filled<bf16>(int64_t(kTokens) * s.D, -0.1f, 0.1f, 9);
-  rt::DeviceBuffer<bf16> out(s.elems());
+  rt::DeviceBuffer<bf16> out(s.elems()), out_unfused(s.elems());
   const dim3 grid(kSmoke ? 8 : 4 * 132), block(256);
   auto unfused = [&] {
     launch(concat_cls_kernel, grid, block, 0, nullptr, static_cast<const bf16*>(patches.get()),
-           static_cast<const bf16*>(cls.get()), out.get(), s.B, Np, s.D);
-    launch(add_broadcast_kernel, grid, block, 0, nullptr, out.get(), static_cast<const bf16*>(pos.get()), s.elems(),
-           int64_t(kTokens) * s.D);
+           static_cast<const bf16*>(cls.get()), out_unfused.get(), s.B, Np, s.D);
+    launch(add_broadcast_kernel, grid, block, 0, nullptr, out_unfused.get(), static_cast<const bf16*>(pos.get()),
+           s.elems(), int64_t(kTokens) * s.D);
   };
   const double unfused_s = seconds_per_call(unfused, 2, 20);
   const double t = run_timed(st, [&] {
@@ -153,6 +157,8 @@ void bench_tokens_forward(benchmark::State& st, Shape s) {
   });
   report(st, (double(s.B) * Np * s.D + double(s.elems()) + double(kTokens + 1) * s.D) * sizeof(bf16), t);
   report_unfused(st, t, unfused_s);
+  // One fp32 add of two bf16 values, rounded once, on both sides: the same out.
+  report_agreement(st, "unfused_max_abs_diff", max_abs_diff_dense(out.get(), out_unfused.get(), s.elems()), 0.0);
 }
 
 void bench_tokens_backward(benchmark::State& st, Shape s) {
