@@ -29,6 +29,14 @@
 #include <cuda_runtime.h>
 #endif
 
+// Full unrolling of a loop with a compile-time trip count, so that arrays indexed by its
+// counter stay in registers (nvcc); nothing for the host compiler of the emulation build.
+#if defined(__CUDACC__)
+#define VITCUDA_UNROLL _Pragma("unroll")
+#else
+#define VITCUDA_UNROLL
+#endif
+
 namespace vitcuda {
 
 // ---- dynamic shared memory ------------------------------------------------------------------

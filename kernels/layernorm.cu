@@ -1,13 +1,17 @@
 // vitcuda — LayerNorm forward (optionally fused with the residual add) and backward.
 // Storage T is float or bf16; all arithmetic is fp32. One warp normalises one row, with
-// warp-shuffle reductions; the block shares gamma/beta (forward) and the dgamma/dbeta partial
-// sums (backward) through shared memory.
+// warp-shuffle reductions. The forward keeps its row in registers and moves it with 16-byte
+// accesses when C is a multiple of 8 (bf16) or 4 (fp32) and the row fits (C <= 2048 bf16,
+// 1024 fp32), the ViT case; otherwise (odd C, misaligned tensors) a general kernel stages the
+// row in shared memory with element-wide accesses. The backward shares the dgamma/dbeta partial
+// sums through shared memory.
 #include "kernels/layernorm.h"
 
 #include <algorithm>
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/vec.cuh"
 
 namespace vitcuda {
 VITCUDA_KERNELS_BEGIN
@@ -19,13 +23,85 @@ constexpr size_t kDefaultSmem = 48 * 1024;
 // Upper bound on backward blocks: enough to fill an H100 (132 SMs) several times while keeping
 // the per-block partials small (kMaxBackwardBlocks · 2C floats).
 constexpr int kMaxBackwardBlocks = 512;
+// Registers of the vectorised forward: up to 8 chunks of 16 bytes per lane (C <= 2048 in bf16,
+// 1024 in fp32; ViT-H's 1280 in fp32 takes the general kernel).
+constexpr int kMaxForwardChunks = 8;
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
 
-// blockDim.x = 32·W: warp w normalises row blockIdx.x·W + w. Shared memory (fp32):
+// The vectorised forward. blockDim.x = 32·W: warp w normalises row blockIdx.x·W + w; lane l holds
+// the 16-byte chunks l, l + 32, ... of its row (kChunks at most) in registers: x and residual are
+// read once and sum_out and y written once, all with 16-byte accesses, and no shared memory or
+// barrier is needed. Needs C % V == 0, C / V <= 32·kChunks and 16-byte aligned tensors.
+template <typename T, int kChunks>
+__global__ void layernorm_forward_vec_kernel(const T* __restrict__ x, const T* __restrict__ residual,
+                                             T* __restrict__ sum_out, const T* __restrict__ gamma,
+                                             const T* __restrict__ beta, float eps, T* __restrict__ y,
+                                             float* __restrict__ mean, float* __restrict__ rstd,
+                                             int rows, int C) {
+  constexpr int V = Vec16<T>::kVec;
+  const int warps = blockDim.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  const int row = blockIdx.x * warps + threadIdx.x / kWarp;
+  if (row >= rows) return;
+  const size_t base = static_cast<size_t>(row) * C;
+  const int chunks = C / V;
+
+  float v[kChunks][V];
+  float sum = 0.f;
+  VITCUDA_UNROLL
+  for (int k = 0; k < kChunks; ++k) {
+    const int c = lane + k * kWarp;
+    if (c >= chunks) continue;
+    Vec16<T> s = load_vec16(x + base + static_cast<size_t>(c) * V);
+    if (residual) {
+      const Vec16<T> r = load_vec16(residual + base + static_cast<size_t>(c) * V);
+      VITCUDA_UNROLL
+      for (int j = 0; j < V; ++j) s.v[j] = from_float<T>(to_float(s.v[j]) + to_float(r.v[j]));
+    }
+    // normalise the rounded sum that is stored: backward reads sum_out as its x
+    if (sum_out) store_vec16(sum_out + base + static_cast<size_t>(c) * V, s);
+    VITCUDA_UNROLL
+    for (int j = 0; j < V; ++j) {
+      v[k][j] = to_float(s.v[j]);
+      sum += v[k][j];
+    }
+  }
+  const float m = warp_reduce_sum(sum) / C;
+
+  float sq = 0.f;  // two-pass variance from registers: no cancellation when |mean| >> std
+  VITCUDA_UNROLL
+  for (int k = 0; k < kChunks; ++k) {
+    if (lane + k * kWarp >= chunks) continue;
+    VITCUDA_UNROLL
+    for (int j = 0; j < V; ++j) {
+      const float d = v[k][j] - m;
+      sq += d * d;
+    }
+  }
+  const float r = rsqrtf(warp_reduce_sum(sq) / C + eps);
+
+  VITCUDA_UNROLL
+  for (int k = 0; k < kChunks; ++k) {
+    const int c = lane + k * kWarp;
+    if (c >= chunks) continue;
+    const Vec16<T> g = load_vec16(gamma + static_cast<size_t>(c) * V);
+    const Vec16<T> b = load_vec16(beta + static_cast<size_t>(c) * V);
+    Vec16<T> out;
+    VITCUDA_UNROLL
+    for (int j = 0; j < V; ++j) out.v[j] = from_float<T>((v[k][j] - m) * r * to_float(g.v[j]) + to_float(b.v[j]));
+    store_vec16(y + base + static_cast<size_t>(c) * V, out);
+  }
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
+// The general forward. blockDim.x = 32·W: warp w normalises row blockIdx.x·W + w. Shared memory (fp32):
 // gamma[C], beta[C], then one row of s per warp, so x and residual are read from global memory
 // once and sum_out is written once.
 template <typename T>
@@ -190,6 +266,22 @@ void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma
   if (residual && !sum_out)
     throw Error("layernorm_forward: a residual needs sum_out to hold x + residual");
   if (rows == 0) return;
+  constexpr int V = Vec16<T>::kVec;
+  const int chunks_per_lane = C % V == 0 ? ceil_div(C / V, kWarp) : 0;
+  const bool aligned = aligned_to(x, 16) && aligned_to(residual, 16) && aligned_to(sum_out, 16) &&
+                       aligned_to(gamma, 16) && aligned_to(beta, 16) && aligned_to(y, 16);
+  if (chunks_per_lane > 0 && chunks_per_lane <= kMaxForwardChunks && aligned) {
+    constexpr int kVecWarps = 4;  // 128-thread blocks: many small blocks, no shared memory
+    const dim3 grid(ceil_div(rows, kVecWarps)), block(kVecWarps * kWarp);
+    auto run = [&](auto kernel) {
+      launch(kernel, grid, block, 0, stream, x, residual, sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
+    };
+    if (chunks_per_lane <= 1) run(layernorm_forward_vec_kernel<T, 1>);
+    else if (chunks_per_lane <= 2) run(layernorm_forward_vec_kernel<T, 2>);
+    else if (chunks_per_lane <= 4) run(layernorm_forward_vec_kernel<T, 4>);
+    else run(layernorm_forward_vec_kernel<T, kMaxForwardChunks>);
+    return;
+  }
   const int warps = warps_for(2 * static_cast<size_t>(C), C);
   const size_t smem = (2 + static_cast<size_t>(warps)) * C * sizeof(float);
   reserve_smem("layernorm_forward", layernorm_forward_kernel<T>, smem, C);
