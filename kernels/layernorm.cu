@@ -3,8 +3,9 @@
 // warp-shuffle reductions. The forward keeps its row in registers and moves it with 16-byte
 // accesses when C is a multiple of 8 (bf16) or 4 (fp32) and the row fits (C <= 2048 bf16,
 // 1024 fp32), the ViT case; otherwise (odd C, misaligned tensors) a general kernel stages the
-// row in shared memory with element-wide accesses. The backward shares the dgamma/dbeta partial
-// sums through shared memory.
+// row in shared memory with element-wide accesses. The backward does the same (registers and
+// 16-byte accesses, or the general kernel) and shares the dgamma/dbeta partial sums through
+// shared memory.
 #include "kernels/layernorm.h"
 
 #include <algorithm>
@@ -23,7 +24,7 @@ constexpr size_t kDefaultSmem = 48 * 1024;
 // Upper bound on backward blocks: enough to fill an H100 (132 SMs) several times while keeping
 // the per-block partials small (kMaxBackwardBlocks · 2C floats).
 constexpr int kMaxBackwardBlocks = 512;
-// Registers of the vectorised forward: up to 8 chunks of 16 bytes per lane (C <= 2048 in bf16,
+// Registers of the vectorised forward and backward: up to 8 chunks of 16 bytes per lane (C <= 2048 in bf16,
 // 1024 in fp32; ViT-H's 1280 in fp32 takes the general kernel).
 constexpr int kMaxForwardChunks = 8;
 }  // namespace
@@ -204,6 +205,78 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
   }
 }
 
+// The vectorised backward: the same work split as layernorm_backward_kernel (below), but lane l
+// holds the 16-byte chunks l, l + 32, ... of its row: dy and x are read once with 16-byte loads
+// and kept in registers (as dy and xhat) between the two reductions, dx is read and written with
+// 16-byte accesses. The per-warp dgamma/dbeta partials stay in shared memory, each lane updating
+// only its own chunks, in the same row order: deterministic. Same conditions as the forward.
+template <typename T, int kChunks>
+__global__ void layernorm_backward_vec_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                              const T* __restrict__ gamma, const float* __restrict__ mean,
+                                              const float* __restrict__ rstd, T* __restrict__ dx,
+                                              float* __restrict__ scratch, int rows, int C) {
+  constexpr int V = Vec16<T>::kVec;
+  VITCUDA_DYNAMIC_SMEM(float, smem);
+  const int warps = blockDim.x / kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  const int chunks = C / V;
+  SmemPtr<float> acc = smem + warp * 2 * C;  // [dgamma partial | dbeta partial]
+  for (int i = lane; i < 2 * C; i += kWarp) acc[i] = 0.f;
+
+  for (int row = blockIdx.x * warps + warp; row < rows; row += gridDim.x * warps) {
+    const size_t base = static_cast<size_t>(row) * C;
+    const float m = mean[row];
+    const float r = rstd[row];
+    float d[kChunks][V], xh[kChunks][V];
+    float g_sum = 0.f, gx_sum = 0.f;
+    VITCUDA_UNROLL
+    for (int k = 0; k < kChunks; ++k) {
+      const int c = lane + k * kWarp;
+      if (c >= chunks) continue;
+      const Vec16<T> dv = load_vec16(dy + base + static_cast<size_t>(c) * V);
+      const Vec16<T> xv = load_vec16(x + base + static_cast<size_t>(c) * V);
+      const Vec16<T> gv = load_vec16(gamma + static_cast<size_t>(c) * V);
+      VITCUDA_UNROLL
+      for (int j = 0; j < V; ++j) {
+        d[k][j] = to_float(dv.v[j]);
+        xh[k][j] = (to_float(xv.v[j]) - m) * r;
+        const float g = d[k][j] * to_float(gv.v[j]);
+        g_sum += g;
+        gx_sum += g * xh[k][j];
+      }
+    }
+    const float g_mean = warp_reduce_sum(g_sum) / C;
+    const float gx_mean = warp_reduce_sum(gx_sum) / C;
+    VITCUDA_UNROLL
+    for (int k = 0; k < kChunks; ++k) {
+      const int c = lane + k * kWarp;
+      if (c >= chunks) continue;
+      if (dx) {
+        const Vec16<T> gv = load_vec16(gamma + static_cast<size_t>(c) * V);
+        Vec16<T> o = load_vec16(dx + base + static_cast<size_t>(c) * V);
+        VITCUDA_UNROLL
+        for (int j = 0; j < V; ++j) {
+          const float g = d[k][j] * to_float(gv.v[j]);
+          o.v[j] = from_float<T>(to_float(o.v[j]) + r * (g - g_mean - xh[k][j] * gx_mean));
+        }
+        store_vec16(dx + base + static_cast<size_t>(c) * V, o);
+      }
+      VITCUDA_UNROLL
+      for (int j = 0; j < V; ++j) {
+        acc[c * V + j] += d[k][j] * xh[k][j];
+        acc[C + c * V + j] += d[k][j];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+    float s = 0.f;
+    for (int w = 0; w < warps; ++w) s += smem[w * 2 * C + i];  // fixed order: reproducible
+    scratch[static_cast<size_t>(blockIdx.x) * 2 * C + i] = s;
+  }
+}
+
 // One thread per feature: sums the per-block partials in block order and accumulates.
 template <typename TG>
 __global__ void layernorm_param_grad_kernel(const float* __restrict__ scratch, int blocks, int C,
@@ -306,9 +379,21 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* me
   const int warps = backward_warps(C);
   const int blocks = backward_blocks(rows, C);
   const size_t smem = static_cast<size_t>(warps) * 2 * C * sizeof(float);
-  reserve_smem("layernorm_backward", layernorm_backward_kernel<T>, smem, C);
-  launch(layernorm_backward_kernel<T>, dim3(blocks), dim3(warps * kWarp), smem, stream, dy, x,
-         gamma, mean, rstd, dx, scratch, rows, C);
+  constexpr int V = Vec16<T>::kVec;
+  const int chunks_per_lane = C % V == 0 ? ceil_div(C / V, kWarp) : 0;
+  const bool aligned = aligned_to(dy, 16) && aligned_to(x, 16) && aligned_to(gamma, 16) && aligned_to(dx, 16);
+  auto run = [&](auto kernel) {
+    reserve_smem("layernorm_backward", kernel, smem, C);
+    launch(kernel, dim3(blocks), dim3(warps * kWarp), smem, stream, dy, x, gamma, mean, rstd, dx, scratch, rows, C);
+  };
+  if (chunks_per_lane > 0 && chunks_per_lane <= kMaxForwardChunks && aligned) {
+    if (chunks_per_lane <= 1) run(layernorm_backward_vec_kernel<T, 1>);
+    else if (chunks_per_lane <= 2) run(layernorm_backward_vec_kernel<T, 2>);
+    else if (chunks_per_lane <= 4) run(layernorm_backward_vec_kernel<T, 4>);
+    else run(layernorm_backward_vec_kernel<T, kMaxForwardChunks>);
+  } else {
+    run(layernorm_backward_kernel<T>);
+  }
   if (dgamma || dbeta) {
     constexpr int kThreads = 256;
     launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(C, kThreads)), dim3(kThreads), 0,
