@@ -155,6 +155,18 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
   }
 }
 
+// The end of both backward kernels: after a barrier, the block sums its warps' [dgamma | dbeta]
+// partials (smem[w·2C ...]) in warp order into scratch[blockIdx.x]: reproducible.
+template <typename Smem>
+__device__ __forceinline__ void store_block_partials(const Smem& smem, int warps, int C, float* scratch) {
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+    float s = 0.f;
+    for (int w = 0; w < warps; ++w) s += smem[w * 2 * C + i];
+    scratch[static_cast<size_t>(blockIdx.x) * 2 * C + i] = s;
+  }
+}
+
 // blockDim.x = 32·W; block b handles rows b·W + w, stepping by gridDim.x·W. Per row:
 //   xhat = (x - mean)·rstd, g = dy·gamma,
 //   dx += rstd·(g - mean(g) - xhat·mean(g·xhat)),
@@ -197,12 +209,7 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
       acc[C + i] += d;
     }
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
-    float s = 0.f;
-    for (int w = 0; w < warps; ++w) s += smem[w * 2 * C + i];  // fixed order: reproducible
-    scratch[static_cast<size_t>(blockIdx.x) * 2 * C + i] = s;
-  }
+  store_block_partials(smem, warps, C, scratch);
 }
 
 // The vectorised backward: the same work split as layernorm_backward_kernel (below), but lane l
@@ -269,12 +276,7 @@ __global__ void layernorm_backward_vec_kernel(const T* __restrict__ dy, const T*
       }
     }
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
-    float s = 0.f;
-    for (int w = 0; w < warps; ++w) s += smem[w * 2 * C + i];  // fixed order: reproducible
-    scratch[static_cast<size_t>(blockIdx.x) * 2 * C + i] = s;
-  }
+  store_block_partials(smem, warps, C, scratch);
 }
 
 // One thread per feature: sums the per-block partials in block order and accumulates.
