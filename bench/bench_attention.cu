@@ -121,7 +121,7 @@ void gemm_batched(bool ta, bool tb, int M, int N, int K, float alpha, const bf16
                   const bf16* B, int64_t sb, bf16* D, int64_t sd, int batch) {
   // Epilogue None needs no scratch beside cuBLASLt's share: one buffer serves every call.
   static rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(GemmArgs{}));
-  GemmArgs g = plain_args(ta, tb, M, N, K, A, B, D, GemmType::BF16, 0.f, ws.get(), ws.size());
+  GemmArgs g = dense_gemm(ta, tb, M, N, K, GemmType::BF16, GemmType::BF16, A, B, D, ws.get(), ws.size());
   g.batch = batch;
   g.stride_a = sa;
   g.stride_b = sb;

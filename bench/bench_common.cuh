@@ -159,47 +159,30 @@ inline double measured_copy_gbps() {
 
 // ---- the bf16 GEMM peak -----------------------------------------------------------------------
 
-// A bf16 GEMM without epilogue: D[M, N] = A[M, K]·B[N, K]ᵀ (or the given transposes), through
-// the same gemm() with epilogue None and no bias, which is one plain cublasLtMatmul.
-inline GemmArgs plain_args(bool ta, bool tb, int M, int N, int K, const void* A, const void* B, void* D,
-                           GemmType d_type, float beta, void* ws, size_t ws_bytes) {
-  GemmArgs g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.ab_type = GemmType::BF16;
-  g.d_type = d_type;
-  g.A = A;
-  g.lda = ta ? M : K;
-  g.B = B;
-  g.ldb = tb ? K : N;
-  g.D = D;
-  g.ldd = N;
-  g.beta = beta;
-  g.workspace = ws;
-  g.workspace_bytes = ws_bytes;
-  return g;
-}
-
 constexpr int kPeakSize = kSmoke ? 64 : 8192;  // peak/gemm_bf16_8192: n = m = k
 
-// Square bf16 GEMM, plain cuBLASLt, bf16 out: what this device reaches on dense tensor-core work.
-inline double peak_seconds(int n, int reps) {
-  auto a = filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 10), b = filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 11);
-  rt::DeviceBuffer<__nv_bfloat16> d(size_t(n) * n);
-  GemmArgs probe;
-  rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
-  const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
-  return seconds_per_call([&] { gemm(g, nullptr); }, 3, reps);
-}
+// Square bf16 GEMM, plain cuBLASLt (no epilogue), bf16 out: what this device reaches on dense
+// tensor-core work.
+struct PeakGemm {
+  int n;
+  rt::DeviceBuffer<__nv_bfloat16> a, b, d;
+  rt::DeviceBuffer<unsigned char> ws;
+  GemmArgs g;
+  explicit PeakGemm(int size)
+      : n(size), a(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 10)),
+        b(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 11)), d(size_t(n) * n),
+        ws(gemm_workspace_bytes(GemmArgs{})),
+        g(dense_gemm(false, true, n, n, n, GemmType::BF16, GemmType::BF16, a.get(), b.get(), d.get(), ws.get(),
+                     ws.size())) {}
+  double flops() const { return 2.0 * n * n * double(n); }
+  void operator()() const { gemm(g, nullptr); }
+};
 
 // The dense bf16 tensor-core rate this device reaches (TFLOP/s), measured once per process.
 inline double measured_peak_tflops() {
   static const double peak = [] {
-    const int n = kPeakSize;
-    return 2.0 * n * n * double(n) / peak_seconds(n, 20) / 1e12;
+    const PeakGemm peak_gemm(kPeakSize);
+    return peak_gemm.flops() / seconds_per_call([&] { peak_gemm(); }, 3, 20) / 1e12;
   }();
   return peak;
 }

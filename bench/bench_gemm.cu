@@ -48,8 +48,8 @@ void bench_forward(benchmark::State& st, Layer l) {
        b = filled<bf16>(l.N, -0.1f, 0.1f, 3);
   rt::DeviceBuffer<bf16> pre(size_t(l.R) * l.N), y(size_t(l.R) * l.N);
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
-  const GemmArgs plain = plain_args(false, true, l.R, l.N, l.K, x.get(), w.get(), y.get(), GemmType::BF16, 0.f,
-                                    ws.get(), ws.size());
+  const GemmArgs plain = dense_gemm(false, true, l.R, l.N, l.K, GemmType::BF16, GemmType::BF16, x.get(), w.get(),
+                                    y.get(), ws.get(), ws.size());
   const double plain_s = seconds_per_call([&] { gemm(plain, nullptr); }, 1, 20);
   const double s = run_timed(st, [&] {
     linear_forward<bf16>(x.get(), w.get(), b.get(), l.act, l.act == Act::None ? nullptr : pre.get(), y.get(), l.R,
@@ -82,10 +82,11 @@ void bench_backward(benchmark::State& st, Layer l) {
   auto dw = filled<float>(size_t(l.N) * l.K, 0.f, 0.f, 8), db = filled<float>(l.N, 0.f, 0.f, 9);
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
   // the baseline: dx = dy·w and dw += dyᵀ·x, both without epilogue
-  const GemmArgs plain_dx = plain_args(false, false, l.R, l.K, l.N, dy.get(), w.get(), dx.get(), GemmType::BF16,
-                                       0.f, ws.get(), ws.size());
-  const GemmArgs plain_dw = plain_args(true, false, l.N, l.K, l.R, dy.get(), x.get(), dw.get(), GemmType::F32,
-                                       1.f, ws.get(), ws.size());
+  const GemmArgs plain_dx = dense_gemm(false, false, l.R, l.K, l.N, GemmType::BF16, GemmType::BF16, dy.get(),
+                                       w.get(), dx.get(), ws.get(), ws.size());
+  GemmArgs plain_dw = dense_gemm(true, false, l.N, l.K, l.R, GemmType::BF16, GemmType::F32, dy.get(), x.get(),
+                                 dw.get(), ws.get(), ws.size());
+  plain_dw.beta = 1.f;
   auto plain = [&] {
     gemm(plain_dx, nullptr);
     gemm(plain_dw, nullptr);
@@ -99,14 +100,9 @@ void bench_backward(benchmark::State& st, Layer l) {
 }
 
 void bench_peak(benchmark::State& st) {
-  const int n = kPeakSize;
-  auto a = filled<bf16>(size_t(n) * n, -1.f, 1.f, 10), b = filled<bf16>(size_t(n) * n, -1.f, 1.f, 11);
-  rt::DeviceBuffer<bf16> d(size_t(n) * n);
-  GemmArgs probe;
-  rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(probe));
-  const GemmArgs g = plain_args(false, true, n, n, n, a.get(), b.get(), d.get(), GemmType::BF16, 0.f, ws.get(), ws.size());
-  const double s = run_timed(st, [&] { gemm(g, nullptr); });
-  st.counters["TFLOP/s"] = 2.0 * n * n * double(n) / s / 1e12;
+  const PeakGemm peak_gemm(kPeakSize);
+  const double s = run_timed(st, [&] { peak_gemm(); });
+  st.counters["TFLOP/s"] = peak_gemm.flops() / s / 1e12;
 }
 
 void bench_copy(benchmark::State& st) {

@@ -84,6 +84,30 @@ struct GemmArgs {
   bool fuse_epilogue = true;
 };
 
+// GemmArgs for dense row-major operands, no epilogue: D[M, N] = op(A)·op(B), each matrix stored
+// contiguously (lda = ta ? M : K, ldb = tb ? K : N, ldd = N). Callers add beta, batching, an
+// epilogue as they need.
+inline GemmArgs dense_gemm(bool ta, bool tb, int M, int N, int K, GemmType ab_type, GemmType d_type,
+                           const void* A, const void* B, void* D, void* workspace, size_t workspace_bytes) {
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.ab_type = ab_type;
+  g.d_type = d_type;
+  g.A = A;
+  g.lda = ta ? M : K;
+  g.B = B;
+  g.ldb = tb ? K : N;
+  g.D = D;
+  g.ldd = N;
+  g.workspace = workspace;
+  g.workspace_bytes = workspace_bytes;
+  return g;
+}
+
 // The cuBLASLt part of every GEMM workspace: 32 MiB, what cuBLAS itself uses on Hopper.
 constexpr size_t kGemmLtWorkspaceBytes = size_t(32) << 20;
 

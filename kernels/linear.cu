@@ -69,24 +69,13 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
   if (act != Act::None) require(op, pre, "pre (needed when act != None)");
   check_workspace(op, workspace, workspace_bytes, R, K, N);
   if (R == 0) return;
-  GemmArgs g;
-  g.trans_b = true;  // y = x · wᵀ
-  g.M = R;
-  g.N = N;
-  g.K = K;
-  g.ab_type = g.d_type = gemm_type_of<T>();
-  g.A = x;
-  g.lda = K;
-  g.B = w;
-  g.ldb = K;
-  g.D = y;
-  g.ldd = N;
+  // y = x · wᵀ
+  GemmArgs g = dense_gemm(false, true, R, N, K, gemm_type_of<T>(), gemm_type_of<T>(), x, w, y, workspace,
+                          workspace_bytes);
   g.epilogue = act == Act::None ? GemmEpilogue::None : GemmEpilogue::BiasAct;
   g.act = act;
   g.bias = b;
   g.aux = act == Act::None ? nullptr : pre;
-  g.workspace = workspace;
-  g.workspace_bytes = workspace_bytes;
   run_gemm(op, "y = act(x·wᵀ + b)", [&] { gemm(g, stream); });
 }
 
@@ -113,36 +102,14 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
   }
   // 2. dx[R, K] = dy[R, N] · w[N, K].
   if (dx) {
-    GemmArgs g;
-    g.M = R;
-    g.N = K;
-    g.K = N;
-    g.ab_type = g.d_type = gemm_type_of<T>();
-    g.A = dy;
-    g.lda = N;
-    g.B = w;
-    g.ldb = K;
-    g.D = dx;
-    g.ldd = K;
-    g.workspace = workspace;
-    g.workspace_bytes = workspace_bytes;
+    const GemmArgs g = dense_gemm(false, false, R, K, N, gemm_type_of<T>(), gemm_type_of<T>(), dy, w, dx,
+                                  workspace, workspace_bytes);
     run_gemm(op, "dx = dy·w", [&] { gemm(g, stream); });
   }
   // 3. dw[N, K] += dy[R, N]ᵀ · x[R, K], carrying db += Σ_rows dy when not done yet.
   if (dw) {
-    GemmArgs g;
-    g.trans_a = true;
-    g.M = N;
-    g.N = K;
-    g.K = R;
-    g.ab_type = gemm_type_of<T>();
-    g.d_type = gemm_type_of<TG>();
-    g.A = dy;
-    g.lda = N;
-    g.B = x;
-    g.ldb = K;
-    g.D = dw;
-    g.ldd = K;
+    GemmArgs g = dense_gemm(true, false, N, K, R, gemm_type_of<T>(), gemm_type_of<TG>(), dy, x, dw, workspace,
+                            workspace_bytes);
     g.beta = 1.f;
     if (db && !db_done) {
       g.epilogue = GemmEpilogue::BiasGradA;
@@ -150,8 +117,6 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
       g.bias_grad_type = gemm_type_of<TG>();
       db_done = true;
     }
-    g.workspace = workspace;
-    g.workspace_bytes = workspace_bytes;
     run_gemm(op, "dw += dyᵀ·x", [&] { gemm(g, stream); });
   }
   // 4. db alone (no dw wanted): the column sums of dy.

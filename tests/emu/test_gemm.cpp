@@ -81,19 +81,9 @@ Operands make_operands(const Case& c, uint32_t seed) {
 
 template <typename TAB, typename TD>
 GemmArgs base_args(const Case& c, const void* A, const void* B, void* D, int64_t ldd) {
-  GemmArgs g;
-  g.trans_a = c.ta;
-  g.trans_b = c.tb;
-  g.M = c.M;
-  g.N = c.N;
-  g.K = c.K;
-  g.ab_type = gemm_type_of<TAB>();
-  g.d_type = gemm_type_of<TD>();
-  g.A = A;
-  g.lda = (c.ta ? c.M : c.K) + c.pad;
-  g.B = B;
-  g.ldb = (c.tb ? c.K : c.N) + c.pad;
-  g.D = D;
+  GemmArgs g = dense_gemm(c.ta, c.tb, c.M, c.N, c.K, gemm_type_of<TAB>(), gemm_type_of<TD>(), A, B, D, nullptr, 0);
+  g.lda += c.pad;  // padded rows: leading dimensions past the dense ones
+  g.ldb += c.pad;
   g.ldd = ldd;
   return g;
 }
