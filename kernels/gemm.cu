@@ -158,16 +158,6 @@ __global__ void bias_grad_accumulate_kernel(const float* __restrict__ partials, 
 
 namespace {
 
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "None";
-    case Act::GeluErf: return "GeluErf";
-    case Act::GeluTanh: return "GeluTanh";
-    case Act::Tanh: return "Tanh";
-  }
-  return "?";
-}
-
 size_t type_size(GemmType t) { return t == GemmType::F32 ? 4 : 2; }
 
 int elementwise_blocks(int64_t total) {

@@ -8,16 +8,17 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "tests/error_of.h"
 #include "vitcuda/augment.h"
 #include "vitcuda/trainer.h"
 
 using namespace vitcuda;
+using vitcuda::test::error_of;
 
 namespace {
 
@@ -36,15 +37,6 @@ Dataset pattern_dataset(int n, int c, int h, int w, int classes = 10) {
     d.labels.push_back(i % classes);
   }
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace

@@ -10,10 +10,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "tests/error_of.h"
 #include "tests/scratch_dir.h"
 #include "vitcuda/data.h"
 
@@ -33,17 +33,9 @@
 
 namespace fs = std::filesystem;
 using namespace vitcuda;
+using vitcuda::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 #define EXPECT_ERROR_HAS(stmt, text)                              \
   do {                                                            \

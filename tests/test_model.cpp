@@ -14,12 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/error_of.h"
 #include "vitcuda/backend.h"
 #include "vitcuda/config.h"
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
 
 using namespace vitcuda;
+using vitcuda::test::error_of;
 
 namespace {
 
@@ -269,16 +271,6 @@ TEST(ModelTest, InitFollowsTimm) {
 }
 
 // ---- config validation and JSON --------------------------------------------------------------
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(ModelTest, ConfigValidationErrors) {
   auto be = make_backend("cpu");
   ViTConfig c = preset("vit_fmnist");

@@ -21,6 +21,15 @@ namespace vitcuda {
 
 enum class Act : uint8_t { None, GeluErf, GeluTanh, Tanh };
 inline Act gelu_act(Gelu g) { return g == Gelu::Erf ? Act::GeluErf : Act::GeluTanh; }
+inline const char* act_name(Act a) {
+  switch (a) {
+    case Act::None: return "None";
+    case Act::GeluErf: return "GeluErf";
+    case Act::GeluTanh: return "GeluTanh";
+    case Act::Tanh: return "Tanh";
+  }
+  return "?";
+}
 
 // Where an op's random numbers come from. `stream` separates call sites and steps.
 struct DropoutSpec {

@@ -74,16 +74,6 @@ constexpr Act kActs[] = {Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh};
 template <typename T>
 constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
 
-inline const char* act_str(Act a) {
-  switch (a) {
-    case Act::None: return "None";
-    case Act::GeluErf: return "GeluErf";
-    case Act::GeluTanh: return "GeluTanh";
-    case Act::Tanh: return "Tanh";
-  }
-  return "?";
-}
-
 // Runs fn and expects a vitcuda::Error whose message contains every string of `parts` (the op,
 // the argument, ...). Returns that message ("" when nothing was thrown).
 template <typename Fn>

@@ -187,7 +187,7 @@ TEST_P(Gemm, Batched) {
 // ---- BiasAct: aux = op(A)op(B) + bias, D = act(aux) ----------------------------------------
 template <typename T>
 void check_bias_act(const Case& c, Act act, bool with_bias, bool fuse) {
-  SCOPED_TRACE(describe(c) + " act=" + act_str(act) + (with_bias ? " +bias" : "") +
+  SCOPED_TRACE(describe(c) + " act=" + act_name(act) + (with_bias ? " +bias" : "") +
                (fuse ? " fused" : " unfused"));
   const int64_t ldd = c.N + c.pad;
   const Operands o = make_operands<T>(c, 2000 + c.M + c.N);
@@ -245,7 +245,7 @@ TEST_P(Gemm, BiasActEveryActivation) {
 // ---- DAct: D = (op(A)op(B)) ⊙ act'(aux), bias_grad += Σ_m D ----------------------------------
 template <typename T, typename TG>
 void check_dact(const Case& c, Act act, bool with_bgrad, bool fuse) {
-  SCOPED_TRACE(describe(c) + " act=" + act_str(act) + (with_bgrad ? " +bias_grad" : "") +
+  SCOPED_TRACE(describe(c) + " act=" + act_name(act) + (with_bgrad ? " +bias_grad" : "") +
                (fuse ? " fused" : " unfused"));
   const int64_t ldd = c.N + c.pad;
   const Operands o = make_operands<T>(c, 3000 + c.M + c.N);

@@ -35,7 +35,7 @@ std::vector<float> rnd(size_t n, float lo, float hi, uint32_t seed) {
 
 template <typename T>
 void check_forward(const Shape& s, Act act, bool with_bias) {
-  SCOPED_TRACE(describe(s) + " act=" + act_str(act) + (with_bias ? " +bias" : ""));
+  SCOPED_TRACE(describe(s) + " act=" + act_name(act) + (with_bias ? " +bias" : ""));
   const std::vector<float> x = rnd<T>(size_t(s.R) * s.K, -1.f, 1.f, 10 + s.R),
                            w = rnd<T>(size_t(s.N) * s.K, -1.f, 1.f, 11 + s.K),
                            b = rnd<T>(s.N, -1.f, 1.f, 12 + s.N);
@@ -77,7 +77,7 @@ void check_forward(const Shape& s, Act act, bool with_bias) {
 
 template <typename T, typename TG>
 void check_backward(const Shape& s, Act act, bool want_dx, bool want_dw, bool want_db) {
-  SCOPED_TRACE(describe(s) + " act=" + act_str(act) + (want_dx ? " dx" : "") + (want_dw ? " dw" : "") +
+  SCOPED_TRACE(describe(s) + " act=" + act_name(act) + (want_dx ? " dx" : "") + (want_dw ? " dw" : "") +
                (want_db ? " db" : ""));
   const size_t rn = size_t(s.R) * s.N, rk = size_t(s.R) * s.K, nk = size_t(s.N) * s.K;
   const std::vector<float> dy0 = rnd<T>(rn, -1.f, 1.f, 20 + s.R), x = rnd<T>(rk, -1.f, 1.f, 21),
