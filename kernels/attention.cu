@@ -58,7 +58,6 @@ constexpr int kTile = 64;           // query rows per forward CTA, keys per back
 constexpr int kWarps = kTile / 16;  // one m16 mma row block per warp
 constexpr int kThreads = 32 * kWarps;
 constexpr int kF32Threads = kTile;  // fp32 path: one thread per row / key
-constexpr size_t kDefaultSmem = 48 * 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.69314718055994531f;
 }  // namespace
@@ -724,16 +723,6 @@ AttnDropout make_dropout(const char* op, const DropoutSpec& drop) {
   return d;
 }
 
-template <typename Kernel>
-void reserve_smem(const char* op, Kernel kernel, size_t bytes, int d) {
-  if (bytes <= kDefaultSmem) return;
-  try {
-    rt::set_max_dynamic_smem(kernel, bytes);
-  } catch (const Error& e) {
-    throw Error(std::string(op) + ": d=" + std::to_string(d) + " needs " +
-                std::to_string(bytes) + " bytes of shared memory: " + e.what());
-  }
-}
 
 template <int D>
 constexpr size_t forward_bf16_smem() { return 5ull * kTile * tile_stride<D>() * sizeof(bf16); }
@@ -755,12 +744,12 @@ void forward_impl(const T* q, const T* k, const T* v, float scale_log2, const At
   const dim3 grid(ceil_div(N, kTile), B * H);
   if constexpr (std::is_same_v<T, bf16>) {
     constexpr size_t smem = forward_bf16_smem<D>();
-    reserve_smem("attention_forward", attention_forward_bf16_kernel<D>, smem, D);
+    reserve_dynamic_smem("attention_forward", attention_forward_bf16_kernel<D>, smem, "d=" + std::to_string(D));
     launch(attention_forward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, q, k, v, out,
            lse, H, N, scale_log2, drop);
   } else {
     constexpr size_t smem = forward_f32_smem<D>();
-    reserve_smem("attention_forward", attention_forward_f32_kernel<D>, smem, D);
+    reserve_dynamic_smem("attention_forward", attention_forward_f32_kernel<D>, smem, "d=" + std::to_string(D));
     launch(attention_forward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, q, k, v, out,
            lse, H, N, scale_log2, drop);
   }
@@ -774,12 +763,12 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const floa
   const float scale_log2 = scale * kLog2e;
   if constexpr (std::is_same_v<T, bf16>) {
     constexpr size_t smem = backward_bf16_smem<D>();
-    reserve_smem("attention_backward", attention_backward_bf16_kernel<D>, smem, D);
+    reserve_dynamic_smem("attention_backward", attention_backward_bf16_kernel<D>, smem, "d=" + std::to_string(D));
     launch(attention_backward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, dout, q, k, v,
            lse, delta, dq_accum, dk, dv, H, N, scale, scale_log2, drop);
   } else {
     constexpr size_t smem = backward_f32_smem<D>();
-    reserve_smem("attention_backward", attention_backward_f32_kernel<D>, smem, D);
+    reserve_dynamic_smem("attention_backward", attention_backward_f32_kernel<D>, smem, "d=" + std::to_string(D));
     launch(attention_backward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, dout, q, k,
            v, lse, delta, dq_accum, dk, dv, H, N, scale, scale_log2, drop);
   }

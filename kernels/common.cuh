@@ -166,4 +166,19 @@ __device__ __forceinline__ float warp_reduce_max(float v) {
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Dynamic shared memory over the default 48 KiB needs the kernel's opt-in, which fails past the
+// device's limit: then a vitcuda::Error naming the op and what asked for that much (`why`, e.g.
+// "C=4096").
+constexpr size_t kDefaultDynamicSmem = 48 * 1024;
+template <typename Kernel>
+void reserve_dynamic_smem(const char* op, Kernel kernel, size_t bytes, const std::string& why) {
+  if (bytes <= kDefaultDynamicSmem) return;
+  try {
+    rt::set_max_dynamic_smem(kernel, bytes);
+  } catch (const Error& e) {
+    throw Error(std::string(op) + ": " + why + " needs " + std::to_string(bytes) +
+                " bytes of shared memory, more than the device allows: " + e.what());
+  }
+}
+
 }  // namespace vitcuda

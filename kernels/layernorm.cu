@@ -20,7 +20,6 @@ VITCUDA_KERNELS_BEGIN
 namespace {
 constexpr int kWarp = 32;
 constexpr int kMaxWarpsPerBlock = 8;
-constexpr size_t kDefaultSmem = 48 * 1024;
 // Upper bound on backward blocks: enough to fill an H100 (132 SMs) several times while keeping
 // the per-block partials small (kMaxBackwardBlocks · 2C floats).
 constexpr int kMaxBackwardBlocks = 512;
@@ -306,21 +305,9 @@ void check_shape(const char* op, int rows, int C) {
                 std::to_string(rows) + ", C=" + std::to_string(C) + ")");
 }
 
-// Dynamic shared memory over 48 KiB needs the kernel's opt-in, which fails past the device limit.
-template <typename Kernel>
-void reserve_smem(const char* op, Kernel kernel, size_t bytes, int C) {
-  if (bytes <= kDefaultSmem) return;
-  try {
-    rt::set_max_dynamic_smem(kernel, bytes);
-  } catch (const Error& e) {
-    throw Error(std::string(op) + ": C=" + std::to_string(C) + " needs " + std::to_string(bytes) +
-                " bytes of shared memory, more than the device allows: " + e.what());
-  }
-}
-
 // Warps per block such that `floats_per_warp` per warp plus `shared_floats` fit in 48 KiB.
 int warps_for(size_t shared_floats, size_t floats_per_warp) {
-  const size_t budget = kDefaultSmem / sizeof(float);
+  const size_t budget = kDefaultDynamicSmem / sizeof(float);
   if (budget <= shared_floats + floats_per_warp) return 1;
   return static_cast<int>(std::clamp<size_t>((budget - shared_floats) / floats_per_warp, 1,
                                              kMaxWarpsPerBlock));
@@ -359,7 +346,7 @@ void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma
   }
   const int warps = warps_for(2 * static_cast<size_t>(C), C);
   const size_t smem = (2 + static_cast<size_t>(warps)) * C * sizeof(float);
-  reserve_smem("layernorm_forward", layernorm_forward_kernel<T>, smem, C);
+  reserve_dynamic_smem("layernorm_forward", layernorm_forward_kernel<T>, smem, "C=" + std::to_string(C));
   launch(layernorm_forward_kernel<T>, dim3(ceil_div(rows, warps)), dim3(warps * kWarp), smem,
          stream, x, residual, sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
 }
@@ -385,7 +372,7 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* me
   const int chunks_per_lane = C % V == 0 ? ceil_div(C / V, kWarp) : 0;
   const bool aligned = aligned_to(dy, 16) && aligned_to(x, 16) && aligned_to(gamma, 16) && aligned_to(dx, 16);
   auto run = [&](auto kernel) {
-    reserve_smem("layernorm_backward", kernel, smem, C);
+    reserve_dynamic_smem("layernorm_backward", kernel, smem, "C=" + std::to_string(C));
     launch(kernel, dim3(blocks), dim3(warps * kWarp), smem, stream, dy, x, gamma, mean, rstd, dx, scratch, rows, C);
   };
   if (chunks_per_lane > 0 && chunks_per_lane <= kMaxForwardChunks && aligned) {
