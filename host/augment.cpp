@@ -8,7 +8,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "vitcuda/philox.h"
+#include "host/random.h"
+#include "kernels/philox.h"
 
 namespace vitcuda {
 namespace {
@@ -29,12 +30,7 @@ class SampleRng {
                                     uint32_t(seed), uint32_t(seed >> 32));
     state_ = uint64_t(r.x[0]) | uint64_t(r.x[1]) << 32;
   }
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return splitmix64(state_); }
   double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
 

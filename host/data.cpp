@@ -17,19 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "host/random.h"
+
 namespace vitcuda {
 
 // ---- deterministic randomness ----------------------------------------------------------
-// splitmix64 (Steele, Lea, Flood 2014) and our own Fisher–Yates: std::shuffle and the
-// std distributions are implementation-defined, and a resumed run must see the same
-// batches on any standard library.
-
-static uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// splitmix64 (host/random.h) and our own Fisher–Yates: std::shuffle and the std
+// distributions are implementation-defined, and a resumed run must see the same batches on
+// any standard library.
 
 // Uniform in [0, n) without modulo bias: reject the lowest (2^64 mod n) values.
 static uint64_t uniform_below(uint64_t& state, uint64_t n) {

@@ -1,5 +1,5 @@
 // vitcuda — dataset readers beyond IDX: CIFAR-10/100 binary, MNIST-style CSV and image folders
-// (PNG/JPEG/... through visualize.h's load_image, i.e. stb_image), the standard class names, and load_dataset() for the tools.
+// (PNG/JPEG/... through image.h's load_image, i.e. stb_image), the standard class names, and load_dataset() for the tools.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -14,7 +14,7 @@
 
 #include "vitcuda/augment.h"
 #include "vitcuda/data.h"
-#include "vitcuda/visualize.h"  // load_image (stb_image), convert_channels, image_to_chw
+#include "vitcuda/image.h"  // load_image (stb_image), convert_channels, image_to_chw
 
 namespace fs = std::filesystem;
 

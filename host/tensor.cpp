@@ -2,6 +2,7 @@
 #include "vitcuda/tensor.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace vitcuda {
@@ -28,6 +29,76 @@ const char* dtype_name(DType t) {
     case DType::I32: return "i32";
   }
   return "invalid";
+}
+
+namespace {
+// IEEE half -> float, exact (subnormals renormalised, inf/nan kept).
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      int e = -1;
+      uint32_t m = man;
+      do {
+        ++e;
+        m <<= 1;
+      } while (!(m & 0x400));
+      bits = sign | uint32_t(127 - 15 - e) << 23 | (m & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | man << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+}  // namespace
+
+std::vector<float> to_f32(const void* src_bytes, DType dtype, int64_t n) {
+  const auto* src = static_cast<const uint8_t*>(src_bytes);
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    switch (dtype) {
+      case DType::F32: {
+        float v;
+        std::memcpy(&v, src + 4 * i, 4);
+        out[i] = v;
+        break;
+      }
+      case DType::F64: {
+        double v;
+        std::memcpy(&v, src + 8 * i, 8);
+        out[i] = float(v);
+        break;
+      }
+      case DType::BF16: {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        const uint32_t bits = uint32_t(h) << 16;
+        std::memcpy(&out[i], &bits, 4);
+        break;
+      }
+      case DType::F16: {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[i] = half_to_float(h);
+        break;
+      }
+      case DType::I32: {
+        int32_t v;
+        std::memcpy(&v, src + 4 * i, 4);
+        out[i] = float(v);
+        break;
+      }
+      case DType::U8: out[i] = src[i]; break;
+    }
+  }
+  return out;
 }
 
 static std::string dims_str(const int64_t* shape, int ndim) {

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "vitcuda/checkpoint.h"
-#include "vitcuda/visualize.h"
+#include "vitcuda/inspect.h"
 
 namespace vitcuda {
 namespace {
@@ -99,86 +99,7 @@ std::vector<EpochRecord> history_from_json(const std::string& text, const std::s
   return h;
 }
 
-std::string meta(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
-  auto it = m.find(key);
-  if (it == m.end()) throw Error("checkpoint '" + path + "' has no '" + key + "' metadata: not a vitcuda training checkpoint");
-  return it->second;
-}
-
-SafeTensor f32_tensor(const std::vector<int64_t>& shape, const float* data, int64_t n) {
-  SafeTensor t;
-  t.dtype = DType::F32;
-  t.shape = shape;
-  t.bytes.resize(size_t(n) * sizeof(float));
-  std::memcpy(t.bytes.data(), data, t.bytes.size());
-  return t;
-}
-
 }  // namespace
-
-// ---- checkpoints ----------------------------------------------------------------------------
-void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
-                     const std::map<std::string, std::string>& metadata) {
-  SafeTensorsFile f;
-  f.metadata = metadata;
-  f.metadata["format"] = "vitcuda";
-  f.metadata["config"] = model.config().to_json();
-  const std::vector<float> w = model.get_master();
-  std::vector<float> m, v;
-  if (opt) {
-    m = opt->exp_avg();
-    v = opt->exp_avg_sq();
-    f.metadata["optimizer.steps"] = std::to_string(opt->steps_taken());
-  }
-  for (const ParamSpec& s : model.params()) {
-    f.tensors[s.name] = f32_tensor(s.shape, w.data() + s.offset, s.numel);
-    if (opt) {
-      f.tensors["optimizer.exp_avg." + s.name] = f32_tensor(s.shape, m.data() + s.offset, s.numel);
-      f.tensors["optimizer.exp_avg_sq." + s.name] = f32_tensor(s.shape, v.data() + s.offset, s.numel);
-    }
-  }
-  save_safetensors(path, f);
-}
-
-std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
-  const SafeTensorsFile f = load_safetensors(path);
-  const int64_t n = model.arena_size();
-  std::vector<float> w(n), m(opt ? n : 0), v(opt ? n : 0);
-  auto take = [&](const std::string& name, const ParamSpec& s, std::vector<float>& dst) {
-    auto it = f.tensors.find(name);
-    if (it == f.tensors.end())
-      throw Error("checkpoint '" + path + "' has no tensor '" + name + "' (model " + model.config().name + ")");
-    const SafeTensor& t = it->second;
-    if (t.dtype != DType::F32)
-      throw Error("checkpoint '" + path + "': tensor '" + name + "' is " + dtype_name(t.dtype) + ", expected F32");
-    if (t.shape != s.shape) {
-      std::string got, want;
-      for (int64_t d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
-      for (int64_t d : s.shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
-      throw Error("checkpoint '" + path + "': tensor '" + name + "' has shape [" + got + "], the model expects [" +
-                  want + "]");
-    }
-    std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
-  };
-  for (const ParamSpec& s : model.params()) {
-    take(s.name, s, w);
-    if (opt) {
-      take("optimizer.exp_avg." + s.name, s, m);
-      take("optimizer.exp_avg_sq." + s.name, s, v);
-    }
-  }
-  model.set_master(w);
-  if (opt) {
-    int64_t steps = 0;
-    try {
-      steps = std::stoll(meta(f.metadata, "optimizer.steps", path));
-    } catch (const std::logic_error&) {
-      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a number");
-    }
-    opt->set_state(m, v, steps);
-  }
-  return f.metadata;
-}
 
 // ---- trainer ------------------------------------------------------------------------------
 Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options)
@@ -214,14 +135,14 @@ std::map<std::string, std::string> Trainer::state_metadata() const {
 void Trainer::resume(const std::string& path) {
   const auto md = load_checkpoint(path, model_, &opt_);
   try {
-    epoch_ = std::stoi(meta(md, "epoch", path));
-    step_ = std::stoll(meta(md, "step", path));
-    best_top1_ = std::stod(meta(md, "best_top1", path));
-    best_epoch_ = std::stoi(meta(md, "best_epoch", path));
+    epoch_ = std::stoi(checkpoint_metadata(md, "epoch", path));
+    step_ = std::stoll(checkpoint_metadata(md, "step", path));
+    best_top1_ = std::stod(checkpoint_metadata(md, "best_top1", path));
+    best_epoch_ = std::stoi(checkpoint_metadata(md, "best_epoch", path));
   } catch (const std::logic_error&) {
     throw Error("checkpoint '" + path + "': trainer metadata is not numeric");
   }
-  history_ = history_from_json(meta(md, "history", path), path);
+  history_ = history_from_json(checkpoint_metadata(md, "history", path), path);
   if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
     throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) +
                 ", " + std::to_string(history_.size()) + " history rows)");

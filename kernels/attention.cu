@@ -38,7 +38,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/ptx.cuh"
-#include "vitcuda/philox.h"
+#include "kernels/philox.h"
 
 // Loops over register fragments must be unrolled, or the fragment arrays go to local memory.
 #if defined(VITCUDA_EMU)

@@ -24,7 +24,7 @@
 #include "vitcuda/tensor.h"
 
 #if defined(VITCUDA_EMU)
-#include "kernels/emu.h"
+#include "kernels/emu/emu.h"
 #else
 #include <cuda_runtime.h>
 #endif

@@ -10,7 +10,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/vec.cuh"
-#include "vitcuda/philox.h"
+#include "kernels/philox.h"
 
 namespace vitcuda {
 VITCUDA_KERNELS_BEGIN

@@ -16,7 +16,7 @@
 #include "kernels/common.cuh"
 
 #if defined(VITCUDA_EMU)
-#include "host/cpu/ref_ops.h"
+#include "kernels/emu/emu_blas.h"
 #else
 #include <cublasLt.h>
 
@@ -288,8 +288,8 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
     void* D = static_cast<unsigned char*>(call.d) + batch * a.stride_d * type_size(dt);
     const std::vector<float> Af = to_float_matrix(A, a.ab_type, a_rows, a_cols, a.lda);
     const std::vector<float> Bf = to_float_matrix(B, a.ab_type, b_rows, b_cols, a.ldb);
-    ref::gemm<float>(a.trans_a, a.trans_b, a.M, a.N, a.K, a.alpha, Af.data(), a.lda, Bf.data(),
-                     a.ldb, 0.f, acc.data(), a.N);
+    emu::sgemm(a.trans_a, a.trans_b, a.M, a.N, a.K, a.alpha, Af.data(), a.lda, Bf.data(), a.ldb,
+               0.f, acc.data(), a.N);
     if (call.epi == LtEpilogue::BgradB) {
       for (int m = 0; m < a.M; ++m) {
         float s = 0.f;

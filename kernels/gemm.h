@@ -1,6 +1,6 @@
 // vitcuda — the project GEMM (kernels/gemm.cu): one function for every matrix product of the ViT,
-// with the epilogues it needs, over cuBLASLt in the native build and over the CPU reference GEMM
-// (vitcuda::ref::gemm<float>, OpenBLAS) in the emulation build. Epilogues that cuBLASLt cannot
+// with the epilogues it needs, over cuBLASLt in the native build and over the emulator's fp32
+// GEMM (vitcuda::emu::sgemm, OpenBLAS; kernels/emu/emu_blas.h) in the emulation build. Epilogues that cuBLASLt cannot
 // fuse (exact erf GELU, tanh, and any fused epilogue cuBLASLt refuses for a shape) run as the
 // project's elementwise / reduction kernels below, in both builds, so CI exercises them.
 //

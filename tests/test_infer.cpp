@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "vitcuda/visualize.h"
+#include "vitcuda/data.h"
+#include "vitcuda/image.h"
 
 namespace fs = std::filesystem;
 using namespace vitcuda;

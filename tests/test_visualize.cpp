@@ -1,4 +1,4 @@
-// Tests for include/vitcuda/visualize.h: confusion matrix and per-class accuracy, attention
+// Tests for include/vitcuda/{metrics,inspect,image,pictures,report}.h: confusion matrix and per-class accuracy, attention
 // rollout against hand computations and against softmax(q·kᵀ) of a real forward pass, the
 // patch-grid picture's layout and pixels, image resizing and channel conversion, PNG
 // round trips, the end-of-training report, and tools/plot_history.py.
@@ -15,7 +15,11 @@
 
 #include "vitcuda/backend.h"
 #include "vitcuda/model.h"
-#include "vitcuda/visualize.h"
+#include "vitcuda/image.h"
+#include "vitcuda/inspect.h"
+#include "vitcuda/metrics.h"
+#include "vitcuda/pictures.h"
+#include "vitcuda/report.h"
 
 namespace fs = std::filesystem;
 using namespace vitcuda;

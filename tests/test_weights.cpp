@@ -8,7 +8,7 @@
 
 #include "tests/scratch_dir.h"
 #include "vitcuda/checkpoint.h"
-#include "vitcuda/weights.h"
+#include "vitcuda/checkpoint.h"
 
 using namespace vitcuda;
 

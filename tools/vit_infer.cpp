@@ -24,8 +24,9 @@
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/data.h"
 #include "vitcuda/trainer.h"
-#include "vitcuda/visualize.h"
-#include "vitcuda/weights.h"
+#include "vitcuda/image.h"
+#include "vitcuda/inspect.h"
+#include "vitcuda/pictures.h"
 
 using namespace vitcuda;
 

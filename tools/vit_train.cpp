@@ -15,8 +15,7 @@
 #include "vitcuda/augment.h"
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/trainer.h"
-#include "vitcuda/visualize.h"
-#include "vitcuda/weights.h"
+#include "vitcuda/report.h"
 
 using namespace vitcuda;
 

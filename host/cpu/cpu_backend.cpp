@@ -4,11 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "host/cpu/cpu_backend.h"
+
 #include "host/cpu/ref_ops.h"
-#if defined(VITCUDA_WITH_CUDA_BACKEND)
-#include "kernels/cuda_backend.h"
-#endif
-#include "vitcuda/backend.h"
 
 namespace vitcuda {
 namespace {
@@ -253,37 +251,5 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
-
-std::unique_ptr<Backend> make_backend(const std::string& name, DType compute) {
-  if (name == "cpu") return make_cpu_backend();  // always fp32
-  if (name == "cuda") {
-#if defined(VITCUDA_WITH_CUDA_BACKEND)
-    return make_cuda_backend(compute);
-#else
-    (void)compute;
-    throw Error("backend 'cuda': this build of vitcuda has no CUDA backend (configure with the CUDA toolkit)");
-#endif
-  }
-  if (name == "cuda-emu")
-    throw Error("backend 'cuda-emu' is a test device: it is linked into the kernel tests, not into libvitcuda");
-  throw Error("unknown backend '" + name + "' (known: cpu, cuda)");
-}
-
-std::unique_ptr<Backend> pick_backend(const std::string& device, DType compute, std::string* note) {
-  if (device == "cpu") return make_backend("cpu");
-  if (device == "cuda") {
-    if (!cuda_device_available()) throw Error("--device cuda: no CUDA GPU is available on this machine");
-    return make_backend("cuda", compute);
-  }
-  if (device != "auto") throw Error("--device must be auto, cpu or cuda, got '" + device + "'");
-  if (cuda_device_available()) {
-    try {
-      return make_backend("cuda", compute);
-    } catch (const Error& e) {
-      if (note) *note = std::string("a GPU is present but ") + e.what() + "; using the CPU";
-    }
-  }
-  return make_backend("cpu");
-}
 
 }  // namespace vitcuda

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "vitcuda/philox.h"
+#include "kernels/philox.h"
 
 // glibc's libmvec holds SIMD versions of erff, expf and tanhf (AVX2 and AVX-512 variants, within
 // 4 ulp). Declaring the scalar functions with GCC's simd attribute, as <math.h> itself does under

@@ -1,16 +1,24 @@
-// vitcuda — safetensors files (https://github.com/huggingface/safetensors): an 8-byte
-// little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, ...,
-// "__metadata__": {str: str}}, then the raw little-endian tensor bytes.
+// vitcuda — checkpoints, in three layers:
+//   * safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian
+//     header length, a JSON header {name: {dtype, shape, data_offsets}, ..., "__metadata__":
+//     {str: str}}, then the raw little-endian tensor bytes; written atomically;
+//   * training state: the model's fp32 master weights under timm's names, the AdamW moments
+//     and string metadata (config, epoch, step, best, history), for --resume;
+//   * weights for fine-tuning and inference: vitcuda checkpoints and timm state_dicts saved
+//     with safetensors, converted to fp32, the position embedding resized for other grids.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "vitcuda/model.h"
+#include "vitcuda/optim.h"
 #include "vitcuda/tensor.h"
 
 namespace vitcuda {
 
+// ---- safetensors ------------------------------------------------------------------------------
 struct SafeTensor {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
@@ -34,5 +42,40 @@ SafeTensorsFile load_safetensors(const std::string& path);
 
 // Atomic write of any small text file (config.json, history.csv) by the same protocol.
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+// ---- training state ---------------------------------------------------------------------------
+// Checkpoint: the fp32 master weights under timm's names, the AdamW moments as
+// "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>", and string metadata
+// (config JSON, epoch, step, best, history). Written atomically.
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
+                     const std::map<std::string, std::string>& metadata);
+// Loads weights (and the optimizer state when `opt` is given); throws Error naming the file
+// when a tensor is missing or has the wrong shape or dtype. Returns the metadata.
+std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt);
+// The metadata value under `key`; throws Error naming the checkpoint when it is absent (not a
+// vitcuda training checkpoint).
+std::string checkpoint_metadata(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                const std::string& path);
+
+// ---- weights (vitcuda or timm) ----------------------------------------------------------------
+// Bicubic resize of a [num_prefix + old_h*old_w, dim] position embedding to the grid
+// new_h x new_w, prefix (cls) rows kept as they are, exactly as timm's
+// resample_abs_pos_embed: F.interpolate(mode='bicubic', antialias=True), i.e. PyTorch's
+// anti-aliased bicubic (cubic a = -0.5, support scaled when downsampling, edge taps dropped
+// and renormalised). Note antialias=True changes upsampling too, not only downsampling.
+std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefix, int old_h, int old_w,
+                                    int new_h, int new_w, int dim);
+
+// Loads model weights from a safetensors file (vitcuda checkpoint or timm state_dict):
+// F32, F16, BF16 and F64 tensors are converted to fp32; "optimizer.*" entries are ignored;
+// a pos_embed for another grid is resized bicubically. Throws Error naming the file and the
+// tensor for a missing tensor, an unexpected one, or a shape that does not match the model.
+// Returns the file's metadata.
+std::map<std::string, std::string> load_weights(const std::string& path, Model& model);
+
+// Saves the model's fp32 weights alone (a timm-loadable state_dict), atomically: a checkpoint
+// without the optimizer state.
+void save_weights(const std::string& path, const Model& model,
+                  const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace vitcuda

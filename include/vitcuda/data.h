@@ -52,7 +52,7 @@ Dataset load_csv(const std::string& path, int num_classes = 0);
 
 // Image folders: dir/<class>/<image>, classes sorted by name (or `classes`, e.g. the
 // training set's, when given: then every subfolder must be one of them). PNG, JPEG, BMP,
-// PPM/PGM, GIF, TGA through stb_image (visualize.h's load_image); each image is converted to
+// PPM/PGM, GIF, TGA through stb_image (image.h's load_image); each image is converted to
 // `channels` (1 or 3) and resized (bilinear) to height x width so they stack. Hidden files and
 // files with other extensions are skipped.
 Dataset load_image_folder(const std::string& dir, int height, int width, int channels = 3,

@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace vitcuda {
 
@@ -15,6 +16,9 @@ enum class Device : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
+// n elements of `dtype` at host address `src` (as they sit in memory: little-endian) as fp32:
+// bf16 and f16 widened exactly, f64 rounded, integers converted.
+std::vector<float> to_f32(const void* src, DType dtype, int64_t n);
 
 // An error from the library. The message names the op, tensor, flag or file and what is wrong.
 struct Error : std::runtime_error {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "vitcuda/augment.h"
+#include "vitcuda/checkpoint.h"
 #include "vitcuda/data.h"
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
@@ -49,15 +50,6 @@ struct EpochRecord {
   double lr = 0, seconds = 0, images_per_second = 0;
   double train_top5 = 0;  // last column of history.csv (appended, so older readers keep working)
 };
-
-// Checkpoint: the fp32 master weights under timm's names, the AdamW moments as
-// "optimizer.exp_avg.<name>" / "optimizer.exp_avg_sq.<name>", and string metadata
-// (config JSON, epoch, step, best, history). Written atomically.
-void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
-                     const std::map<std::string, std::string>& metadata);
-// Loads weights (and the optimizer state when `opt` is given); throws Error naming the file
-// when a tensor is missing or has the wrong shape or dtype. Returns the metadata.
-std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt);
 
 class Trainer {
  public:

@@ -6,7 +6,7 @@
 
 #include "kernel_test.h"
 #include "kernels/ptx.cuh"
-#include "vitcuda/philox.h"
+#include "kernels/philox.h"
 
 namespace vitcuda::test {
 namespace {

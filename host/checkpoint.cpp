@@ -1,4 +1,6 @@
-// vitcuda — safetensors read/write and atomic file replacement.
+// vitcuda — checkpoints (include/vitcuda/checkpoint.h): safetensors read/write with atomic
+// file replacement, the training state (weights + AdamW moments) and weight loading for
+// fine-tuning and inference (dtype conversion, position-embedding resizing).
 //
 // Layout: u64 little-endian header length N, N bytes of JSON, then the data section.
 // Each tensor entry is {"dtype", "shape", "data_offsets": [begin, end]} with offsets
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -309,6 +312,188 @@ SafeTensorsFile load_safetensors(const std::string& path) {
       throw bad("cannot read tensor '" + e.name + "'");
   }
   return out;
+}
+
+namespace {
+SafeTensor f32_tensor(const std::vector<int64_t>& shape, const float* data, int64_t n) {
+  SafeTensor t;
+  t.dtype = DType::F32;
+  t.shape = shape;
+  t.bytes.resize(size_t(n) * sizeof(float));
+  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  return t;
+}
+
+}  // namespace
+
+// ---- training state ------------------------------------------------------------------------------
+void save_checkpoint(const std::string& path, const Model& model, const AdamW* opt,
+                     const std::map<std::string, std::string>& metadata) {
+  SafeTensorsFile f;
+  f.metadata = metadata;
+  f.metadata["format"] = "vitcuda";
+  f.metadata["config"] = model.config().to_json();
+  const std::vector<float> w = model.get_master();
+  std::vector<float> m, v;
+  if (opt) {
+    m = opt->exp_avg();
+    v = opt->exp_avg_sq();
+    f.metadata["optimizer.steps"] = std::to_string(opt->steps_taken());
+  }
+  for (const ParamSpec& s : model.params()) {
+    f.tensors[s.name] = f32_tensor(s.shape, w.data() + s.offset, s.numel);
+    if (opt) {
+      f.tensors["optimizer.exp_avg." + s.name] = f32_tensor(s.shape, m.data() + s.offset, s.numel);
+      f.tensors["optimizer.exp_avg_sq." + s.name] = f32_tensor(s.shape, v.data() + s.offset, s.numel);
+    }
+  }
+  save_safetensors(path, f);
+}
+
+std::map<std::string, std::string> load_checkpoint(const std::string& path, Model& model, AdamW* opt) {
+  const SafeTensorsFile f = load_safetensors(path);
+  const int64_t n = model.arena_size();
+  std::vector<float> w(n), m(opt ? n : 0), v(opt ? n : 0);
+  auto take = [&](const std::string& name, const ParamSpec& s, std::vector<float>& dst) {
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end())
+      throw Error("checkpoint '" + path + "' has no tensor '" + name + "' (model " + model.config().name + ")");
+    const SafeTensor& t = it->second;
+    if (t.dtype != DType::F32)
+      throw Error("checkpoint '" + path + "': tensor '" + name + "' is " + dtype_name(t.dtype) + ", expected F32");
+    if (t.shape != s.shape)
+      throw Error("checkpoint '" + path + "': tensor '" + name + "' has shape " + shape_string(t.shape) +
+                  ", the model expects " + shape_string(s.shape));
+    std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
+  };
+  for (const ParamSpec& s : model.params()) {
+    take(s.name, s, w);
+    if (opt) {
+      take("optimizer.exp_avg." + s.name, s, m);
+      take("optimizer.exp_avg_sq." + s.name, s, v);
+    }
+  }
+  model.set_master(w);
+  if (opt) {
+    int64_t steps = 0;
+    try {
+      steps = std::stoll(checkpoint_metadata(f.metadata, "optimizer.steps", path));
+    } catch (const std::logic_error&) {
+      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a number");
+    }
+    opt->set_state(m, v, steps);
+  }
+  return f.metadata;
+}
+
+std::string checkpoint_metadata(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                const std::string& path) {
+  auto it = metadata.find(key);
+  if (it == metadata.end())
+    throw Error("checkpoint '" + path + "' has no '" + key + "' metadata: not a vitcuda training checkpoint");
+  return it->second;
+}
+
+// ---- weights (vitcuda or timm) ------------------------------------------------------------------
+namespace {
+
+// timm resizes with F.interpolate(mode='bicubic', antialias=True): PyTorch's separable
+// anti-aliased kernel (PIL's algorithm), a cubic with a = -0.5 whose support widens by the
+// downscale factor, sampled at half-pixel centres, with the taps that fall outside the image
+// dropped and the rest renormalised (no border clamping).
+double cubic_aa(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+// Taps for output index o of a resize in -> out: first source index and normalised weights.
+int cubic_taps(int o, int in, int out, std::vector<double>& w) {
+  const double scale = double(in) / out, support = 2 * std::max(scale, 1.0), inv = 1 / std::max(scale, 1.0);
+  const double center = scale * (o + 0.5);
+  const int lo = std::max(int(center - support + 0.5), 0), hi = std::min(int(center + support + 0.5), in);
+  w.assign(hi - lo, 0.0);
+  double sum = 0;
+  for (int j = lo; j < hi; ++j) sum += (w[j - lo] = cubic_aa((j - center + 0.5) * inv));
+  for (double& v : w) v /= sum;
+  return lo;
+}
+
+// A floating-point tensor of a weights file, converted to fp32.
+std::vector<float> weights_f32(const SafeTensor& t, const std::string& path, const std::string& name) {
+  if (t.dtype != DType::F32 && t.dtype != DType::F64 && t.dtype != DType::BF16 && t.dtype != DType::F16)
+    throw Error("weights '" + path + "': tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                ", expected a floating-point dtype");
+  return to_f32(t.bytes.data(), t.dtype, t.numel());
+}
+
+}  // namespace
+
+std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefix, int old_h, int old_w, int new_h,
+                                    int new_w, int dim) {
+  if (int64_t(pos.size()) != int64_t(num_prefix + old_h * old_w) * dim)
+    throw Error("resize_pos_embed: " + std::to_string(pos.size()) + " values do not form [" +
+                std::to_string(num_prefix) + " + " + std::to_string(old_h) + "x" + std::to_string(old_w) + ", " +
+                std::to_string(dim) + "]");
+  std::vector<float> out(size_t(num_prefix + new_h * new_w) * dim);
+  std::copy(pos.begin(), pos.begin() + size_t(num_prefix) * dim, out.begin());
+  const float* grid = pos.data() + size_t(num_prefix) * dim;
+  float* dst = out.data() + size_t(num_prefix) * dim;
+  std::vector<double> wy, wx;
+  for (int oy = 0; oy < new_h; ++oy) {
+    const int y0 = cubic_taps(oy, old_h, new_h, wy);
+    for (int ox = 0; ox < new_w; ++ox) {
+      const int x0 = cubic_taps(ox, old_w, new_w, wx);
+      for (int c = 0; c < dim; ++c) {
+        double acc = 0;
+        for (size_t a = 0; a < wy.size(); ++a)
+          for (size_t b = 0; b < wx.size(); ++b) acc += wy[a] * wx[b] * grid[((y0 + a) * old_w + x0 + b) * dim + c];
+        dst[(size_t(oy) * new_w + ox) * dim + c] = float(acc);
+      }
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> load_weights(const std::string& path, Model& model) {
+  const SafeTensorsFile f = load_safetensors(path);
+  const ViTConfig& cfg = model.config();
+  std::vector<float> w(model.arena_size());
+  for (const ParamSpec& s : model.params()) {
+    auto it = f.tensors.find(s.name);
+    if (it == f.tensors.end())
+      throw Error("weights '" + path + "' have no tensor '" + s.name + "' (model " + cfg.name + ")");
+    const SafeTensor& t = it->second;
+    std::vector<float> v = weights_f32(t, path, s.name);
+    if (t.shape != s.shape) {
+      const int prefix = cfg.class_token ? 1 : 0;
+      const int64_t old_grid = t.shape.size() == 3 && t.shape[0] == 1 && t.shape[2] == s.shape[2] ? t.shape[1] - prefix : -1;
+      const int old_side = old_grid > 0 ? int(std::lround(std::sqrt(double(old_grid)))) : -1;
+      if (s.name == "pos_embed" && old_side > 0 && int64_t(old_side) * old_side == old_grid) {
+        v = resize_pos_embed(v, prefix, old_side, old_side, cfg.grid(), cfg.grid(), cfg.embed_dim);
+      } else {
+        throw Error("weights '" + path + "': tensor '" + s.name + "' has shape " + shape_string(t.shape) +
+                    ", the model expects " + shape_string(s.shape));
+      }
+    }
+    std::memcpy(w.data() + s.offset, v.data(), size_t(s.numel) * 4);
+  }
+  for (const auto& kv : f.tensors) {
+    if (kv.first.rfind("optimizer.", 0) == 0) continue;
+    bool known = false;
+    for (const ParamSpec& s : model.params()) known = known || s.name == kv.first;
+    if (!known)
+      throw Error("weights '" + path + "' have a tensor '" + kv.first + "' that model " + cfg.name +
+                  " does not (check --model, --global-pool, --pre-logits)");
+  }
+  model.set_master(w);
+  return f.metadata;
+}
+
+void save_weights(const std::string& path, const Model& model, const std::map<std::string, std::string>& metadata) {
+  save_checkpoint(path, model, nullptr, metadata);
 }
 
 }  // namespace vitcuda

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The one script a session with a lent GPU machine runs there, in one `run` call, with
-# third_party/ carried (made here by tools/offline_deps.sh; the machine has no Debian -dev
+# third_party/ carried (made here by tools/gpu/offline_deps.sh; the machine has no Debian -dev
 # packages and no network; cmake/Dependencies.cmake falls back to third_party/):
 #
-#   run(command="bash tools/gpu_session.sh quick", carry=["third_party"], timeout_s=420)
-#   run(command="bash tools/gpu_session.sh full",  carry=["third_party"], timeout_s=600)
+#   run(command="bash tools/gpu/gpu_session.sh quick", carry=["third_party"], timeout_s=420)
+#   run(command="bash tools/gpu/gpu_session.sh full",  carry=["third_party"], timeout_s=600)
 #
 # Modes:
 #   quick     configure, build vitcuda_kernel_tests_cuda only, run it: proves the build (~5 min
@@ -37,7 +37,7 @@ set -uo pipefail
 
 mode="${1:-quick}"
 case "$mode" in quick | full | sanitize) ;; *) echo "usage: $0 [quick|full|sanitize]" >&2; exit 2 ;; esac
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 OUT="${OUT:-$root/out}"
 mkdir -p "$OUT"

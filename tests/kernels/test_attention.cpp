@@ -8,7 +8,7 @@
 #include "host/cpu/ref_ops.h"
 #include "kernel_test.h"
 #include "kernels/attention.h"
-#include "vitcuda/philox.h"
+#include "kernels/philox.h"
 
 namespace vitcuda::test {
 namespace {

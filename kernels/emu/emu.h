@@ -7,10 +7,10 @@
 // ready fiber, so barriers and warp rendezvous behave as on the GPU. Misuse the emulator can
 // see (a barrier some threads never reach, a mask naming a lane that does not arrive, a
 // dynamic shared-memory access out of bounds, launch limits) throws vitcuda::Error naming the
-// kernel, the block and the thread. See kernels/README.md for the design and its limits.
+// kernel, the block and the thread. See kernels/emu/README.md for the design and its limits.
 #pragma once
 #if !defined(VITCUDA_EMU)
-#error "kernels/emu.h is the emulation build only (compile with -DVITCUDA_EMU)"
+#error "kernels/emu/emu.h is the emulation build only (compile with -DVITCUDA_EMU)"
 #endif
 
 #include <cmath>

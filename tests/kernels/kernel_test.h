@@ -1,4 +1,4 @@
-// vitcuda — shared helpers of the kernel tests (tests/emu/*.cpp). The same sources build twice:
+// vitcuda — shared helpers of the kernel tests (tests/kernels/*.cpp). The same sources build twice:
 // vitcuda_emu_tests (g++, -DVITCUDA_EMU, the "cuda-emu" backend) and vitcuda_kernel_tests_cuda
 // (nvcc, the "cuda" backend, skipped when no GPU is present). Tests parameterised by backend name
 // instantiate with the one backend their binary is built for.

@@ -5,8 +5,8 @@
 # (the `run` tool's carry ["third_party"]) and cmake/Dependencies.cmake falls back to it for
 # every dependency the machine lacks.
 #
-#   tools/offline_deps.sh            fetch what is missing (idempotent; each part has a stamp)
-#   FORCE=1 tools/offline_deps.sh    fetch everything again
+#   tools/gpu/offline_deps.sh            fetch what is missing (idempotent; each part has a stamp)
+#   FORCE=1 tools/gpu/offline_deps.sh    fetch everything again
 #
 # What it puts there (sources where practical):
 #   googletest/           Debian's googletest package (/usr/src/googletest), add_subdirectory
@@ -24,7 +24,7 @@
 #   MANIFEST.txt          what was fetched, versions and sizes
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tp="${VITCUDA_THIRD_PARTY_DIR:-$root/third_party}"
 cudnn_frontend_version="${CUDNN_FRONTEND_VERSION:-1.32.0}"
 force="${FORCE:-0}"
@@ -206,7 +206,7 @@ fi
 
 # ---- Fashion-MNIST: the installed dataset-fashion-mnist, else its .deb --------------------
 # Recompressed from gzip to xz (30 MB -> 26 MB): the carry is 64 MiB in all. The loader reads raw
-# or .gz IDX files, so a session unpacks them first (tools/gpu_session.sh does:
+# or .gz IDX files, so a session unpacks them first (tools/gpu/gpu_session.sh does:
 #   for f in third_party/data/fashion-mnist/*.xz; do xz -dc "$f" > "DIR/$(basename "$f" .xz)"; done).
 v="dataset-fashion-mnist $(pkg_version dataset-fashion-mnist)"
 d="$tp/data/fashion-mnist"
@@ -233,7 +233,7 @@ fi
 fe_version="$(awk '/define CUDNN_FRONTEND_(MAJOR|MINOR|PATCH)_VERSION/ {printf "%s%s", sep, $3; sep="."}' \
   "$tp/cudnn_frontend/include/cudnn_frontend_version.h")"
 {
-  echo "# third_party/ for vitcuda: made by tools/offline_deps.sh, $(date -u +%Y-%m-%d), Debian $codename"
+  echo "# third_party/ for vitcuda: made by tools/gpu/offline_deps.sh, $(date -u +%Y-%m-%d), Debian $codename"
   for f in googletest/.stamp benchmark/.stamp nlohmann_json/.stamp cli11/.stamp stb/.stamp sysroot.stamp \
            data/fashion-mnist/.stamp; do
     cat "$tp/$f"

@@ -1,4 +1,4 @@
-// vitcuda — the fiber scheduler of the emulation build (see kernels/emu.h, kernels/README.md).
+// vitcuda — the fiber scheduler of the emulation build (see kernels/emu/emu.h, kernels/emu/README.md).
 //
 // One OS thread runs a launch: blocks in blockIdx order (x fastest), each block's threads as
 // fibers (ucontext). A fiber runs until it blocks at a barrier or a warp rendezvous (or exits)
@@ -701,7 +701,7 @@ void shuffle_complete(unsigned mask, const WarpSlot* slots, SourceLane source_la
     const int src = source_lane(l, in->lane_arg, width, min_lane, max_lane);
     uint64_t v = in->bits;  // out of the segment: the lane keeps its own value
     // A source lane outside the mask has no defined value on the GPU; the emulator gives the
-    // caller's own value (documented in kernels/README.md).
+    // caller's own value (documented in kernels/emu/README.md).
     if (src >= 0 && (mask >> src & 1u)) v = static_cast<const ShuffleIn*>(slots[src].in)->bits;
     *static_cast<uint64_t*>(slots[l].out) = v;
   }
