@@ -7,16 +7,13 @@
 // neither allocate absurd memory nor read past the end.
 #include "vitcuda/data.h"
 
-#include <sys/stat.h>
-#include <zlib.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "host/file_io.h"
 #include "host/random.h"
 
 namespace vitcuda {
@@ -56,60 +53,6 @@ static uint64_t stream_state(uint64_t seed, uint64_t stream, uint64_t index) {
 
 // ---- reading IDX files -----------------------------------------------------------------
 
-static std::string quoted(const std::string& path) { return "'" + path + "'"; }
-
-static bool file_exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static std::vector<uint8_t> read_whole_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error("cannot open " + quoted(path) + ": " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  uint8_t buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
-  bool failed = std::ferror(f);
-  std::fclose(f);
-  if (failed) throw Error("cannot read " + quoted(path) + ": I/O error");
-  return bytes;
-}
-
-// Inflates every gzip member in turn (gzip allows concatenated members, as `cat a.gz b.gz`).
-static std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& path) {
-  if (in.size() > 0xFFFFFFFFull)  // z_stream counts input in 32 bits
-    throw Error("cannot read " + quoted(path) + ": compressed file over 4 GiB");
-  std::vector<uint8_t> out;
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 16) != Z_OK)  // 15 + 16: gzip wrapper, largest window
-    throw Error("cannot inflate " + quoted(path) + ": zlib init failed");
-  zs.next_in = const_cast<Bytef*>(in.data());
-  zs.avail_in = uInt(in.size());
-  uint8_t buf[1 << 16];
-  for (;;) {
-    zs.next_out = buf;
-    zs.avail_out = sizeof(buf);
-    int rc = inflate(&zs, Z_NO_FLUSH);
-    out.insert(out.end(), buf, buf + (sizeof(buf) - zs.avail_out));
-    if (rc == Z_STREAM_END) {
-      // Another member follows only if the gzip magic does; like gzip(1), ignore trailing
-      // bytes that are not one (some tools pad archives with zeros).
-      if (zs.avail_in < 2 || zs.next_in[0] != 0x1f || zs.next_in[1] != 0x8b) break;
-      inflateReset(&zs);
-      continue;
-    }
-    if (rc == Z_OK) continue;
-    std::string why = (rc == Z_BUF_ERROR) ? "gzip stream ends early (truncated .gz file)"
-                                          : std::string("corrupt gzip stream (") +
-                                                (zs.msg ? zs.msg : zError(rc)) + ")";
-    inflateEnd(&zs);
-    throw Error("cannot read " + quoted(path) + ": " + why);
-  }
-  inflateEnd(&zs);
-  return out;
-}
-
 static uint32_t read_be32(const uint8_t* p) {
   return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
 }
@@ -122,27 +65,25 @@ struct IdxFile {
 
 // Reads an IDX file of u8 elements with `ndims` dimensions; `kind` names it in messages.
 static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
-  if (!file_exists(path)) throw Error("missing IDX " + std::string(kind) + " file " + quoted(path));
+  if (!is_file(path)) throw Error("missing IDX " + std::string(kind) + " file " + in_quotes(path));
   IdxFile idx;
-  idx.bytes = read_whole_file(path);
-  if (idx.bytes.size() >= 2 && idx.bytes[0] == 0x1f && idx.bytes[1] == 0x8b)
-    idx.bytes = gunzip(idx.bytes, path);
+  idx.bytes = read_file(path, Gzip::Inflate);
 
   const std::vector<uint8_t>& b = idx.bytes;
   uint32_t expected_magic = 0x00000800u | uint32_t(ndims);
   if (b.size() < 4)
-    throw Error("truncated IDX file " + quoted(path) + ": " + std::to_string(b.size()) +
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
                 " bytes, not even the 4-byte magic number");
   uint32_t magic = read_be32(b.data());
   if (magic != expected_magic) {
     char msg[160];
     std::snprintf(msg, sizeof(msg), "bad magic number 0x%08x (expected 0x%08x for an IDX %s file)",
                   magic, expected_magic, kind);
-    throw Error("cannot read " + quoted(path) + ": " + msg);
+    throw Error("cannot read " + in_quotes(path) + ": " + msg);
   }
   size_t header = 4 + 4 * size_t(ndims);
   if (b.size() < header)
-    throw Error("truncated IDX file " + quoted(path) + ": " + std::to_string(b.size()) +
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
                 " bytes, the header alone needs " + std::to_string(header));
   // Caps well past any real dataset: they catch garbage headers before the size arithmetic.
   const int64_t kMaxCount = int64_t(1) << 31, kMaxSide = 1 << 14;  // product < 2^63
@@ -151,17 +92,17 @@ static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
     int64_t d = read_be32(b.data() + 4 + 4 * i);
     int64_t cap = i == 0 ? kMaxCount : kMaxSide;
     if (d == 0 || d > cap)
-      throw Error("cannot read " + quoted(path) + ": dimension " + std::to_string(i) + " is " +
+      throw Error("cannot read " + in_quotes(path) + ": dimension " + std::to_string(i) + " is " +
                   std::to_string(d) + " (must be 1.." + std::to_string(cap) + ")");
     idx.dims.push_back(d);
     payload *= d;
   }
   size_t have = b.size() - header;
   if (have < size_t(payload))
-    throw Error("truncated IDX file " + quoted(path) + ": header promises " +
+    throw Error("truncated IDX file " + in_quotes(path) + ": header promises " +
                 std::to_string(payload) + " data bytes, file has " + std::to_string(have));
   if (have > size_t(payload))
-    throw Error("cannot read " + quoted(path) + ": " + std::to_string(have - size_t(payload)) +
+    throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - size_t(payload)) +
                 " bytes after the " + std::to_string(payload) + " data bytes the header promises");
   idx.payload_offset = header;
   return idx;
@@ -175,8 +116,8 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   IdxFile im = read_idx(images_path, 3, "image");
   IdxFile lb = read_idx(labels_path, 1, "label");
   if (im.dims[0] != lb.dims[0])
-    throw Error("image and label counts disagree: " + quoted(images_path) + " has " +
-                std::to_string(im.dims[0]) + " images, " + quoted(labels_path) + " has " +
+    throw Error("image and label counts disagree: " + in_quotes(images_path) + " has " +
+                std::to_string(im.dims[0]) + " images, " + in_quotes(labels_path) + " has " +
                 std::to_string(lb.dims[0]) + " labels");
 
   Dataset ds;
@@ -191,7 +132,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   const uint8_t* l = lb.bytes.data() + lb.payload_offset;
   for (size_t i = 0; i < ds.labels.size(); i++) {
     if (l[i] >= num_classes)
-      throw Error("bad label in " + quoted(labels_path) + ": label " + std::to_string(l[i]) +
+      throw Error("bad label in " + in_quotes(labels_path) + ": label " + std::to_string(l[i]) +
                   " of example " + std::to_string(i) + " is >= num_classes " +
                   std::to_string(num_classes));
     ds.labels[i] = l[i];
@@ -202,9 +143,9 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
 // The raw file when present, else its .gz; a missing file is named with both spellings.
 static std::string find_idx(const std::string& dir, const std::string& base) {
   std::string raw = dir + "/" + base;
-  if (file_exists(raw)) return raw;
-  if (file_exists(raw + ".gz")) return raw + ".gz";
-  throw Error("missing IDX file " + quoted(raw) + " (nor " + quoted(raw + ".gz") + ")");
+  if (is_file(raw)) return raw;
+  if (is_file(raw + ".gz")) return raw + ".gz";
+  throw Error("missing IDX file " + in_quotes(raw) + " (nor " + in_quotes(raw + ".gz") + ")");
 }
 
 Dataset load_mnist_dir(const std::string& dir, const std::string& split) {
@@ -274,9 +215,9 @@ BatchLoader::BatchLoader(const Dataset& data, int batch_size, bool shuffle, bool
     : data_(data), batch_size_(batch_size), shuffle_(shuffle), drop_last_(drop_last), seed_(seed) {
   if (batch_size < 1)
     throw Error("BatchLoader: batch_size is " + std::to_string(batch_size) + " for " +
-                quoted(data.name) + ", must be >= 1");
+                in_quotes(data.name) + ", must be >= 1");
   if (data.images.size() != size_t(data.size() * data.image_bytes()))
-    throw Error("BatchLoader: dataset " + quoted(data.name) + " has " +
+    throw Error("BatchLoader: dataset " + in_quotes(data.name) + " has " +
                 std::to_string(data.images.size()) + " image bytes for " +
                 std::to_string(data.size()) + " labels of " +
                 std::to_string(data.image_bytes()) + " bytes each");

@@ -1,9 +1,6 @@
 // vitcuda — dataset readers beyond IDX: CIFAR-10/100 binary, MNIST-style CSV and image folders
 // (PNG/JPEG/... through image.h's load_image, i.e. stb_image), the standard class names, and load_dataset() for the tools.
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "host/file_io.h"
 #include "vitcuda/augment.h"
 #include "vitcuda/data.h"
 #include "vitcuda/image.h"  // load_image (stb_image), convert_channels, image_to_chw
@@ -20,31 +18,6 @@ namespace fs = std::filesystem;
 
 namespace vitcuda {
 namespace {
-
-std::string in_quotes(const std::string& path) { return "'" + path + "'"; }
-
-bool is_file(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool is_dir(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-std::vector<char> read_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error("cannot open " + in_quotes(path) + ": " + std::strerror(errno));
-  std::vector<char> bytes;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
-  const bool failed = std::ferror(f);
-  std::fclose(f);
-  if (failed) throw Error("cannot read " + in_quotes(path) + ": I/O error");
-  return bytes;
-}
 
 std::vector<std::string> numbered_names(int n) {
   std::vector<std::string> v;
@@ -84,7 +57,7 @@ Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes,
   ds.num_classes = num_classes;
   for (const std::string& path : files) {
     if (!is_file(path)) throw Error("missing CIFAR file " + in_quotes(path));
-    const std::vector<char> b = read_file(path);
+    const std::vector<uint8_t> b = read_file(path);
     if (b.empty()) throw Error("CIFAR file " + in_quotes(path) + " is empty");
     if (b.size() % record != 0)
       throw Error("CIFAR file " + in_quotes(path) + ": size " + std::to_string(b.size()) + " bytes is not a multiple of the " +
@@ -92,7 +65,7 @@ Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes,
     const size_t n = b.size() / record;
     ds.images.reserve(ds.images.size() + n * kCifarPixels);
     for (size_t r = 0; r < n; ++r) {
-      const uint8_t* rec = reinterpret_cast<const uint8_t*>(b.data()) + r * record;
+      const uint8_t* rec = b.data() + r * record;
       const int label = rec[label_index];
       if (label >= num_classes)
         throw Error("bad label in CIFAR file " + in_quotes(path) + ": record " + std::to_string(r) + " has label " +
@@ -166,8 +139,8 @@ std::string field_text(const char* b, const char* e) {
 Dataset load_csv(const std::string& path, int num_classes) {
   if (!is_file(path)) throw Error("missing CSV file " + in_quotes(path));
   if (num_classes < 0) throw Error("load_csv: num_classes is " + std::to_string(num_classes) + ", must be >= 0");
-  const std::vector<char> text = read_file(path);
-  const char* p = text.data();
+  const std::vector<uint8_t> text = read_file(path);
+  const char* p = reinterpret_cast<const char*>(text.data());
   const char* end = p + text.size();
   Dataset ds;
   ds.name = path;

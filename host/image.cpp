@@ -3,10 +3,11 @@
 // application).
 #include "vitcuda/image.h"
 
-#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
+#include "vitcuda/augment.h"  // resize_bilinear on [C, H, W] planes
 #include "vitcuda/checkpoint.h"
 
 #if VITCUDA_HAVE_STB
@@ -74,27 +75,15 @@ void write_png(const std::string& path, const Image& image) {
 }
 #endif
 
+// augment.h's planar resize, the training loader's, on the image's planes: inference
+// (model_input) resizes exactly as training does.
 Image resize_bilinear(const Image& image, int width, int height) {
   if (width <= 0 || height <= 0) throw Error("resize_bilinear: target size must be positive");
   if (width == image.width && height == image.height) return image;
-  Image out(width, height, image.channels);
-  const float sy = float(image.height) / height, sx = float(image.width) / width;
-  for (int y = 0; y < height; ++y) {
-    const float fy = std::min(std::max((y + 0.5f) * sy - 0.5f, 0.f), float(image.height - 1));
-    const int y0 = int(fy), y1 = std::min(y0 + 1, image.height - 1);
-    const float wy = fy - y0;
-    for (int x = 0; x < width; ++x) {
-      const float fx = std::min(std::max((x + 0.5f) * sx - 0.5f, 0.f), float(image.width - 1));
-      const int x0 = int(fx), x1 = std::min(x0 + 1, image.width - 1);
-      const float wx = fx - x0;
-      for (int c = 0; c < image.channels; ++c) {
-        const float a = image.at(x0, y0)[c] * (1 - wx) + image.at(x1, y0)[c] * wx;
-        const float b = image.at(x0, y1)[c] * (1 - wx) + image.at(x1, y1)[c] * wx;
-        out.at(x, y)[c] = uint8_t(std::min(255.f, std::max(0.f, a * (1 - wy) + b * wy + 0.5f)));
-      }
-    }
-  }
-  return out;
+  const std::vector<uint8_t> chw = image_to_chw(image);
+  std::vector<uint8_t> out(size_t(image.channels) * height * width);
+  resize_bilinear(chw.data(), image.channels, image.height, image.width, out.data(), height, width);
+  return image_from_chw(out.data(), image.channels, height, width);
 }
 
 Image convert_channels(const Image& image, int channels) {

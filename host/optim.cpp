@@ -36,11 +36,8 @@ double AdamW::step(float lr) {
   Backend& be = model_.backend();
   const double norm = std::sqrt(be.sum_squares(model_.grad_arena()));
   AdamWHyper h;
+  static_cast<AdamWCoefficients&>(h) = cfg_;  // betas, eps, weight decay
   h.lr = lr;
-  h.beta1 = cfg_.beta1;
-  h.beta2 = cfg_.beta2;
-  h.eps = cfg_.eps;
-  h.weight_decay = cfg_.weight_decay;
   h.step = ++step_;
   // Global-norm clipping as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
   h.grad_scale = (cfg_.clip_grad > 0.f && norm > cfg_.clip_grad) ? float(cfg_.clip_grad / (norm + 1e-6)) : 1.f;

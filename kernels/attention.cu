@@ -40,13 +40,6 @@
 #include "kernels/ptx.cuh"
 #include "kernels/philox.h"
 
-// Loops over register fragments must be unrolled, or the fragment arrays go to local memory.
-#if defined(VITCUDA_EMU)
-#define ATTN_UNROLL
-#else
-#define ATTN_UNROLL _Pragma("unroll")
-#endif
-
 namespace vitcuda {
 VITCUDA_KERNELS_BEGIN
 
@@ -175,9 +168,9 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = row_w < N;     // warp-uniform
   uint32_t qa[D / 16][4];
   float o[D / 8][4];
-  ATTN_UNROLL
+  VITCUDA_UNROLL
   for (int nb = 0; nb < D / 8; ++nb)
-    ATTN_UNROLL
+    VITCUDA_UNROLL
     for (int c = 0; c < 4; ++c) o[nb][c] = 0.f;
   float m[2] = {-INFINITY, -INFINITY};  // running max of rows g and g+8 (log2 domain)
   float l[2] = {0.f, 0.f};              // this thread's part of the running sum
@@ -196,20 +189,20 @@ __global__ void __launch_bounds__(kThreads)
 
     if (active) {
       if (kt == 0)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int ks = 0; ks < D / 16; ++ks)
           ptx::ldmatrix_x4(qa[ks], smem_raw(sQ + frag_a_offset<S>(warp * 16, ks * 16, lane)));
       const SmemPtr<bf16> tK = sK + buf * kTileElems, tV = sV + buf * kTileElems;
       const int kv = min(kTile, N - kt * kTile);  // valid keys in this tile
 
       float s[8][4];
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) s[nb][c] = 0.f;
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int ks = 0; ks < D / 16; ++ks)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int np = 0; np < 4; ++np) {
           if (np * 16 >= kv) continue;  // 16 keys all past N
           uint32_t r[4];
@@ -222,15 +215,15 @@ __global__ void __launch_bounds__(kThreads)
       // Online softmax. A quad (the 4 lanes sharing g) holds all 64 columns of rows g and g+8;
       // every tile has a valid key, so the new max is finite.
       float mx[2] = {-INFINITY, -INFINITY};
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) {
           const int key = kt * kTile + nb * 8 + 2 * t + (c & 1);
           s[nb][c] = key < N ? s[nb][c] * scale_log2 : -INFINITY;
           mx[c >> 1] = fmaxf(mx[c >> 1], s[nb][c]);
         }
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullWarpMask, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullWarpMask, mx[r], 2));
@@ -238,15 +231,15 @@ __global__ void __launch_bounds__(kThreads)
         const float alpha = exp2f(m[r] - m_new);  // 0 on the first tile (m = -inf)
         m[r] = m_new;
         l[r] *= alpha;
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int nb = 0; nb < D / 8; ++nb) {
           o[nb][2 * r] *= alpha;
           o[nb][2 * r + 1] *= alpha;
         }
       }
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) {
           float p = exp2f(s[nb][c] - m[c >> 1]);
           l[c >> 1] += p;  // the softmax denominator is taken before dropout, as in the reference
@@ -259,12 +252,12 @@ __global__ void __launch_bounds__(kThreads)
         }
 
       // O += P V: P from the accumulators (bf16), V fragments by ldmatrix.trans ([key][d] tile).
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int kk = 0; kk < 4; ++kk) {
         if (kk * 16 >= kv) continue;
         uint32_t pa[4];
         accum_to_a(s, kk, pa);
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int np = 0; np < D / 16; ++np) {
           uint32_t r[4];
           ptx::ldmatrix_x4_trans(r, smem_raw(tV + frag_b_kn_offset<S>(kk * 16, np * 16, lane)));
@@ -278,18 +271,18 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (!active) return;
 
-  ATTN_UNROLL
+  VITCUDA_UNROLL
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(kFullWarpMask, l[r], 1);
     l[r] += __shfl_xor_sync(kFullWarpMask, l[r], 2);
   }
-  ATTN_UNROLL
+  VITCUDA_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int i = row_w + g + 8 * r;
     if (i >= N) continue;
     const float inv = 1.f / l[r];
     bf16* dst = out + (static_cast<size_t>(b) * N + i) * H * D + static_cast<size_t>(h) * D;
-    ATTN_UNROLL
+    VITCUDA_UNROLL
     for (int nb = 0; nb < D / 8; ++nb) {
       dst[nb * 8 + 2 * t] = __float2bfloat16(o[nb][2 * r] * inv);
       dst[nb * 8 + 2 * t + 1] = __float2bfloat16(o[nb][2 * r + 1] * inv);
@@ -346,9 +339,9 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = key_w < N;
   const int kv = min(kTile, N - k0);  // valid keys of this CTA
   float dk_acc[D / 8][4], dv_acc[D / 8][4];
-  ATTN_UNROLL
+  VITCUDA_UNROLL
   for (int nb = 0; nb < D / 8; ++nb)
-    ATTN_UNROLL
+    VITCUDA_UNROLL
     for (int c = 0; c < 4; ++c) dk_acc[nb][c] = dv_acc[nb][c] = 0.f;
 
   for (int qt = 0; qt < n_tiles; ++qt) {
@@ -371,16 +364,16 @@ __global__ void __launch_bounds__(kThreads)
 
     if (active) {
       float st[8][4], dpt[8][4];
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) st[nb][c] = dpt[nb][c] = 0.f;
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int ks = 0; ks < D / 16; ++ks) {
         uint32_t ka[4], va[4];
         ptx::ldmatrix_x4(ka, smem_raw(sK + frag_a_offset<S>(warp * 16, ks * 16, lane)));
         ptx::ldmatrix_x4(va, smem_raw(sV + frag_a_offset<S>(warp * 16, ks * 16, lane)));
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int np = 0; np < 4; ++np) {
           if (np * 16 >= qv) continue;
           uint32_t r[4];
@@ -395,9 +388,9 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       // st becomes (P∘Z)ᵀ, dpt becomes dSᵀ; entries with a key or query past N are 0.
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) {
           const int qi = nb * 8 + 2 * t + (c & 1);
           const int query = qt * kTile + qi, key = key_w + g + 8 * (c >> 1);
@@ -413,13 +406,13 @@ __global__ void __launch_bounds__(kThreads)
           st[nb][c] = pz;
           dpt[nb][c] = ds;
         }
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int kk = 0; kk < 4; ++kk) {
         if (kk * 16 >= qv) continue;
         uint32_t pa[4], da[4];
         accum_to_a(st, kk, pa);
         accum_to_a(dpt, kk, da);
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int np = 0; np < D / 16; ++np) {
           uint32_t r[4];
           ptx::ldmatrix_x4_trans(r, smem_raw(tdO + frag_b_kn_offset<S>(kk * 16, np * 16, lane)));
@@ -432,9 +425,9 @@ __global__ void __launch_bounds__(kThreads)
           ptx::mma_m16n8k16_bf16(dk_acc[2 * np + 1], da, q1f, dk_acc[2 * np + 1]);
         }
       }
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int r = 0; r < 2; ++r)
           *smem_cast<uint32_t>(sdS + (warp * 16 + g + 8 * r) * SD + nb * 8 + 2 * t) =
               pack_bf16(dpt[nb][2 * r], dpt[nb][2 * r + 1]);
@@ -446,17 +439,17 @@ __global__ void __launch_bounds__(kThreads)
     const int qrow_w = qt * kTile + warp * 16;
     if (qrow_w < N) {
       float acc[D / 8][4];
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int nb = 0; nb < D / 8; ++nb)
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int c = 0; c < 4; ++c) acc[nb][c] = 0.f;
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int kk = 0; kk < 4; ++kk) {
         if (kk * 16 >= kv) continue;
         uint32_t a[4];  // A[query][key] = dSᵀ[key][query]: .trans of the [key][query] tile
         ptx::ldmatrix_x4_trans(a, smem_raw(sdS + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * SD +
                                           warp * 16 + ((lane >> 3) & 1) * 8));
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int np = 0; np < D / 16; ++np) {
           uint32_t r[4];
           ptx::ldmatrix_x4_trans(r, smem_raw(sK + frag_b_kn_offset<S>(kk * 16, np * 16, lane)));
@@ -465,12 +458,12 @@ __global__ void __launch_bounds__(kThreads)
           ptx::mma_m16n8k16_bf16(acc[2 * np + 1], a, b1, acc[2 * np + 1]);
         }
       }
-      ATTN_UNROLL
+      VITCUDA_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int row = qrow_w + g + 8 * r;
         if (row >= N) continue;
         float* dst = dq_accum + (static_cast<size_t>(bh) * N + row) * D;
-        ATTN_UNROLL
+        VITCUDA_UNROLL
         for (int nb = 0; nb < D / 8; ++nb) {
           atomicAdd(dst + nb * 8 + 2 * t, acc[nb][2 * r]);
           atomicAdd(dst + nb * 8 + 2 * t + 1, acc[nb][2 * r + 1]);
@@ -481,12 +474,12 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (!active) return;
 
-  ATTN_UNROLL
+  VITCUDA_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int key = key_w + g + 8 * r;
     if (key >= N) continue;
     const size_t base = head + static_cast<size_t>(key) * D;
-    ATTN_UNROLL
+    VITCUDA_UNROLL
     for (int nb = 0; nb < D / 8; ++nb) {
       dk[base + nb * 8 + 2 * t] = __float2bfloat16(dk_acc[nb][2 * r]);
       dk[base + nb * 8 + 2 * t + 1] = __float2bfloat16(dk_acc[nb][2 * r + 1]);

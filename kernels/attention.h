@@ -6,7 +6,7 @@
 //   lse       [B, H, N]     fp32: logsumexp_j(scale · q_i·k_j), natural log, saved for backward
 // P = softmax(q kᵀ · scale) row-wise; with attention dropout P'_ij = P_ij · Z_ij where
 // Z_ij = keep ? 1/(1-p) : 0 and keep = dropout_keep(seed, stream, ((b·H + h)·N + i)·N + j,
-// dropout_threshold(p)) (include/vitcuda/philox.h): the same mask as the reference, bit for bit.
+// dropout_threshold(p)) (kernels/philox.h): the same mask as the reference, bit for bit.
 // out_i = Σ_j P'_ij v_j.
 //
 // T = __nv_bfloat16: tensor-core kernels (mma.sync m16n8k16, bf16 operands, fp32 accumulation,

@@ -30,7 +30,8 @@
 #endif
 
 // Full unrolling of a loop with a compile-time trip count, so that arrays indexed by its
-// counter stay in registers (nvcc); nothing for the host compiler of the emulation build.
+// counter stay in registers (nvcc; e.g. attention.cu's register fragments, which would otherwise
+// go to local memory); nothing for the host compiler of the emulation build.
 #if defined(__CUDACC__)
 #define VITCUDA_UNROLL _Pragma("unroll")
 #else

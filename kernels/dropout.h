@@ -1,7 +1,7 @@
 // vitcuda — dropout and drop-path launchers (kernels/dropout.cu). Same semantics as the CPU
 // reference (host/cpu/ref_ops.h: vitcuda::ref::dropout / drop_path) and Backend::dropout /
 // Backend::drop_path: the keep mask is a pure function of (spec.seed, spec.stream, index) through
-// Philox4x32-10 (include/vitcuda/philox.h), so forward and backward are the same call and the
+// Philox4x32-10 (kernels/philox.h), so forward and backward are the same call and the
 // mask is bit-identical to the CPU's. Storage T is float or bf16; the scaling is fp32.
 #pragma once
 #include <cstddef>

@@ -14,6 +14,9 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+// act_value / act_derivative_value: the activation formulas of the CPU reference, in both builds
+// and on the host (the emulated cuBLASLt epilogue).
+#include "kernels/activation.h"
 
 #if defined(VITCUDA_EMU)
 #include "kernels/emu/emu_blas.h"
@@ -29,11 +32,6 @@ namespace vitcuda {
 VITCUDA_KERNELS_BEGIN
 
 namespace {
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kInvSqrt2 = 0.7071067811865476f;
-constexpr float kInvSqrt2Pi = 0.3989422804014327f;
-constexpr float kGeluTanhC = 0.044715f;
-
 // The activation-backward reduction: blocks of 32 columns × kColsumRows threads, each block summing
 // one chunk of rows. At most kColsumMaxChunks chunks, so the partials stay small (≤ 128·N floats,
 // 1.5 MiB for N = 3072) while a ViT-B fc1 gradient (50432 × 3072) still runs 96 × 128 blocks,
@@ -51,35 +49,6 @@ size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // ------------------------------------------------------------------------------------------
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
-
-// The same float formulas in both builds and on the host (the emulated cuBLASLt epilogue).
-template <Act A>
-__host__ __device__ __forceinline__ float act_value(float x) {
-  if constexpr (A == Act::GeluErf) {
-    return 0.5f * x * (1.f + erff(x * kInvSqrt2));
-  } else if constexpr (A == Act::GeluTanh) {
-    return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kGeluTanhC * x * x * x)));
-  } else if constexpr (A == Act::Tanh) {
-    return tanhf(x);
-  } else {
-    return x;
-  }
-}
-
-template <Act A>
-__host__ __device__ __forceinline__ float act_derivative_value(float x) {
-  if constexpr (A == Act::GeluErf) {
-    return 0.5f * (1.f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x);
-  } else if constexpr (A == Act::GeluTanh) {
-    const float t = tanhf(kSqrt2OverPi * (x + kGeluTanhC * x * x * x));
-    return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kGeluTanhC * x * x);
-  } else if constexpr (A == Act::Tanh) {
-    const float t = tanhf(x);
-    return 1.f - t * t;
-  } else {
-    return 1.f;
-  }
-}
 
 // p = in[m, n] (+ bias[n]); with pre_out the rounded p is stored there and is what act sees (so
 // backward differentiates at exactly the stored pre-activation); y = act(p). in may alias pre_out

@@ -5,11 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(VITCUDA_EMU)
-#define VITCUDA_HD __host__ __device__ __forceinline__
-#else
-#define VITCUDA_HD inline
-#endif
+#include "kernels/host_device.h"
 
 namespace vitcuda {
 

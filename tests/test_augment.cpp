@@ -166,7 +166,7 @@ TEST(Augment, ZoomOutReflectsAndZoomInMagnifies) {
 }
 
 TEST(Augment, RandomResizedCropBoxFollowsTorchvision) {
-  const float scale[2] = {0.08f, 1.f}, ratio[2] = {3.f / 4, 4.f / 3};
+  const float ratio[2] = {3.f / 4, 4.f / 3};
   // Every sampled box lies inside the image with area and aspect in range (up to rounding).
   for (int i = 0; i < 200; ++i) {
     AugmentConfig cfg;
@@ -301,7 +301,9 @@ TEST(AugmentLoader, ThreadedEqualsSynchronousBitwise) {
       const auto b = run_epoch(threaded, 8);
       ASSERT_EQ(a.size(), size_t(sync.num_batches()));
       EXPECT_TRUE(a == b) << "epoch " << epoch;
-      if (!drop_last) EXPECT_EQ(a.back().second.size(), 5u);
+      if (!drop_last) {
+        EXPECT_EQ(a.back().second.size(), 5u);
+      }
     }
     // Abandoning an epoch half-way and starting another is clean.
     threaded.start_epoch(2);

@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "vitcuda/augment.h"
 #include "vitcuda/backend.h"
 #include "vitcuda/model.h"
 #include "vitcuda/image.h"
@@ -276,6 +278,29 @@ TEST(Images, ResizeAndChannels) {
   EXPECT_EQ(image_to_chw(back), chw);
 }
 
+// Inference (model_input) resizes exactly as the training loader does: the same pixels as
+// augment.h's planar resize_bilinear, up and down, for every channel count.
+TEST(Images, ResizeIsTheLoaderResize) {
+  uint64_t state = 12345;
+  for (int ch : {1, 3, 4}) {
+    Image img(13, 9, ch);
+    for (uint8_t& v : img.pixels) v = uint8_t((state = state * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+    const std::vector<uint8_t> chw = image_to_chw(img);
+    for (const auto& [w, h] : std::vector<std::pair<int, int>>{{28, 20}, {5, 4}, {13, 30}, {1, 1}}) {
+      std::vector<uint8_t> want(size_t(ch) * h * w);
+      resize_bilinear(chw.data(), ch, img.height, img.width, want.data(), h, w);
+      EXPECT_EQ(resize_bilinear(img, w, h).pixels, image_from_chw(want.data(), ch, h, w).pixels)
+          << ch << " channels to " << w << "x" << h;
+    }
+  }
+  try {
+    resize_bilinear(Image(2, 2, 1), 0, 3);
+    ADD_FAILURE() << "no error for a 0x3 target";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "resize_bilinear: target size must be positive");
+  }
+}
+
 TEST(Images, PngRoundTripAndErrors) {
   if (!png_supported()) GTEST_SKIP() << "built without stb (libstb-dev)";
   const fs::path dir = temp_dir("png");
@@ -385,7 +410,9 @@ TEST(PlotHistory, WritesCurvesPng) {
                           " > " + (dir / "log.txt").string() + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_text(dir / "log.txt");
   ASSERT_TRUE(fs::exists(dir / "curves.png")) << read_text(dir / "log.txt");
-  if (png_supported()) EXPECT_GT(load_image((dir / "curves.png").string()).width, 100);
+  if (png_supported()) {
+    EXPECT_GT(load_image((dir / "curves.png").string()).width, 100);
+  }
   // A missing file: one error line and a non-zero exit.
   const std::string bad = python + " " + VITCUDA_SOURCE_DIR + "/tools/plot_history.py " +
                           (dir / "nothing").string() + " > " + (dir / "log2.txt").string() + " 2>&1";

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/activation.h"
 #include "kernels/philox.h"
 
 // glibc's libmvec holds SIMD versions of erff, expf and tanhf (AVX2 and AVX-512 variants, within
@@ -80,56 +81,29 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
                            int64_t, double, double*, int64_t);
 
 // ---- activations -------------------------------------------------------------------------
+// The formulas are kernels/activation.h's, shared with the kernels; in float they call erff /
+// expf / tanhf by name, which the simd declarations at the top turn into libmvec calls inside
+// the `omp simd` loops below.
 namespace {
-constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2/pi)
-constexpr double kInvSqrt2 = 0.7071067811865476;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1/sqrt(2*pi)
-
-// The float overloads name erff / expf / tanhf themselves, so that the vectoriser sees the simd
-// declarations above (std::erf(float) reaches them through a builtin it does not vectorise).
-inline float erf_(float x) { return erff(x); }
-inline double erf_(double x) { return std::erf(x); }
-inline float exp_(float x) { return expf(x); }
-inline double exp_(double x) { return std::exp(x); }
-inline float tanh_(float x) { return tanhf(x); }
-inline double tanh_(double x) { return std::tanh(x); }
-
-template <typename T>
-inline T gelu_erf(T x) { return T(0.5) * x * (T(1) + erf_(x * T(kInvSqrt2))); }
-template <typename T>
-inline T gelu_tanh(T x) { return T(0.5) * x * (T(1) + tanh_(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x))); }
-template <typename T>
-inline T gelu_erf_grad(T x) {
-  return T(0.5) * (T(1) + erf_(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x);
-}
-template <typename T>
-inline T gelu_tanh_grad(T x) {
-  const T t = tanh_(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x));
-  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
-}
-template <typename T>
-inline T tanh_grad(T x) {
-  const T t = tanh_(x);
-  return T(1) - t * t;
-}
+using hdmath::exp_;  // also the softmax's exp (vectorised in float, as the activations)
 
 template <typename T>
 inline T act_fwd(Act act, T x) {
   switch (act) {
-    case Act::None: return x;
-    case Act::GeluErf: return gelu_erf(x);
-    case Act::GeluTanh: return gelu_tanh(x);
-    case Act::Tanh: return tanh_(x);
+    case Act::None: return act_value<Act::None>(x);
+    case Act::GeluErf: return act_value<Act::GeluErf>(x);
+    case Act::GeluTanh: return act_value<Act::GeluTanh>(x);
+    case Act::Tanh: return act_value<Act::Tanh>(x);
   }
   return x;
 }
 template <typename T>
 inline T act_grad(Act act, T x) {
   switch (act) {
-    case Act::None: return T(1);
-    case Act::GeluErf: return gelu_erf_grad(x);
-    case Act::GeluTanh: return gelu_tanh_grad(x);
-    case Act::Tanh: return tanh_grad(x);
+    case Act::None: return act_derivative_value<Act::None>(x);
+    case Act::GeluErf: return act_derivative_value<Act::GeluErf>(x);
+    case Act::GeluTanh: return act_derivative_value<Act::GeluTanh>(x);
+    case Act::Tanh: return act_derivative_value<Act::Tanh>(x);
   }
   return T(1);
 }
@@ -144,15 +118,15 @@ void act_forward_n(Act act, const T* x, T* y, int64_t n) {
       return;
     case Act::GeluErf:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) y[i] = gelu_erf(x[i]);
+      for (int64_t i = 0; i < n; ++i) y[i] = act_value<Act::GeluErf>(x[i]);
       return;
     case Act::GeluTanh:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(x[i]);
+      for (int64_t i = 0; i < n; ++i) y[i] = act_value<Act::GeluTanh>(x[i]);
       return;
     case Act::Tanh:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) y[i] = tanh_(x[i]);
+      for (int64_t i = 0; i < n; ++i) y[i] = act_value<Act::Tanh>(x[i]);
       return;
   }
 }
@@ -162,15 +136,15 @@ void act_backward_n(Act act, const T* x, T* dy, int64_t n) {
     case Act::None: return;
     case Act::GeluErf:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) dy[i] *= gelu_erf_grad(x[i]);
+      for (int64_t i = 0; i < n; ++i) dy[i] *= act_derivative_value<Act::GeluErf>(x[i]);
       return;
     case Act::GeluTanh:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) dy[i] *= gelu_tanh_grad(x[i]);
+      for (int64_t i = 0; i < n; ++i) dy[i] *= act_derivative_value<Act::GeluTanh>(x[i]);
       return;
     case Act::Tanh:
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) dy[i] *= tanh_grad(x[i]);
+      for (int64_t i = 0; i < n; ++i) dy[i] *= act_derivative_value<Act::Tanh>(x[i]);
       return;
   }
 }

@@ -41,12 +41,20 @@ struct DropoutSpec {
 
 enum class ImageLayout : uint8_t { NCHW, NHWC };
 
-struct AdamWHyper {
+// AdamW's coefficients, those of torch.optim.AdamW(lr, betas, eps, weight_decay). The
+// optimizer's configuration (AdamWConfig, vitcuda/optim.h) and the update op's arguments
+// (AdamWHyper) both start from them.
+struct AdamWCoefficients {
   float lr = 1e-3f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.05f;
+};
+
+// The arguments of one update (Backend::adamw_update): the coefficients, lr being this step's
+// rate, and what changes every step.
+struct AdamWHyper : AdamWCoefficients {
   int64_t step = 1;         // 1-based, for bias correction
   float grad_scale = 1.f;   // multiplies every gradient first (global-norm clipping)
 };

@@ -25,7 +25,8 @@ bool png_supported();
 Image load_image(const std::string& path);
 // Writes a PNG atomically (temporary file + rename). Throws Error naming the path.
 void write_png(const std::string& path, const Image& image);
-// Bilinear resampling (pixel centres aligned, as PIL/OpenCV's INTER_LINEAR without antialias).
+// Bilinear resampling (pixel centres aligned, as PIL/OpenCV's INTER_LINEAR without antialias):
+// augment.h's resize_bilinear, the training loader's, applied to the image's channel planes.
 Image resize_bilinear(const Image& image, int width, int height);
 // 1 channel: ITU-R BT.601 luma; 3: gray replicated / alpha dropped; 4: opaque alpha added.
 Image convert_channels(const Image& image, int channels);

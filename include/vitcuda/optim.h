@@ -7,12 +7,10 @@
 
 namespace vitcuda {
 
-struct AdamWConfig {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.05f;
+// AdamW's coefficients (vitcuda/backend.h; lr is the base rate, checked here: step() takes each
+// step's rate from the schedule) and global-norm gradient clipping. AdamW::step turns them into
+// the backend op's AdamWHyper.
+struct AdamWConfig : AdamWCoefficients {
   float clip_grad = 0.f;  // > 0: scale gradients so their global L2 norm is at most this
 };
 
