@@ -65,12 +65,6 @@ static bool parse_safetensors_dtype(const std::string& s, DType* t) {
   return false;
 }
 
-static std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // ---- atomic replacement --------------------------------------------------------------------
 
 struct Chunk {

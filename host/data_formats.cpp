@@ -1,5 +1,12 @@
-// vitcuda — dataset readers beyond IDX: CIFAR-10/100 binary, MNIST-style CSV and image folders
-// (PNG/JPEG/... through image.h's load_image, i.e. stb_image), the standard class names, and load_dataset() for the tools.
+// vitcuda — the dataset readers: IDX (MNIST, Fashion-MNIST), CIFAR-10/100 binary, MNIST-style CSV
+// and image folders (PNG/JPEG/... through image.h's load_image, i.e. stb_image), the standard
+// class names, and load_dataset() for the tools.
+//
+// IDX: a big-endian header, magic 0x00 0x00 <type> <ndims>, then ndims u32 dims, then the
+// payload. Images are type 0x08 (u8) with 3 dims [N, H, W]; labels are u8 with 1 dim [N].
+// A file is read whole (inflated first when it starts with the gzip magic 1f 8b) and every
+// size the header promises is checked against the bytes actually there, so a bad header can
+// neither allocate absurd memory nor read past the end.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +24,114 @@
 namespace fs = std::filesystem;
 
 namespace vitcuda {
+
+// ---- reading IDX files -----------------------------------------------------------------
+
+static uint32_t read_be32(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+
+struct IdxFile {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> bytes;  // header and payload
+  size_t payload_offset = 0;
+};
+
+// Reads an IDX file of u8 elements with `ndims` dimensions; `kind` names it in messages.
+static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
+  if (!is_file(path)) throw Error("missing IDX " + std::string(kind) + " file " + in_quotes(path));
+  IdxFile idx;
+  idx.bytes = read_file(path, Gzip::Inflate);
+
+  const std::vector<uint8_t>& b = idx.bytes;
+  uint32_t expected_magic = 0x00000800u | uint32_t(ndims);
+  if (b.size() < 4)
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
+                " bytes, not even the 4-byte magic number");
+  uint32_t magic = read_be32(b.data());
+  if (magic != expected_magic) {
+    char msg[160];
+    std::snprintf(msg, sizeof(msg), "bad magic number 0x%08x (expected 0x%08x for an IDX %s file)",
+                  magic, expected_magic, kind);
+    throw Error("cannot read " + in_quotes(path) + ": " + msg);
+  }
+  size_t header = 4 + 4 * size_t(ndims);
+  if (b.size() < header)
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
+                " bytes, the header alone needs " + std::to_string(header));
+  // Caps well past any real dataset: they catch garbage headers before the size arithmetic.
+  const int64_t kMaxCount = int64_t(1) << 31, kMaxSide = 1 << 14;  // product < 2^63
+  int64_t payload = 1;
+  for (int i = 0; i < ndims; i++) {
+    int64_t d = read_be32(b.data() + 4 + 4 * i);
+    int64_t cap = i == 0 ? kMaxCount : kMaxSide;
+    if (d == 0 || d > cap)
+      throw Error("cannot read " + in_quotes(path) + ": dimension " + std::to_string(i) + " is " +
+                  std::to_string(d) + " (must be 1.." + std::to_string(cap) + ")");
+    idx.dims.push_back(d);
+    payload *= d;
+  }
+  size_t have = b.size() - header;
+  if (have < size_t(payload))
+    throw Error("truncated IDX file " + in_quotes(path) + ": header promises " +
+                std::to_string(payload) + " data bytes, file has " + std::to_string(have));
+  if (have > size_t(payload))
+    throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - size_t(payload)) +
+                " bytes after the " + std::to_string(payload) + " data bytes the header promises");
+  idx.payload_offset = header;
+  return idx;
+}
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 int num_classes) {
+  if (num_classes < 1 || num_classes > 256)
+    throw Error("load_idx: num_classes is " + std::to_string(num_classes) +
+                " (IDX labels are bytes: 1..256)");
+  IdxFile im = read_idx(images_path, 3, "image");
+  IdxFile lb = read_idx(labels_path, 1, "label");
+  if (im.dims[0] != lb.dims[0])
+    throw Error("image and label counts disagree: " + in_quotes(images_path) + " has " +
+                std::to_string(im.dims[0]) + " images, " + in_quotes(labels_path) + " has " +
+                std::to_string(lb.dims[0]) + " labels");
+
+  Dataset ds;
+  ds.name = images_path;
+  ds.channels = 1;
+  ds.height = int(im.dims[1]);
+  ds.width = int(im.dims[2]);
+  ds.num_classes = num_classes;
+  for (int c = 0; c < num_classes; c++) ds.class_names.push_back(std::to_string(c));
+  ds.images.assign(im.bytes.begin() + im.payload_offset, im.bytes.end());
+  ds.labels.resize(size_t(lb.dims[0]));
+  const uint8_t* l = lb.bytes.data() + lb.payload_offset;
+  for (size_t i = 0; i < ds.labels.size(); i++) {
+    if (l[i] >= num_classes)
+      throw Error("bad label in " + in_quotes(labels_path) + ": label " + std::to_string(l[i]) +
+                  " of example " + std::to_string(i) + " is >= num_classes " +
+                  std::to_string(num_classes));
+    ds.labels[i] = l[i];
+  }
+  return ds;
+}
+
+// The raw file when present, else its .gz; a missing file is named with both spellings.
+static std::string find_idx(const std::string& dir, const std::string& base) {
+  std::string raw = dir + "/" + base;
+  if (is_file(raw)) return raw;
+  if (is_file(raw + ".gz")) return raw + ".gz";
+  throw Error("missing IDX file " + in_quotes(raw) + " (nor " + in_quotes(raw + ".gz") + ")");
+}
+
+Dataset load_mnist_dir(const std::string& dir, const std::string& split) {
+  std::string prefix;
+  if (split == "train") prefix = "train";
+  else if (split == "test") prefix = "t10k";
+  else throw Error("load_mnist_dir: split is '" + split + "', must be 'train' or 'test'");
+  std::string images = find_idx(dir, prefix + "-images-idx3-ubyte");
+  std::string labels = find_idx(dir, prefix + "-labels-idx1-ubyte");
+  return load_idx(images, labels, 10);
+}
+
 namespace {
 
 std::vector<std::string> numbered_names(int n) {

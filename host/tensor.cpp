@@ -110,6 +110,8 @@ static std::string dims_str(const int64_t* shape, int ndim) {
   return s + "]";
 }
 
+std::string shape_string(const std::vector<int64_t>& shape) { return dims_str(shape.data(), int(shape.size())); }
+
 Tensor Tensor::view(void* data, const int64_t* shape, int ndim, DType dtype, Device device) {
   if (ndim < 0 || ndim > kMaxDims)
     throw Error("Tensor::view: " + std::to_string(ndim) + " dims, at most " +

@@ -19,6 +19,8 @@ const char* dtype_name(DType t);
 // n elements of `dtype` at host address `src` (as they sit in memory: little-endian) as fp32:
 // bf16 and f16 widened exactly, f64 rounded, integers converted.
 std::vector<float> to_f32(const void* src, DType dtype, int64_t n);
+// "[2, 3, 4]": how shapes appear in every message.
+std::string shape_string(const std::vector<int64_t>& shape);
 
 // An error from the library. The message names the op, tensor, flag or file and what is wrong.
 struct Error : std::runtime_error {
