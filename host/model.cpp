@@ -7,20 +7,18 @@
 #include <map>
 #include <sstream>
 
+#include "host/random.h"
+
 namespace vitcuda {
 namespace {
 
 std::string blk(int l, const char* what) { return "blocks." + std::to_string(l) + "." + what; }
 
-// splitmix64: tiny, seedable, identical everywhere (std::normal_distribution is not).
+// splitmix64 (host/random.h) with the distributions timm's init needs, computed here because
+// std::normal_distribution differs between standard libraries.
 struct SplitMix {
   uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return splitmix64(s); }
   double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }  // (0, 1)
   double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
   double trunc_normal(double stdev) {  // resampled outside +-2 std, as timm's trunc_normal_
@@ -61,7 +59,11 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
   master_ = separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {arena_size_}, DType::F32, dev)
                             : params_;
   grads_ = Tensor::view(grad_mem_, {arena_size_}, grad_dtype, dev);
-  acts_ = Tensor::view(act_mem_, {act_bytes_}, DType::U8, dev);
+  for (const ParamSlot& s : param_slots_) {
+    *s.param = pview(params_, param_specs_[s.spec]);
+    *s.grad = pview(grads_, param_specs_[s.spec]);
+  }
+  bind_activations();  // at batch 0 until the first forward
 }
 
 Model::~Model() {
@@ -71,139 +73,165 @@ Model::~Model() {
 }
 
 // ---- planning: the parameter table (timm names and shapes) and the activation table -----
+// Each entry also names the typed field(s) that view it, bound once the arenas exist.
 void Model::plan() {
   const ViTConfig& c = cfg_;
   const int64_t D = c.embed_dim, A = c.attn_dim(), Hm = c.mlp_hidden_dim(), PD = c.patch_dim();
+  const size_t nmlp = c.head_mlp.size();
+  using Init = ParamSpec::Init;
+  ParamTensors &p = p_, &g = g_;
+  p.blocks.resize(c.depth);
+  g.blocks.resize(c.depth);
+  p.head.mlp.resize(nmlp);
+  g.head.mlp.resize(nmlp);
   // Every tensor starts on a multiple of 16 elements (32 bytes in bf16): vector loads and
   // cuBLASLt's fast paths need aligned operands. The gaps stay zero.
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
-    ParamSpec s{name, shape, (arena_size_ + 15) / 16 * 16, 1, decay};
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay, Init init, Tensor& pf, Tensor& gf) {
+    ParamSpec s{name, shape, (arena_size_ + 15) / 16 * 16, 1, decay, init};
     for (int64_t d : shape) s.numel *= d;
     num_params_ += s.numel;
     arena_size_ = s.offset + s.numel;
+    param_slots_.push_back({param_specs_.size(), &pf, &gf});
     param_specs_.push_back(s);
   };
-  add("patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}, true);
-  add("patch_embed.proj.bias", {D}, false);
-  if (c.class_token) add("cls_token", {1, 1, D}, false);
-  add("pos_embed", {1, c.num_tokens(), D}, false);
+  add("patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}, true, Init::TruncNormal, p.patch_w, g.patch_w);
+  add("patch_embed.proj.bias", {D}, false, Init::Zeros, p.patch_b, g.patch_b);
+  if (c.class_token) add("cls_token", {1, 1, D}, false, Init::ClsNormal, p.cls_token, g.cls_token);
+  add("pos_embed", {1, c.num_tokens(), D}, false, Init::TruncNormal, p.pos_embed, g.pos_embed);
   for (int l = 0; l < c.depth; ++l) {
-    add(blk(l, "norm1.weight"), {D}, false);
-    add(blk(l, "norm1.bias"), {D}, false);
-    add(blk(l, "attn.qkv.weight"), {3 * A, D}, true);
-    if (c.qkv_bias) add(blk(l, "attn.qkv.bias"), {3 * A}, false);
-    add(blk(l, "attn.proj.weight"), {D, A}, true);
-    add(blk(l, "attn.proj.bias"), {D}, false);
-    add(blk(l, "norm2.weight"), {D}, false);
-    add(blk(l, "norm2.bias"), {D}, false);
-    add(blk(l, "mlp.fc1.weight"), {Hm, D}, true);
-    add(blk(l, "mlp.fc1.bias"), {Hm}, false);
-    add(blk(l, "mlp.fc2.weight"), {D, Hm}, true);
-    add(blk(l, "mlp.fc2.bias"), {D}, false);
+    BlockParams &pb = p.blocks[l], &gb = g.blocks[l];
+    add(blk(l, "norm1.weight"), {D}, false, Init::Ones, pb.norm1_w, gb.norm1_w);
+    add(blk(l, "norm1.bias"), {D}, false, Init::Zeros, pb.norm1_b, gb.norm1_b);
+    add(blk(l, "attn.qkv.weight"), {3 * A, D}, true, Init::TruncNormal, pb.qkv_w, gb.qkv_w);
+    if (c.qkv_bias) add(blk(l, "attn.qkv.bias"), {3 * A}, false, Init::Zeros, pb.qkv_b, gb.qkv_b);
+    add(blk(l, "attn.proj.weight"), {D, A}, true, Init::TruncNormal, pb.proj_w, gb.proj_w);
+    add(blk(l, "attn.proj.bias"), {D}, false, Init::Zeros, pb.proj_b, gb.proj_b);
+    add(blk(l, "norm2.weight"), {D}, false, Init::Ones, pb.norm2_w, gb.norm2_w);
+    add(blk(l, "norm2.bias"), {D}, false, Init::Zeros, pb.norm2_b, gb.norm2_b);
+    add(blk(l, "mlp.fc1.weight"), {Hm, D}, true, Init::TruncNormal, pb.fc1_w, gb.fc1_w);
+    add(blk(l, "mlp.fc1.bias"), {Hm}, false, Init::Zeros, pb.fc1_b, gb.fc1_b);
+    add(blk(l, "mlp.fc2.weight"), {D, Hm}, true, Init::TruncNormal, pb.fc2_w, gb.fc2_w);
+    add(blk(l, "mlp.fc2.bias"), {D}, false, Init::Zeros, pb.fc2_b, gb.fc2_b);
   }
   // timm: norm before token pooling, fc_norm after average pooling.
+  HeadParams &ph = p.head, &gh = g.head;
   const std::string final_norm = c.pool == Pool::Avg ? "fc_norm" : "norm";
-  add(final_norm + ".weight", {D}, false);
-  add(final_norm + ".bias", {D}, false);
+  add(final_norm + ".weight", {D}, false, Init::Ones, ph.norm_w, gh.norm_w);
+  add(final_norm + ".bias", {D}, false, Init::Zeros, ph.norm_b, gh.norm_b);
   int64_t feat = c.pooled_dim();
-  for (size_t j = 0; j < c.head_mlp.size(); ++j) {
-    add("head_mlp." + std::to_string(j) + ".weight", {c.head_mlp[j], feat}, true);
-    add("head_mlp." + std::to_string(j) + ".bias", {c.head_mlp[j]}, false);
+  for (size_t j = 0; j < nmlp; ++j) {
+    const std::string n = "head_mlp." + std::to_string(j);
+    add(n + ".weight", {c.head_mlp[j], feat}, true, Init::TruncNormal, ph.mlp[j].w, gh.mlp[j].w);
+    add(n + ".bias", {c.head_mlp[j]}, false, Init::Zeros, ph.mlp[j].b, gh.mlp[j].b);
     feat = c.head_mlp[j];
   }
   if (c.pre_logits > 0) {
-    add("pre_logits.fc.weight", {c.pre_logits, feat}, true);
-    add("pre_logits.fc.bias", {c.pre_logits}, false);
+    add("pre_logits.fc.weight", {c.pre_logits, feat}, true, Init::TruncNormal, ph.pre_logits.w, gh.pre_logits.w);
+    add("pre_logits.fc.bias", {c.pre_logits}, false, Init::Zeros, ph.pre_logits.b, gh.pre_logits.b);
     feat = c.pre_logits;
   }
-  add("head.weight", {c.num_classes, feat}, true);
-  add("head.bias", {c.num_classes}, false);
+  add("head.weight", {c.num_classes, feat}, true, Init::TruncNormal, ph.fc.w, gh.fc.w);
+  add("head.bias", {c.num_classes}, false, Init::Zeros, ph.fc.b, gh.fc.b);
   arena_size_ = (arena_size_ + 63) / 64 * 64;
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
   const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads,
                 hd = c.attn_head_dim();
   const DType stats = dtype_ == DType::F64 ? DType::F64 : DType::F32;
-  auto act = [&](const std::string& name, std::vector<int64_t> shape, DType dt) {
+  ActTensors& a = a_;
+  a.res.resize(c.depth + 1);
+  a.blocks.resize(c.depth);
+  a.head.mlp.resize(nmlp);
+  auto act = [&](const std::string& name, std::vector<int64_t> shape, DType dt, Tensor& field) {
     ActivationSpec s{name, shape, dt, act_bytes_, 1};
     for (int64_t d : shape) s.numel *= d;
     act_bytes_ += (s.numel * int64_t(dtype_size(dt)) + 255) / 256 * 256;
+    act_slots_.push_back({act_specs_.size(), &field});
     act_specs_.push_back(s);
   };
-  act("input", {B, c.in_chans, c.img_size, c.img_size}, DType::U8);
-  act("labels", {B}, DType::I32);
-  act("losses", {B}, DType::F32);
-  act("hits", {B}, DType::I32);
-  act("cols", {B * Np, PD}, dtype_);
-  act("patches", {B, Np, D}, dtype_);
-  for (int l = 0; l <= c.depth; ++l) act("res." + std::to_string(l), {B, T, D}, dtype_);  // block inputs
+  act("input", {B, c.in_chans, c.img_size, c.img_size}, DType::U8, a.input);
+  act("labels", {B}, DType::I32, a.labels);
+  act("losses", {B}, DType::F32, a.losses);
+  act("hits", {B}, DType::I32, a.hits);
+  act("cols", {B * Np, PD}, dtype_, a.cols);
+  act("patches", {B, Np, D}, dtype_, a.patches);
+  for (int l = 0; l <= c.depth; ++l) act("res." + std::to_string(l), {B, T, D}, dtype_, a.res[l]);  // block inputs
   for (int l = 0; l < c.depth; ++l) {
-    act(blk(l, "ln1"), {B, T, D}, dtype_);
-    act(blk(l, "ln1.mean"), {B, T}, stats);
-    act(blk(l, "ln1.rstd"), {B, T}, stats);
-    act(blk(l, "q"), {B, H, T, hd}, dtype_);
-    act(blk(l, "k"), {B, H, T, hd}, dtype_);
-    act(blk(l, "v"), {B, H, T, hd}, dtype_);
-    act(blk(l, "lse"), {B, H, T}, stats);
-    act(blk(l, "att"), {B, T, A}, dtype_);
-    act(blk(l, "proj"), {B, T, D}, dtype_);
-    act(blk(l, "mid"), {B, T, D}, dtype_);  // res + proj: the input of norm2
-    act(blk(l, "ln2"), {B, T, D}, dtype_);
-    act(blk(l, "ln2.mean"), {B, T}, stats);
-    act(blk(l, "ln2.rstd"), {B, T}, stats);
-    act(blk(l, "fc1.pre"), {B, T, Hm}, dtype_);
-    act(blk(l, "fc1"), {B, T, Hm}, dtype_);
-    if (c.mlp_gelu_out) act(blk(l, "fc2.pre"), {B, T, D}, dtype_);
-    act(blk(l, "fc2"), {B, T, D}, dtype_);
+    BlockActs& x = a.blocks[l];
+    act(blk(l, "ln1"), {B, T, D}, dtype_, x.ln1);
+    act(blk(l, "ln1.mean"), {B, T}, stats, x.ln1_mean);
+    act(blk(l, "ln1.rstd"), {B, T}, stats, x.ln1_rstd);
+    act(blk(l, "q"), {B, H, T, hd}, dtype_, x.q);
+    act(blk(l, "k"), {B, H, T, hd}, dtype_, x.k);
+    act(blk(l, "v"), {B, H, T, hd}, dtype_, x.v);
+    act(blk(l, "lse"), {B, H, T}, stats, x.lse);
+    act(blk(l, "att"), {B, T, A}, dtype_, x.att);
+    act(blk(l, "proj"), {B, T, D}, dtype_, x.proj);
+    act(blk(l, "mid"), {B, T, D}, dtype_, x.mid);  // res + proj: the input of norm2
+    act(blk(l, "ln2"), {B, T, D}, dtype_, x.ln2);
+    act(blk(l, "ln2.mean"), {B, T}, stats, x.ln2_mean);
+    act(blk(l, "ln2.rstd"), {B, T}, stats, x.ln2_rstd);
+    act(blk(l, "fc1.pre"), {B, T, Hm}, dtype_, x.fc1_pre);
+    act(blk(l, "fc1"), {B, T, Hm}, dtype_, x.fc1);
+    if (c.mlp_gelu_out) act(blk(l, "fc2.pre"), {B, T, D}, dtype_, x.fc2_pre);
+    act(blk(l, "fc2"), {B, T, D}, dtype_, x.fc2);
   }
-  act("qkv", {B, T, 3 * A}, dtype_);  // packed projection, consumed at once by the split
-  act("norm", {B, T, D}, dtype_);
-  act("norm.mean", {B, T}, stats);
-  act("norm.rstd", {B, T}, stats);
-  act("pooled", {B, D}, dtype_);
-  act("fc_norm", {B, D}, dtype_);
-  act("fc_norm.mean", {B}, stats);
-  act("fc_norm.rstd", {B}, stats);
+  act("qkv", {B, T, 3 * A}, dtype_, a.qkv);  // packed projection, consumed at once by the split
+  HeadActs& h = a.head;
+  act("norm", {B, T, D}, dtype_, h.norm);
+  act("norm.mean", {B, T}, stats, h.norm_mean);
+  act("norm.rstd", {B, T}, stats, h.norm_rstd);
+  act("pooled", {B, D}, dtype_, h.pooled);
+  act("fc_norm", {B, D}, dtype_, h.fc_norm);
+  act("fc_norm.mean", {B}, stats, h.fc_norm_mean);
+  act("fc_norm.rstd", {B}, stats, h.fc_norm_rstd);
   int64_t feat_max = c.pooled_dim();
-  for (size_t j = 0; j < c.head_mlp.size(); ++j) {
-    act("head_mlp." + std::to_string(j) + ".pre", {B, c.head_mlp[j]}, dtype_);
-    act("head_mlp." + std::to_string(j), {B, c.head_mlp[j]}, dtype_);
+  for (size_t j = 0; j < nmlp; ++j) {
+    act("head_mlp." + std::to_string(j) + ".pre", {B, c.head_mlp[j]}, dtype_, h.mlp[j].pre);
+    act("head_mlp." + std::to_string(j), {B, c.head_mlp[j]}, dtype_, h.mlp[j].out);
     feat_max = std::max<int64_t>(feat_max, c.head_mlp[j]);
   }
   if (c.pre_logits > 0) {
-    act("pre_logits.pre", {B, c.pre_logits}, dtype_);
-    act("pre_logits", {B, c.pre_logits}, dtype_);
+    act("pre_logits.pre", {B, c.pre_logits}, dtype_, h.pre_logits.pre);
+    act("pre_logits", {B, c.pre_logits}, dtype_, h.pre_logits.out);
     feat_max = std::max<int64_t>(feat_max, c.pre_logits);
   }
-  act("logits", {B, c.num_classes}, dtype_);
+  act("logits", {B, c.num_classes}, dtype_, h.logits);
   // Gradient scratch.
-  act("d_logits", {B, c.num_classes}, dtype_);
-  act("d_head.a", {B, feat_max}, dtype_);
-  act("d_head.b", {B, feat_max}, dtype_);
-  act("d_pooled", {B, D}, dtype_);
-  act("d_res", {B, T, D}, dtype_);
-  act("d_branch", {B, T, D}, dtype_);
-  act("d_ln", {B, T, D}, dtype_);
-  act("d_fc1", {B, T, Hm}, dtype_);
-  act("d_att", {B, T, A}, dtype_);
-  act("d_q", {B, H, T, hd}, dtype_);
-  act("d_k", {B, H, T, hd}, dtype_);
-  act("d_v", {B, H, T, hd}, dtype_);
-  act("d_qkv", {B, T, 3 * A}, dtype_);
-  act("d_patches", {B, Np, D}, dtype_);
+  GradActs& d = a.d;
+  act("d_logits", {B, c.num_classes}, dtype_, d.logits);
+  act("d_head.a", {B, feat_max}, dtype_, d.head_a);
+  act("d_head.b", {B, feat_max}, dtype_, d.head_b);
+  act("d_pooled", {B, D}, dtype_, d.pooled);
+  act("d_res", {B, T, D}, dtype_, d.res);
+  act("d_branch", {B, T, D}, dtype_, d.branch);
+  act("d_ln", {B, T, D}, dtype_, d.ln);
+  act("d_fc1", {B, T, Hm}, dtype_, d.fc1);
+  act("d_att", {B, T, A}, dtype_, d.att);
+  act("d_q", {B, H, T, hd}, dtype_, d.q);
+  act("d_k", {B, H, T, hd}, dtype_, d.k);
+  act("d_v", {B, H, T, hd}, dtype_, d.v);
+  act("d_qkv", {B, T, 3 * A}, dtype_, d.qkv);
+  act("d_patches", {B, Np, D}, dtype_, d.patches);
 }
 
-Tensor Model::A(const std::string& name) const {
+Tensor Model::act_view(const ActivationSpec& s) const {
+  int64_t shape[kMaxDims];
+  const int nd = int(s.shape.size());
+  for (int i = 0; i < nd; ++i) shape[i] = s.shape[i];
+  // Batch-major: the first batch_ rows (for cols, batch_ * Np rows).
+  shape[0] = s.shape[0] / max_batch_ * batch_;
+  return Tensor::view(static_cast<char*>(act_mem_) + s.offset, shape, nd, s.dtype, be_.device());
+}
+
+void Model::bind_activations() {
+  for (const ActSlot& s : act_slots_) *s.view = act_view(act_specs_[s.spec]);
+}
+
+Tensor Model::activation(const std::string& name) const {
   // The table is small (~20 per block); a linear scan keeps the plan a plain vector.
-  for (const ActivationSpec& s : act_specs_) {
-    if (s.name != name) continue;
-    int64_t shape[kMaxDims];
-    const int nd = int(s.shape.size());
-    for (int i = 0; i < nd; ++i) shape[i] = s.shape[i];
-    // Batch-major: the first batch_ rows (for cols, batch_ * Np rows).
-    shape[0] = s.shape[0] / max_batch_ * batch_;
-    return Tensor::view(static_cast<char*>(act_mem_) + s.offset, shape, nd, s.dtype, be_.device());
-  }
+  for (const ActivationSpec& s : act_specs_)
+    if (s.name == name) return act_view(s);
   throw Error("Model: no activation named '" + name + "'");
 }
 
@@ -213,19 +241,28 @@ const ParamSpec& Model::param_spec(const std::string& name) const {
   throw Error("Model: no parameter named '" + name + "'");
 }
 
-Tensor Model::pview(const Tensor& arena, const std::string& name) const {
-  const ParamSpec& s = param_spec(name);
+Tensor Model::pview(const Tensor& arena, const ParamSpec& s) const {
+  void* data = static_cast<char*>(arena.data()) + s.offset * dtype_size(arena.dtype());
+  // The conv weight is used as a 2-D matrix [D, C*P*P] by the ops.
+  if (s.name == "patch_embed.proj.weight")
+    return Tensor::view(data, {s.shape[0], s.numel / s.shape[0]}, arena.dtype(), arena.device());
   int64_t shape[kMaxDims];
   const int nd = int(s.shape.size());
   for (int i = 0; i < nd; ++i) shape[i] = s.shape[i];
-  // Conv and [1, N, D] parameters are used as 2-D matrices by the ops.
-  if (name == "patch_embed.proj.weight") return Tensor::view(static_cast<char*>(arena.data()) + s.offset * dtype_size(arena.dtype()), {s.shape[0], s.numel / s.shape[0]}, arena.dtype(), arena.device());
-  return Tensor::view(static_cast<char*>(arena.data()) + s.offset * dtype_size(arena.dtype()), shape, nd,
-                      arena.dtype(), arena.device());
+  return Tensor::view(data, shape, nd, arena.dtype(), arena.device());
 }
 
-Tensor Model::param(const std::string& name) const { return pview(params_, name); }
-Tensor Model::grad(const std::string& name) const { return pview(grads_, name); }
+Tensor Model::param(const std::string& name) const { return pview(params_, param_spec(name)); }
+Tensor Model::grad(const std::string& name) const { return pview(grads_, param_spec(name)); }
+
+// The input of the head: fc_norm (average pooling), the cls token's features (token
+// pooling) or all tokens' features flattened (Keras Flatten).
+Tensor Model::features() const {
+  const HeadActs& h = a_.head;
+  if (cfg_.pool == Pool::Avg) return h.fc_norm;
+  if (cfg_.pool == Pool::Token) return h.pooled;
+  return h.norm.reshape({batch_, int64_t(cfg_.num_tokens()) * cfg_.embed_dim});
+}
 
 DropoutSpec Model::drop(float p, int site) const {
   DropoutSpec s;
@@ -241,13 +278,13 @@ void Model::init(uint64_t seed) {
   for (const ParamSpec& s : param_specs_) {
     SplitMix rng{seed ^ std::hash<std::string>{}(s.name)};
     float* w = host.data() + s.offset;
-    const bool is_norm = s.name.find("norm") != std::string::npos;
-    const bool is_bias = s.name.size() >= 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
     for (int64_t i = 0; i < s.numel; ++i) {
-      if (s.name == "cls_token") w[i] = float(rng.normal() * 1e-6);
-      else if (is_norm) w[i] = is_bias ? 0.f : 1.f;
-      else if (is_bias) w[i] = 0.f;
-      else w[i] = float(rng.trunc_normal(0.02));
+      switch (s.init) {
+        case ParamSpec::Init::TruncNormal: w[i] = float(rng.trunc_normal(0.02)); break;
+        case ParamSpec::Init::Zeros: w[i] = 0.f; break;
+        case ParamSpec::Init::Ones: w[i] = 1.f; break;
+        case ParamSpec::Init::ClsNormal: w[i] = float(rng.normal() * 1e-6); break;
+      }
     }
   }
   set_master(host);
@@ -288,81 +325,72 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
   train_ = train;
   seed_ = seed;
   step_ = step;
-  const int64_t B = batch_, T = c.num_tokens(), H = c.num_heads;
+  bind_activations();
   const float eps = c.ln_eps;
   const Act gelu = gelu_act(c.gelu);
-  auto P = [&](const std::string& n) { return param(n); };
-  auto none = Tensor{};
+  const ParamTensors& p = p_;
+  const ActTensors& a = a_;
+  const Tensor none;
 
-  be_.copy_to_device(A("input").data(), images.data(), images.nbytes());
-  be_.patch_extract(A("input"), ImageLayout::NCHW, c.patch_size, c.pixel_mean.data(), c.pixel_std.data(), A("cols"));
-  be_.linear_forward(A("cols"), P("patch_embed.proj.weight"), P("patch_embed.proj.bias"), Act::None, none, A("patches"));
-  be_.tokens_forward(A("patches"), c.class_token ? P("cls_token") : none, P("pos_embed"), A("res.0"));
-  be_.dropout(A("res.0"), A("res.0"), drop(c.drop_rate, kPosDrop));
+  be_.copy_to_device(a.input.data(), images.data(), images.nbytes());
+  be_.patch_extract(a.input, ImageLayout::NCHW, c.patch_size, c.pixel_mean.data(), c.pixel_std.data(), a.cols);
+  be_.linear_forward(a.cols, p.patch_w, p.patch_b, Act::None, none, a.patches);
+  be_.tokens_forward(a.patches, p.cls_token, p.pos_embed, a.res[0]);
+  be_.dropout(a.res[0], a.res[0], drop(c.drop_rate, kPosDrop));
 
   for (int l = 0; l < c.depth; ++l) {
-    const std::string res = "res." + std::to_string(l);
-    auto X = [&](const char* what) { return A(blk(l, what)); };
-    auto W = [&](const char* what) { return P(blk(l, what)); };
+    const BlockParams& w = p.blocks[l];
+    const BlockActs& x = a.blocks[l];
     const float dpr = c.depth > 1 ? c.drop_path_rate * l / (c.depth - 1) : c.drop_path_rate;
-    // norm1, fused with the residual add that ends the previous block
+    // norm1, fused with the residual add that ends the previous block: res = mid + fc2
     if (l == 0)
-      be_.layernorm_forward(A(res), none, none, W("norm1.weight"), W("norm1.bias"), eps, X("ln1"), X("ln1.mean"), X("ln1.rstd"));
+      be_.layernorm_forward(a.res[0], none, none, w.norm1_w, w.norm1_b, eps, x.ln1, x.ln1_mean, x.ln1_rstd);
     else
-      be_.layernorm_forward(A(blk(l - 1, "mid")), A(blk(l - 1, "fc2")), A(res), W("norm1.weight"), W("norm1.bias"), eps,
-                            X("ln1"), X("ln1.mean"), X("ln1.rstd"));
+      be_.layernorm_forward(a.blocks[l - 1].mid, a.blocks[l - 1].fc2, a.res[l], w.norm1_w, w.norm1_b, eps, x.ln1,
+                            x.ln1_mean, x.ln1_rstd);
     // attention
-    be_.qkv_forward(X("ln1"), W("attn.qkv.weight"), c.qkv_bias ? W("attn.qkv.bias") : none, A("qkv"), X("q"), X("k"), X("v"));
-    be_.attention_forward(X("q"), X("k"), X("v"), c.attn_scale(), drop(c.attn_drop_rate, block_site(l, kAttn)), X("att"), X("lse"));
-    be_.linear_forward(X("att"), W("attn.proj.weight"), W("attn.proj.bias"), Act::None, none, X("proj"));
-    be_.dropout(X("proj"), X("proj"), drop(c.drop_rate, block_site(l, kProjDrop)));
-    be_.drop_path(X("proj"), X("proj"), drop(dpr, block_site(l, kProjPath)));
+    be_.qkv_forward(x.ln1, w.qkv_w, w.qkv_b, a.qkv, x.q, x.k, x.v);
+    be_.attention_forward(x.q, x.k, x.v, c.attn_scale(), drop(c.attn_drop_rate, block_site(l, kAttn)), x.att, x.lse);
+    be_.linear_forward(x.att, w.proj_w, w.proj_b, Act::None, none, x.proj);
+    be_.dropout(x.proj, x.proj, drop(c.drop_rate, block_site(l, kProjDrop)));
+    be_.drop_path(x.proj, x.proj, drop(dpr, block_site(l, kProjPath)));
     // norm2 on mid = res + proj
-    be_.layernorm_forward(A(res), X("proj"), X("mid"), W("norm2.weight"), W("norm2.bias"), eps, X("ln2"), X("ln2.mean"), X("ln2.rstd"));
+    be_.layernorm_forward(a.res[l], x.proj, x.mid, w.norm2_w, w.norm2_b, eps, x.ln2, x.ln2_mean, x.ln2_rstd);
     // MLP
-    be_.linear_forward(X("ln2"), W("mlp.fc1.weight"), W("mlp.fc1.bias"), gelu, X("fc1.pre"), X("fc1"));
-    be_.dropout(X("fc1"), X("fc1"), drop(c.drop_rate, block_site(l, kFc1Drop)));
-    be_.linear_forward(X("fc1"), W("mlp.fc2.weight"), W("mlp.fc2.bias"), c.mlp_gelu_out ? gelu : Act::None,
-                       c.mlp_gelu_out ? X("fc2.pre") : none, X("fc2"));
-    be_.dropout(X("fc2"), X("fc2"), drop(c.drop_rate, block_site(l, kFc2Drop)));
-    be_.drop_path(X("fc2"), X("fc2"), drop(dpr, block_site(l, kFc2Path)));
+    be_.linear_forward(x.ln2, w.fc1_w, w.fc1_b, gelu, x.fc1_pre, x.fc1);
+    be_.dropout(x.fc1, x.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
+    be_.linear_forward(x.fc1, w.fc2_w, w.fc2_b, c.mlp_gelu_out ? gelu : Act::None, x.fc2_pre, x.fc2);
+    be_.dropout(x.fc2, x.fc2, drop(c.drop_rate, block_site(l, kFc2Drop)));
+    be_.drop_path(x.fc2, x.fc2, drop(dpr, block_site(l, kFc2Path)));
   }
 
-  // final norm and pooling; res.L = mid + fc2 of the last block
+  // final norm and pooling; res[L] = mid + fc2 of the last block
   const int L = c.depth;
-  const std::string last = "res." + std::to_string(L);
-  Tensor feat;
+  const BlockActs& last = a.blocks[L - 1];
+  const HeadParams& hp = p.head;
+  const HeadActs& h = a.head;
   if (c.pool == Pool::Avg) {
-    be_.add(A(blk(L - 1, "mid")), A(blk(L - 1, "fc2")), A(last));
-    be_.pool_forward(A(last), Pool::Avg, c.class_token ? 1 : 0, A("pooled"));
-    be_.layernorm_forward(A("pooled"), none, none, P("fc_norm.weight"), P("fc_norm.bias"), eps, A("fc_norm"),
-                          A("fc_norm.mean"), A("fc_norm.rstd"));
-    feat = A("fc_norm");
+    be_.add(last.mid, last.fc2, a.res[L]);
+    be_.pool_forward(a.res[L], Pool::Avg, c.class_token ? 1 : 0, h.pooled);
+    be_.layernorm_forward(h.pooled, none, none, hp.norm_w, hp.norm_b, eps, h.fc_norm, h.fc_norm_mean, h.fc_norm_rstd);
   } else {
-    be_.layernorm_forward(A(blk(L - 1, "mid")), A(blk(L - 1, "fc2")), A(last), P("norm.weight"), P("norm.bias"), eps,
-                          A("norm"), A("norm.mean"), A("norm.rstd"));
-    if (c.pool == Pool::Token) {
-      be_.pool_forward(A("norm"), Pool::Token, 1, A("pooled"));
-      feat = A("pooled");
-    } else {
-      feat = A("norm").reshape({B, T * c.embed_dim});  // Keras Flatten
-    }
+    be_.layernorm_forward(last.mid, last.fc2, a.res[L], hp.norm_w, hp.norm_b, eps, h.norm, h.norm_mean, h.norm_rstd);
+    if (c.pool == Pool::Token) be_.pool_forward(h.norm, Pool::Token, 1, h.pooled);
   }
   // head: [dropout, Dense+GELU+dropout...], [pre-logits Linear+tanh], classifier
+  Tensor feat = features();
   be_.dropout(feat, feat, drop(c.head_drop_rate, kHeadDrop));
-  for (size_t j = 0; j < c.head_mlp.size(); ++j) {
-    const std::string n = "head_mlp." + std::to_string(j);
-    be_.linear_forward(feat, P(n + ".weight"), P(n + ".bias"), gelu, A(n + ".pre"), A(n));
-    feat = A(n);
+  for (size_t j = 0; j < hp.mlp.size(); ++j) {
+    be_.linear_forward(feat, hp.mlp[j].w, hp.mlp[j].b, gelu, h.mlp[j].pre, h.mlp[j].out);
+    feat = h.mlp[j].out;
     be_.dropout(feat, feat, drop(c.head_drop_rate, kHeadMlp0 + int(j)));
   }
   if (c.pre_logits > 0) {
-    be_.linear_forward(feat, P("pre_logits.fc.weight"), P("pre_logits.fc.bias"), Act::Tanh, A("pre_logits.pre"), A("pre_logits"));
-    feat = A("pre_logits");
+    be_.linear_forward(feat, hp.pre_logits.w, hp.pre_logits.b, Act::Tanh, h.pre_logits.pre, h.pre_logits.out);
+    feat = h.pre_logits.out;
   }
-  be_.linear_forward(feat, P("head.weight"), P("head.bias"), Act::None, none, A("logits"));
-  (void)H;
-  return A("logits");
+  be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
+  return h.logits;
 }
 
 StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready) {
@@ -371,13 +399,14 @@ StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_read
     if (labels[b] < 0 || labels[b] >= cfg_.num_classes)
       throw Error("Model::loss: label " + std::to_string(labels[b]) + " of sample " + std::to_string(b) +
                   " is outside [0, " + std::to_string(cfg_.num_classes) + ")");
-  be_.copy_to_device(A("labels").data(), labels, size_t(batch_) * sizeof(int32_t));
-  be_.softmax_xent(A("logits"), A("labels"), smoothing, 1.f / float(batch_), A("losses"),
-                   backward_ready ? A("d_logits") : Tensor{}, A("hits"));
+  const ActTensors& a = a_;
+  be_.copy_to_device(a.labels.data(), labels, size_t(batch_) * sizeof(int32_t));
+  be_.softmax_xent(a.head.logits, a.labels, smoothing, 1.f / float(batch_), a.losses,
+                   backward_ready ? a.d.logits : Tensor{}, a.hits);
   std::vector<float> losses(batch_);
   std::vector<int32_t> hits(batch_);
-  be_.copy_to_host(losses.data(), A("losses").data(), losses.size() * sizeof(float));
-  be_.copy_to_host(hits.data(), A("hits").data(), hits.size() * sizeof(int32_t));
+  be_.copy_to_host(losses.data(), a.losses.data(), losses.size() * sizeof(float));
+  be_.copy_to_host(hits.data(), a.hits.data(), hits.size() * sizeof(int32_t));
   StepStats st;
   st.count = batch_;
   for (int64_t b = 0; b < batch_; ++b) {
@@ -393,103 +422,86 @@ StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_read
 void Model::backward() {
   const ViTConfig& c = cfg_;
   if (batch_ == 0) throw Error("Model::backward: call forward and loss first");
-  const int64_t B = batch_, T = c.num_tokens();
-  const Act gelu = gelu_act(c.gelu);
-  auto P = [&](const std::string& n) { return param(n); };
-  auto G = [&](const std::string& n) { return grad(n); };
-  auto none = Tensor{};
+  const int64_t B = batch_;
   const int L = c.depth;
+  const Act gelu = gelu_act(c.gelu);
+  const ParamTensors &p = p_, &g = g_;
+  const ActTensors& a = a_;
+  const GradActs& d = a.d;
+  const HeadParams &hp = p.head, &hg = g.head;
+  const HeadActs& h = a.head;
+  const Tensor none;
 
-  // head, from the logits back to the pooled features. d_head.a / d_head.b alternate as dy/dx.
-  Tensor dy = A("d_logits");
-  auto head_input = [&](int j) -> Tensor {  // the input of head layer j (j = head_mlp.size() for pre-logits...)
-    if (j < 0) return Tensor{};
-    return A("head_mlp." + std::to_string(j));
-  };
+  // head, from the logits back to the pooled features. d.head_a / d.head_b alternate as dy/dx.
   const int nmlp = int(c.head_mlp.size());
-  Tensor pooled_feat = c.pool == Pool::Avg ? A("fc_norm") : c.pool == Pool::Token ? A("pooled")
-                                                                                  : A("norm").reshape({B, T * c.embed_dim});
-  Tensor last_feat = nmlp > 0 ? head_input(nmlp - 1) : pooled_feat;
+  const Tensor pooled_feat = features();
+  const Tensor last_feat = nmlp > 0 ? h.mlp[nmlp - 1].out : pooled_feat;  // the input of pre-logits
   bool use_a = true;
   auto scratch = [&](int64_t width) {
-    Tensor t = A(use_a ? "d_head.a" : "d_head.b");
+    const Tensor& t = use_a ? d.head_a : d.head_b;
     use_a = !use_a;
     return Tensor::view(t.data(), {B, width}, t.dtype(), t.device());
   };
-  Tensor head_in = c.pre_logits > 0 ? A("pre_logits") : last_feat;
+  Tensor dy = d.logits;
+  const Tensor head_in = c.pre_logits > 0 ? h.pre_logits.out : last_feat;
   Tensor dx = scratch(head_in.size(1));
-  be_.linear_backward(dy, head_in, P("head.weight"), Act::None, none, dx, G("head.weight"), G("head.bias"));
+  be_.linear_backward(dy, head_in, hp.fc.w, Act::None, none, dx, hg.fc.w, hg.fc.b);
   dy = dx;
   if (c.pre_logits > 0) {
     dx = scratch(last_feat.size(1));
-    be_.linear_backward(dy, last_feat, P("pre_logits.fc.weight"), Act::Tanh, A("pre_logits.pre"), dx,
-                        G("pre_logits.fc.weight"), G("pre_logits.fc.bias"));
+    be_.linear_backward(dy, last_feat, hp.pre_logits.w, Act::Tanh, h.pre_logits.pre, dx, hg.pre_logits.w,
+                        hg.pre_logits.b);
     dy = dx;
   }
   for (int j = nmlp - 1; j >= 0; --j) {
-    const std::string n = "head_mlp." + std::to_string(j);
     be_.dropout(dy, dy, drop(c.head_drop_rate, kHeadMlp0 + j));
-    Tensor in = j > 0 ? head_input(j - 1) : pooled_feat;
+    const Tensor in = j > 0 ? h.mlp[j - 1].out : pooled_feat;
     dx = scratch(in.size(1));
-    be_.linear_backward(dy, in, P(n + ".weight"), gelu, A(n + ".pre"), dx, G(n + ".weight"), G(n + ".bias"));
+    be_.linear_backward(dy, in, hp.mlp[j].w, gelu, h.mlp[j].pre, dx, hg.mlp[j].w, hg.mlp[j].b);
     dy = dx;
   }
   be_.dropout(dy, dy, drop(c.head_drop_rate, kHeadDrop));
 
-  // final norm and pooling, into d_res = d res.L
-  Tensor d_res = A("d_res");
-  be_.zero(d_res);
-  const std::string last = "res." + std::to_string(L);
+  // final norm and pooling, into d.res = d res[L]
+  be_.zero(d.res);
   if (c.pool == Pool::Avg) {
-    Tensor d_pooled = A("d_pooled");
-    be_.zero(d_pooled);
-    be_.layernorm_backward(dy, A("pooled"), P("fc_norm.weight"), A("fc_norm.mean"), A("fc_norm.rstd"), d_pooled,
-                           G("fc_norm.weight"), G("fc_norm.bias"));
-    be_.pool_backward(d_pooled, Pool::Avg, c.class_token ? 1 : 0, d_res);
+    be_.zero(d.pooled);
+    be_.layernorm_backward(dy, h.pooled, hp.norm_w, h.fc_norm_mean, h.fc_norm_rstd, d.pooled, hg.norm_w, hg.norm_b);
+    be_.pool_backward(d.pooled, Pool::Avg, c.class_token ? 1 : 0, d.res);
   } else {
-    Tensor d_norm = A("d_ln");
+    const Tensor& d_norm = d.ln;
     if (c.pool == Pool::Token) be_.pool_backward(dy, Pool::Token, 1, d_norm);
     else be_.copy(dy, d_norm);
-    be_.layernorm_backward(d_norm, A(last), P("norm.weight"), A("norm.mean"), A("norm.rstd"), d_res,
-                           G("norm.weight"), G("norm.bias"));
+    be_.layernorm_backward(d_norm, a.res[L], hp.norm_w, h.norm_mean, h.norm_rstd, d.res, hg.norm_w, hg.norm_b);
   }
 
-  // blocks in reverse. d_res holds d res.{l+1} = d mid + d fc2 (the residual carries it).
-  Tensor d_branch = A("d_branch"), d_ln = A("d_ln"), d_fc1 = A("d_fc1"), d_att = A("d_att");
+  // blocks in reverse. d.res holds d res[l+1] = d mid + d fc2 (the residual carries it).
   for (int l = L - 1; l >= 0; --l) {
-    const std::string res = "res." + std::to_string(l);
-    auto X = [&](const char* what) { return A(blk(l, what)); };
-    auto W = [&](const char* what) { return P(blk(l, what)); };
-    auto GW = [&](const char* what) { return G(blk(l, what)); };
+    const BlockParams &w = p.blocks[l], &gw = g.blocks[l];
+    const BlockActs& x = a.blocks[l];
     const float dpr = c.depth > 1 ? c.drop_path_rate * l / (c.depth - 1) : c.drop_path_rate;
     // MLP branch
-    be_.drop_path(d_res, d_branch, drop(dpr, block_site(l, kFc2Path)));
-    be_.dropout(d_branch, d_branch, drop(c.drop_rate, block_site(l, kFc2Drop)));
-    be_.linear_backward(d_branch, X("fc1"), W("mlp.fc2.weight"), c.mlp_gelu_out ? gelu : Act::None,
-                        c.mlp_gelu_out ? X("fc2.pre") : none, d_fc1, GW("mlp.fc2.weight"), GW("mlp.fc2.bias"));
-    be_.dropout(d_fc1, d_fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
-    be_.linear_backward(d_fc1, X("ln2"), W("mlp.fc1.weight"), gelu, X("fc1.pre"), d_ln, GW("mlp.fc1.weight"),
-                        GW("mlp.fc1.bias"));
-    be_.layernorm_backward(d_ln, X("mid"), W("norm2.weight"), X("ln2.mean"), X("ln2.rstd"), d_res,
-                           GW("norm2.weight"), GW("norm2.bias"));
-    // attention branch (d_res is now d mid = d res.l + d proj)
-    be_.drop_path(d_res, d_branch, drop(dpr, block_site(l, kProjPath)));
-    be_.dropout(d_branch, d_branch, drop(c.drop_rate, block_site(l, kProjDrop)));
-    be_.linear_backward(d_branch, X("att"), W("attn.proj.weight"), Act::None, none, d_att, GW("attn.proj.weight"),
-                        GW("attn.proj.bias"));
-    be_.attention_backward(d_att, X("q"), X("k"), X("v"), X("att"), X("lse"), c.attn_scale(),
-                           drop(c.attn_drop_rate, block_site(l, kAttn)), A("d_q"), A("d_k"), A("d_v"));
-    be_.qkv_backward(A("d_q"), A("d_k"), A("d_v"), X("ln1"), W("attn.qkv.weight"), A("d_qkv"), d_ln,
-                     GW("attn.qkv.weight"), c.qkv_bias ? GW("attn.qkv.bias") : none);
-    be_.layernorm_backward(d_ln, A(res), W("norm1.weight"), X("ln1.mean"), X("ln1.rstd"), d_res,
-                           GW("norm1.weight"), GW("norm1.bias"));
+    be_.drop_path(d.res, d.branch, drop(dpr, block_site(l, kFc2Path)));
+    be_.dropout(d.branch, d.branch, drop(c.drop_rate, block_site(l, kFc2Drop)));
+    be_.linear_backward(d.branch, x.fc1, w.fc2_w, c.mlp_gelu_out ? gelu : Act::None, x.fc2_pre, d.fc1, gw.fc2_w,
+                        gw.fc2_b);
+    be_.dropout(d.fc1, d.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
+    be_.linear_backward(d.fc1, x.ln2, w.fc1_w, gelu, x.fc1_pre, d.ln, gw.fc1_w, gw.fc1_b);
+    be_.layernorm_backward(d.ln, x.mid, w.norm2_w, x.ln2_mean, x.ln2_rstd, d.res, gw.norm2_w, gw.norm2_b);
+    // attention branch (d.res is now d mid = d res[l] + d proj)
+    be_.drop_path(d.res, d.branch, drop(dpr, block_site(l, kProjPath)));
+    be_.dropout(d.branch, d.branch, drop(c.drop_rate, block_site(l, kProjDrop)));
+    be_.linear_backward(d.branch, x.att, w.proj_w, Act::None, none, d.att, gw.proj_w, gw.proj_b);
+    be_.attention_backward(d.att, x.q, x.k, x.v, x.att, x.lse, c.attn_scale(),
+                           drop(c.attn_drop_rate, block_site(l, kAttn)), d.q, d.k, d.v);
+    be_.qkv_backward(d.q, d.k, d.v, x.ln1, w.qkv_w, d.qkv, d.ln, gw.qkv_w, gw.qkv_b);
+    be_.layernorm_backward(d.ln, a.res[l], w.norm1_w, x.ln1_mean, x.ln1_rstd, d.res, gw.norm1_w, gw.norm1_b);
   }
 
   // tokens and patch embedding
-  be_.dropout(d_res, d_res, drop(c.drop_rate, kPosDrop));
-  be_.tokens_backward(d_res, A("d_patches"), c.class_token ? G("cls_token") : none, G("pos_embed"));
-  be_.linear_backward(A("d_patches"), A("cols"), P("patch_embed.proj.weight"), Act::None, none, none,
-                      G("patch_embed.proj.weight"), G("patch_embed.proj.bias"));
+  be_.dropout(d.res, d.res, drop(c.drop_rate, kPosDrop));
+  be_.tokens_backward(d.res, d.patches, g.cls_token, g.pos_embed);
+  be_.linear_backward(d.patches, a.cols, p.patch_w, Act::None, none, none, g.patch_w, g.patch_b);
 }
 
 // ---- accounting ---------------------------------------------------------------------------
@@ -507,11 +519,6 @@ double Model::macs_per_image() const {
 
 std::string Model::summary() const {
   std::ostringstream os;
-  auto shape_str = [](const std::vector<int64_t>& s) {
-    std::string r = "[";
-    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
-  };
   os << "model " << cfg_.name << ": image " << cfg_.img_size << "x" << cfg_.img_size << "x" << cfg_.in_chans
      << ", patch " << cfg_.patch_size << ", tokens " << cfg_.num_tokens() << ", dim " << cfg_.embed_dim
      << ", depth " << cfg_.depth << ", heads " << cfg_.num_heads << " x " << cfg_.attn_head_dim() << ", mlp "
@@ -520,7 +527,7 @@ std::string Model::summary() const {
   std::snprintf(line, sizeof line, "%-36s %-22s %12s %s\n", "parameter", "shape", "count", "decay");
   os << line;
   for (const ParamSpec& s : param_specs_) {
-    std::snprintf(line, sizeof line, "%-36s %-22s %12lld %s\n", s.name.c_str(), shape_str(s.shape).c_str(),
+    std::snprintf(line, sizeof line, "%-36s %-22s %12lld %s\n", s.name.c_str(), shape_string(s.shape).c_str(),
                   (long long)s.numel, s.decay ? "yes" : "no");
     os << line;
   }

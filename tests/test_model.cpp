@@ -58,12 +58,6 @@ int64_t timm_param_count(const ViTConfig& c) {
   return n;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 // timm's state_dict names and shapes, in order, for a standard ViT (cls token, token pool).
 std::vector<std::pair<std::string, std::vector<int64_t>>> timm_table(const ViTConfig& c) {
   const int64_t D = c.embed_dim, Hm = c.mlp_hidden_dim();
@@ -185,15 +179,15 @@ TEST(ModelTest, VitBaseMatchesTimm) {
   EXPECT_EQ(expect.size(), 152u);
   for (size_t i = 0; i < expect.size(); ++i) {
     EXPECT_EQ(m.params()[i].name, expect[i].first);
-    EXPECT_EQ(shape_str(m.params()[i].shape), shape_str(expect[i].second)) << expect[i].first;
+    EXPECT_EQ(shape_string(m.params()[i].shape), shape_string(expect[i].second)) << expect[i].first;
   }
   // A few spelled out.
-  EXPECT_EQ(shape_str(m.param_spec("patch_embed.proj.weight").shape), "[768, 3, 16, 16]");
-  EXPECT_EQ(shape_str(m.param_spec("cls_token").shape), "[1, 1, 768]");
-  EXPECT_EQ(shape_str(m.param_spec("pos_embed").shape), "[1, 197, 768]");
-  EXPECT_EQ(shape_str(m.param_spec("blocks.0.attn.qkv.weight").shape), "[2304, 768]");
-  EXPECT_EQ(shape_str(m.param_spec("blocks.11.mlp.fc1.weight").shape), "[3072, 768]");
-  EXPECT_EQ(shape_str(m.param_spec("head.weight").shape), "[1000, 768]");
+  EXPECT_EQ(shape_string(m.param_spec("patch_embed.proj.weight").shape), "[768, 3, 16, 16]");
+  EXPECT_EQ(shape_string(m.param_spec("cls_token").shape), "[1, 1, 768]");
+  EXPECT_EQ(shape_string(m.param_spec("pos_embed").shape), "[1, 197, 768]");
+  EXPECT_EQ(shape_string(m.param_spec("blocks.0.attn.qkv.weight").shape), "[2304, 768]");
+  EXPECT_EQ(shape_string(m.param_spec("blocks.11.mlp.fc1.weight").shape), "[3072, 768]");
+  EXPECT_EQ(shape_string(m.param_spec("head.weight").shape), "[1000, 768]");
   // Decay flags.
   for (const char* n : {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.3.attn.proj.weight",
                         "blocks.11.mlp.fc2.weight", "head.weight"})
@@ -597,7 +591,9 @@ TEST(ModelTest, AdamWGlobalNormClipping) {
     EXPECT_NEAR(m[0], (1.0 - double(oc.beta1)) * 1e-3, 1e-6 * 1e-4);
     EXPECT_NEAR(m[1], -(1.0 - double(oc.beta1)) * 1e-3, 1e-6 * 1e-4);
   }
-  EXPECT_THROW(AdamW(model, AdamWConfig{-1.f}), Error);
+  AdamWConfig negative_lr;
+  negative_lr.lr = -1.f;
+  EXPECT_THROW(AdamW(model, negative_lr), Error);
 }
 
 // ---- learning-rate schedule ----------------------------------------------------------------

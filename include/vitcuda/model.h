@@ -19,6 +19,10 @@ struct ParamSpec {
   int64_t offset = 0;
   int64_t numel = 0;
   bool decay = true;  // AdamW weight decay: weights yes; biases, norms, cls token, pos embed no
+  // timm's initialisation: truncated normal(0.02) for weights and pos_embed, zeros for biases,
+  // ones for LayerNorm weights, normal(1e-6) for the cls token.
+  enum class Init : uint8_t { TruncNormal, Zeros, Ones, ClsNormal };
+  Init init = Init::TruncNormal;
 };
 
 // One activation buffer: name, shape at the maximum batch size, offset into the arena.
@@ -73,7 +77,7 @@ class Model {
   const ParamSpec& param_spec(const std::string& name) const;  // throws Error if unknown
   // A view of a saved activation of the last forward (backend memory) by its table name,
   // e.g. "blocks.0.q", "blocks.0.lse", "logits"; throws Error if unknown.
-  Tensor activation(const std::string& name) const { return A(name); }
+  Tensor activation(const std::string& name) const;
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
   int64_t num_params() const { return num_params_; }   // parameters, as timm counts them
@@ -96,10 +100,57 @@ class Model {
   std::string summary() const;
 
  private:
-  struct BlockActs;
+  // Typed views into the arenas, as llm.c's ParameterTensors / ActivationTensors: plan()
+  // records which table entry each field views, and forward() / backward() use the fields,
+  // never a name. Fields of optional tensors (qkv bias, cls token, fc2.pre, ...) stay
+  // undefined, which the ops read as "none".
+  struct LinearParams { Tensor w, b; };
+  struct BlockParams {
+    Tensor norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+  };
+  struct HeadParams {
+    Tensor norm_w, norm_b;  // "norm" before token pooling, "fc_norm" after average pooling
+    std::vector<LinearParams> mlp;
+    LinearParams pre_logits, fc;
+  };
+  struct ParamTensors {
+    Tensor patch_w, patch_b, cls_token, pos_embed;  // patch_w viewed as [D, C*P*P]
+    std::vector<BlockParams> blocks;
+    HeadParams head;
+  };
+  // Activations: views of the first batch_ rows, rebound by forward().
+  struct LinearActs { Tensor pre, out; };  // pre-activation (for the backward of the activation), output
+  struct BlockActs {
+    Tensor ln1, ln1_mean, ln1_rstd, q, k, v, lse, att, proj, mid, ln2, ln2_mean, ln2_rstd, fc1_pre, fc1,
+        fc2_pre, fc2;
+  };
+  struct HeadActs {
+    Tensor norm, norm_mean, norm_rstd, pooled, fc_norm, fc_norm_mean, fc_norm_rstd;
+    std::vector<LinearActs> mlp;
+    LinearActs pre_logits;
+    Tensor logits;
+  };
+  struct GradActs {  // gradient scratch ("d_*" in the table), shared by all blocks
+    Tensor logits, head_a, head_b,  // head_a / head_b alternate as dy / dx through the head
+        pooled, res, branch, ln, fc1, att, q, k, v, qkv, patches;
+  };
+  struct ActTensors {
+    Tensor input, labels, losses, hits, cols, patches;
+    std::vector<Tensor> res;  // block inputs res[0..depth]; res[depth] is the final norm's input
+    std::vector<BlockActs> blocks;
+    Tensor qkv;  // packed projection, consumed at once by the split
+    HeadActs head;
+    GradActs d;  // gradients
+  };
+  // Table entry -> the field(s) viewing it (Model does not move, so the pointers stay valid).
+  struct ParamSlot { size_t spec; Tensor* param; Tensor* grad; };
+  struct ActSlot { size_t spec; Tensor* view; };
+
   void plan();
-  Tensor A(const std::string& name) const;  // activation view at the current batch size
-  Tensor pview(const Tensor& arena, const std::string& name) const;
+  void bind_activations();  // points the ActTensors fields at the first batch_ rows
+  Tensor act_view(const ActivationSpec& s) const;  // at the current batch size
+  Tensor pview(const Tensor& arena, const ParamSpec& s) const;
+  Tensor features() const;  // the pooled features the head starts from
   DropoutSpec drop(float p, int site) const;
 
   ViTConfig cfg_;
@@ -108,11 +159,15 @@ class Model {
   DType dtype_;
   std::vector<ParamSpec> param_specs_;
   std::vector<ActivationSpec> act_specs_;
+  std::vector<ParamSlot> param_slots_;
+  std::vector<ActSlot> act_slots_;
   int64_t num_params_ = 0, arena_size_ = 0, act_bytes_ = 0;
   void* param_mem_ = nullptr;   // params (+ master when dtypes differ)
   void* grad_mem_ = nullptr;
   void* act_mem_ = nullptr;
-  Tensor params_, master_, grads_, acts_;
+  Tensor params_, master_, grads_;
+  ParamTensors p_, g_;  // compute-dtype parameters and their gradients
+  ActTensors a_;
   // Forward state remembered for loss() and backward().
   int64_t batch_ = 0;
   bool train_ = false;
