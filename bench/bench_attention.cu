@@ -100,8 +100,7 @@ __global__ void softmax_rows_kernel(bf16* s, int64_t rows, int N) {
 }
 
 // dS = P∘(dP − Σ_j P∘dP)·scale, in place over dP.
-__global__ void softmax_backward_rows_kernel(const bf16* p, bf16* dp, int64_t rows, int N,
-                                             float scale) {
+__global__ void softmax_backward_rows_kernel(const bf16* p, bf16* dp, int64_t rows, int N, float scale) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -117,8 +116,8 @@ __global__ void softmax_backward_rows_kernel(const bf16* p, bf16* dp, int64_t ro
 // One bf16 batched GEMM through the project GEMM (kernels/gemm.h: plain cuBLASLt, no epilogue, in
 // the native build; the CPU GEMM in the smoke build), row-major: D[M, N] = alpha·op(A)·op(B) with
 // the leading dimensions of dense [rows, cols] matrices, `batch` of them at the given strides.
-void gemm_batched(bool ta, bool tb, int M, int N, int K, float alpha, const bf16* A, int64_t sa,
-                  const bf16* B, int64_t sb, bf16* D, int64_t sd, int batch) {
+void gemm_batched(bool ta, bool tb, int M, int N, int K, float alpha, const bf16* A, int64_t sa, const bf16* B,
+                  int64_t sb, bf16* D, int64_t sd, int batch) {
   // Epilogue None needs no scratch beside cuBLASLt's share: one buffer serves every call.
   static rt::DeviceBuffer<unsigned char> ws(gemm_workspace_bytes(GemmArgs{}));
   GemmArgs g = dense_gemm(ta, tb, M, N, K, GemmType::BF16, GemmType::BF16, A, B, D, ws.get(), ws.size());
@@ -142,8 +141,8 @@ struct Unfused {
     constexpr int kWarpsPerBlock = 8;
     const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
     if (backward)
-      launch(softmax_backward_rows_kernel, grid, dim3(32 * kWarpsPerBlock), 0, nullptr,
-             static_cast<const bf16*>(s), ds_inout, rows, N, scale);
+      launch(softmax_backward_rows_kernel, grid, dim3(32 * kWarpsPerBlock), 0, nullptr, static_cast<const bf16*>(s),
+             ds_inout, rows, N, scale);
     else
       launch(softmax_rows_kernel, grid, dim3(32 * kWarpsPerBlock), 0, nullptr, s, rows, N);
   }
@@ -152,19 +151,18 @@ struct Unfused {
   void forward(const bf16* q, const bf16* k, const bf16* v, bf16* o) {
     const int64_t sx = int64_t(N) * d, ss = int64_t(N) * N;
     gemm_batched(false, true, N, N, d, scale, q, sx, k, sx, P.get(), ss, BH);  // S = scale·Q Kᵀ
-    softmax(P.get(), nullptr, false);                                         // P = softmax(S)
+    softmax(P.get(), nullptr, false);                                          // P = softmax(S)
     gemm_batched(false, false, N, d, N, 1.f, P.get(), ss, v, sx, o, sx, BH);   // O = P V
   }
 
   // From the P of the last forward; dO, dq, dk, dv: [BH, N, d].
-  void backward(const bf16* dO, const bf16* q, const bf16* k, const bf16* v, bf16* dq, bf16* dk,
-                bf16* dv) {
+  void backward(const bf16* dO, const bf16* q, const bf16* k, const bf16* v, bf16* dq, bf16* dk, bf16* dv) {
     const int64_t sx = int64_t(N) * d, ss = int64_t(N) * N;
-    gemm_batched(true, false, N, d, N, 1.f, P.get(), ss, dO, sx, dv, sx, BH);    // dV = Pᵀ dO
-    gemm_batched(false, true, N, N, d, 1.f, dO, sx, v, sx, dP.get(), ss, BH);    // dP = dO Vᵀ
+    gemm_batched(true, false, N, d, N, 1.f, P.get(), ss, dO, sx, dv, sx, BH);   // dV = Pᵀ dO
+    gemm_batched(false, true, N, N, d, 1.f, dO, sx, v, sx, dP.get(), ss, BH);   // dP = dO Vᵀ
     softmax(P.get(), dP.get(), true);                                           // dS
-    gemm_batched(false, false, N, d, N, 1.f, dP.get(), ss, k, sx, dq, sx, BH);   // dQ = dS K
-    gemm_batched(true, false, N, d, N, 1.f, dP.get(), ss, q, sx, dk, sx, BH);    // dK = dSᵀ Q
+    gemm_batched(false, false, N, d, N, 1.f, dP.get(), ss, k, sx, dq, sx, BH);  // dQ = dS K
+    gemm_batched(true, false, N, d, N, 1.f, dP.get(), ss, q, sx, dk, sx, BH);   // dK = dSᵀ Q
   }
 };
 
@@ -182,9 +180,15 @@ struct Tensors {
   rt::DeviceBuffer<float> lse;
   rt::DeviceBuffer<unsigned char> ws;
   explicit Tensors(const Problem& p)
-      : q(filled<bf16>(p.elems(), -2.f, 2.f, 1)), k(filled<bf16>(p.elems(), -2.f, 2.f, 2)),
-        v(filled<bf16>(p.elems(), -1.f, 1.f, 3)), out(p.elems()), dout(filled<bf16>(p.elems(), -1.f, 1.f, 4)),
-        dq(p.elems()), dk(p.elems()), dv(p.elems()), lse(p.rows()),
+      : q(filled<bf16>(p.elems(), -2.f, 2.f, 1)),
+        k(filled<bf16>(p.elems(), -2.f, 2.f, 2)),
+        v(filled<bf16>(p.elems(), -1.f, 1.f, 3)),
+        out(p.elems()),
+        dout(filled<bf16>(p.elems(), -1.f, 1.f, 4)),
+        dq(p.elems()),
+        dk(p.elems()),
+        dv(p.elems()),
+        lse(p.rows()),
         ws(attention_backward_workspace_bytes(p.B, p.H, p.N, p.d)) {}
 };
 
@@ -264,17 +268,18 @@ cudnnHandle_t cudnn_handle() {
 }
 
 // Tensor uids of the variant packs.
-enum : int64_t {
-  kUidQ = 1, kUidK, kUidV, kUidO, kUidStats, kUidDO, kUidDQ, kUidDK, kUidDV, kUidSeed, kUidOffset
-};
+enum : int64_t { kUidQ = 1, kUidK, kUidV, kUidO, kUidStats, kUidDO, kUidDQ, kUidDK, kUidDV, kUidSeed, kUidOffset };
 
 using TensorPtr = std::shared_ptr<fe::graph::Tensor_attributes>;
 
 // A [B, H, N, d] tensor, dense head-major: strides {H·N·d, N·d, d, 1}.
 fe::graph::Tensor_attributes bhnd(const char* name, int64_t uid, const Problem& p) {
   const int64_t B = p.B, H = p.H, N = p.N, d = p.d;
-  return fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({B, H, N, d}).set_stride(
-      {H * N * d, N * d, d, 1});
+  return fe::graph::Tensor_attributes()
+      .set_name(name)
+      .set_uid(uid)
+      .set_dim({B, H, N, d})
+      .set_stride({H * N * d, N * d, d, 1});
 }
 
 // Stats: fp32 [B, H, N, 1], the layout of our lse [B, H, N].
@@ -385,8 +390,8 @@ class CudnnSdpa {
     stats_ = rt::DeviceBuffer<float>(p.rows());
     ws_ = rt::DeviceBuffer<unsigned char>(
         static_cast<size_t>(std::max(fwd_.workspace_bytes, bwd_ ? bwd_->workspace_bytes : int64_t(0))));
-    fwd_pack_ = {{kUidQ, t.q.get()}, {kUidK, t.k.get()}, {kUidV, t.v.get()},
-                 {kUidO, o_.get()},  {kUidStats, stats_.get()}};
+    fwd_pack_ = {
+        {kUidQ, t.q.get()}, {kUidK, t.k.get()}, {kUidV, t.v.get()}, {kUidO, o_.get()}, {kUidStats, stats_.get()}};
     if (drop_p > 0) {
       philox_ = rt::DeviceBuffer<int64_t>(std::vector<int64_t>{int64_t(kDropSeed), int64_t(kDropStream)});
       fwd_pack_[kUidSeed] = philox_.get();
@@ -399,9 +404,9 @@ class CudnnSdpa {
       dv_ = rt::DeviceBuffer<bf16>(n);
       launch(bnhd_to_bhnd_kernel, dim3(1024), dim3(256), 0, nullptr, static_cast<const bf16*>(t.dout.get()),
              dout_.get(), static_cast<int64_t>(n), p.H, p.N, p.d);
-      bwd_pack_ = {{kUidQ, t.q.get()},       {kUidK, t.k.get()},    {kUidV, t.v.get()},
-                   {kUidO, o_.get()},        {kUidDO, dout_.get()}, {kUidStats, stats_.get()},
-                   {kUidDQ, dq_.get()},      {kUidDK, dk_.get()},   {kUidDV, dv_.get()}};
+      bwd_pack_ = {{kUidQ, t.q.get()},  {kUidK, t.k.get()},    {kUidV, t.v.get()},
+                   {kUidO, o_.get()},   {kUidDO, dout_.get()}, {kUidStats, stats_.get()},
+                   {kUidDQ, dq_.get()}, {kUidDK, dk_.get()},   {kUidDV, dv_.get()}};
       if (drop_p > 0) {
         bwd_pack_[kUidSeed] = philox_.get();
         bwd_pack_[kUidOffset] = philox_.get() + 1;
@@ -454,8 +459,7 @@ void bench_forward(benchmark::State& st, Problem p, float drop_p) {
   const DropoutSpec drop{drop_p, kDropSeed, kDropStream};
   Tensors t(p);
   Unfused base(p.B * p.H, p.N, p.d, scale);
-  const double base_s =
-      seconds_per_call([&] { base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get()); }, 3, 20);
+  const double base_s = seconds_per_call([&] { base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get()); }, 3, 20);
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)
   std::optional<CudnnSdpa> cudnn;
   CudnnOutcome cudnn_out;
@@ -469,8 +473,8 @@ void bench_forward(benchmark::State& st, Problem p, float drop_p) {
   }
 #endif
   const double s = run_timed(st, [&] {
-    attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(),
-                            p.B, p.H, p.N, p.d, nullptr);
+    attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d,
+                            nullptr);
   });
   report(st, p.forward_flops(), s, base_s);
   // The baseline's O (in t.dq, [B, H, N, d]) against ours; it has no dropout.
@@ -500,8 +504,8 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
   const float scale = 1.f / std::sqrt(float(p.d));
   const DropoutSpec drop{drop_p, kDropSeed, kDropStream};
   Tensors t(p);
-  attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(),
-                          p.B, p.H, p.N, p.d, nullptr);
+  attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d,
+                          nullptr);
   Unfused base(p.B * p.H, p.N, p.d, scale);
   base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get());  // P for the baseline's backward
   // The baseline's dO: our dout [B, N, H·d] as [B, H, N, d]; its gradients in buffers of its own.
@@ -527,18 +531,18 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
   }
 #endif
   const double s = run_timed(st, [&] {
-    attention_backward<bf16>(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.out.get(),
-                             t.lse.get(), scale, drop, t.dq.get(), t.dk.get(), t.dv.get(),
-                             t.ws.get(), t.ws.size(), p.B, p.H, p.N, p.d, nullptr);
+    attention_backward<bf16>(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.out.get(), t.lse.get(), scale, drop,
+                             t.dq.get(), t.dk.get(), t.dv.get(), t.ws.get(), t.ws.size(), p.B, p.H, p.N, p.d, nullptr);
   });
   report(st, 2.0 * p.forward_flops(), s, base_s);
   if (drop_p == 0) {  // the baseline has no dropout
     const int64_t n = int64_t(p.elems());
     report_agreement(
         st, "cublas_max_abs_diff",
-        std::max({max_abs_diff(static_cast<const bf16*>(base_dq.get()), static_cast<const bf16*>(t.dq.get()), n, p, false),
-                  max_abs_diff(static_cast<const bf16*>(base_dk.get()), static_cast<const bf16*>(t.dk.get()), n, p, false),
-                  max_abs_diff(static_cast<const bf16*>(base_dv.get()), static_cast<const bf16*>(t.dv.get()), n, p, false)}),
+        std::max(
+            {max_abs_diff(static_cast<const bf16*>(base_dq.get()), static_cast<const bf16*>(t.dq.get()), n, p, false),
+             max_abs_diff(static_cast<const bf16*>(base_dk.get()), static_cast<const bf16*>(t.dk.get()), n, p, false),
+             max_abs_diff(static_cast<const bf16*>(base_dv.get()), static_cast<const bf16*>(t.dv.get()), n, p, false)}),
         kAgreementTol);
   }
 #if defined(VITCUDA_BENCH_HAVE_CUDNN)

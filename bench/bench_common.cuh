@@ -30,7 +30,7 @@ constexpr bool kSmoke = false;
 #endif
 constexpr int kSmokeBatch = 2;
 
-constexpr int kTokens = 197;                      // ViT at 224/16: 196 patches + cls
+constexpr int kTokens = 197;                        // ViT at 224/16: 196 patches + cls
 constexpr int kRepsPerIteration = kSmoke ? 1 : 10;  // ops between two events: launch gaps stay negligible
 
 // The batch a benchmark named for `batch` runs with (kSmokeBatch in smoke builds).
@@ -54,7 +54,9 @@ __global__ void bench_fill_kernel(T* p, int64_t n, float lo, float hi, uint32_t 
 template <typename T>
 rt::DeviceBuffer<T> filled(size_t n, float lo, float hi, uint32_t seed) {
   rt::DeviceBuffer<T> b(n);
-  if (n) launch(bench_fill_kernel<T>, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo, hi, seed);
+  if (n)
+    launch(bench_fill_kernel<T>, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, b.get(), static_cast<int64_t>(n), lo,
+           hi, seed);
   return b;
 }
 
@@ -169,8 +171,10 @@ struct PeakGemm {
   rt::DeviceBuffer<unsigned char> ws;
   GemmArgs g;
   explicit PeakGemm(int size)
-      : n(size), a(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 10)),
-        b(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 11)), d(size_t(n) * n),
+      : n(size),
+        a(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 10)),
+        b(filled<__nv_bfloat16>(size_t(n) * n, -1.f, 1.f, 11)),
+        d(size_t(n) * n),
         ws(gemm_workspace_bytes(GemmArgs{})),
         g(dense_gemm(false, true, n, n, n, GemmType::BF16, GemmType::BF16, a.get(), b.get(), d.get(), ws.get(),
                      ws.size())) {}
@@ -197,8 +201,8 @@ inline int bench_main(int argc, char** argv, const char* name, const std::functi
     return 0;
   }
   if (kSmoke)
-    benchmark::AddCustomContext("smoke", "emulated build, batch " + std::to_string(kSmokeBatch) +
-                                             ": timings are meaningless");
+    benchmark::AddCustomContext("smoke",
+                                "emulated build, batch " + std::to_string(kSmokeBatch) + ": timings are meaningless");
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -29,7 +29,9 @@ void counters(benchmark::State& st, double flops, double bytes) {
 
 // Shapes: rows = batch * tokens. vit_fmnist: B 128, T 17, D 64, MLP 128; ViT-Ti/16 at B 8:
 // T 197, D 192, MLP 768.
-struct Shape { int64_t B, T, D, Hm, H; };
+struct Shape {
+  int64_t B, T, D, Hm, H;
+};
 const Shape kShapes[] = {{128, 17, 64, 128, 4}, {8, 197, 192, 768, 3}};
 
 void BM_sgemm_plain(benchmark::State& st) {  // baseline: x[R,K] · w[N,K]^T, no bias
@@ -44,7 +46,8 @@ void BM_linear_gelu_forward(benchmark::State& st) {  // fc1: bias + GELU epilogu
   const Shape s = kShapes[st.range(0)];
   const int64_t R = s.B * s.T, K = s.D, N = s.Hm;
   auto x = randn(R * K), w = randn(N * K), b = randn(N), pre = std::vector<float>(R * N), y = pre;
-  for (auto _ : st) ref::linear_forward<float>(x.data(), w.data(), b.data(), Act::GeluErf, pre.data(), y.data(), R, K, N);
+  for (auto _ : st)
+    ref::linear_forward<float>(x.data(), w.data(), b.data(), Act::GeluErf, pre.data(), y.data(), R, K, N);
   counters(st, 2.0 * R * N * K, 4.0 * (R * K + N * K + 2 * R * N));
 }
 
@@ -89,8 +92,8 @@ void BM_attention_forward(benchmark::State& st) {
   auto q = randn(n), k = randn(n, 2), v = randn(n, 3);
   std::vector<float> out(n), lse(s.B * s.H * s.T);
   for (auto _ : st)
-    ref::attention_forward<float>(q.data(), k.data(), v.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B,
-                                  s.H, s.T, d);
+    ref::attention_forward<float>(q.data(), k.data(), v.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B, s.H,
+                                  s.T, d);
   counters(st, 4.0 * s.B * s.H * s.T * s.T * d, 4.0 * 4 * n);
 }
 
@@ -114,8 +117,8 @@ void BM_softmax_xent(benchmark::State& st) {
   for (int64_t b = 0; b < B; ++b) labels[b] = int32_t(b % C);
   std::vector<float> losses(B), dlogits(B * C);
   for (auto _ : st)
-    ref::softmax_xent<float>(logits.data(), labels.data(), 0.1f, 1.f / B, losses.data(), dlogits.data(), hits.data(),
-                             B, C);
+    ref::softmax_xent<float>(logits.data(), labels.data(), 0.1f, 1.f / B, losses.data(), dlogits.data(), hits.data(), B,
+                             C);
   counters(st, 5.0 * B * C, 4.0 * 2 * B * C);
 }
 

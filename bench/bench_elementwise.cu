@@ -138,7 +138,8 @@ void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
   const dim3 grid(static_cast<unsigned>((B + kWarps - 1) / kWarps)), block(32 * kWarps);
   const float eps = 0.1f, dscale = 1.f / B;
   auto unfused = [&] {
-    launch(unfused_log_softmax_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logits.get()), logp.get(), B, C);
+    launch(unfused_log_softmax_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logits.get()), logp.get(), B,
+           C);
     launch(unfused_xent_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logp.get()),
            static_cast<const int32_t*>(labels.get()), eps, dscale, losses.get(), dlogits.get(), B, C);
     launch(unfused_topk_kernel<T>, grid, block, 0, nullptr, static_cast<const T*>(logits.get()),
@@ -146,8 +147,7 @@ void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
   };
   const double unfused_s = seconds_per_call(unfused, 2, 20);
   const double s = run_timed(st, [&] {
-    softmax_xent<T>(logits.get(), labels.get(), eps, dscale, losses.get(), dlogits.get(), hits.get(), B, C,
-                    nullptr);
+    softmax_xent<T>(logits.get(), labels.get(), eps, dscale, losses.get(), dlogits.get(), hits.get(), B, C, nullptr);
   });
   report(st, double(B) * C * 2 * sizeof(T) + double(B) * 12, s);
   st.counters["unfused_us"] = unfused_s * 1e6;
@@ -161,21 +161,21 @@ void bench_softmax_xent(benchmark::State& st, int64_t B, int64_t C) {
 // 86.6M parameters in ~100 segments for ViT-B. Smoke builds use a 2-block ViT of width 64.
 std::vector<AdamWSegment> vit_b_segments() {
   const int64_t D = kSmoke ? 64 : kWidth, depth = kSmoke ? 2 : 12, M = 4 * D;
-  std::vector<std::pair<int64_t, bool>> runs = {{D + 197 * D, false},  // cls, pos_embed
+  std::vector<std::pair<int64_t, bool>> runs = {{D + 197 * D, false},     // cls, pos_embed
                                                 {D * 3 * 16 * 16, true},  // patch_embed.proj.weight
                                                 {D, false}};
   for (int l = 0; l < depth; ++l) {
-    runs.push_back({2 * D, false});       // norm1
-    runs.push_back({3 * D * D, true});    // attn.qkv.weight
-    runs.push_back({3 * D, false});       // attn.qkv.bias
-    runs.push_back({D * D, true});        // attn.proj.weight
-    runs.push_back({D + 2 * D, false});   // attn.proj.bias, norm2
-    runs.push_back({M * D, true});        // mlp.fc1.weight
-    runs.push_back({M, false});           // mlp.fc1.bias
-    runs.push_back({D * M, true});        // mlp.fc2.weight
-    runs.push_back({D, false});           // mlp.fc2.bias
+    runs.push_back({2 * D, false});      // norm1
+    runs.push_back({3 * D * D, true});   // attn.qkv.weight
+    runs.push_back({3 * D, false});      // attn.qkv.bias
+    runs.push_back({D * D, true});       // attn.proj.weight
+    runs.push_back({D + 2 * D, false});  // attn.proj.bias, norm2
+    runs.push_back({M * D, true});       // mlp.fc1.weight
+    runs.push_back({M, false});          // mlp.fc1.bias
+    runs.push_back({D * M, true});       // mlp.fc2.weight
+    runs.push_back({D, false});          // mlp.fc2.bias
   }
-  runs.push_back({2 * D, false});   // norm
+  runs.push_back({2 * D, false});    // norm
   runs.push_back({1000 * D, true});  // head.weight
   runs.push_back({1000, false});     // head.bias
   std::vector<AdamWSegment> segs;
@@ -250,8 +250,8 @@ void bench_adamw(benchmark::State& st) {
   const AdamWHyper h = bench_hyper();
   const int ns = static_cast<int>(b.segs.size());
   auto fused = [&] {
-    adamw_update<bf16>(b.master.get(), b.grads.get(), b.m.get(), b.v.get(), b.params.get(), b.n, h,
-                       b.segs.data(), ns, nullptr);
+    adamw_update<bf16>(b.master.get(), b.grads.get(), b.m.get(), b.v.get(), b.params.get(), b.n, h, b.segs.data(), ns,
+                       nullptr);
   };
   // The unfused passes, in PyTorch's order, one launch per pass over the whole arena (decay per
   // segment would need more launches still; a whole-arena decay pass is the cheapest baseline).
@@ -260,10 +260,10 @@ void bench_adamw(benchmark::State& st) {
   const float inv_bc2 = float(1.0 / (1.0 - std::pow(double(h.beta2), double(h.step))));
   const dim3 grid(kSmoke ? 8 : 8192), block(256);
   auto unfused = [&] {
-    launch(unfused_m_kernel, grid, block, 0, nullptr, b.m.get(), static_cast<const float*>(b.grads.get()), b.n,
-           h.beta1, h.grad_scale);
-    launch(unfused_v_kernel, grid, block, 0, nullptr, b.v.get(), static_cast<const float*>(b.grads.get()), b.n,
-           h.beta2, h.grad_scale);
+    launch(unfused_m_kernel, grid, block, 0, nullptr, b.m.get(), static_cast<const float*>(b.grads.get()), b.n, h.beta1,
+           h.grad_scale);
+    launch(unfused_v_kernel, grid, block, 0, nullptr, b.v.get(), static_cast<const float*>(b.grads.get()), b.n, h.beta2,
+           h.grad_scale);
     launch(unfused_scale_kernel, grid, block, 0, nullptr, b.master.get(), b.n, 1.f - h.lr * h.weight_decay);
     launch(unfused_denom_kernel, grid, block, 0, nullptr, denom.get(), static_cast<const float*>(b.v.get()), b.n,
            inv_bc2, h.eps);
@@ -296,7 +296,8 @@ void register_all() {
     const std::string shape = "B" + std::to_string(batch) + "x197x768";
     const int64_t B = bench_batch(int(batch));
     register_timed("dropout/bf16/" + shape, [B](benchmark::State& st) { bench_dropout<bf16>(st, B, false); });
-    register_timed("dropout/bf16/" + shape + "/in_place", [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
+    register_timed("dropout/bf16/" + shape + "/in_place",
+                   [B](benchmark::State& st) { bench_dropout<bf16>(st, B, true); });
     register_timed("dropout/f32/" + shape, [B](benchmark::State& st) { bench_dropout<float>(st, B, false); });
     register_timed("drop_path/bf16/" + shape, [B](benchmark::State& st) { bench_drop_path<bf16>(st, B); });
     register_timed("add/bf16/" + shape, [B](benchmark::State& st) { bench_add<bf16>(st, B); });

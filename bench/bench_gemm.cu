@@ -30,7 +30,6 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-
 void report(benchmark::State& st, double flops, double s, double plain_s) {
   st.counters["TFLOP/s"] = flops / s / 1e12;
   st.counters["plain_TFLOP/s"] = flops / plain_s / 1e12;
@@ -52,8 +51,8 @@ void bench_forward(benchmark::State& st, Layer l) {
                                     y.get(), ws.get(), ws.size());
   const double plain_s = seconds_per_call([&] { gemm(plain, nullptr); }, 1, 20);
   const double s = run_timed(st, [&] {
-    linear_forward<bf16>(x.get(), w.get(), b.get(), l.act, l.act == Act::None ? nullptr : pre.get(), y.get(), l.R,
-                         l.K, l.N, ws.get(), ws.size(), nullptr);
+    linear_forward<bf16>(x.get(), w.get(), b.get(), l.act, l.act == Act::None ? nullptr : pre.get(), y.get(), l.R, l.K,
+                         l.N, ws.get(), ws.size(), nullptr);
   });
   report(st, 2.0 * l.R * l.N * l.K, s, plain_s);
   if (l.act != Act::None) {
@@ -82,10 +81,10 @@ void bench_backward(benchmark::State& st, Layer l) {
   auto dw = filled<float>(size_t(l.N) * l.K, 0.f, 0.f, 8), db = filled<float>(l.N, 0.f, 0.f, 9);
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(l.R, l.K, l.N));
   // the baseline: dx = dy·w and dw += dyᵀ·x, both without epilogue
-  const GemmArgs plain_dx = dense_gemm(false, false, l.R, l.K, l.N, GemmType::BF16, GemmType::BF16, dy.get(),
-                                       w.get(), dx.get(), ws.get(), ws.size());
-  GemmArgs plain_dw = dense_gemm(true, false, l.N, l.K, l.R, GemmType::BF16, GemmType::F32, dy.get(), x.get(),
-                                 dw.get(), ws.get(), ws.size());
+  const GemmArgs plain_dx = dense_gemm(false, false, l.R, l.K, l.N, GemmType::BF16, GemmType::BF16, dy.get(), w.get(),
+                                       dx.get(), ws.get(), ws.size());
+  GemmArgs plain_dw = dense_gemm(true, false, l.N, l.K, l.R, GemmType::BF16, GemmType::F32, dy.get(), x.get(), dw.get(),
+                                 ws.get(), ws.size());
   plain_dw.beta = 1.f;
   auto plain = [&] {
     gemm(plain_dx, nullptr);
@@ -93,8 +92,8 @@ void bench_backward(benchmark::State& st, Layer l) {
   };
   const double plain_s = seconds_per_call(plain, 1, 20);
   const double s = run_timed(st, [&] {
-    linear_backward<bf16, float>(dy.get(), x.get(), w.get(), l.act, l.act == Act::None ? nullptr : pre.get(),
-                                 dx.get(), dw.get(), db.get(), l.R, l.K, l.N, ws.get(), ws.size(), nullptr);
+    linear_backward<bf16, float>(dy.get(), x.get(), w.get(), l.act, l.act == Act::None ? nullptr : pre.get(), dx.get(),
+                                 dw.get(), db.get(), l.R, l.K, l.N, ws.get(), ws.size(), nullptr);
   });
   report(st, 4.0 * l.R * l.N * l.K, s, plain_s);
 }
@@ -134,7 +133,9 @@ void register_all() {
                                {"fc1", {R, D, Hd, Act::GeluTanh}},
                                {"fc2", {R, Hd, D, Act::None}}};
       for (const Entry& e : entries) {
-        const std::string suffix = e.layer.act == Act::GeluErf ? "_gelu_erf" : e.layer.act == Act::GeluTanh ? "_gelu_tanh" : "";
+        const std::string suffix = e.layer.act == Act::GeluErf    ? "_gelu_erf"
+                                   : e.layer.act == Act::GeluTanh ? "_gelu_tanh"
+                                                                  : "";
         const Layer l = e.layer;
         register_timed(p + e.name + "_fwd" + suffix, [l](benchmark::State& st) { bench_forward(st, l); });
         register_timed(p + e.name + "_bwd" + suffix, [l](benchmark::State& st) { bench_backward(st, l); });

@@ -66,9 +66,14 @@ struct LayerNormBuffers {
   rt::DeviceBuffer<bf16> x, r, sum, y, gamma, beta;
   rt::DeviceBuffer<float> mean, rstd;
   explicit LayerNormBuffers(const Shape& s, bool residual)
-      : x(filled<bf16>(s.elems(), -2.f, 2.f, 1)), r(filled<bf16>(residual ? s.elems() : 0, -1.f, 1.f, 2)),
-        sum(residual ? s.elems() : 0), y(s.elems()), gamma(filled<bf16>(s.D, 0.5f, 1.5f, 3)),
-        beta(filled<bf16>(s.D, -0.5f, 0.5f, 4)), mean(s.rows()), rstd(s.rows()) {}
+      : x(filled<bf16>(s.elems(), -2.f, 2.f, 1)),
+        r(filled<bf16>(residual ? s.elems() : 0, -1.f, 1.f, 2)),
+        sum(residual ? s.elems() : 0),
+        y(s.elems()),
+        gamma(filled<bf16>(s.D, 0.5f, 1.5f, 3)),
+        beta(filled<bf16>(s.D, -0.5f, 0.5f, 4)),
+        mean(s.rows()),
+        rstd(s.rows()) {}
 };
 
 // Per row: x (and r) read, y (and s) written, mean and rstd (fp32) written.
@@ -80,8 +85,8 @@ double layernorm_forward_bytes(const Shape& s, bool residual) {
 void bench_layernorm_forward(benchmark::State& st, Shape s) {
   LayerNormBuffers b(s, false);
   const double t = run_timed(st, [&] {
-    layernorm_forward<bf16>(b.x.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, b.y.get(),
-                            b.mean.get(), b.rstd.get(), int(s.rows()), s.D, nullptr);
+    layernorm_forward<bf16>(b.x.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, b.y.get(), b.mean.get(),
+                            b.rstd.get(), int(s.rows()), s.D, nullptr);
   });
   report(st, layernorm_forward_bytes(s, false), t);
 }
@@ -107,8 +112,8 @@ void bench_layernorm_forward_residual(benchmark::State& st, Shape s) {
 
 void bench_layernorm_backward(benchmark::State& st, Shape s) {
   LayerNormBuffers b(s, false);
-  layernorm_forward<bf16>(b.x.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, b.y.get(),
-                          b.mean.get(), b.rstd.get(), int(s.rows()), s.D, nullptr);
+  layernorm_forward<bf16>(b.x.get(), nullptr, nullptr, b.gamma.get(), b.beta.get(), kEps, b.y.get(), b.mean.get(),
+                          b.rstd.get(), int(s.rows()), s.D, nullptr);
   auto dy = filled<bf16>(s.elems(), -1.f, 1.f, 5);
   // dx accumulates; with |dx| growing by ~1 per call over a few thousand calls bf16 stays finite.
   auto dx = filled<bf16>(s.elems(), -1.f, 1.f, 6);
@@ -152,9 +157,8 @@ void bench_tokens_forward(benchmark::State& st, Shape s) {
            s.elems(), int64_t(kTokens) * s.D);
   };
   const double unfused_s = seconds_per_call(unfused, 2, 20);
-  const double t = run_timed(st, [&] {
-    tokens_forward<bf16>(patches.get(), cls.get(), pos.get(), out.get(), s.B, Np, s.D, nullptr);
-  });
+  const double t = run_timed(
+      st, [&] { tokens_forward<bf16>(patches.get(), cls.get(), pos.get(), out.get(), s.B, Np, s.D, nullptr); });
   report(st, (double(s.B) * Np * s.D + double(s.elems()) + double(kTokens + 1) * s.D) * sizeof(bf16), t);
   report_unfused(st, t, unfused_s);
   // One fp32 add of two bf16 values, rounded once, on both sides: the same out.
@@ -237,7 +241,8 @@ void register_all() {
       const Shape s{bench_batch(batch), m.D};
       const std::string p = std::string(m.name) + "/B" + std::to_string(batch) + "/";
       register_timed(p + "layernorm_fwd", [s](benchmark::State& st) { bench_layernorm_forward(st, s); });
-      register_timed(p + "layernorm_fwd_residual", [s](benchmark::State& st) { bench_layernorm_forward_residual(st, s); });
+      register_timed(p + "layernorm_fwd_residual",
+                     [s](benchmark::State& st) { bench_layernorm_forward_residual(st, s); });
       register_timed(p + "layernorm_bwd", [s](benchmark::State& st) { bench_layernorm_backward(st, s); });
       register_timed(p + "tokens_fwd", [s](benchmark::State& st) { bench_tokens_forward(st, s); });
       register_timed(p + "tokens_bwd", [s](benchmark::State& st) { bench_tokens_backward(st, s); });

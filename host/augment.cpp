@@ -20,7 +20,12 @@ constexpr double kPi = 3.14159265358979323846;
 // Philox4x32-10 of the counter (index, epoch ^ what-tag) under the key seed gives a 64-bit
 // state; splitmix64 then draws as many numbers as the operation needs. Each operation has its
 // own tag, so turning one augmentation on or off leaves the draws of the others unchanged.
-enum Tag : uint32_t { kTagCrop = 0x63726f70u, kTagFlip = 0x666c6970u, kTagRotate = 0x726f7461u, kTagZoom = 0x7a6f6f6du };
+enum Tag : uint32_t {
+  kTagCrop = 0x63726f70u,
+  kTagFlip = 0x666c6970u,
+  kTagRotate = 0x726f7461u,
+  kTagZoom = 0x7a6f6f6du
+};
 
 class SampleRng {
  public:
@@ -162,8 +167,7 @@ void check_image(const char* what, int c, int h, int w) {
 
 // ---- statistics ------------------------------------------------------------------------------
 ChannelStats channel_stats(const Dataset& data) {
-  if (data.size() == 0 || data.image_bytes() == 0)
-    throw Error("channel_stats: dataset '" + data.name + "' is empty");
+  if (data.size() == 0 || data.image_bytes() == 0) throw Error("channel_stats: dataset '" + data.name + "' is empty");
   const int c = data.channels;
   const size_t plane = size_t(data.height) * data.width;
   std::vector<uint64_t> sum(size_t(c), 0), sumsq(size_t(c), 0);  // exact integer sums
@@ -204,8 +208,8 @@ void crop_resize_bilinear(const uint8_t* src, int c, int h, int w, int top, int 
                 " must be positive");
   if (top < 0 || left < 0 || crop_h < 1 || crop_w < 1 || top + crop_h > h || left + crop_w > w)
     throw Error("crop_resize_bilinear: crop rows " + std::to_string(top) + "+" + std::to_string(crop_h) + ", columns " +
-                std::to_string(left) + "+" + std::to_string(crop_w) + " is not inside the " + std::to_string(h) +
-                "x" + std::to_string(w) + " image");
+                std::to_string(left) + "+" + std::to_string(crop_w) + " is not inside the " + std::to_string(h) + "x" +
+                std::to_string(w) + " image");
   std::vector<float> out(size_t(c) * out_h * out_w);
   resample(src, c, h, w, CropBox{top, left, crop_h, crop_w}, out.data(), out_h, out_w);
   to_u8(out.data(), out.size(), dst);
@@ -249,14 +253,17 @@ void AugmentConfig::validate() const {
   };
   if (out_height < 0 || out_width < 0) bad("output size", "must be non-negative");
   if (!(hflip >= 0 && hflip <= 1)) bad("hflip probability " + fmt(hflip), "must be in [0, 1]");
-  if (!(rotation >= 0 && rotation <= 1)) bad("rotation factor " + fmt(rotation), "must be in [0, 1] (a fraction of a full turn)");
+  if (!(rotation >= 0 && rotation <= 1))
+    bad("rotation factor " + fmt(rotation), "must be in [0, 1] (a fraction of a full turn)");
   if (!(zoom_height >= 0 && zoom_height < 1)) bad("zoom factor " + fmt(zoom_height), "must be in [0, 1)");
   if (!(zoom_width >= 0 && zoom_width < 1)) bad("zoom width factor " + fmt(zoom_width), "must be in [0, 1)");
   if (rrc) {
     if (!(rrc_scale[0] > 0 && rrc_scale[0] <= rrc_scale[1] && std::isfinite(rrc_scale[1])))
-      bad("random-resized-crop scale (" + fmt(rrc_scale[0]) + ", " + fmt(rrc_scale[1]) + ")", "must satisfy 0 < lo <= hi");
+      bad("random-resized-crop scale (" + fmt(rrc_scale[0]) + ", " + fmt(rrc_scale[1]) + ")",
+          "must satisfy 0 < lo <= hi");
     if (!(rrc_ratio[0] > 0 && rrc_ratio[0] <= rrc_ratio[1] && std::isfinite(rrc_ratio[1])))
-      bad("random-resized-crop ratio (" + fmt(rrc_ratio[0]) + ", " + fmt(rrc_ratio[1]) + ")", "must satisfy 0 < lo <= hi");
+      bad("random-resized-crop ratio (" + fmt(rrc_ratio[0]) + ", " + fmt(rrc_ratio[1]) + ")",
+          "must satisfy 0 < lo <= hi");
   }
 }
 

@@ -18,8 +18,8 @@ void defined(const char* op, const char* name, const Tensor& t) {
 // An optional tensor, when given, has n elements.
 void numel_is(const char* op, const char* name, const Tensor& t, int64_t n) {
   if (t.defined())
-    require(t.numel() == n, op, std::string(name) + " has shape " + t.shape_str() + ", expected " +
-                                    std::to_string(n) + " elements");
+    require(t.numel() == n, op,
+            std::string(name) + " has shape " + t.shape_str() + ", expected " + std::to_string(n) + " elements");
 }
 
 // Every given tensor of `ts` has the dtype of `ref` (when `ref` is given).
@@ -55,8 +55,8 @@ void Backend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   add_impl(a, b, out);
 }
 
-void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean,
-                            const float* stdev, const Tensor& cols) {
+void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
+                            const Tensor& cols) {
   const char* op = "patch_extract";
   defined(op, "images", images);
   defined(op, "cols", cols);
@@ -183,8 +183,8 @@ void Backend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor
   layernorm_backward_impl(dy, x, gamma, mean, rstd, dx, dgamma, dbeta);
 }
 
-void Backend::qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch,
-                          const Tensor& q, const Tensor& k, const Tensor& v) {
+void Backend::qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+                          const Tensor& k, const Tensor& v) {
   const char* op = "qkv_forward";
   head_major(op, "q", q);
   defined(op, "x", x);
@@ -218,8 +218,8 @@ void Backend::qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
   qkv_backward_impl(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db);
 }
 
-void Backend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                const DropoutSpec& drop, const Tensor& out, const Tensor& lse) {
+void Backend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+                                const Tensor& out, const Tensor& lse) {
   const char* op = "attention_forward";
   head_major(op, "q", q);
   defined(op, "k", k);
@@ -241,8 +241,14 @@ void Backend::attention_backward(const Tensor& dout, const Tensor& q, const Tens
                                  const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   const char* op = "attention_backward";
   head_major(op, "q", q);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dout", &dout}, {"k", &k}, {"v", &v}, {"out", &out},
-                         {"lse", &lse}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}})
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dout", &dout},
+                         {"k", &k},
+                         {"v", &v},
+                         {"out", &out},
+                         {"lse", &lse},
+                         {"dq", &dq},
+                         {"dk", &dk},
+                         {"dv", &dv}})
     defined(op, name, *t);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
   numel_is(op, "dout", dout, B * N * H * d);
@@ -318,8 +324,7 @@ double Backend::sum_squares(const Tensor& t) {
 }
 
 void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
-                           const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
-                           int num_segments) {
+                           const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments, int num_segments) {
   const char* op = "adamw_update";
   for (auto [name, t] :
        {std::pair<const char*, const Tensor*>{"master", &master}, {"grads", &grads}, {"m", &m}, {"v", &v}}) {
@@ -330,9 +335,9 @@ void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tens
   numel_is(op, "params", params, master.numel());
   require(num_segments >= 0 && (num_segments == 0 || segments), op, "segments missing");
   for (int s = 0; s < num_segments; ++s)
-    require(segments[s].offset >= 0 && segments[s].count >= 0 &&
-                segments[s].offset + segments[s].count <= master.numel(),
-            op, "segment " + std::to_string(s) + " lies outside the parameter arena");
+    require(
+        segments[s].offset >= 0 && segments[s].count >= 0 && segments[s].offset + segments[s].count <= master.numel(),
+        op, "segment " + std::to_string(s) + " lies outside the parameter arena");
   adamw_update_impl(master, grads, m, v, params, h, segments, num_segments);
 }
 

@@ -54,9 +54,8 @@ static const char* safetensors_dtype(DType t) {
 }
 
 static bool parse_safetensors_dtype(const std::string& s, DType* t) {
-  static const std::pair<const char*, DType> table[] = {
-      {"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
-      {"F16", DType::F16}, {"U8", DType::U8},   {"I32", DType::I32}};
+  static const std::pair<const char*, DType> table[] = {{"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
+                                                        {"F16", DType::F16}, {"U8", DType::U8},   {"I32", DType::I32}};
   for (const auto& [name, dtype] : table)
     if (s == name) {
       *t = dtype;
@@ -102,15 +101,13 @@ static void remove_stale_temporaries(const std::string& path) {
 // Writes `chunks` to a temporary file beside `path`, makes it durable, then renames it over
 // `path`: rename within one directory is atomic, so readers (and a crash) see either the old
 // file or the complete new one, never a partial write. `what` names the file in messages.
-static void write_chunks_atomic(const std::string& path, const std::vector<Chunk>& chunks,
-                                const char* what) {
+static void write_chunks_atomic(const std::string& path, const std::vector<Chunk>& chunks, const char* what) {
   remove_stale_temporaries(path);
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   auto fail = [&](int err, FILE* f) {
     if (f) std::fclose(f);
     ::unlink(tmp.c_str());
-    throw Error(std::string("cannot write ") + what + "'" + path + "': " +
-                (err ? std::strerror(err) : "short write"));
+    throw Error(std::string("cannot write ") + what + "'" + path + "': " + (err ? std::strerror(err) : "short write"));
   };
 
   errno = 0;
@@ -130,14 +127,14 @@ static void write_chunks_atomic(const std::string& path, const std::vector<Chunk
   // Some filesystems cannot fsync a directory (EINVAL); the file is in place regardless.
   int dir = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) {
-    throw Error(std::string("wrote ") + what + "'" + path + "' but cannot open its directory to fsync: " +
-                std::strerror(errno));
+    throw Error(std::string("wrote ") + what + "'" + path +
+                "' but cannot open its directory to fsync: " + std::strerror(errno));
   }
   if (::fsync(dir) != 0 && errno != EINVAL && errno != ENOTSUP) {
     int err = errno;
     ::close(dir);
-    throw Error(std::string("wrote ") + what + "'" + path + "' but fsync of its directory failed: " +
-                std::strerror(err));
+    throw Error(std::string("wrote ") + what + "'" + path +
+                "' but fsync of its directory failed: " + std::strerror(err));
   }
   ::close(dir);
 }
@@ -149,9 +146,7 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
 // ---- save ------------------------------------------------------------------------------------
 
 void save_safetensors(const std::string& path, const SafeTensorsFile& file) {
-  auto bad = [&](const std::string& why) {
-    return Error("cannot write checkpoint '" + path + "': " + why);
-  };
+  auto bad = [&](const std::string& why) { return Error("cannot write checkpoint '" + path + "': " + why); };
   json header = json::object();
   uint64_t offset = 0;
   for (const auto& [name, t] : file.tensors) {  // std::map: name order
@@ -160,12 +155,10 @@ void save_safetensors(const std::string& path, const SafeTensorsFile& file) {
       if (d < 0) throw bad("tensor '" + name + "' has negative shape " + shape_string(t.shape));
     uint64_t need = uint64_t(t.numel()) * dtype_size(t.dtype);
     if (t.bytes.size() != need)
-      throw bad("tensor '" + name + "' holds " + std::to_string(t.bytes.size()) +
-                " bytes, shape " + shape_string(t.shape) + " " + safetensors_dtype(t.dtype) +
-                " needs " + std::to_string(need));
-    header[name] = {{"dtype", safetensors_dtype(t.dtype)},
-                    {"shape", t.shape},
-                    {"data_offsets", {offset, offset + need}}};
+      throw bad("tensor '" + name + "' holds " + std::to_string(t.bytes.size()) + " bytes, shape " +
+                shape_string(t.shape) + " " + safetensors_dtype(t.dtype) + " needs " + std::to_string(need));
+    header[name] = {
+        {"dtype", safetensors_dtype(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + need}}};
     offset += need;
   }
   if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
@@ -190,9 +183,7 @@ struct Entry {
 }  // namespace
 
 SafeTensorsFile load_safetensors(const std::string& path) {
-  auto bad = [&](const std::string& why) {
-    return Error("cannot load checkpoint '" + path + "': " + why);
-  };
+  auto bad = [&](const std::string& why) { return Error("cannot load checkpoint '" + path + "': " + why); };
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw bad(std::strerror(errno));
   // Closes the file on every exit, thrown or not.
@@ -210,8 +201,8 @@ SafeTensorsFile load_safetensors(const std::string& path) {
   uint64_t header_len = 0;
   for (int i = 0; i < 8; i++) header_len |= uint64_t(len[i]) << (8 * i);
   if (header_len > file_size - 8)
-    throw bad("header length " + std::to_string(header_len) + " is larger than the file (" +
-              std::to_string(file_size) + " bytes)");
+    throw bad("header length " + std::to_string(header_len) + " is larger than the file (" + std::to_string(file_size) +
+              " bytes)");
   std::string text(size_t(header_len), '\0');
   if (header_len && std::fread(text.data(), 1, text.size(), f) != text.size())
     throw bad("cannot read the " + std::to_string(header_len) + "-byte header");
@@ -254,19 +245,16 @@ SafeTensorsFile load_safetensors(const std::string& path) {
       if (!d.is_number_integer()) throw bad(where + " shape has a non-integer entry: " + shape.dump());
       if (!d.is_number_unsigned()) throw bad(where + " has negative shape " + shape.dump());
       uint64_t du = d.get<uint64_t>();
-      if (du > uint64_t(std::numeric_limits<int64_t>::max()) ||
-          __builtin_mul_overflow(numel, int64_t(du), &numel))
+      if (du > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, int64_t(du), &numel))
         throw bad(where + " shape " + shape.dump() + " is too large");
       t.shape.push_back(int64_t(du));
     }
 
     const json& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned())
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       throw bad(where + " data_offsets is not two non-negative integers: " + off.dump());
     uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-    if (end < begin)
-      throw bad(where + " data_offsets " + off.dump() + " end before begin");
+    if (end < begin) throw bad(where + " data_offsets " + off.dump() + " end before begin");
     if (end > data_size)
       throw bad(where + " data_offsets " + off.dump() + " are not within the data section (" +
                 std::to_string(data_size) + " bytes)");
@@ -274,17 +262,16 @@ SafeTensorsFile load_safetensors(const std::string& path) {
     if (__builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(t.dtype)), &need))
       throw bad(where + " shape " + shape.dump() + " is too large");
     if (end - begin != need)
-      throw bad(where + " data_offsets " + off.dump() + " span " + std::to_string(end - begin) +
-                " bytes, shape " + shape.dump() + " " + dtype + " needs " + std::to_string(need));
+      throw bad(where + " data_offsets " + off.dump() + " span " + std::to_string(end - begin) + " bytes, shape " +
+                shape.dump() + " " + dtype + " needs " + std::to_string(need));
     entries.push_back({name, begin, end});
     out.tensors.emplace(name, std::move(t));
   }
 
   // Overlap: after sorting by begin, every non-empty range must start at or after the
   // furthest end seen so far.
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   uint64_t max_end = 0;
   const Entry* max_owner = nullptr;
   for (const Entry& e : entries) {
@@ -463,7 +450,8 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
     std::vector<float> v = weights_f32(t, path, s.name);
     if (t.shape != s.shape) {
       const int prefix = cfg.class_token ? 1 : 0;
-      const int64_t old_grid = t.shape.size() == 3 && t.shape[0] == 1 && t.shape[2] == s.shape[2] ? t.shape[1] - prefix : -1;
+      const int64_t old_grid =
+          t.shape.size() == 3 && t.shape[0] == 1 && t.shape[2] == s.shape[2] ? t.shape[1] - prefix : -1;
       const int old_side = old_grid > 0 ? int(std::lround(std::sqrt(double(old_grid)))) : -1;
       if (s.name == "pos_embed" && old_side > 0 && int64_t(old_side) * old_side == old_grid) {
         v = resize_pos_embed(v, prefix, old_side, old_side, cfg.grid(), cfg.grid(), cfg.embed_dim);

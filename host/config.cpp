@@ -91,13 +91,11 @@ std::map<std::string, ViTConfig> make_presets() {
     c.pixel_std = {0.2673f, 0.2564f, 0.2762f, 1.f};
     m[c.name] = c;
   }
-  for (const ViTConfig& c : {timm_vit("vit_tiny_patch16_224", 16, 192, 12, 3),
-                             timm_vit("vit_small_patch16_224", 16, 384, 12, 6),
-                             timm_vit("vit_base_patch16_224", 16, 768, 12, 12),
-                             timm_vit("vit_large_patch16_224", 16, 1024, 24, 16),
-                             timm_vit("vit_base_patch32_224", 32, 768, 12, 12),
-                             timm_vit("vit_large_patch32_224", 32, 1024, 24, 16),
-                             timm_vit("vit_huge_patch14_224", 14, 1280, 32, 16)})
+  for (const ViTConfig& c :
+       {timm_vit("vit_tiny_patch16_224", 16, 192, 12, 3), timm_vit("vit_small_patch16_224", 16, 384, 12, 6),
+        timm_vit("vit_base_patch16_224", 16, 768, 12, 12), timm_vit("vit_large_patch16_224", 16, 1024, 24, 16),
+        timm_vit("vit_base_patch32_224", 32, 768, 12, 12), timm_vit("vit_large_patch32_224", 32, 1024, 24, 16),
+        timm_vit("vit_huge_patch14_224", 14, 1280, 32, 16)})
     m[c.name] = c;
   return m;
 }
@@ -131,8 +129,7 @@ void ViTConfig::validate() const {
   if (img_size <= 0) bad("img_size", "must be positive, got " + s(img_size));
   if (in_chans < 1 || in_chans > 4) bad("in_chans", "must be 1 to 4, got " + s(in_chans));
   if (patch_size <= 0) bad("patch_size", "must be positive, got " + s(patch_size));
-  if (img_size % patch_size != 0)
-    bad("patch_size", s(patch_size) + " does not divide the image size " + s(img_size));
+  if (img_size % patch_size != 0) bad("patch_size", s(patch_size) + " does not divide the image size " + s(img_size));
   if (embed_dim <= 0) bad("embed_dim", "must be positive, got " + s(embed_dim));
   if (depth < 1) bad("depth", "must be at least 1, got " + s(depth));
   if (num_heads <= 0) bad("num_heads", "must be positive, got " + s(num_heads));
@@ -224,17 +221,24 @@ ViTConfig ViTConfig::from_json(const std::string& text) {
     get("class_token", c.class_token);
     if (j.contains("global_pool")) {
       const std::string p = j.at("global_pool").get<std::string>();
-      if (p == "token") c.pool = Pool::Token;
-      else if (p == "avg") c.pool = Pool::Avg;
-      else if (p == "flatten") c.pool = Pool::Flatten;
-      else throw Error("model config: global_pool must be token, avg or flatten, got '" + p + "'");
+      if (p == "token")
+        c.pool = Pool::Token;
+      else if (p == "avg")
+        c.pool = Pool::Avg;
+      else if (p == "flatten")
+        c.pool = Pool::Flatten;
+      else
+        throw Error("model config: global_pool must be token, avg or flatten, got '" + p + "'");
     }
     get("ln_eps", c.ln_eps);
     if (j.contains("gelu")) {
       const std::string g = j.at("gelu").get<std::string>();
-      if (g == "erf") c.gelu = Gelu::Erf;
-      else if (g == "tanh") c.gelu = Gelu::Tanh;
-      else throw Error("model config: gelu must be erf or tanh, got '" + g + "'");
+      if (g == "erf")
+        c.gelu = Gelu::Erf;
+      else if (g == "tanh")
+        c.gelu = Gelu::Tanh;
+      else
+        throw Error("model config: gelu must be erf or tanh, got '" + g + "'");
     }
     get("drop_rate", c.drop_rate);
     get("attn_drop_rate", c.attn_drop_rate);

@@ -49,8 +49,7 @@ static uint64_t stream_state(uint64_t seed, uint64_t stream, uint64_t index) {
 
 Dataset split_validation(Dataset& train, double fraction, uint64_t seed) {
   if (!(fraction >= 0.0 && fraction <= 1.0))
-    throw Error("split_validation: fraction is " + std::to_string(fraction) +
-                ", must be in [0, 1]");
+    throw Error("split_validation: fraction is " + std::to_string(fraction) + ", must be in [0, 1]");
   int64_t n = train.size();
   int64_t n_val = int64_t(fraction * double(n) + 0.5);  // round to nearest
   if (n_val > n) n_val = n;
@@ -97,17 +96,15 @@ Dataset split_validation(Dataset& train, double fraction, uint64_t seed) {
 
 // ---- batching ----------------------------------------------------------------------------
 
-BatchLoader::BatchLoader(const Dataset& data, int batch_size, bool shuffle, bool drop_last,
-                         uint64_t seed)
+BatchLoader::BatchLoader(const Dataset& data, int batch_size, bool shuffle, bool drop_last, uint64_t seed)
     : data_(data), batch_size_(batch_size), shuffle_(shuffle), drop_last_(drop_last), seed_(seed) {
   if (batch_size < 1)
-    throw Error("BatchLoader: batch_size is " + std::to_string(batch_size) + " for " +
-                in_quotes(data.name) + ", must be >= 1");
+    throw Error("BatchLoader: batch_size is " + std::to_string(batch_size) + " for " + in_quotes(data.name) +
+                ", must be >= 1");
   if (data.images.size() != size_t(data.size() * data.image_bytes()))
-    throw Error("BatchLoader: dataset " + in_quotes(data.name) + " has " +
-                std::to_string(data.images.size()) + " image bytes for " +
-                std::to_string(data.size()) + " labels of " +
-                std::to_string(data.image_bytes()) + " bytes each");
+    throw Error("BatchLoader: dataset " + in_quotes(data.name) + " has " + std::to_string(data.images.size()) +
+                " image bytes for " + std::to_string(data.size()) + " labels of " + std::to_string(data.image_bytes()) +
+                " bytes each");
   start_epoch(0);
 }
 

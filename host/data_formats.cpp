@@ -51,8 +51,8 @@ static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
   uint32_t magic = read_be32(b.data());
   if (magic != expected_magic) {
     char msg[160];
-    std::snprintf(msg, sizeof(msg), "bad magic number 0x%08x (expected 0x%08x for an IDX %s file)",
-                  magic, expected_magic, kind);
+    std::snprintf(msg, sizeof(msg), "bad magic number 0x%08x (expected 0x%08x for an IDX %s file)", magic,
+                  expected_magic, kind);
     throw Error("cannot read " + in_quotes(path) + ": " + msg);
   }
   size_t header = 4 + 4 * size_t(ndims);
@@ -66,33 +66,30 @@ static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
     int64_t d = read_be32(b.data() + 4 + 4 * i);
     int64_t cap = i == 0 ? kMaxCount : kMaxSide;
     if (d == 0 || d > cap)
-      throw Error("cannot read " + in_quotes(path) + ": dimension " + std::to_string(i) + " is " +
-                  std::to_string(d) + " (must be 1.." + std::to_string(cap) + ")");
+      throw Error("cannot read " + in_quotes(path) + ": dimension " + std::to_string(i) + " is " + std::to_string(d) +
+                  " (must be 1.." + std::to_string(cap) + ")");
     idx.dims.push_back(d);
     payload *= d;
   }
   size_t have = b.size() - header;
   if (have < size_t(payload))
-    throw Error("truncated IDX file " + in_quotes(path) + ": header promises " +
-                std::to_string(payload) + " data bytes, file has " + std::to_string(have));
+    throw Error("truncated IDX file " + in_quotes(path) + ": header promises " + std::to_string(payload) +
+                " data bytes, file has " + std::to_string(have));
   if (have > size_t(payload))
-    throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - size_t(payload)) +
-                " bytes after the " + std::to_string(payload) + " data bytes the header promises");
+    throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - size_t(payload)) + " bytes after the " +
+                std::to_string(payload) + " data bytes the header promises");
   idx.payload_offset = header;
   return idx;
 }
 
-Dataset load_idx(const std::string& images_path, const std::string& labels_path,
-                 int num_classes) {
+Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
   if (num_classes < 1 || num_classes > 256)
-    throw Error("load_idx: num_classes is " + std::to_string(num_classes) +
-                " (IDX labels are bytes: 1..256)");
+    throw Error("load_idx: num_classes is " + std::to_string(num_classes) + " (IDX labels are bytes: 1..256)");
   IdxFile im = read_idx(images_path, 3, "image");
   IdxFile lb = read_idx(labels_path, 1, "label");
   if (im.dims[0] != lb.dims[0])
-    throw Error("image and label counts disagree: " + in_quotes(images_path) + " has " +
-                std::to_string(im.dims[0]) + " images, " + in_quotes(labels_path) + " has " +
-                std::to_string(lb.dims[0]) + " labels");
+    throw Error("image and label counts disagree: " + in_quotes(images_path) + " has " + std::to_string(im.dims[0]) +
+                " images, " + in_quotes(labels_path) + " has " + std::to_string(lb.dims[0]) + " labels");
 
   Dataset ds;
   ds.name = images_path;
@@ -106,9 +103,8 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   const uint8_t* l = lb.bytes.data() + lb.payload_offset;
   for (size_t i = 0; i < ds.labels.size(); i++) {
     if (l[i] >= num_classes)
-      throw Error("bad label in " + in_quotes(labels_path) + ": label " + std::to_string(l[i]) +
-                  " of example " + std::to_string(i) + " is >= num_classes " +
-                  std::to_string(num_classes));
+      throw Error("bad label in " + in_quotes(labels_path) + ": label " + std::to_string(l[i]) + " of example " +
+                  std::to_string(i) + " is >= num_classes " + std::to_string(num_classes));
     ds.labels[i] = l[i];
   }
   return ds;
@@ -124,9 +120,12 @@ static std::string find_idx(const std::string& dir, const std::string& base) {
 
 Dataset load_mnist_dir(const std::string& dir, const std::string& split) {
   std::string prefix;
-  if (split == "train") prefix = "train";
-  else if (split == "test") prefix = "t10k";
-  else throw Error("load_mnist_dir: split is '" + split + "', must be 'train' or 'test'");
+  if (split == "train")
+    prefix = "train";
+  else if (split == "test")
+    prefix = "t10k";
+  else
+    throw Error("load_mnist_dir: split is '" + split + "', must be 'train' or 'test'");
   std::string images = find_idx(dir, prefix + "-images-idx3-ubyte");
   std::string labels = find_idx(dir, prefix + "-labels-idx1-ubyte");
   return load_idx(images, labels, 10);
@@ -175,8 +174,9 @@ Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes,
     const std::vector<uint8_t> b = read_file(path);
     if (b.empty()) throw Error("CIFAR file " + in_quotes(path) + " is empty");
     if (b.size() % record != 0)
-      throw Error("CIFAR file " + in_quotes(path) + ": size " + std::to_string(b.size()) + " bytes is not a multiple of the " +
-                  std::to_string(record) + "-byte record (" + layout + "); truncated or not this format");
+      throw Error("CIFAR file " + in_quotes(path) + ": size " + std::to_string(b.size()) +
+                  " bytes is not a multiple of the " + std::to_string(record) + "-byte record (" + layout +
+                  "); truncated or not this format");
     const size_t n = b.size() / record;
     ds.images.reserve(ds.images.size() + n * kCifarPixels);
     for (size_t r = 0; r < n; ++r) {
@@ -194,11 +194,12 @@ Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes,
 }
 
 Dataset load_cifar10_dir(const std::string& dir, const std::string& split) {
-  const std::string root = cifar_root(dir, "cifar-10-batches-bin", split == "test" ? "test_batch.bin" : "data_batch_1.bin",
-                                      "CIFAR-10");
+  const std::string root =
+      cifar_root(dir, "cifar-10-batches-bin", split == "test" ? "test_batch.bin" : "data_batch_1.bin", "CIFAR-10");
   std::vector<std::string> files;
   if (split == "train") {
-    for (int i = 1; i <= 5; ++i) files.push_back(need_file(root + "/data_batch_" + std::to_string(i) + ".bin", "CIFAR-10"));
+    for (int i = 1; i <= 5; ++i)
+      files.push_back(need_file(root + "/data_batch_" + std::to_string(i) + ".bin", "CIFAR-10"));
   } else if (split == "test") {
     files.push_back(need_file(root + "/test_batch.bin", "CIFAR-10"));
   } else {
@@ -307,7 +308,8 @@ Dataset load_csv(const std::string& path, int num_classes) {
                   std::to_string(fields_per_row) + " (a label and " + std::to_string(fields_per_row - 1) + " pixels)");
     double v;
     if (!parse_number(fields[0].first, fields[0].second, v))
-      throw Error("CSV file " + where + ": label '" + field_text(fields[0].first, fields[0].second) + "' is not a number");
+      throw Error("CSV file " + where + ": label '" + field_text(fields[0].first, fields[0].second) +
+                  "' is not a number");
     if (v < 0 || v != std::floor(v) || v > 65535)
       throw Error("CSV file " + where + ": label " + field_text(fields[0].first, fields[0].second) +
                   " is not a class index (an integer 0..65535)");
@@ -357,8 +359,10 @@ std::string decode_image(const std::string& path, int channels, int h, int w, ui
   try {
     const Image img = convert_channels(load_image(path), channels);
     const std::vector<uint8_t> chw = image_to_chw(img);
-    if (img.height == h && img.width == w) std::memcpy(dst, chw.data(), chw.size());
-    else resize_bilinear(chw.data(), channels, img.height, img.width, dst, h, w);
+    if (img.height == h && img.width == w)
+      std::memcpy(dst, chw.data(), chw.size());
+    else
+      resize_bilinear(chw.data(), channels, img.height, img.width, dst, h, w);
     return std::string();
   } catch (const std::exception& e) {
     return e.what();
@@ -384,7 +388,8 @@ Dataset load_image_folder(const std::string& dir, int height, int width, int cha
     if (!hidden(e.path()) && e.is_directory()) found.push_back(e.path().filename().string());
   if (ec) throw Error("cannot list image folder " + in_quotes(dir) + ": " + ec.message());
   std::sort(found.begin(), found.end());
-  if (found.empty()) throw Error("image folder " + in_quotes(dir) + " has no class subfolders (expected dir/<class>/<image>)");
+  if (found.empty())
+    throw Error("image folder " + in_quotes(dir) + " has no class subfolders (expected dir/<class>/<image>)");
 
   Dataset ds;
   ds.name = dir;
@@ -397,14 +402,15 @@ Dataset load_image_folder(const std::string& dir, int height, int width, int cha
   for (const std::string& cls : found) {
     const auto it = std::find(ds.class_names.begin(), ds.class_names.end(), cls);
     if (it == ds.class_names.end())
-      throw Error("class folder " + in_quotes(dir + "/" + cls) + " is not one of the " + std::to_string(ds.num_classes) +
-                  " training classes");
+      throw Error("class folder " + in_quotes(dir + "/" + cls) + " is not one of the " +
+                  std::to_string(ds.num_classes) + " training classes");
     std::vector<std::string> files;
     for (const fs::directory_entry& e : fs::directory_iterator(dir + "/" + cls, ec))
       if (!hidden(e.path()) && !e.is_directory() && image_extension(e.path())) files.push_back(e.path().string());
     if (ec) throw Error("cannot list class folder " + in_quotes(dir + "/" + cls) + ": " + ec.message());
     if (files.empty())
-      throw Error("class folder " + in_quotes(dir + "/" + cls) + " has no images (.png, .jpg, .jpeg, .bmp, .ppm, .pgm, .gif, .tga)");
+      throw Error("class folder " + in_quotes(dir + "/" + cls) +
+                  " has no images (.png, .jpg, .jpeg, .bmp, .ppm, .pgm, .gif, .tga)");
     std::sort(files.begin(), files.end());
     for (std::string& f : files) {
       paths.push_back(std::move(f));
@@ -430,27 +436,42 @@ std::vector<std::string> standard_class_names(const std::string& dataset) {
   if (dataset == "cifar10")
     return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   if (dataset == "cifar100")
-    return {"apple",        "aquarium_fish", "baby",     "bear",      "beaver",     "bed",         "bee",
-            "beetle",       "bicycle",       "bottle",   "bowl",      "boy",        "bridge",      "bus",
-            "butterfly",    "camel",         "can",      "castle",    "caterpillar", "cattle",     "chair",
-            "chimpanzee",   "clock",         "cloud",    "cockroach", "couch",      "crab",        "crocodile",
-            "cup",          "dinosaur",      "dolphin",  "elephant",  "flatfish",   "forest",      "fox",
-            "girl",         "hamster",       "house",    "kangaroo",  "keyboard",   "lamp",        "lawn_mower",
-            "leopard",      "lion",          "lizard",   "lobster",   "man",        "maple_tree",  "motorcycle",
-            "mountain",     "mouse",         "mushroom", "oak_tree",  "orange",     "orchid",      "otter",
-            "palm_tree",    "pear",          "pickup_truck", "pine_tree", "plain",  "plate",       "poppy",
-            "porcupine",    "possum",        "rabbit",   "raccoon",   "ray",        "road",        "rocket",
-            "rose",         "sea",           "seal",     "shark",     "shrew",      "skunk",       "skyscraper",
-            "snail",        "snake",         "spider",   "squirrel",  "streetcar",  "sunflower",   "sweet_pepper",
-            "table",        "tank",          "telephone", "television", "tiger",    "tractor",     "train",
-            "trout",        "tulip",         "turtle",   "wardrobe",  "whale",      "willow_tree", "wolf",
-            "woman",        "worm"};
+    return {"apple",      "aquarium_fish", "baby",         "bear",       "beaver",      "bed",         "bee",
+            "beetle",     "bicycle",       "bottle",       "bowl",       "boy",         "bridge",      "bus",
+            "butterfly",  "camel",         "can",          "castle",     "caterpillar", "cattle",      "chair",
+            "chimpanzee", "clock",         "cloud",        "cockroach",  "couch",       "crab",        "crocodile",
+            "cup",        "dinosaur",      "dolphin",      "elephant",   "flatfish",    "forest",      "fox",
+            "girl",       "hamster",       "house",        "kangaroo",   "keyboard",    "lamp",        "lawn_mower",
+            "leopard",    "lion",          "lizard",       "lobster",    "man",         "maple_tree",  "motorcycle",
+            "mountain",   "mouse",         "mushroom",     "oak_tree",   "orange",      "orchid",      "otter",
+            "palm_tree",  "pear",          "pickup_truck", "pine_tree",  "plain",       "plate",       "poppy",
+            "porcupine",  "possum",        "rabbit",       "raccoon",    "ray",         "road",        "rocket",
+            "rose",       "sea",           "seal",         "shark",      "shrew",       "skunk",       "skyscraper",
+            "snail",      "snake",         "spider",       "squirrel",   "streetcar",   "sunflower",   "sweet_pepper",
+            "table",      "tank",          "telephone",    "television", "tiger",       "tractor",     "train",
+            "trout",      "tulip",         "turtle",       "wardrobe",   "whale",       "willow_tree", "wolf",
+            "woman",      "worm"};
   if (dataset == "cifar100_coarse")
-    return {"aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
-            "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
-            "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
-            "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
-            "vehicles_1", "vehicles_2"};
+    return {"aquatic_mammals",
+            "fish",
+            "flowers",
+            "food_containers",
+            "fruit_and_vegetables",
+            "household_electrical_devices",
+            "household_furniture",
+            "insects",
+            "large_carnivores",
+            "large_man-made_outdoor_things",
+            "large_natural_outdoor_scenes",
+            "large_omnivores_and_herbivores",
+            "medium_mammals",
+            "non-insect_invertebrates",
+            "people",
+            "reptiles",
+            "small_mammals",
+            "trees",
+            "vehicles_1",
+            "vehicles_2"};
   throw Error("standard_class_names: unknown dataset '" + dataset +
               "' (fashion_mnist, mnist, cifar10, cifar100, cifar100_coarse)");
 }
@@ -485,7 +506,8 @@ Dataset load_dataset(const DatasetSpec& spec, const std::string& split, const Da
     std::string sub = dir + "/" + split;
     if (split == "test" && !is_dir(sub) && is_dir(dir + "/val")) sub = dir + "/val";
     if (!is_dir(sub))
-      throw Error("missing image folder " + in_quotes(sub) + (split == "test" ? " (nor " + in_quotes(dir + "/val") + ")" : ""));
+      throw Error("missing image folder " + in_quotes(sub) +
+                  (split == "test" ? " (nor " + in_quotes(dir + "/val") + ")" : ""));
     return load_image_folder(sub, spec.image_size, spec.image_size, spec.channels,
                              train ? train->class_names : std::vector<std::string>());
   }

@@ -51,8 +51,7 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
     }
     if (rc == Z_OK) continue;
     std::string why = (rc == Z_BUF_ERROR) ? "gzip stream ends early (truncated .gz file)"
-                                          : std::string("corrupt gzip stream (") +
-                                                (zs.msg ? zs.msg : zError(rc)) + ")";
+                                          : std::string("corrupt gzip stream (") + (zs.msg ? zs.msg : zError(rc)) + ")";
     inflateEnd(&zs);
     throw Error("cannot read " + in_quotes(path) + ": " + why);
   }
@@ -72,8 +71,7 @@ std::vector<uint8_t> read_file(const std::string& path, Gzip gzip) {
   const bool failed = std::ferror(f);
   std::fclose(f);
   if (failed) throw Error("cannot read " + in_quotes(path) + ": I/O error");
-  if (gzip == Gzip::Inflate && bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b)
-    bytes = gunzip(bytes, path);
+  if (gzip == Gzip::Inflate && bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) bytes = gunzip(bytes, path);
   return bytes;
 }
 

@@ -27,7 +27,6 @@
 #pragma GCC diagnostic pop
 #endif
 
-
 namespace vitcuda {
 
 #if !VITCUDA_HAVE_STB
@@ -67,7 +66,9 @@ void write_png(const std::string& path, const Image& image) {
     throw Error("write_png '" + path + "': invalid image " + std::to_string(image.width) + "x" +
                 std::to_string(image.height) + "x" + std::to_string(image.channels));
   std::string bytes;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size);
+  };
   if (!stbi_write_png_to_func(sink, &bytes, image.width, image.height, image.channels, image.pixels.data(),
                               image.width * image.channels))
     throw Error("write_png '" + path + "': PNG encoding failed");

@@ -16,8 +16,7 @@ Tensor batch_item(const Tensor& t, int index) {
   shape[0] = 1;
   for (int i = 1; i < t.ndim(); ++i) shape[i] = t.size(i);
   if (index < 0 || index >= t.size(0))
-    throw Error("image index " + std::to_string(index) + " is outside the last batch of " +
-                std::to_string(t.size(0)));
+    throw Error("image index " + std::to_string(index) + " is outside the last batch of " + std::to_string(t.size(0)));
   return Tensor::view(static_cast<char*>(t.data()) + size_t(index) * per * dtype_size(t.dtype()), shape, t.ndim(),
                       t.dtype(), t.device());
 }

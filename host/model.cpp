@@ -56,8 +56,8 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
   act_mem_ = be_.alloc(size_t(act_bytes_));
   const Device dev = be_.device();
   params_ = Tensor::view(param_mem_, {arena_size_}, dtype_, dev);
-  master_ = separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {arena_size_}, DType::F32, dev)
-                            : params_;
+  master_ =
+      separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {arena_size_}, DType::F32, dev) : params_;
   grads_ = Tensor::view(grad_mem_, {arena_size_}, grad_dtype, dev);
   for (const ParamSlot& s : param_slots_) {
     *s.param = pview(params_, param_specs_[s.spec]);
@@ -94,7 +94,8 @@ void Model::plan() {
     param_slots_.push_back({param_specs_.size(), &pf, &gf});
     param_specs_.push_back(s);
   };
-  add("patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}, true, Init::TruncNormal, p.patch_w, g.patch_w);
+  add("patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}, true, Init::TruncNormal, p.patch_w,
+      g.patch_w);
   add("patch_embed.proj.bias", {D}, false, Init::Zeros, p.patch_b, g.patch_b);
   if (c.class_token) add("cls_token", {1, 1, D}, false, Init::ClsNormal, p.cls_token, g.cls_token);
   add("pos_embed", {1, c.num_tokens(), D}, false, Init::TruncNormal, p.pos_embed, g.pos_embed);
@@ -135,8 +136,7 @@ void Model::plan() {
   arena_size_ = (arena_size_ + 63) / 64 * 64;
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
-  const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads,
-                hd = c.attn_head_dim();
+  const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads, hd = c.attn_head_dim();
   const DType stats = dtype_ == DType::F64 ? DType::F64 : DType::F32;
   ActTensors& a = a_;
   a.res.resize(c.depth + 1);
@@ -315,8 +315,8 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
   const ViTConfig& c = cfg_;
   if (images.ndim() != 4 || images.size(1) != c.in_chans || images.size(2) != c.img_size ||
       images.size(3) != c.img_size)
-    throw Error("Model::forward: images must be [B, " + std::to_string(c.in_chans) + ", " +
-                std::to_string(c.img_size) + ", " + std::to_string(c.img_size) + "], got " + images.shape_str());
+    throw Error("Model::forward: images must be [B, " + std::to_string(c.in_chans) + ", " + std::to_string(c.img_size) +
+                ", " + std::to_string(c.img_size) + "], got " + images.shape_str());
   if (images.size(0) < 1 || images.size(0) > max_batch_)
     throw Error("Model::forward: batch " + std::to_string(images.size(0)) + " is outside [1, " +
                 std::to_string(max_batch_) + "]");
@@ -470,8 +470,10 @@ void Model::backward() {
     be_.pool_backward(d.pooled, Pool::Avg, c.class_token ? 1 : 0, d.res);
   } else {
     const Tensor& d_norm = d.ln;
-    if (c.pool == Pool::Token) be_.pool_backward(dy, Pool::Token, 1, d_norm);
-    else be_.copy(dy, d_norm);
+    if (c.pool == Pool::Token)
+      be_.pool_backward(dy, Pool::Token, 1, d_norm);
+    else
+      be_.copy(dy, d_norm);
     be_.layernorm_backward(d_norm, a.res[L], hp.norm_w, h.norm_mean, h.norm_rstd, d.res, hg.norm_w, hg.norm_b);
   }
 
@@ -508,7 +510,7 @@ void Model::backward() {
 double Model::macs_per_image() const {
   const ViTConfig& c = cfg_;
   const double T = c.num_tokens(), D = c.embed_dim, Aw = c.attn_dim(), Hm = c.mlp_hidden_dim();
-  double macs = double(c.num_patches()) * c.patch_dim() * D;                   // patch embedding
+  double macs = double(c.num_patches()) * c.patch_dim() * D;                          // patch embedding
   macs += c.depth * (T * D * 3 * Aw + 2 * T * T * Aw + T * Aw * D + 2 * T * D * Hm);  // blocks
   double feat = c.pooled_dim();
   for (int h : c.head_mlp) macs += feat * h, feat = h;
@@ -520,9 +522,10 @@ double Model::macs_per_image() const {
 std::string Model::summary() const {
   std::ostringstream os;
   os << "model " << cfg_.name << ": image " << cfg_.img_size << "x" << cfg_.img_size << "x" << cfg_.in_chans
-     << ", patch " << cfg_.patch_size << ", tokens " << cfg_.num_tokens() << ", dim " << cfg_.embed_dim
-     << ", depth " << cfg_.depth << ", heads " << cfg_.num_heads << " x " << cfg_.attn_head_dim() << ", mlp "
-     << cfg_.mlp_hidden_dim() << " (gelu " << gelu_name(cfg_.gelu) << "), pool " << pool_name(cfg_.pool) << ", classes " << cfg_.num_classes << "\n";
+     << ", patch " << cfg_.patch_size << ", tokens " << cfg_.num_tokens() << ", dim " << cfg_.embed_dim << ", depth "
+     << cfg_.depth << ", heads " << cfg_.num_heads << " x " << cfg_.attn_head_dim() << ", mlp " << cfg_.mlp_hidden_dim()
+     << " (gelu " << gelu_name(cfg_.gelu) << "), pool " << pool_name(cfg_.pool) << ", classes " << cfg_.num_classes
+     << "\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-36s %-22s %12s %s\n", "parameter", "shape", "count", "decay");
   os << line;

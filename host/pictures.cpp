@@ -8,7 +8,6 @@
 
 #include "vitcuda/tensor.h"
 
-
 namespace vitcuda {
 namespace {
 
@@ -73,8 +72,8 @@ Image patch_grid_image(const uint8_t* chw, int channels, int height, int width, 
 
 void colormap(float t, uint8_t rgb[3]) {
   // viridis, sampled at 9 points of matplotlib's table
-  static const uint8_t k[9][3] = {{68, 1, 84},    {71, 44, 122},  {59, 81, 139},  {44, 113, 142}, {33, 144, 141},
-                                  {39, 173, 129}, {92, 200, 99},  {170, 220, 50}, {253, 231, 37}};
+  static const uint8_t k[9][3] = {{68, 1, 84},    {71, 44, 122}, {59, 81, 139},  {44, 113, 142}, {33, 144, 141},
+                                  {39, 173, 129}, {92, 200, 99}, {170, 220, 50}, {253, 231, 37}};
   if (!(t >= 0)) t = 0;  // NaN too
   if (t > 1) t = 1;
   const float f = t * 8;
@@ -86,8 +85,8 @@ void colormap(float t, uint8_t rgb[3]) {
 Image attention_overlay(const uint8_t* chw, int channels, int height, int width, const std::vector<float>& map,
                         int grid, int scale, int gap) {
   if (grid <= 0 || map.size() != size_t(grid) * grid)
-    throw Error("attention_overlay: map has " + std::to_string(map.size()) + " values, expected grid² = " +
-                std::to_string(size_t(grid) * grid));
+    throw Error("attention_overlay: map has " + std::to_string(map.size()) +
+                " values, expected grid² = " + std::to_string(size_t(grid) * grid));
   const int s = scale > 0 ? scale : auto_scale(height, width);
   const int W = width * s, H = height * s;
   gap = std::max(0, gap);

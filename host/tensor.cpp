@@ -114,11 +114,10 @@ std::string shape_string(const std::vector<int64_t>& shape) { return dims_str(sh
 
 Tensor Tensor::view(void* data, const int64_t* shape, int ndim, DType dtype, Device device) {
   if (ndim < 0 || ndim > kMaxDims)
-    throw Error("Tensor::view: " + std::to_string(ndim) + " dims, at most " +
-                std::to_string(kMaxDims) + " are supported");
+    throw Error("Tensor::view: " + std::to_string(ndim) + " dims, at most " + std::to_string(kMaxDims) +
+                " are supported");
   for (int i = 0; i < ndim; i++)
-    if (shape[i] < 0)
-      throw Error("Tensor::view: negative dimension in shape " + dims_str(shape, ndim));
+    if (shape[i] < 0) throw Error("Tensor::view: negative dimension in shape " + dims_str(shape, ndim));
   Tensor t;
   t.data_ = data;
   for (int i = 0; i < ndim; i++) t.shape_[i] = shape[i];
@@ -128,8 +127,7 @@ Tensor Tensor::view(void* data, const int64_t* shape, int ndim, DType dtype, Dev
   return t;
 }
 
-Tensor Tensor::view(void* data, std::initializer_list<int64_t> shape, DType dtype,
-                    Device device) {
+Tensor Tensor::view(void* data, std::initializer_list<int64_t> shape, DType dtype, Device device) {
   return view(data, shape.begin(), int(shape.size()), dtype, device);
 }
 
@@ -138,9 +136,7 @@ Tensor Tensor::empty(std::initializer_list<int64_t> shape, DType dtype) {
   size_t bytes = t.nbytes();
   // calloc(0) may return nullptr, which would read as "undefined"; an empty tensor is defined.
   void* p = std::calloc(bytes ? bytes : 1, 1);
-  if (!p)
-    throw Error("Tensor::empty: cannot allocate " + std::to_string(bytes) + " bytes for " +
-                t.shape_str());
+  if (!p) throw Error("Tensor::empty: cannot allocate " + std::to_string(bytes) + " bytes for " + t.shape_str());
   t.storage_ = std::shared_ptr<void>(p, std::free);
   t.data_ = p;
   return t;
@@ -154,9 +150,7 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-std::string Tensor::shape_str() const {
-  return dims_str(shape_.data(), ndim_) + " " + dtype_name(dtype_);
-}
+std::string Tensor::shape_str() const { return dims_str(shape_.data(), ndim_) + " " + dtype_name(dtype_); }
 
 Tensor Tensor::reshape(std::initializer_list<int64_t> shape) const {
   Tensor t = view(data_, shape, dtype_, device_);
@@ -164,9 +158,8 @@ Tensor Tensor::reshape(std::initializer_list<int64_t> shape) const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   if (n != numel())
-    throw Error("Tensor::reshape: cannot view " + shape_str() + " (" + std::to_string(numel()) +
-                " elements) as " + dims_str(shape.begin(), int(shape.size())) + " (" +
-                std::to_string(n) + " elements)");
+    throw Error("Tensor::reshape: cannot view " + shape_str() + " (" + std::to_string(numel()) + " elements) as " +
+                dims_str(shape.begin(), int(shape.size())) + " (" + std::to_string(n) + " elements)");
   return t;
 }
 

@@ -18,15 +18,15 @@ namespace vitcuda {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 std::string hms(double s) {
   char buf[32];
   const int t = int(s + 0.5);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%d:%02d", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%d:%02d", t / 60, t % 60);
   return buf;
 }
 
@@ -117,17 +117,16 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   }
   if (train.size() == 0) throw Error("training set '" + train.name + "' is empty");
   if (o_.batch_size <= 0 || o_.batch_size > model.max_batch())
-    throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) + "]");
+    throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) +
+                "]");
   if (o_.epochs < 1) throw Error("epochs must be at least 1, got " + std::to_string(o_.epochs));
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
-  std::map<std::string, std::string> md{{"epoch", std::to_string(epoch_)},
-                                        {"step", std::to_string(step_)},
-                                        {"best_top1", std::to_string(best_top1_)},
-                                        {"best_epoch", std::to_string(best_epoch_)},
-                                        {"seed", std::to_string(o_.seed)},
-                                        {"history", history_json(history_)}};
+  std::map<std::string, std::string> md{
+      {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
+      {"best_top1", std::to_string(best_top1_)}, {"best_epoch", std::to_string(best_epoch_)},
+      {"seed", std::to_string(o_.seed)},         {"history", history_json(history_)}};
   md.insert(o_.metadata.begin(), o_.metadata.end());  // the trainer's own keys win
   return md;
 }
@@ -144,8 +143,8 @@ void Trainer::resume(const std::string& path) {
   }
   history_ = history_from_json(checkpoint_metadata(md, "history", path), path);
   if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
-    throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) +
-                ", " + std::to_string(history_.size()) + " history rows)");
+    throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) + ", " +
+                std::to_string(history_.size()) + " history rows)");
 }
 
 EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std::vector<int32_t>* predictions) {
@@ -263,8 +262,8 @@ void Trainer::fit(std::ostream& log) {
     std::snprintf(line, sizeof line,
                   "epoch %3d/%d  train loss %.4f top-1 %6.2f%%  val loss %.4f top-1 %6.2f%% top-5 %6.2f%%  lr %.2e  "
                   "%.0f img/s  %.1fs%s\n",
-                  r.epoch, o_.epochs, r.train_loss, 100 * r.train_top1, r.val_loss, 100 * r.val_top1,
-                  100 * r.val_top5, r.lr, r.images_per_second, r.seconds, is_best ? "  *best" : "");
+                  r.epoch, o_.epochs, r.train_loss, 100 * r.train_top1, r.val_loss, 100 * r.val_top1, 100 * r.val_top5,
+                  r.lr, r.images_per_second, r.seconds, is_best ? "  *best" : "");
     log << line << std::flush;
     write_outputs(is_best);
   }
@@ -277,8 +276,7 @@ void Trainer::write_outputs(bool is_best, bool checkpoints) {
   for (const EpochRecord& r : history_) {
     char line[256];
     std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f,%.1f,%.6f\n", r.epoch, r.train_loss,
-                  r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds, r.images_per_second,
-                  r.train_top5);
+                  r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds, r.images_per_second, r.train_top5);
     csv << line;
   }
   const auto md = state_metadata();

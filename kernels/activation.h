@@ -56,8 +56,7 @@ template <typename T>
 VITCUDA_HD T gelu_tanh_grad(T x) {
   using namespace hdmath;
   const T t = tanh_(T(kSqrt2OverPi) * (x + T(kGeluTanhC) * x * x * x));
-  return T(0.5) * (T(1) + t) +
-         T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * x * x);
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * x * x);
 }
 
 template <typename T>

@@ -73,9 +73,8 @@ __device__ __forceinline__ void adamw_step(AdamWState& e, const AdamWScalars& s,
 }
 
 template <typename TP>
-__device__ __forceinline__ void adamw_one(int64_t i, float* master, const float* grads, float* m,
-                                          float* v, TP* params, const AdamWScalars& s,
-                                          float decay) {
+__device__ __forceinline__ void adamw_one(int64_t i, float* master, const float* grads, float* m, float* v, TP* params,
+                                          const AdamWScalars& s, float decay) {
   AdamWState e{master[i], grads[i], m[i], v[i]};
   adamw_step(e, s, decay);
   master[i] = e.p;
@@ -86,15 +85,16 @@ __device__ __forceinline__ void adamw_one(int64_t i, float* master, const float*
 
 template <typename TP>
 __global__ void __launch_bounds__(kAdamWThreads)
-    adamw_kernel(float* __restrict__ master, const float* __restrict__ grads,
-                 float* __restrict__ m, float* __restrict__ v, TP* __restrict__ params,
-                 AdamWScalars s, AdamWTable table) {
+    adamw_kernel(float* __restrict__ master, const float* __restrict__ grads, float* __restrict__ m,
+                 float* __restrict__ v, TP* __restrict__ params, AdamWScalars s, AdamWTable table) {
   const int tile = static_cast<int>(blockIdx.x);
   int lo = 0, hi = table.num - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (table.first_tile[mid] <= tile) lo = mid;
-    else hi = mid - 1;
+    if (table.first_tile[mid] <= tile)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const int64_t seg_end = table.offset[lo] + table.count[lo];
   const int64_t begin = table.offset[lo] + static_cast<int64_t>(tile - table.first_tile[lo]) * kAdamWTile;
@@ -114,8 +114,8 @@ __global__ void __launch_bounds__(kAdamWThreads)
     const float4 g4 = *reinterpret_cast<const float4*>(grads + i);
     float4 m4 = *reinterpret_cast<const float4*>(m + i);
     float4 v4 = *reinterpret_cast<const float4*>(v + i);
-    AdamWState e[4] = {{p4.x, g4.x, m4.x, v4.x}, {p4.y, g4.y, m4.y, v4.y},
-                       {p4.z, g4.z, m4.z, v4.z}, {p4.w, g4.w, m4.w, v4.w}};
+    AdamWState e[4] = {
+        {p4.x, g4.x, m4.x, v4.x}, {p4.y, g4.y, m4.y, v4.y}, {p4.z, g4.z, m4.z, v4.z}, {p4.w, g4.w, m4.w, v4.w}};
     for (int k = 0; k < 4; ++k) adamw_step(e[k], s, decay);
     *reinterpret_cast<float4*>(master + i) = make_float4(e[0].p, e[1].p, e[2].p, e[3].p);
     *reinterpret_cast<float4*>(m + i) = make_float4(e[0].m, e[1].m, e[2].m, e[3].m);
@@ -126,8 +126,7 @@ __global__ void __launch_bounds__(kAdamWThreads)
       store_vec4(params + i, out);
     }
   }
-  for (int64_t i = vend + threadIdx.x; i < end; i += blockDim.x)
-    adamw_one(i, master, grads, m, v, params, s, decay);
+  for (int64_t i = vend + threadIdx.x; i < end; i += blockDim.x) adamw_one(i, master, grads, m, v, params, s, decay);
 }
 
 // Block sum in a fixed order: butterfly within each warp, then warp totals in warp order.
@@ -146,8 +145,7 @@ __device__ __forceinline__ double block_sum_fixed_order(double acc) {
 // grid-stride pattern: vectors [0, n_vec), then the remaining elements.
 template <typename T>
 __global__ void __launch_bounds__(kSumSquaresThreads)
-    sum_squares_partial_kernel(const T* __restrict__ x, int64_t n, int64_t n_vec,
-                               double* __restrict__ partials) {
+    sum_squares_partial_kernel(const T* __restrict__ x, int64_t n, int64_t n_vec, double* __restrict__ partials) {
   constexpr int kVec = Vec16<T>::kVec;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -168,8 +166,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
 }
 
 __global__ void __launch_bounds__(kSumSquaresThreads)
-    sum_squares_final_kernel(const double* __restrict__ partials, int count,
-                             double* __restrict__ result) {
+    sum_squares_final_kernel(const double* __restrict__ partials, int count, double* __restrict__ result) {
   double acc = 0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
   const double total = block_sum_fixed_order(acc);
@@ -195,20 +192,17 @@ void check_hyper(const AdamWHyper& h) {
 
 // Validated, non-empty segments sorted by offset, neighbours with the same flag merged.
 std::vector<AdamWSegment> plan_segments(const AdamWSegment* segments, int num_segments, int64_t n) {
-  if (num_segments < 0)
-    throw Error("adamw_update: num_segments must be >= 0, got " + std::to_string(num_segments));
+  if (num_segments < 0) throw Error("adamw_update: num_segments must be >= 0, got " + std::to_string(num_segments));
   if (num_segments > 0 && !segments) throw Error("adamw_update: segments is null");
   std::vector<AdamWSegment> segs;
   for (int i = 0; i < num_segments; ++i) {
     const AdamWSegment& s = segments[i];
     if (s.offset < 0 || s.count < 0 || s.count > n || s.offset > n - s.count)
-      throw Error("adamw_update: segments[" + std::to_string(i) + "] (offset " +
-                  std::to_string(s.offset) + ", count " + std::to_string(s.count) +
-                  ") lies outside the parameter arena of " + std::to_string(n));
+      throw Error("adamw_update: segments[" + std::to_string(i) + "] (offset " + std::to_string(s.offset) + ", count " +
+                  std::to_string(s.count) + ") lies outside the parameter arena of " + std::to_string(n));
     if (s.count > 0) segs.push_back(s);
   }
-  std::sort(segs.begin(), segs.end(),
-            [](const AdamWSegment& a, const AdamWSegment& b) { return a.offset < b.offset; });
+  std::sort(segs.begin(), segs.end(), [](const AdamWSegment& a, const AdamWSegment& b) { return a.offset < b.offset; });
   std::vector<AdamWSegment> merged;
   for (const AdamWSegment& s : segs) {
     if (!merged.empty()) {
@@ -234,9 +228,8 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
 }  // namespace
 
 template <typename TP>
-void adamw_update(float* master, const float* grads, float* m, float* v, TP* params, int64_t n,
-                  const AdamWHyper& h, const AdamWSegment* segments, int num_segments,
-                  rt::Stream stream) {
+void adamw_update(float* master, const float* grads, float* m, float* v, TP* params, int64_t n, const AdamWHyper& h,
+                  const AdamWSegment* segments, int num_segments, rt::Stream stream) {
   const char* op = "adamw_update";
   require_nonnegative(op, "n", n);
   check_hyper(h);
@@ -285,8 +278,8 @@ void adamw_update(float* master, const float* grads, float* m, float* v, TP* par
       if (tiles > 0x7fffffff) throw Error(std::string(op) + ": n is too large for one grid");
     }
     table.first_tile[table.num] = static_cast<int>(tiles);
-    launch(adamw_kernel<TP>, dim3(static_cast<unsigned>(tiles)), dim3(kAdamWThreads), 0, stream,
-           master, grads, m, v, params, s, table);
+    launch(adamw_kernel<TP>, dim3(static_cast<unsigned>(tiles)), dim3(kAdamWThreads), 0, stream, master, grads, m, v,
+           params, s, table);
   }
 }
 
@@ -306,11 +299,9 @@ void sum_squares_async(const T* x, int64_t n, double* scratch, rt::Stream stream
   const int64_t n_vec = aligned_to(x, 16) ? n / kVec : 0;
   const int64_t items = n_vec + (n - n_vec * kVec);
   const int blocks = static_cast<int>(std::clamp<int64_t>(
-      (items + kSumSquaresThreads * kSumSquaresItemsPerThread - 1) /
-          (kSumSquaresThreads * kSumSquaresItemsPerThread),
+      (items + kSumSquaresThreads * kSumSquaresItemsPerThread - 1) / (kSumSquaresThreads * kSumSquaresItemsPerThread),
       1, kSumSquaresBlocks));
-  launch(sum_squares_partial_kernel<T>, dim3(blocks), dim3(kSumSquaresThreads), 0, stream, x, n,
-         n_vec, scratch + 1);
+  launch(sum_squares_partial_kernel<T>, dim3(blocks), dim3(kSumSquaresThreads), 0, stream, x, n, n_vec, scratch + 1);
   launch(sum_squares_final_kernel, dim3(1), dim3(kSumSquaresThreads), 0, stream,
          static_cast<const double*>(scratch + 1), blocks, scratch);
 }
@@ -323,11 +314,10 @@ double sum_squares(const T* x, int64_t n, double* scratch, rt::Stream stream) {
   return result;
 }
 
-template void adamw_update<float>(float*, const float*, float*, float*, float*, int64_t,
-                                  const AdamWHyper&, const AdamWSegment*, int, rt::Stream);
-template void adamw_update<__nv_bfloat16>(float*, const float*, float*, float*, __nv_bfloat16*,
-                                          int64_t, const AdamWHyper&, const AdamWSegment*, int,
-                                          rt::Stream);
+template void adamw_update<float>(float*, const float*, float*, float*, float*, int64_t, const AdamWHyper&,
+                                  const AdamWSegment*, int, rt::Stream);
+template void adamw_update<__nv_bfloat16>(float*, const float*, float*, float*, __nv_bfloat16*, int64_t,
+                                          const AdamWHyper&, const AdamWSegment*, int, rt::Stream);
 template void sum_squares_async<float>(const float*, int64_t, double*, rt::Stream);
 template void sum_squares_async<__nv_bfloat16>(const __nv_bfloat16*, int64_t, double*, rt::Stream);
 template double sum_squares<float>(const float*, int64_t, double*, rt::Stream);

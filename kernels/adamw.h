@@ -25,9 +25,8 @@ VITCUDA_KERNELS_BEGIN
 // [0, n) and not overlap; any order, any count (more than one launch past 128 after merging
 // adjacent segments with the same decay flag). params must be aligned to 4 elements.
 template <typename TP>
-void adamw_update(float* master, const float* grads, float* m, float* v, TP* params, int64_t n,
-                  const AdamWHyper& h, const AdamWSegment* segments, int num_segments,
-                  rt::Stream stream);
+void adamw_update(float* master, const float* grads, float* m, float* v, TP* params, int64_t n, const AdamWHyper& h,
+                  const AdamWSegment* segments, int num_segments, rt::Stream stream);
 
 // Device scratch (doubles) that sum_squares needs: per-block partials and the result.
 size_t sum_squares_scratch_doubles();

@@ -82,13 +82,14 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 // Shared-memory row stride of a bf16 tile: 16 bytes of padding shift consecutive rows by four
 // banks, so the 8 row addresses of an ldmatrix hit 8 different 16-byte bank groups.
 template <int D>
-constexpr int tile_stride() { return D + 8; }
+constexpr int tile_stride() {
+  return D + 8;
+}
 
 // Rows [row0, row0 + kTile) of a matrix whose row r starts at src + r·ld, into a padded tile;
 // rows >= N are zero-filled, so the math on them is finite (and masked).
 template <int D>
-__device__ __forceinline__ void load_tile_async(SmemPtr<bf16> dst, const bf16* src, size_t ld,
-                                                int row0, int N) {
+__device__ __forceinline__ void load_tile_async(SmemPtr<bf16> dst, const bf16* src, size_t ld, int row0, int N) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
@@ -99,8 +100,8 @@ __device__ __forceinline__ void load_tile_async(SmemPtr<bf16> dst, const bf16* s
 }
 
 // 64 fp32 values src[row0 + r] (r < 64, zero past N) by threads [first, first + 64).
-__device__ __forceinline__ void load_row_floats_async(SmemPtr<float> dst, const float* src,
-                                                      int row0, int N, int first) {
+__device__ __forceinline__ void load_row_floats_async(SmemPtr<float> dst, const float* src, int row0, int N,
+                                                      int first) {
   const int r = static_cast<int>(threadIdx.x) - first;
   if (r < 0 || r >= kTile) return;
   const bool valid = row0 + r < N;
@@ -142,9 +143,8 @@ __device__ __forceinline__ void accum_to_a(const float (&c)[8][4], int kk, uint3
 // with P re-packed from the accumulators as the A operand.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    attention_forward_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                  const bf16* __restrict__ v, bf16* __restrict__ out,
-                                  float* __restrict__ lse, int H, int N, float scale_log2,
+    attention_forward_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                  bf16* __restrict__ out, float* __restrict__ lse, int H, int N, float scale_log2,
                                   AttnDropout drop) {
   constexpr int S = tile_stride<D>();
   constexpr int kTileElems = kTile * S;
@@ -169,9 +169,8 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t qa[D / 16][4];
   float o[D / 8][4];
   VITCUDA_UNROLL
-  for (int nb = 0; nb < D / 8; ++nb)
-    VITCUDA_UNROLL
-    for (int c = 0; c < 4; ++c) o[nb][c] = 0.f;
+  for (int nb = 0; nb < D / 8; ++nb) VITCUDA_UNROLL
+  for (int c = 0; c < 4; ++c) o[nb][c] = 0.f;
   float m[2] = {-INFINITY, -INFINITY};  // running max of rows g and g+8 (log2 domain)
   float l[2] = {0.f, 0.f};              // this thread's part of the running sum
 
@@ -188,41 +187,37 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     if (active) {
-      if (kt == 0)
-        VITCUDA_UNROLL
-        for (int ks = 0; ks < D / 16; ++ks)
-          ptx::ldmatrix_x4(qa[ks], smem_raw(sQ + frag_a_offset<S>(warp * 16, ks * 16, lane)));
+      if (kt == 0) VITCUDA_UNROLL
+      for (int ks = 0; ks < D / 16; ++ks)
+        ptx::ldmatrix_x4(qa[ks], smem_raw(sQ + frag_a_offset<S>(warp * 16, ks * 16, lane)));
       const SmemPtr<bf16> tK = sK + buf * kTileElems, tV = sV + buf * kTileElems;
       const int kv = min(kTile, N - kt * kTile);  // valid keys in this tile
 
       float s[8][4];
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) s[nb][c] = 0.f;
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) s[nb][c] = 0.f;
       VITCUDA_UNROLL
-      for (int ks = 0; ks < D / 16; ++ks)
-        VITCUDA_UNROLL
-        for (int np = 0; np < 4; ++np) {
-          if (np * 16 >= kv) continue;  // 16 keys all past N
-          uint32_t r[4];
-          ptx::ldmatrix_x4(r, smem_raw(tK + frag_b_nk_offset<S>(np * 16, ks * 16, lane)));
-          const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-          ptx::mma_m16n8k16_bf16(s[2 * np], qa[ks], b0, s[2 * np]);
-          ptx::mma_m16n8k16_bf16(s[2 * np + 1], qa[ks], b1, s[2 * np + 1]);
-        }
+      for (int ks = 0; ks < D / 16; ++ks) VITCUDA_UNROLL
+      for (int np = 0; np < 4; ++np) {
+        if (np * 16 >= kv) continue;  // 16 keys all past N
+        uint32_t r[4];
+        ptx::ldmatrix_x4(r, smem_raw(tK + frag_b_nk_offset<S>(np * 16, ks * 16, lane)));
+        const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        ptx::mma_m16n8k16_bf16(s[2 * np], qa[ks], b0, s[2 * np]);
+        ptx::mma_m16n8k16_bf16(s[2 * np + 1], qa[ks], b1, s[2 * np + 1]);
+      }
 
       // Online softmax. A quad (the 4 lanes sharing g) holds all 64 columns of rows g and g+8;
       // every tile has a valid key, so the new max is finite.
       float mx[2] = {-INFINITY, -INFINITY};
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          const int key = kt * kTile + nb * 8 + 2 * t + (c & 1);
-          s[nb][c] = key < N ? s[nb][c] * scale_log2 : -INFINITY;
-          mx[c >> 1] = fmaxf(mx[c >> 1], s[nb][c]);
-        }
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int key = kt * kTile + nb * 8 + 2 * t + (c & 1);
+        s[nb][c] = key < N ? s[nb][c] * scale_log2 : -INFINITY;
+        mx[c >> 1] = fmaxf(mx[c >> 1], s[nb][c]);
+      }
       VITCUDA_UNROLL
       for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullWarpMask, mx[r], 1));
@@ -238,18 +233,16 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          float p = exp2f(s[nb][c] - m[c >> 1]);
-          l[c >> 1] += p;  // the softmax denominator is taken before dropout, as in the reference
-          if (drop.active) {
-            const int i = row_w + g + 8 * (c >> 1), j = kt * kTile + nb * 8 + 2 * t + (c & 1);
-            if (i < N && j < N)
-              p *= attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + i) * N + j);
-          }
-          s[nb][c] = p;
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        float p = exp2f(s[nb][c] - m[c >> 1]);
+        l[c >> 1] += p;  // the softmax denominator is taken before dropout, as in the reference
+        if (drop.active) {
+          const int i = row_w + g + 8 * (c >> 1), j = kt * kTile + nb * 8 + 2 * t + (c & 1);
+          if (i < N && j < N) p *= attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + i) * N + j);
         }
+        s[nb][c] = p;
+      }
 
       // O += P V: P from the accumulators (bf16), V fragments by ldmatrix.trans ([key][d] tile).
       VITCUDA_UNROLL
@@ -302,9 +295,8 @@ __global__ void __launch_bounds__(kThreads)
     attention_backward_bf16_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ q,
                                    const bf16* __restrict__ k, const bf16* __restrict__ v,
                                    const float* __restrict__ lse, const float* __restrict__ delta,
-                                   float* __restrict__ dq_accum, bf16* __restrict__ dk,
-                                   bf16* __restrict__ dv, int H, int N, float scale,
-                                   float scale_log2, AttnDropout drop) {
+                                   float* __restrict__ dq_accum, bf16* __restrict__ dk, bf16* __restrict__ dv, int H,
+                                   int N, float scale, float scale_log2, AttnDropout drop) {
   constexpr int S = tile_stride<D>();
   constexpr int kTileElems = kTile * S;
   constexpr int SD = kTile + 8;  // dSᵀ row stride
@@ -340,9 +332,8 @@ __global__ void __launch_bounds__(kThreads)
   const int kv = min(kTile, N - k0);  // valid keys of this CTA
   float dk_acc[D / 8][4], dv_acc[D / 8][4];
   VITCUDA_UNROLL
-  for (int nb = 0; nb < D / 8; ++nb)
-    VITCUDA_UNROLL
-    for (int c = 0; c < 4; ++c) dk_acc[nb][c] = dv_acc[nb][c] = 0.f;
+  for (int nb = 0; nb < D / 8; ++nb) VITCUDA_UNROLL
+  for (int c = 0; c < 4; ++c) dk_acc[nb][c] = dv_acc[nb][c] = 0.f;
 
   for (int qt = 0; qt < n_tiles; ++qt) {
     const int buf = qt & 1;
@@ -365,9 +356,8 @@ __global__ void __launch_bounds__(kThreads)
     if (active) {
       float st[8][4], dpt[8][4];
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) st[nb][c] = dpt[nb][c] = 0.f;
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) st[nb][c] = dpt[nb][c] = 0.f;
       VITCUDA_UNROLL
       for (int ks = 0; ks < D / 16; ++ks) {
         uint32_t ka[4], va[4];
@@ -389,23 +379,21 @@ __global__ void __launch_bounds__(kThreads)
       }
       // st becomes (P∘Z)ᵀ, dpt becomes dSᵀ; entries with a key or query past N are 0.
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          const int qi = nb * 8 + 2 * t + (c & 1);
-          const int query = qt * kTile + qi, key = key_w + g + 8 * (c >> 1);
-          float pz = 0.f, ds = 0.f;
-          if (query < N && key < N) {
-            const float p = exp2f(st[nb][c] * scale_log2 - tL[qi] * kLog2e);
-            float z = 1.f;
-            if (drop.active)
-              z = attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + query) * N + key);
-            pz = p * z;
-            ds = p * (dpt[nb][c] * z - tD[qi]) * scale;
-          }
-          st[nb][c] = pz;
-          dpt[nb][c] = ds;
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int qi = nb * 8 + 2 * t + (c & 1);
+        const int query = qt * kTile + qi, key = key_w + g + 8 * (c >> 1);
+        float pz = 0.f, ds = 0.f;
+        if (query < N && key < N) {
+          const float p = exp2f(st[nb][c] * scale_log2 - tL[qi] * kLog2e);
+          float z = 1.f;
+          if (drop.active) z = attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + query) * N + key);
+          pz = p * z;
+          ds = p * (dpt[nb][c] * z - tD[qi]) * scale;
         }
+        st[nb][c] = pz;
+        dpt[nb][c] = ds;
+      }
       VITCUDA_UNROLL
       for (int kk = 0; kk < 4; ++kk) {
         if (kk * 16 >= qv) continue;
@@ -426,11 +414,10 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       VITCUDA_UNROLL
-      for (int nb = 0; nb < 8; ++nb)
-        VITCUDA_UNROLL
-        for (int r = 0; r < 2; ++r)
-          *smem_cast<uint32_t>(sdS + (warp * 16 + g + 8 * r) * SD + nb * 8 + 2 * t) =
-              pack_bf16(dpt[nb][2 * r], dpt[nb][2 * r + 1]);
+      for (int nb = 0; nb < 8; ++nb) VITCUDA_UNROLL
+      for (int r = 0; r < 2; ++r)
+        *smem_cast<uint32_t>(sdS + (warp * 16 + g + 8 * r) * SD + nb * 8 + 2 * t) =
+            pack_bf16(dpt[nb][2 * r], dpt[nb][2 * r + 1]);
     }
     __syncthreads();
 
@@ -440,15 +427,14 @@ __global__ void __launch_bounds__(kThreads)
     if (qrow_w < N) {
       float acc[D / 8][4];
       VITCUDA_UNROLL
-      for (int nb = 0; nb < D / 8; ++nb)
-        VITCUDA_UNROLL
-        for (int c = 0; c < 4; ++c) acc[nb][c] = 0.f;
+      for (int nb = 0; nb < D / 8; ++nb) VITCUDA_UNROLL
+      for (int c = 0; c < 4; ++c) acc[nb][c] = 0.f;
       VITCUDA_UNROLL
       for (int kk = 0; kk < 4; ++kk) {
         if (kk * 16 >= kv) continue;
         uint32_t a[4];  // A[query][key] = dSᵀ[key][query]: .trans of the [key][query] tile
-        ptx::ldmatrix_x4_trans(a, smem_raw(sdS + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * SD +
-                                          warp * 16 + ((lane >> 3) & 1) * 8));
+        ptx::ldmatrix_x4_trans(
+            a, smem_raw(sdS + (kk * 16 + (lane & 7) + (lane >> 4) * 8) * SD + warp * 16 + ((lane >> 3) & 1) * 8));
         VITCUDA_UNROLL
         for (int np = 0; np < D / 16; ++np) {
           uint32_t r[4];
@@ -495,9 +481,8 @@ __global__ void __launch_bounds__(kThreads)
 // broadcast).
 template <int D>
 __global__ void __launch_bounds__(kF32Threads)
-    attention_forward_f32_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                                 const float* __restrict__ v, float* __restrict__ out,
-                                 float* __restrict__ lse, int H, int N, float scale_log2,
+    attention_forward_f32_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                 float* __restrict__ out, float* __restrict__ lse, int H, int N, float scale_log2,
                                  AttnDropout drop) {
   constexpr int SF = D + 1;
   VITCUDA_DYNAMIC_SMEM(float, smem);
@@ -541,8 +526,7 @@ __global__ void __launch_bounds__(kF32Threads)
       float p = exp2f(s[j] - m);
       l += p;
       if (drop.active && i < N)
-        p *= attn_dropout_factor(drop,
-                                 (static_cast<uint64_t>(bh) * N + i) * N + kt * kTile + j);
+        p *= attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + i) * N + kt * kTile + j);
       for (int c = 0; c < D; ++c) o[c] = fmaf(p, sV[j * SF + c], o[c]);
     }
   }
@@ -563,15 +547,13 @@ __global__ void __launch_bounds__(kF32Threads)
     attention_backward_f32_kernel(const float* __restrict__ dout, const float* __restrict__ q,
                                   const float* __restrict__ k, const float* __restrict__ v,
                                   const float* __restrict__ lse, const float* __restrict__ delta,
-                                  float* __restrict__ dq_accum, float* __restrict__ dk,
-                                  float* __restrict__ dv, int H, int N, float scale,
-                                  float scale_log2, AttnDropout drop) {
+                                  float* __restrict__ dq_accum, float* __restrict__ dk, float* __restrict__ dv, int H,
+                                  int N, float scale, float scale_log2, AttnDropout drop) {
   constexpr int SF = D + 1;
   constexpr int SS = kTile + 1;
   VITCUDA_DYNAMIC_SMEM(float, smem);
-  const SmemPtr<float> sK = smem, sV = smem + kTile * SF, sQ = smem + 2 * kTile * SF,
-                       sdO = smem + 3 * kTile * SF, sdS = smem + 4 * kTile * SF,
-                       sL = sdS + kTile * SS, sDl = sL + kTile;
+  const SmemPtr<float> sK = smem, sV = smem + kTile * SF, sQ = smem + 2 * kTile * SF, sdO = smem + 3 * kTile * SF,
+                       sdS = smem + 4 * kTile * SF, sL = sdS + kTile * SS, sDl = sL + kTile;
   const int tid = threadIdx.x;
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
   const int k0 = blockIdx.x * kTile, key = k0 + tid;
@@ -613,8 +595,7 @@ __global__ void __launch_bounds__(kF32Threads)
         }
         const float p = exp2f(s * scale_log2 - sL[r] * kLog2e);
         float z = 1.f;
-        if (drop.active)
-          z = attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + row0 + r) * N + key);
+        if (drop.active) z = attn_dropout_factor(drop, (static_cast<uint64_t>(bh) * N + row0 + r) * N + key);
         const float pz = p * z, ds = p * (dp * z - sDl[r]) * scale;
         for (int c = 0; c < D; ++c) {
           dv_acc[c] = fmaf(pz, sdO[r * SF + c], dv_acc[c]);
@@ -644,11 +625,9 @@ __global__ void __launch_bounds__(kF32Threads)
 // ---- backward helpers -----------------------------------------------------------------------
 // One warp per row (b, h, i): delta = dO_i·O_i in fp32, and the row of the dQ accumulator zeroed.
 template <typename T>
-__global__ void attention_backward_delta_kernel(const T* __restrict__ dout,
-                                                const T* __restrict__ out,
-                                                float* __restrict__ delta,
-                                                float* __restrict__ dq_accum, int H, int N, int D,
-                                                int rows) {
+__global__ void attention_backward_delta_kernel(const T* __restrict__ dout, const T* __restrict__ out,
+                                                float* __restrict__ delta, float* __restrict__ dq_accum, int H, int N,
+                                                int D, int rows) {
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= rows) return;  // whole warps
   const int bh = row / N, i = row % N, b = bh / H, h = bh % H;
@@ -663,8 +642,7 @@ __global__ void attention_backward_delta_kernel(const T* __restrict__ dout,
 }
 
 template <typename T>
-__global__ void attention_dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq,
-                                            size_t n) {
+__global__ void attention_dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
     dq[i] = from_float<T>(acc[i]);
@@ -695,8 +673,8 @@ void check_pointer(const char* op, const char* name, const void* p) {
 
 void check_sizes(const char* op, int B, int H, int N, int d) {
   require(B >= 0 && H >= 0 && N >= 0, op,
-          "B, H, N must be >= 0 (got B=" + std::to_string(B) + ", H=" + std::to_string(H) +
-              ", N=" + std::to_string(N) + ")");
+          "B, H, N must be >= 0 (got B=" + std::to_string(B) + ", H=" + std::to_string(H) + ", N=" + std::to_string(N) +
+              ")");
   require(attention_head_dim_supported(d), op,
           "head dim d=" + std::to_string(d) + " is not supported (32, 64, 80 or 128)");
   require(static_cast<int64_t>(B) * H <= kMaxGridY, op,
@@ -705,8 +683,7 @@ void check_sizes(const char* op, int B, int H, int N, int d) {
 }
 
 AttnDropout make_dropout(const char* op, const DropoutSpec& drop) {
-  require(drop.p >= 0.f && drop.p < 1.f, op,
-          "dropout p=" + std::to_string(drop.p) + " must lie in [0, 1)");
+  require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p=" + std::to_string(drop.p) + " must lie in [0, 1)");
   AttnDropout d{};
   d.seed = drop.seed;
   d.stream = drop.stream;
@@ -716,54 +693,56 @@ AttnDropout make_dropout(const char* op, const DropoutSpec& drop) {
   return d;
 }
 
-
 template <int D>
-constexpr size_t forward_bf16_smem() { return 5ull * kTile * tile_stride<D>() * sizeof(bf16); }
-template <int D>
-constexpr size_t backward_bf16_smem() {
-  return (6ull * kTile * tile_stride<D>() + kTile * (kTile + 8)) * sizeof(bf16) +
-         4ull * kTile * sizeof(float);
+constexpr size_t forward_bf16_smem() {
+  return 5ull * kTile * tile_stride<D>() * sizeof(bf16);
 }
 template <int D>
-constexpr size_t forward_f32_smem() { return 3ull * kTile * (D + 1) * sizeof(float); }
+constexpr size_t backward_bf16_smem() {
+  return (6ull * kTile * tile_stride<D>() + kTile * (kTile + 8)) * sizeof(bf16) + 4ull * kTile * sizeof(float);
+}
+template <int D>
+constexpr size_t forward_f32_smem() {
+  return 3ull * kTile * (D + 1) * sizeof(float);
+}
 template <int D>
 constexpr size_t backward_f32_smem() {
   return (4ull * kTile * (D + 1) + kTile * (kTile + 1) + 2 * kTile) * sizeof(float);
 }
 
 template <typename T, int D>
-void forward_impl(const T* q, const T* k, const T* v, float scale_log2, const AttnDropout& drop,
-                  T* out, float* lse, int B, int H, int N, rt::Stream stream) {
+void forward_impl(const T* q, const T* k, const T* v, float scale_log2, const AttnDropout& drop, T* out, float* lse,
+                  int B, int H, int N, rt::Stream stream) {
   const dim3 grid(ceil_div(N, kTile), B * H);
   if constexpr (std::is_same_v<T, bf16>) {
     constexpr size_t smem = forward_bf16_smem<D>();
     reserve_dynamic_smem("attention_forward", attention_forward_bf16_kernel<D>, smem, "d=" + std::to_string(D));
-    launch(attention_forward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, q, k, v, out,
-           lse, H, N, scale_log2, drop);
+    launch(attention_forward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, q, k, v, out, lse, H, N, scale_log2,
+           drop);
   } else {
     constexpr size_t smem = forward_f32_smem<D>();
     reserve_dynamic_smem("attention_forward", attention_forward_f32_kernel<D>, smem, "d=" + std::to_string(D));
-    launch(attention_forward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, q, k, v, out,
-           lse, H, N, scale_log2, drop);
+    launch(attention_forward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, q, k, v, out, lse, H, N, scale_log2,
+           drop);
   }
 }
 
 template <typename T, int D>
-void backward_impl(const T* dout, const T* q, const T* k, const T* v, const float* lse,
-                   const float* delta, float* dq_accum, float scale, const AttnDropout& drop,
-                   T* dk, T* dv, int B, int H, int N, rt::Stream stream) {
+void backward_impl(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* delta,
+                   float* dq_accum, float scale, const AttnDropout& drop, T* dk, T* dv, int B, int H, int N,
+                   rt::Stream stream) {
   const dim3 grid(ceil_div(N, kTile), B * H);
   const float scale_log2 = scale * kLog2e;
   if constexpr (std::is_same_v<T, bf16>) {
     constexpr size_t smem = backward_bf16_smem<D>();
     reserve_dynamic_smem("attention_backward", attention_backward_bf16_kernel<D>, smem, "d=" + std::to_string(D));
-    launch(attention_backward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, dout, q, k, v,
-           lse, delta, dq_accum, dk, dv, H, N, scale, scale_log2, drop);
+    launch(attention_backward_bf16_kernel<D>, grid, dim3(kThreads), smem, stream, dout, q, k, v, lse, delta, dq_accum,
+           dk, dv, H, N, scale, scale_log2, drop);
   } else {
     constexpr size_t smem = backward_f32_smem<D>();
     reserve_dynamic_smem("attention_backward", attention_backward_f32_kernel<D>, smem, "d=" + std::to_string(D));
-    launch(attention_backward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, dout, q, k,
-           v, lse, delta, dq_accum, dk, dv, H, N, scale, scale_log2, drop);
+    launch(attention_backward_f32_kernel<D>, grid, dim3(kF32Threads), smem, stream, dout, q, k, v, lse, delta, dq_accum,
+           dk, dv, H, N, scale, scale_log2, drop);
   }
 }
 
@@ -784,8 +763,8 @@ void dispatch_head_dim(int d, F&& f) {
 bool attention_head_dim_supported(int d) { return d == 32 || d == 64 || d == 80 || d == 128; }
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop,
-                       T* out, float* lse, int B, int H, int N, int d, rt::Stream stream) {
+void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, float* lse,
+                       int B, int H, int N, int d, rt::Stream stream) {
   constexpr const char* op = "attention_forward";
   check_sizes(op, B, H, N, d);
   require(std::isfinite(scale), op, "scale must be finite");
@@ -797,9 +776,8 @@ void attention_forward(const T* q, const T* k, const T* v, float scale, const Dr
   check_pointer<T>(op, "out", out);
   check_pointer<float>(op, "lse", lse);
   const float scale_log2 = scale * kLog2e;
-  dispatch_head_dim(d, [&](auto dim) {
-    forward_impl<T, decltype(dim)::value>(q, k, v, scale_log2, dr, out, lse, B, H, N, stream);
-  });
+  dispatch_head_dim(
+      d, [&](auto dim) { forward_impl<T, decltype(dim)::value>(q, k, v, scale_log2, dr, out, lse, B, H, N, stream); });
 }
 
 size_t attention_backward_workspace_bytes(int B, int H, int N, int d) {
@@ -809,10 +787,9 @@ size_t attention_backward_workspace_bytes(int B, int H, int N, int d) {
 }
 
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const float* lse, float scale, const DropoutSpec& drop, T* dq, T* dk,
-                        T* dv, void* workspace, size_t workspace_bytes, int B, int H, int N,
-                        int d, rt::Stream stream) {
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const float* lse, float scale,
+                        const DropoutSpec& drop, T* dq, T* dk, T* dv, void* workspace, size_t workspace_bytes, int B,
+                        int H, int N, int d, rt::Stream stream) {
   constexpr const char* op = "attention_backward";
   check_sizes(op, B, H, N, d);
   require(std::isfinite(scale), op, "scale must be finite");
@@ -830,19 +807,18 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   check_pointer<float>(op, "workspace", workspace);
   const size_t need = attention_backward_workspace_bytes(B, H, N, d);
   require(workspace_bytes >= need, op,
-          "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
-              std::to_string(need) + " needed: attention_backward_workspace_bytes)");
+          "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" + std::to_string(need) +
+              " needed: attention_backward_workspace_bytes)");
 
   const int rows = B * H * N;
   float* delta = static_cast<float*>(workspace);
   float* dq_accum = reinterpret_cast<float*>(static_cast<char*>(workspace) +
                                              align_up(static_cast<size_t>(rows) * sizeof(float), 256));
   constexpr int kRowsPerBlock = 8;  // one warp each
-  launch(attention_backward_delta_kernel<T>, dim3(ceil_div(rows, kRowsPerBlock)),
-         dim3(32 * kRowsPerBlock), 0, stream, dout, out, delta, dq_accum, H, N, d, rows);
+  launch(attention_backward_delta_kernel<T>, dim3(ceil_div(rows, kRowsPerBlock)), dim3(32 * kRowsPerBlock), 0, stream,
+         dout, out, delta, dq_accum, H, N, d, rows);
   dispatch_head_dim(d, [&](auto dim) {
-    backward_impl<T, decltype(dim)::value>(dout, q, k, v, lse, delta, dq_accum, scale, dr, dk, dv,
-                                           B, H, N, stream);
+    backward_impl<T, decltype(dim)::value>(dout, q, k, v, lse, delta, dq_accum, scale, dr, dk, dv, B, H, N, stream);
   });
   const size_t n = static_cast<size_t>(rows) * d;
   constexpr int kConvertThreads = 256;
@@ -852,20 +828,16 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 }
 
 // ---- instantiations ---------------------------------------------------------------------------
-template void attention_forward<float>(const float*, const float*, const float*, float,
-                                       const DropoutSpec&, float*, float*, int, int, int, int,
-                                       rt::Stream);
-template void attention_forward<bf16>(const bf16*, const bf16*, const bf16*, float,
-                                      const DropoutSpec&, bf16*, float*, int, int, int, int,
-                                      rt::Stream);
-template void attention_backward<float>(const float*, const float*, const float*, const float*,
-                                        const float*, const float*, float, const DropoutSpec&,
-                                        float*, float*, float*, void*, size_t, int, int, int, int,
-                                        rt::Stream);
-template void attention_backward<bf16>(const bf16*, const bf16*, const bf16*, const bf16*,
-                                       const bf16*, const float*, float, const DropoutSpec&,
-                                       bf16*, bf16*, bf16*, void*, size_t, int, int, int, int,
-                                       rt::Stream);
+template void attention_forward<float>(const float*, const float*, const float*, float, const DropoutSpec&, float*,
+                                       float*, int, int, int, int, rt::Stream);
+template void attention_forward<bf16>(const bf16*, const bf16*, const bf16*, float, const DropoutSpec&, bf16*, float*,
+                                      int, int, int, int, rt::Stream);
+template void attention_backward<float>(const float*, const float*, const float*, const float*, const float*,
+                                        const float*, float, const DropoutSpec&, float*, float*, float*, void*, size_t,
+                                        int, int, int, int, rt::Stream);
+template void attention_backward<bf16>(const bf16*, const bf16*, const bf16*, const bf16*, const bf16*, const float*,
+                                       float, const DropoutSpec&, bf16*, bf16*, bf16*, void*, size_t, int, int, int,
+                                       int, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

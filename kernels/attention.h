@@ -31,8 +31,8 @@ bool attention_head_dim_supported(int d);
 // q, k, v, dout 16-byte aligned, they are read with cp.async), an unsupported head dim,
 // B·H > 65535, or a dropout probability outside [0, 1).
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop,
-                       T* out, float* lse, int B, int H, int N, int d, rt::Stream stream);
+void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, float* lse,
+                       int B, int H, int N, int d, rt::Stream stream);
 
 // Device scratch attention_backward needs: D_i = dO_i·O_i (fp32 [B·H·N]) and the fp32 dQ
 // accumulator ([B·H·N·d], filled by atomics from the key-tile CTAs). About 4·B·H·N·(d+1) bytes:
@@ -46,10 +46,9 @@ size_t attention_backward_workspace_bytes(int B, int H, int N, int d);
 // dQ is summed with fp32 atomics in the workspace, so bf16 and fp32 results are not bitwise
 // reproducible from run to run on the GPU (the order of N/64 partial sums varies).
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const float* lse, float scale, const DropoutSpec& drop, T* dq, T* dk,
-                        T* dv, void* workspace, size_t workspace_bytes, int B, int H, int N,
-                        int d, rt::Stream stream);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const float* lse, float scale,
+                        const DropoutSpec& drop, T* dq, T* dk, T* dv, void* workspace, size_t workspace_bytes, int B,
+                        int H, int N, int d, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

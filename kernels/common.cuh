@@ -48,8 +48,7 @@ template <typename T>
 class SmemPtr {
  public:
   SmemPtr() = default;
-  SmemPtr(unsigned char* base, size_t bytes, ptrdiff_t offset)
-      : base_(base), bytes_(bytes), offset_(offset) {}
+  SmemPtr(unsigned char* base, size_t bytes, ptrdiff_t offset) : base_(base), bytes_(bytes), offset_(offset) {}
 
   T& operator[](ptrdiff_t i) const { return *checked(offset_ + i * static_cast<ptrdiff_t>(sizeof(T))); }
   T& operator*() const { return *checked(offset_); }
@@ -57,8 +56,14 @@ class SmemPtr {
   SmemPtr operator+(ptrdiff_t n) const { return {base_, bytes_, offset_ + n * ptrdiff_t(sizeof(T))}; }
   SmemPtr operator-(ptrdiff_t n) const { return {base_, bytes_, offset_ - n * ptrdiff_t(sizeof(T))}; }
   ptrdiff_t operator-(const SmemPtr& o) const { return (offset_ - o.offset_) / ptrdiff_t(sizeof(T)); }
-  SmemPtr& operator+=(ptrdiff_t n) { offset_ += n * ptrdiff_t(sizeof(T)); return *this; }
-  SmemPtr& operator-=(ptrdiff_t n) { offset_ -= n * ptrdiff_t(sizeof(T)); return *this; }
+  SmemPtr& operator+=(ptrdiff_t n) {
+    offset_ += n * ptrdiff_t(sizeof(T));
+    return *this;
+  }
+  SmemPtr& operator-=(ptrdiff_t n) {
+    offset_ -= n * ptrdiff_t(sizeof(T));
+    return *this;
+  }
   SmemPtr& operator++() { return *this += 1; }
   SmemPtr& operator--() { return *this -= 1; }
   bool operator==(const SmemPtr& o) const { return base_ == o.base_ && offset_ == o.offset_; }
@@ -66,12 +71,13 @@ class SmemPtr {
 
   // The raw address (for PTX wrappers); the pointer itself must lie within [0, size].
   T* raw() const {
-    if (offset_ < 0 || static_cast<size_t>(offset_) > bytes_)
-      emu::fail_smem_access(offset_, 0, bytes_, "pointer");
+    if (offset_ < 0 || static_cast<size_t>(offset_) > bytes_) emu::fail_smem_access(offset_, 0, bytes_, "pointer");
     return reinterpret_cast<T*>(base_ + offset_);
   }
   template <typename U>
-  SmemPtr<U> cast() const { return {base_, bytes_, offset_}; }
+  SmemPtr<U> cast() const {
+    return {base_, bytes_, offset_};
+  }
 
  private:
   T* checked(ptrdiff_t off) const {
@@ -80,38 +86,53 @@ class SmemPtr {
     return reinterpret_cast<T*>(base_ + off);
   }
   static const char* typeid_name() {
-    if constexpr (std::is_same_v<T, float>) return "float";
-    else if constexpr (std::is_same_v<T, double>) return "double";
-    else if constexpr (std::is_same_v<T, int>) return "int";
-    else if constexpr (std::is_same_v<T, __nv_bfloat16>) return "bf16";
-    else if constexpr (std::is_same_v<T, __half>) return "half";
-    else if constexpr (std::is_same_v<T, float4>) return "float4";
-    else return "element";
+    if constexpr (std::is_same_v<T, float>)
+      return "float";
+    else if constexpr (std::is_same_v<T, double>)
+      return "double";
+    else if constexpr (std::is_same_v<T, int>)
+      return "int";
+    else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      return "bf16";
+    else if constexpr (std::is_same_v<T, __half>)
+      return "half";
+    else if constexpr (std::is_same_v<T, float4>)
+      return "float4";
+    else
+      return "element";
   }
   unsigned char* base_ = nullptr;
   size_t bytes_ = 0;
   ptrdiff_t offset_ = 0;
 };
 template <typename U, typename T>
-SmemPtr<U> smem_cast(SmemPtr<T> p) { return p.template cast<U>(); }
+SmemPtr<U> smem_cast(SmemPtr<T> p) {
+  return p.template cast<U>();
+}
 template <typename T>
-T* smem_raw(SmemPtr<T> p) { return p.raw(); }
+T* smem_raw(SmemPtr<T> p) {
+  return p.raw();
+}
 
-#define VITCUDA_DYNAMIC_SMEM(T, name)                                                   \
-  const ::vitcuda::SmemPtr<T> name = [] {                                               \
-    const ::vitcuda::emu::DynamicSmem d_ = ::vitcuda::emu::dynamic_smem();              \
-    return ::vitcuda::SmemPtr<T>(d_.base, d_.bytes, 0);                                 \
+#define VITCUDA_DYNAMIC_SMEM(T, name)                                      \
+  const ::vitcuda::SmemPtr<T> name = [] {                                  \
+    const ::vitcuda::emu::DynamicSmem d_ = ::vitcuda::emu::dynamic_smem(); \
+    return ::vitcuda::SmemPtr<T>(d_.base, d_.bytes, 0);                    \
   }()
 #else
 template <typename T>
 using SmemPtr = T*;
 template <typename U, typename T>
-__device__ __forceinline__ U* smem_cast(T* p) { return reinterpret_cast<U*>(p); }
+__device__ __forceinline__ U* smem_cast(T* p) {
+  return reinterpret_cast<U*>(p);
+}
 template <typename T>
-__device__ __forceinline__ T* smem_raw(T* p) { return p; }
+__device__ __forceinline__ T* smem_raw(T* p) {
+  return p;
+}
 
-#define VITCUDA_DYNAMIC_SMEM(T, name)                                                   \
-  extern __shared__ __align__(16) unsigned char vitcuda_dynamic_smem_[];                \
+#define VITCUDA_DYNAMIC_SMEM(T, name)                                    \
+  extern __shared__ __align__(16) unsigned char vitcuda_dynamic_smem_[]; \
   T* const name = reinterpret_cast<T*>(vitcuda_dynamic_smem_)
 #endif
 
@@ -120,19 +141,16 @@ __device__ __forceinline__ T* smem_raw(T* p) { return p; }
 // Throws vitcuda::Error (naming the kernel) when the launch is refused.
 VITCUDA_KERNELS_BEGIN
 template <typename... P, typename... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream,
-            A&&... args) {
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
 #if defined(VITCUDA_EMU)
   using Closure = emu::LaunchClosure<void (*)(P...), std::tuple<std::decay_t<P>...>>;
   const Closure closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  emu::run_grid(reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, stream,
-                &Closure::invoke, &closure);
+  emu::run_grid(reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, stream, &Closure::invoke, &closure);
 #else
-  kernel<<<grid, block, smem_bytes, reinterpret_cast<cudaStream_t>(stream)>>>(
-      std::forward<A>(args)...);
-  rt::check_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x,
-                   block.y, block.z, smem_bytes);
+  kernel<<<grid, block, smem_bytes, reinterpret_cast<cudaStream_t>(stream)>>>(std::forward<A>(args)...);
+  rt::check_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x, block.y, block.z,
+                   smem_bytes);
 #endif
 }
 VITCUDA_KERNELS_END
@@ -145,13 +163,17 @@ __host__ __device__ __forceinline__ float to_float(__half v) { return __half2flo
 template <typename T>
 __host__ __device__ __forceinline__ T from_float(float v);
 template <>
-__host__ __device__ __forceinline__ float from_float<float>(float v) { return v; }
+__host__ __device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 template <>
 __host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16(v);  // round to nearest even
 }
 template <>
-__host__ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
+__host__ __device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half(v);
+}
 
 constexpr unsigned kFullWarpMask = 0xffffffffu;
 

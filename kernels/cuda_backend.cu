@@ -38,11 +38,13 @@ void require(bool ok, const char* op, const std::string& what) {
 
 void dtype_is(const char* op, const char* name, const Tensor& t, DType want) {
   if (t.defined())
-    require(t.dtype() == want, op, std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(want));
+    require(t.dtype() == want, op,
+            std::string(name) + " is " + dtype_name(t.dtype()) + ", expected " + dtype_name(want));
 }
 
 int narrow(const char* op, const char* what, int64_t v) {
-  require(v >= 0 && v <= INT32_MAX, op, std::string(what) + " = " + std::to_string(v) + " does not fit the kernels' int");
+  require(v >= 0 && v <= INT32_MAX, op,
+          std::string(what) + " = " + std::to_string(v) + " does not fit the kernels' int");
   return int(v);
 }
 
@@ -83,7 +85,8 @@ class CudaBackend final : public Backend {
     } else if (src.dtype() == DType::BF16 && dst.dtype() == DType::F32) {
       convert_dtype<bf16, float>(p<bf16>(src), p<float>(dst), src.numel(), stream_);
     } else {
-      require(false, "copy", std::string("no conversion from ") + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()));
+      require(false, "copy",
+              std::string("no conversion from ") + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()));
     }
   }
 
@@ -95,7 +98,7 @@ class CudaBackend final : public Backend {
   }
 
   void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
-                     const Tensor& cols) override {
+                          const Tensor& cols) override {
     const char* op = "patch_extract";
     const bool nchw = layout == ImageLayout::NCHW;
     const int64_t B = images.size(0), C = images.size(nchw ? 1 : 3), H = images.size(nchw ? 2 : 1),
@@ -108,19 +111,20 @@ class CudaBackend final : public Backend {
   }
 
   void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
-                      const Tensor& y) override {
+                           const Tensor& y) override {
     const char* op = "linear_forward";
     const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
     dispatch(op, x, [&](auto tag) {
       using T = decltype(tag);
       const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
       const size_t ws = linear_workspace_bytes(r, k, n);
-      vitcuda::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), r, k, n, workspace(ws), ws, stream_);
+      vitcuda::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), r, k, n, workspace(ws), ws,
+                                 stream_);
     });
   }
 
   void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
-                       const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+                            const Tensor& dx, const Tensor& dw, const Tensor& db) override {
     const char* op = "linear_backward";
     const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
     dtype_is(op, "dw", dw, DType::F32);
@@ -143,7 +147,8 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) override {
+  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+                            const Tensor& dpos) override {
     const char* op = "tokens_backward";
     const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - (dcls.defined() ? 1 : 0);
     dtype_is(op, "dcls", dcls, DType::F32);
@@ -156,8 +161,8 @@ class CudaBackend final : public Backend {
   }
 
   void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
-                         const Tensor& beta, float eps, const Tensor& y, const Tensor& mean,
-                         const Tensor& rstd) override {
+                              const Tensor& beta, float eps, const Tensor& y, const Tensor& mean,
+                              const Tensor& rstd) override {
     const char* op = "layernorm_forward";
     const int64_t C = gamma.numel(), R = x.numel() / C;
     dtype_is(op, "mean", mean, DType::F32);
@@ -170,7 +175,8 @@ class CudaBackend final : public Backend {
   }
 
   void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+                               const Tensor& rstd, const Tensor& dx, const Tensor& dgamma,
+                               const Tensor& dbeta) override {
     const char* op = "layernorm_backward";
     const int64_t C = gamma.numel(), R = x.numel() / C;
     dtype_is(op, "dgamma", dgamma, DType::F32);
@@ -186,7 +192,7 @@ class CudaBackend final : public Backend {
   }
 
   void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                   const Tensor& k, const Tensor& v) override {
+                        const Tensor& k, const Tensor& v) override {
     const char* op = "qkv_forward";
     const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
     // The GEMM writes the packed projection; the split adds the bias while permuting.
@@ -199,7 +205,7 @@ class CudaBackend final : public Backend {
   }
 
   void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+                         const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
     const char* op = "qkv_backward";
     const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
     dispatch(op, dq, [&](auto tag) {
@@ -210,7 +216,7 @@ class CudaBackend final : public Backend {
   }
 
   void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
-                         const Tensor& out, const Tensor& lse) override {
+                              const Tensor& out, const Tensor& lse) override {
     const char* op = "attention_forward";
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
     dtype_is(op, "lse", lse, DType::F32);
@@ -222,8 +228,8 @@ class CudaBackend final : public Backend {
   }
 
   void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
-                          const Tensor& dv) override {
+                               const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq,
+                               const Tensor& dk, const Tensor& dv) override {
     const char* op = "attention_backward";
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
     dispatch(op, q, [&](auto tag) {
@@ -264,8 +270,8 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
-                    const Tensor& dlogits, const Tensor& hits) override {
+  void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
+                         const Tensor& losses, const Tensor& dlogits, const Tensor& hits) override {
     const char* op = "softmax_xent";
     const int64_t B = logits.size(0), C = logits.size(1);
     dispatch(op, logits, [&](auto tag) {
@@ -277,14 +283,18 @@ class CudaBackend final : public Backend {
 
   double sum_squares_impl(const Tensor& t) override {
     double s = 0;
-    if (t.dtype() == DType::F32) s = vitcuda::sum_squares<float>(p<float>(t), t.numel(), sumsq_scratch_.get(), stream_);
-    else if (t.dtype() == DType::BF16) s = vitcuda::sum_squares<bf16>(p<bf16>(t), t.numel(), sumsq_scratch_.get(), stream_);
-    else require(false, "sum_squares", std::string("unsupported dtype ") + dtype_name(t.dtype()));
+    if (t.dtype() == DType::F32)
+      s = vitcuda::sum_squares<float>(p<float>(t), t.numel(), sumsq_scratch_.get(), stream_);
+    else if (t.dtype() == DType::BF16)
+      s = vitcuda::sum_squares<bf16>(p<bf16>(t), t.numel(), sumsq_scratch_.get(), stream_);
+    else
+      require(false, "sum_squares", std::string("unsupported dtype ") + dtype_name(t.dtype()));
     return s;
   }
 
-  void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
-                    const AdamWHyper& h, const AdamWSegment* segments, int num_segments) override {
+  void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
+                         const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
+                         int num_segments) override {
     const bool separate = params.defined() && params.data() != master.data();
     if (separate && params.dtype() == DType::BF16)
       vitcuda::adamw_update<bf16>(p<float>(master), p<float>(grads), p<float>(m), p<float>(v), p<bf16>(params),
@@ -301,9 +311,12 @@ class CudaBackend final : public Backend {
   void dispatch(const char* op, const Tensor& t, F&& f) {
     require(t.defined(), op, "input tensor is null");
     require(t.device() == Device::CUDA, op, "tensor is not in device memory");
-    if (t.dtype() == DType::F32) f(float{});
-    else if (t.dtype() == DType::BF16) f(bf16{});
-    else require(false, op, std::string("the cuda backend computes in bf16 or f32, got ") + dtype_name(t.dtype()));
+    if (t.dtype() == DType::F32)
+      f(float{});
+    else if (t.dtype() == DType::BF16)
+      f(bf16{});
+    else
+      require(false, op, std::string("the cuda backend computes in bf16 or f32, got ") + dtype_name(t.dtype()));
   }
 
   // One scratch buffer for every op's workspace, grown (rarely: the first step) to the largest

@@ -26,8 +26,7 @@ void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec, rt::Stream st
 // exactly as the reference (dropout instead writes +0 for a dropped element, as its reference).
 // Same aliasing and p rules as dropout.
 template <typename T>
-void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpec& spec,
-               rt::Stream stream);
+void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpec& spec, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

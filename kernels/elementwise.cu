@@ -30,14 +30,12 @@ __global__ void add_kernel(const T* a, const T* b, T* out, int64_t n, int64_t n_
     for (int k = 0; k < kVec; ++k) vo.v[k] = from_float<T>(to_float(va.v[k]) + to_float(vb.v[k]));
     store_vec16(out + i * kVec, vo);
   }
-  for (int64_t i = n_vec * kVec + tid; i < n; i += stride)
-    out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+  for (int64_t i = n_vec * kVec + tid; i < n; i += stride) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
 // 8 elements per thread and iteration: 32 bytes of fp32 and 16 of bf16 on either side.
 template <typename Src, typename Dst>
-__global__ void convert_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n,
-                               int64_t n_vec8) {
+__global__ void convert_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n, int64_t n_vec8) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t i = tid; i < n_vec8; i += stride) {
@@ -81,8 +79,8 @@ void add(const T* a, const T* b, T* out, int64_t n, rt::Stream stream) {
   constexpr int kVec = Vec16<T>::kVec;
   const bool vec = aligned_to(a, 16) && aligned_to(b, 16) && aligned_to(out, 16);
   const int64_t n_vec = vec ? n / kVec : 0;
-  launch(add_kernel<T>, dim3(streaming_blocks(vec ? n_vec : n)), dim3(kStreamingThreads), 0,
-         stream, a, b, out, n, n_vec);
+  launch(add_kernel<T>, dim3(streaming_blocks(vec ? n_vec : n)), dim3(kStreamingThreads), 0, stream, a, b, out, n,
+         n_vec);
 }
 
 template <typename Src, typename Dst>
@@ -102,19 +100,17 @@ void convert_dtype(const Src* src, Dst* dst, int64_t n, rt::Stream stream) {
   } else {
     const bool vec = aligned_to(src, 16) && aligned_to(dst, 16);
     const int64_t n_vec8 = vec ? n / 8 : 0;
-    launch(convert_kernel<Src, Dst>, dim3(streaming_blocks(vec ? n_vec8 : n)),
-           dim3(kStreamingThreads), 0, stream, src, dst, n, n_vec8);
+    launch(convert_kernel<Src, Dst>, dim3(streaming_blocks(vec ? n_vec8 : n)), dim3(kStreamingThreads), 0, stream, src,
+           dst, n, n_vec8);
   }
 }
 
 template void add<float>(const float*, const float*, float*, int64_t, rt::Stream);
-template void add<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*,
-                                 int64_t, rt::Stream);
+template void add<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, int64_t, rt::Stream);
 template void convert_dtype<float, __nv_bfloat16>(const float*, __nv_bfloat16*, int64_t, rt::Stream);
 template void convert_dtype<__nv_bfloat16, float>(const __nv_bfloat16*, float*, int64_t, rt::Stream);
 template void convert_dtype<float, float>(const float*, float*, int64_t, rt::Stream);
-template void convert_dtype<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*,
-                                                    int64_t, rt::Stream);
+template void convert_dtype<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, int64_t, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -55,8 +55,7 @@ size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // or y. Elementwise and memory-bound: consecutive threads take consecutive columns, so every
 // access is coalesced.
 template <typename T, Act A>
-__global__ void bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M,
-                                int N, int64_t ld) {
+__global__ void bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M, int N, int64_t ld) {
   const int64_t total = static_cast<int64_t>(M) * N;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -80,9 +79,8 @@ __global__ void bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_
 // row order through shared memory and written to partials[chunk][col]; a second kernel adds the
 // chunks in order. No atomics: the result is bitwise reproducible.
 template <typename T, Act A, bool kApply>
-__global__ void act_backward_colsum_kernel(T* dz, const T* __restrict__ pre, int M, int N,
-                                           int64_t ld, int rows_per_chunk,
-                                           float* __restrict__ partials) {
+__global__ void act_backward_colsum_kernel(T* dz, const T* __restrict__ pre, int M, int N, int64_t ld,
+                                           int rows_per_chunk, float* __restrict__ partials) {
   __shared__ float part[kColsumRows][kColsumCols];
   const int col = blockIdx.x * kColsumCols + threadIdx.x;
   const int row0 = blockIdx.y * rows_per_chunk;
@@ -132,19 +130,16 @@ size_t type_size(GemmType t) { return t == GemmType::F32 ? 4 : 2; }
 int elementwise_blocks(int64_t total) {
   // Grid-stride loop: a few waves of 256-thread blocks on a 132-SM H100 is enough to saturate
   // HBM; more blocks only add scheduling.
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((total + kElementwiseThreads - 1) /
-                                                                      kElementwiseThreads,
-                                                                  132 * 16)));
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>((total + kElementwiseThreads - 1) / kElementwiseThreads, 132 * 16)));
 }
 
-int colsum_rows_per_chunk(int M) {
-  return std::max(kColsumMinRowsPerChunk, ceil_div(M, kColsumMaxChunks));
-}
+int colsum_rows_per_chunk(int M) { return std::max(kColsumMinRowsPerChunk, ceil_div(M, kColsumMaxChunks)); }
 int colsum_chunks(int M) { return std::max(1, ceil_div(M, colsum_rows_per_chunk(M))); }
 
 template <typename T>
-void launch_bias_act(const T* in, const T* bias, T* pre_out, T* y, Act act, int M, int N,
-                     int64_t ld, rt::Stream stream) {
+void launch_bias_act(const T* in, const T* bias, T* pre_out, T* y, Act act, int M, int N, int64_t ld,
+                     rt::Stream stream) {
   const dim3 grid(elementwise_blocks(static_cast<int64_t>(M) * N)), block(kElementwiseThreads);
   switch (act) {
     case Act::None:
@@ -165,8 +160,8 @@ void launch_bias_act(const T* in, const T* bias, T* pre_out, T* y, Act act, int 
 // dz ⊙= act'(pre) (apply) and/or the column sums of dz into bias_grad (when given); the partials
 // go to `partials` (colsum_chunks(M)·N floats).
 template <typename T, typename TG>
-void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad,
-                         float* partials, rt::Stream stream) {
+void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, float* partials,
+                         rt::Stream stream) {
   const bool apply = act != Act::None;
   if (!apply && !bias_grad) return;
   const int rpc = colsum_rows_per_chunk(M), chunks = colsum_chunks(M);
@@ -174,20 +169,16 @@ void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld,
   float* out = bias_grad ? partials : nullptr;
   switch (act) {
     case Act::None:
-      launch(act_backward_colsum_kernel<T, Act::None, false>, grid, block, 0, stream, dz, pre, M,
-             N, ld, rpc, out);
+      launch(act_backward_colsum_kernel<T, Act::None, false>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
       break;
     case Act::GeluErf:
-      launch(act_backward_colsum_kernel<T, Act::GeluErf, true>, grid, block, 0, stream, dz, pre, M,
-             N, ld, rpc, out);
+      launch(act_backward_colsum_kernel<T, Act::GeluErf, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
       break;
     case Act::GeluTanh:
-      launch(act_backward_colsum_kernel<T, Act::GeluTanh, true>, grid, block, 0, stream, dz, pre,
-             M, N, ld, rpc, out);
+      launch(act_backward_colsum_kernel<T, Act::GeluTanh, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
       break;
     case Act::Tanh:
-      launch(act_backward_colsum_kernel<T, Act::Tanh, true>, grid, block, 0, stream, dz, pre, M, N,
-             ld, rpc, out);
+      launch(act_backward_colsum_kernel<T, Act::Tanh, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
       break;
   }
   if (bias_grad) {
@@ -197,14 +188,14 @@ void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld,
 }
 
 // bias_grad (typed by `type`) += partials summed over `chunks`.
-void launch_bias_grad_accumulate(const float* partials, int chunks, int N, void* bias_grad,
-                                 GemmType type, rt::Stream stream) {
+void launch_bias_grad_accumulate(const float* partials, int chunks, int N, void* bias_grad, GemmType type,
+                                 rt::Stream stream) {
   if (type == GemmType::F32)
-    launch(bias_grad_accumulate_kernel<float>, dim3(ceil_div(N, 256)), dim3(256), 0, stream,
-           partials, chunks, N, static_cast<float*>(bias_grad));
+    launch(bias_grad_accumulate_kernel<float>, dim3(ceil_div(N, 256)), dim3(256), 0, stream, partials, chunks, N,
+           static_cast<float*>(bias_grad));
   else
-    launch(bias_grad_accumulate_kernel<__nv_bfloat16>, dim3(ceil_div(N, 256)), dim3(256), 0,
-           stream, partials, chunks, N, static_cast<__nv_bfloat16*>(bias_grad));
+    launch(bias_grad_accumulate_kernel<__nv_bfloat16>, dim3(ceil_div(N, 256)), dim3(256), 0, stream, partials, chunks,
+           N, static_cast<__nv_bfloat16*>(bias_grad));
 }
 
 // ---- the matrix product itself -------------------------------------------------------------
@@ -239,8 +230,10 @@ float load(const void* p, GemmType t, size_t i) {
                             : __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
 }
 void store(void* p, GemmType t, size_t i, float v) {
-  if (t == GemmType::F32) static_cast<float*>(p)[i] = v;
-  else static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+  if (t == GemmType::F32)
+    static_cast<float*>(p)[i] = v;
+  else
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
 }
 
 // The emulated cuBLASLt: fp32 products through the CPU reference GEMM (OpenBLAS), then the
@@ -257,8 +250,7 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
     void* D = static_cast<unsigned char*>(call.d) + batch * a.stride_d * type_size(dt);
     const std::vector<float> Af = to_float_matrix(A, a.ab_type, a_rows, a_cols, a.lda);
     const std::vector<float> Bf = to_float_matrix(B, a.ab_type, b_rows, b_cols, a.ldb);
-    emu::sgemm(a.trans_a, a.trans_b, a.M, a.N, a.K, a.alpha, Af.data(), a.lda, Bf.data(), a.ldb,
-               0.f, acc.data(), a.N);
+    emu::sgemm(a.trans_a, a.trans_b, a.M, a.N, a.K, a.alpha, Af.data(), a.lda, Bf.data(), a.ldb, 0.f, acc.data(), a.N);
     if (call.epi == LtEpilogue::BgradB) {
       for (int m = 0; m < a.M; ++m) {
         float s = 0.f;
@@ -275,11 +267,8 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
         if (a.beta != 0.f) v += a.beta * load(D, dt, at);
         switch (call.epi) {
           case LtEpilogue::Default:
-          case LtEpilogue::BgradB:
-            break;
-          case LtEpilogue::Bias:
-            v += load(call.bias, dt, n);
-            break;
+          case LtEpilogue::BgradB: break;
+          case LtEpilogue::Bias: v += load(call.bias, dt, n); break;
           case LtEpilogue::GeluAuxBias:
             if (call.bias) v += load(call.bias, dt, n);
             store(call.aux, dt, at, v);
@@ -302,8 +291,8 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
 
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("gemm: cuBLASLt ") + what + " failed: " + cublasLtGetStatusName(s) +
-                " (" + cublasLtGetStatusString(s) + ")");
+    throw Error(std::string("gemm: cuBLASLt ") + what + " failed: " + cublasLtGetStatusName(s) + " (" +
+                cublasLtGetStatusString(s) + ")");
 }
 
 // One handle per device, created on first use and kept for the life of the process.
@@ -321,7 +310,9 @@ cublasLtHandle_t lt_handle(int device) {
 
 struct LtOp {
   cublasLtMatmulDesc_t d = nullptr;
-  ~LtOp() { if (d) cublasLtMatmulDescDestroy(d); }
+  ~LtOp() {
+    if (d) cublasLtMatmulDescDestroy(d);
+  }
   template <typename V>
   void set(cublasLtMatmulDescAttributes_t attr, const V& v) {
     check_lt(cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof(v)), "cublasLtMatmulDescSetAttribute");
@@ -334,21 +325,24 @@ struct LtLayout {
     if (batch > 1) {
       check_lt(cublasLtMatrixLayoutSetAttribute(d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)),
                "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)");
-      check_lt(cublasLtMatrixLayoutSetAttribute(d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
-                                                sizeof(stride)),
-               "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
+      check_lt(
+          cublasLtMatrixLayoutSetAttribute(d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)),
+          "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
     }
   }
-  ~LtLayout() { if (d) cublasLtMatrixLayoutDestroy(d); }
+  ~LtLayout() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
 };
 struct LtPref {
   cublasLtMatmulPreference_t d = nullptr;
   LtPref() { check_lt(cublasLtMatmulPreferenceCreate(&d), "cublasLtMatmulPreferenceCreate"); }
-  ~LtPref() { if (d) cublasLtMatmulPreferenceDestroy(d); }
+  ~LtPref() {
+    if (d) cublasLtMatmulPreferenceDestroy(d);
+  }
   template <typename V>
   void set(cublasLtMatmulPreferenceAttributes_t attr, const V& v) {
-    check_lt(cublasLtMatmulPreferenceSetAttribute(d, attr, &v, sizeof(v)),
-             "cublasLtMatmulPreferenceSetAttribute");
+    check_lt(cublasLtMatmulPreferenceSetAttribute(d, attr, &v, sizeof(v)), "cublasLtMatmulPreferenceSetAttribute");
   }
 };
 
@@ -413,14 +407,31 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
   void* lt_ws = static_cast<unsigned char*>(a.workspace) + scratch;
   const uint64_t lt_ws_bytes = a.workspace_bytes - scratch;
 
-  const uint32_t align_a = alignment_of(a.B), align_b = alignment_of(a.A),
-                 align_d = alignment_of(call.d);
-  const AlgoKey key{a.trans_a, a.trans_b, a.M, a.N, a.K, static_cast<int64_t>(a.ab_type),
-                    static_cast<int64_t>(a.d_type), a.lda, a.ldb, a.ldd, a.batch, a.stride_a,
-                    a.stride_b, a.stride_d, static_cast<int64_t>(epi), call.bgrad != nullptr,
-                    a.beta != 0.f, align_a, align_b, align_d,
+  const uint32_t align_a = alignment_of(a.B), align_b = alignment_of(a.A), align_d = alignment_of(call.d);
+  const AlgoKey key{a.trans_a,
+                    a.trans_b,
+                    a.M,
+                    a.N,
+                    a.K,
+                    static_cast<int64_t>(a.ab_type),
+                    static_cast<int64_t>(a.d_type),
+                    a.lda,
+                    a.ldb,
+                    a.ldd,
+                    a.batch,
+                    a.stride_a,
+                    a.stride_b,
+                    a.stride_d,
+                    static_cast<int64_t>(epi),
+                    call.bgrad != nullptr,
+                    a.beta != 0.f,
+                    align_a,
+                    align_b,
+                    align_d,
                     call.aux ? static_cast<int64_t>(alignment_of(call.aux)) : 0,
-                    static_cast<int64_t>(lt_ws_bytes), device, 0};
+                    static_cast<int64_t>(lt_ws_bytes),
+                    device,
+                    0};
   static std::mutex cache_mu;
   static std::map<AlgoKey, AlgoEntry> cache;
   AlgoEntry entry;
@@ -442,8 +453,8 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d);
     cublasLtMatmulHeuristicResult_t result{};
     int count = 0;
-    const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle, op.d, la.d, lb.d, ld.d, ld.d,
-                                                            pref.d, 1, &result, &count);
+    const cublasStatus_t s =
+        cublasLtMatmulAlgoGetHeuristic(handle, op.d, la.d, lb.d, ld.d, ld.d, pref.d, 1, &result, &count);
     entry.found = s == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
     if (entry.found) entry.algo = result.algo;
     std::lock_guard<std::mutex> lock(cache_mu);
@@ -451,8 +462,8 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
   }
   if (!entry.found) return false;
   const float alpha = a.alpha, beta = a.beta;
-  check_lt(cublasLtMatmul(handle, op.d, &alpha, a.B, la.d, a.A, lb.d, &beta, call.d, ld.d, call.d,
-                          ld.d, &entry.algo, lt_ws, lt_ws_bytes, reinterpret_cast<cudaStream_t>(stream)),
+  check_lt(cublasLtMatmul(handle, op.d, &alpha, a.B, la.d, a.A, lb.d, &beta, call.d, ld.d, call.d, ld.d, &entry.algo,
+                          lt_ws, lt_ws_bytes, reinterpret_cast<cudaStream_t>(stream)),
            "cublasLtMatmul");
   return true;
 }
@@ -470,19 +481,16 @@ void plain_matmul(const GemmArgs& a, void* d, const void* bias, rt::Stream strea
     call.bias = nullptr;
     if (lt_matmul(a, call, stream)) {
       if (a.d_type == GemmType::F32)
-        launch_bias_act<float>(static_cast<float*>(d), static_cast<const float*>(bias), nullptr,
-                               static_cast<float*>(d), Act::None, a.M, a.N, a.ldd, stream);
+        launch_bias_act<float>(static_cast<float*>(d), static_cast<const float*>(bias), nullptr, static_cast<float*>(d),
+                               Act::None, a.M, a.N, a.ldd, stream);
       else
-        launch_bias_act<__nv_bfloat16>(static_cast<__nv_bfloat16*>(d),
-                                       static_cast<const __nv_bfloat16*>(bias), nullptr,
-                                       static_cast<__nv_bfloat16*>(d), Act::None, a.M, a.N, a.ldd,
-                                       stream);
+        launch_bias_act<__nv_bfloat16>(static_cast<__nv_bfloat16*>(d), static_cast<const __nv_bfloat16*>(bias), nullptr,
+                                       static_cast<__nv_bfloat16*>(d), Act::None, a.M, a.N, a.ldd, stream);
       return;
     }
   }
-  throw Error("gemm: cuBLASLt has no algorithm for M=" + std::to_string(a.M) + " N=" +
-              std::to_string(a.N) + " K=" + std::to_string(a.K) +
-              " with these leading dimensions and alignments");
+  throw Error("gemm: cuBLASLt has no algorithm for M=" + std::to_string(a.M) + " N=" + std::to_string(a.N) +
+              " K=" + std::to_string(a.K) + " with these leading dimensions and alignments");
 }
 
 [[noreturn]] void fail(const std::string& what) { throw Error("gemm: " + what); }
@@ -507,8 +515,7 @@ void validate(const GemmArgs& a) {
   if (a.ldb < min_ldb) fail("ldb=" + std::to_string(a.ldb) + " is less than " + std::to_string(min_ldb));
   if (a.ldd < a.N) fail("ldd=" + std::to_string(a.ldd) + " is less than N=" + std::to_string(a.N));
   if (a.batch < 1) fail("batch must be >= 1 (got " + std::to_string(a.batch) + ")");
-  if (a.batch > 1 && a.epilogue != GemmEpilogue::None)
-    fail("batch > 1 is supported with epilogue None only");
+  if (a.batch > 1 && a.epilogue != GemmEpilogue::None) fail("batch > 1 is supported with epilogue None only");
   if (a.bias && !aligned(a.bias, ed)) fail("bias is not aligned to its element size");
   if (a.aux && !aligned(a.aux, ed)) fail("aux is not aligned to its element size");
   switch (a.epilogue) {
@@ -540,8 +547,8 @@ void validate(const GemmArgs& a) {
   if (!a.workspace) fail("workspace is null (" + std::to_string(need) + " bytes needed)");
   if (!aligned(a.workspace, kWorkspaceAlign)) fail("workspace is not 256-byte aligned");
   if (a.workspace_bytes < need)
-    fail("workspace_bytes=" + std::to_string(a.workspace_bytes) + " is less than the " +
-         std::to_string(need) + " bytes needed (gemm_workspace_bytes)");
+    fail("workspace_bytes=" + std::to_string(a.workspace_bytes) + " is less than the " + std::to_string(need) +
+         " bytes needed (gemm_workspace_bytes)");
 }
 
 }  // namespace
@@ -565,9 +572,7 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
   float* scratch = static_cast<float*>(a.workspace);
   const bool bf16 = a.d_type == GemmType::BF16;
   switch (a.epilogue) {
-    case GemmEpilogue::None:
-      plain_matmul(a, a.D, a.bias, stream);
-      return;
+    case GemmEpilogue::None: plain_matmul(a, a.D, a.bias, stream); return;
 
     case GemmEpilogue::BiasAct: {
       if (a.act == Act::None) {
@@ -589,8 +594,8 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
         launch_bias_act<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(a.aux), nullptr, nullptr,
                                        static_cast<__nv_bfloat16*>(a.D), a.act, a.M, a.N, a.ldd, stream);
       else
-        launch_bias_act<float>(static_cast<const float*>(a.aux), nullptr, nullptr,
-                               static_cast<float*>(a.D), a.act, a.M, a.N, a.ldd, stream);
+        launch_bias_act<float>(static_cast<const float*>(a.aux), nullptr, nullptr, static_cast<float*>(a.D), a.act, a.M,
+                               a.N, a.ldd, stream);
       return;
     }
 
@@ -602,8 +607,7 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
         call.aux = a.aux;
         call.bgrad = a.bias_grad ? scratch : nullptr;
         if (lt_matmul(a, call, stream)) {
-          if (a.bias_grad)
-            launch_bias_grad_accumulate(scratch, 1, a.N, a.bias_grad, a.bias_grad_type, stream);
+          if (a.bias_grad) launch_bias_grad_accumulate(scratch, 1, a.N, a.bias_grad, a.bias_grad_type, stream);
           return;
         }
       }
@@ -614,12 +618,12 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
         if (a.bias_grad_type == GemmType::F32)
           launch_act_backward(d, pre, a.act, a.M, a.N, a.ldd, static_cast<float*>(a.bias_grad), scratch, stream);
         else
-          launch_act_backward(d, pre, a.act, a.M, a.N, a.ldd, static_cast<__nv_bfloat16*>(a.bias_grad),
-                              scratch, stream);
+          launch_act_backward(d, pre, a.act, a.M, a.N, a.ldd, static_cast<__nv_bfloat16*>(a.bias_grad), scratch,
+                              stream);
       } else {
         if (a.bias_grad_type != GemmType::F32) fail("bias_grad_type BF16 needs d_type BF16");
-        launch_act_backward(static_cast<float*>(a.D), static_cast<const float*>(a.aux), a.act, a.M,
-                            a.N, a.ldd, static_cast<float*>(a.bias_grad), scratch, stream);
+        launch_act_backward(static_cast<float*>(a.D), static_cast<const float*>(a.aux), a.act, a.M, a.N, a.ldd,
+                            static_cast<float*>(a.bias_grad), scratch, stream);
       }
       return;
     }
@@ -641,11 +645,11 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
       if (a.ab_type == GemmType::BF16) {
         auto* A = const_cast<__nv_bfloat16*>(static_cast<const __nv_bfloat16*>(a.A));
         if (a.bias_grad_type == GemmType::F32)
-          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M,
-                              a.lda, static_cast<float*>(a.bias_grad), scratch, stream);
+          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M, a.lda,
+                              static_cast<float*>(a.bias_grad), scratch, stream);
         else
-          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M,
-                              a.lda, static_cast<__nv_bfloat16*>(a.bias_grad), scratch, stream);
+          launch_act_backward(A, static_cast<const __nv_bfloat16*>(nullptr), Act::None, a.K, a.M, a.lda,
+                              static_cast<__nv_bfloat16*>(a.bias_grad), scratch, stream);
       } else {
         auto* A = const_cast<float*>(static_cast<const float*>(a.A));
         if (a.bias_grad_type == GemmType::F32)
@@ -670,8 +674,8 @@ void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stre
 }
 
 template <typename T, typename TG>
-void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad,
-                  void* workspace, size_t workspace_bytes, rt::Stream stream) {
+void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, void* workspace,
+                  size_t workspace_bytes, rt::Stream stream) {
   if (M < 0 || N < 0) throw Error("act_backward: M and N must be >= 0");
   if (M == 0 || N == 0) return;
   if (!dz) throw Error("act_backward: dz is null");
@@ -681,23 +685,21 @@ void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bi
     const size_t need = act_backward_workspace_bytes(M, N);
     if (!workspace) throw Error("act_backward: workspace is null (" + std::to_string(need) + " bytes needed)");
     if (workspace_bytes < need)
-      throw Error("act_backward: workspace_bytes=" + std::to_string(workspace_bytes) +
-                  " is less than the " + std::to_string(need) + " bytes needed");
+      throw Error("act_backward: workspace_bytes=" + std::to_string(workspace_bytes) + " is less than the " +
+                  std::to_string(need) + " bytes needed");
     if (!aligned(workspace, alignof(float))) throw Error("act_backward: workspace is misaligned");
   }
   launch_act_backward<T, TG>(dz, pre, act, M, N, ld, bias_grad, static_cast<float*>(workspace), stream);
 }
 
 template void act_forward<float>(const float*, float*, Act, int, int, int64_t, rt::Stream);
-template void act_forward<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, Act, int, int,
-                                         int64_t, rt::Stream);
-template void act_backward<float, float>(float*, const float*, Act, int, int, int64_t, float*,
-                                         void*, size_t, rt::Stream);
-template void act_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, Act, int,
-                                                 int, int64_t, float*, void*, size_t, rt::Stream);
-template void act_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*,
-                                                         Act, int, int, int64_t, __nv_bfloat16*,
-                                                         void*, size_t, rt::Stream);
+template void act_forward<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, Act, int, int, int64_t, rt::Stream);
+template void act_backward<float, float>(float*, const float*, Act, int, int, int64_t, float*, void*, size_t,
+                                         rt::Stream);
+template void act_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, Act, int, int, int64_t, float*,
+                                                 void*, size_t, rt::Stream);
+template void act_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, Act, int, int, int64_t,
+                                                         __nv_bfloat16*, void*, size_t, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

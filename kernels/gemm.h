@@ -24,9 +24,13 @@ enum class GemmType : uint8_t { F32, BF16 };
 template <typename T>
 constexpr GemmType gemm_type_of();
 template <>
-constexpr GemmType gemm_type_of<float>() { return GemmType::F32; }
+constexpr GemmType gemm_type_of<float>() {
+  return GemmType::F32;
+}
 template <>
-constexpr GemmType gemm_type_of<__nv_bfloat16>() { return GemmType::BF16; }
+constexpr GemmType gemm_type_of<__nv_bfloat16>() {
+  return GemmType::BF16;
+}
 
 enum class GemmEpilogue : uint8_t {
   // D = alpha·op(A)op(B) + beta·D (+ bias[n] when bias is given).
@@ -87,8 +91,8 @@ struct GemmArgs {
 // GemmArgs for dense row-major operands, no epilogue: D[M, N] = op(A)·op(B), each matrix stored
 // contiguously (lda = ta ? M : K, ldb = tb ? K : N, ldd = N). Callers add beta, batching, an
 // epilogue as they need.
-inline GemmArgs dense_gemm(bool ta, bool tb, int M, int N, int K, GemmType ab_type, GemmType d_type,
-                           const void* A, const void* B, void* D, void* workspace, size_t workspace_bytes) {
+inline GemmArgs dense_gemm(bool ta, bool tb, int M, int N, int K, GemmType ab_type, GemmType d_type, const void* A,
+                           const void* B, void* D, void* workspace, size_t workspace_bytes) {
   GemmArgs g;
   g.trans_a = ta;
   g.trans_b = tb;
@@ -127,8 +131,8 @@ void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stre
 // deterministic. TG: float or T. Needs act_backward_workspace_bytes(M, N) of workspace when
 // bias_grad is given.
 template <typename T, typename TG>
-void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad,
-                  void* workspace, size_t workspace_bytes, rt::Stream stream);
+void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, void* workspace,
+                  size_t workspace_bytes, rt::Stream stream);
 size_t act_backward_workspace_bytes(int M, int N);
 
 VITCUDA_KERNELS_END

@@ -40,8 +40,7 @@ template <typename T, int kChunks>
 __global__ void layernorm_forward_vec_kernel(const T* __restrict__ x, const T* __restrict__ residual,
                                              T* __restrict__ sum_out, const T* __restrict__ gamma,
                                              const T* __restrict__ beta, float eps, T* __restrict__ y,
-                                             float* __restrict__ mean, float* __restrict__ rstd,
-                                             int rows, int C) {
+                                             float* __restrict__ mean, float* __restrict__ rstd, int rows, int C) {
   constexpr int V = Vec16<T>::kVec;
   const int warps = blockDim.x / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -108,8 +107,7 @@ template <typename T>
 __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __restrict__ residual,
                                          T* __restrict__ sum_out, const T* __restrict__ gamma,
                                          const T* __restrict__ beta, float eps, T* __restrict__ y,
-                                         float* __restrict__ mean, float* __restrict__ rstd,
-                                         int rows, int C) {
+                                         float* __restrict__ mean, float* __restrict__ rstd, int rows, int C) {
   VITCUDA_DYNAMIC_SMEM(float, smem);
   const int warps = blockDim.x / kWarp;
   const int warp = threadIdx.x / kWarp;
@@ -146,8 +144,7 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
   }
   const float r = rsqrtf(warp_reduce_sum(sq) / C + eps);
 
-  for (int i = lane; i < C; i += kWarp)
-    y[base + i] = from_float<T>((s_row[i] - m) * r * s_gamma[i] + s_beta[i]);
+  for (int i = lane; i < C; i += kWarp) y[base + i] = from_float<T>((s_row[i] - m) * r * s_gamma[i] + s_beta[i]);
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
@@ -173,8 +170,7 @@ __device__ __forceinline__ void store_block_partials(const Smem& smem, int warps
 // (W · 2C floats), summed over the warps at the end into scratch[blockIdx.x][2C].
 template <typename T>
 __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                          const T* __restrict__ gamma,
-                                          const float* __restrict__ mean,
+                                          const T* __restrict__ gamma, const float* __restrict__ mean,
                                           const float* __restrict__ rstd, T* __restrict__ dx,
                                           float* __restrict__ scratch, int rows, int C) {
   VITCUDA_DYNAMIC_SMEM(float, smem);
@@ -301,16 +297,15 @@ namespace {
 
 void check_shape(const char* op, int rows, int C) {
   if (rows < 0 || C <= 0)
-    throw Error(std::string(op) + ": rows must be >= 0 and C > 0 (got rows=" +
-                std::to_string(rows) + ", C=" + std::to_string(C) + ")");
+    throw Error(std::string(op) + ": rows must be >= 0 and C > 0 (got rows=" + std::to_string(rows) +
+                ", C=" + std::to_string(C) + ")");
 }
 
 // Warps per block such that `floats_per_warp` per warp plus `shared_floats` fit in 48 KiB.
 int warps_for(size_t shared_floats, size_t floats_per_warp) {
   const size_t budget = kDefaultDynamicSmem / sizeof(float);
   if (budget <= shared_floats + floats_per_warp) return 1;
-  return static_cast<int>(std::clamp<size_t>((budget - shared_floats) / floats_per_warp, 1,
-                                             kMaxWarpsPerBlock));
+  return static_cast<int>(std::clamp<size_t>((budget - shared_floats) / floats_per_warp, 1, kMaxWarpsPerBlock));
 }
 
 int backward_warps(int C) { return warps_for(0, 2 * static_cast<size_t>(C)); }
@@ -321,12 +316,10 @@ int backward_blocks(int rows, int C) {
 }  // namespace
 
 template <typename T>
-void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
-                       float eps, T* y, float* mean, float* rstd, int rows, int C,
-                       rt::Stream stream) {
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta, float eps, T* y,
+                       float* mean, float* rstd, int rows, int C, rt::Stream stream) {
   check_shape("layernorm_forward", rows, C);
-  if (residual && !sum_out)
-    throw Error("layernorm_forward: a residual needs sum_out to hold x + residual");
+  if (residual && !sum_out) throw Error("layernorm_forward: a residual needs sum_out to hold x + residual");
   if (rows == 0) return;
   constexpr int V = Vec16<T>::kVec;
   const int chunks_per_lane = C % V == 0 ? ceil_div(C / V, kWarp) : 0;
@@ -338,17 +331,21 @@ void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma
     auto run = [&](auto kernel) {
       launch(kernel, grid, block, 0, stream, x, residual, sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
     };
-    if (chunks_per_lane <= 1) run(layernorm_forward_vec_kernel<T, 1>);
-    else if (chunks_per_lane <= 2) run(layernorm_forward_vec_kernel<T, 2>);
-    else if (chunks_per_lane <= 4) run(layernorm_forward_vec_kernel<T, 4>);
-    else run(layernorm_forward_vec_kernel<T, kMaxForwardChunks>);
+    if (chunks_per_lane <= 1)
+      run(layernorm_forward_vec_kernel<T, 1>);
+    else if (chunks_per_lane <= 2)
+      run(layernorm_forward_vec_kernel<T, 2>);
+    else if (chunks_per_lane <= 4)
+      run(layernorm_forward_vec_kernel<T, 4>);
+    else
+      run(layernorm_forward_vec_kernel<T, kMaxForwardChunks>);
     return;
   }
   const int warps = warps_for(2 * static_cast<size_t>(C), C);
   const size_t smem = (2 + static_cast<size_t>(warps)) * C * sizeof(float);
   reserve_dynamic_smem("layernorm_forward", layernorm_forward_kernel<T>, smem, "C=" + std::to_string(C));
-  launch(layernorm_forward_kernel<T>, dim3(ceil_div(rows, warps)), dim3(warps * kWarp), smem,
-         stream, x, residual, sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
+  launch(layernorm_forward_kernel<T>, dim3(ceil_div(rows, warps)), dim3(warps * kWarp), smem, stream, x, residual,
+         sum_out, gamma, beta, eps, y, mean, rstd, rows, C);
 }
 
 size_t layernorm_backward_scratch_floats(int rows, int C) {
@@ -357,14 +354,14 @@ size_t layernorm_backward_scratch_floats(int rows, int C) {
 }
 
 template <typename T, typename TG>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* mean,
-                        const float* rstd, T* dx, TG* dgamma, TG* dbeta, float* scratch, int rows,
-                        int C, rt::Stream stream) {
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* mean, const float* rstd, T* dx,
+                        TG* dgamma, TG* dbeta, float* scratch, int rows, int C, rt::Stream stream) {
   check_shape("layernorm_backward", rows, C);
   if (rows == 0) return;
   if (!scratch)
-    throw Error("layernorm_backward: scratch of layernorm_backward_scratch_floats(rows, C) "
-                "floats is required");
+    throw Error(
+        "layernorm_backward: scratch of layernorm_backward_scratch_floats(rows, C) "
+        "floats is required");
   const int warps = backward_warps(C);
   const int blocks = backward_blocks(rows, C);
   const size_t smem = static_cast<size_t>(warps) * 2 * C * sizeof(float);
@@ -376,39 +373,39 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* me
     launch(kernel, dim3(blocks), dim3(warps * kWarp), smem, stream, dy, x, gamma, mean, rstd, dx, scratch, rows, C);
   };
   if (chunks_per_lane > 0 && chunks_per_lane <= kMaxForwardChunks && aligned) {
-    if (chunks_per_lane <= 1) run(layernorm_backward_vec_kernel<T, 1>);
-    else if (chunks_per_lane <= 2) run(layernorm_backward_vec_kernel<T, 2>);
-    else if (chunks_per_lane <= 4) run(layernorm_backward_vec_kernel<T, 4>);
-    else run(layernorm_backward_vec_kernel<T, kMaxForwardChunks>);
+    if (chunks_per_lane <= 1)
+      run(layernorm_backward_vec_kernel<T, 1>);
+    else if (chunks_per_lane <= 2)
+      run(layernorm_backward_vec_kernel<T, 2>);
+    else if (chunks_per_lane <= 4)
+      run(layernorm_backward_vec_kernel<T, 4>);
+    else
+      run(layernorm_backward_vec_kernel<T, kMaxForwardChunks>);
   } else {
     run(layernorm_backward_kernel<T>);
   }
   if (dgamma || dbeta) {
     constexpr int kThreads = 256;
-    launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(C, kThreads)), dim3(kThreads), 0,
-           stream, static_cast<const float*>(scratch), blocks, C, dgamma, dbeta);
+    launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(C, kThreads)), dim3(kThreads), 0, stream,
+           static_cast<const float*>(scratch), blocks, C, dgamma, dbeta);
   }
 }
 
 // ---- instantiations: fp32, and bf16 storage with bf16 or fp32 parameter gradients ----------
-template void layernorm_forward<float>(const float*, const float*, float*, const float*,
-                                       const float*, float, float*, float*, float*, int, int,
-                                       rt::Stream);
-template void layernorm_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                               __nv_bfloat16*, const __nv_bfloat16*,
-                                               const __nv_bfloat16*, float, __nv_bfloat16*, float*,
-                                               float*, int, int, rt::Stream);
-template void layernorm_backward<float, float>(const float*, const float*, const float*,
-                                               const float*, const float*, float*, float*, float*,
-                                               float*, int, int, rt::Stream);
-template void layernorm_backward<__nv_bfloat16, __nv_bfloat16>(
-    const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*,
-    __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, float*, int, int, rt::Stream);
-template void layernorm_backward<__nv_bfloat16, float>(const __nv_bfloat16*,
-                                                       const __nv_bfloat16*,
-                                                       const __nv_bfloat16*, const float*,
-                                                       const float*, __nv_bfloat16*, float*,
-                                                       float*, float*, int, int, rt::Stream);
+template void layernorm_forward<float>(const float*, const float*, float*, const float*, const float*, float, float*,
+                                       float*, float*, int, int, rt::Stream);
+template void layernorm_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*,
+                                               const __nv_bfloat16*, const __nv_bfloat16*, float, __nv_bfloat16*,
+                                               float*, float*, int, int, rt::Stream);
+template void layernorm_backward<float, float>(const float*, const float*, const float*, const float*, const float*,
+                                               float*, float*, float*, float*, int, int, rt::Stream);
+template void layernorm_backward<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                               const __nv_bfloat16*, const float*, const float*,
+                                                               __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, float*,
+                                                               int, int, rt::Stream);
+template void layernorm_backward<__nv_bfloat16, float>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                                       const float*, const float*, __nv_bfloat16*, float*, float*,
+                                                       float*, int, int, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -16,9 +16,8 @@ VITCUDA_KERNELS_BEGIN
 // mean = Σs/C, rstd = 1/sqrt(Σ(s-mean)²/C + eps), y = (s - mean)·rstd·gamma + beta.
 // With a residual the stored (rounded) s is what gets normalised, so backward sees the same x.
 template <typename T>
-void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
-                       float eps, T* y, float* mean, float* rstd, int rows, int C,
-                       rt::Stream stream);
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta, float eps, T* y,
+                       float* mean, float* rstd, int rows, int C, rt::Stream stream);
 
 // Scratch (device memory, fp32) that layernorm_backward needs for its per-block dgamma/dbeta
 // partial sums; the reduction over blocks is done in a fixed order, so results are bitwise
@@ -29,9 +28,8 @@ size_t layernorm_backward_scratch_floats(int rows, int C);
 // ACCUMULATE (+=); any of them may be null. TG is the gradient storage of dgamma/dbeta
 // (T, or float for fp32 master gradients with bf16 activations).
 template <typename T, typename TG>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* mean,
-                        const float* rstd, T* dx, TG* dgamma, TG* dbeta, float* scratch, int rows,
-                        int C, rt::Stream stream);
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* mean, const float* rstd, T* dx,
+                        TG* dgamma, TG* dbeta, float* scratch, int rows, int C, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

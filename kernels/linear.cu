@@ -54,13 +54,12 @@ size_t linear_workspace_bytes(int R, int K, int N) {
   a.N = K;
   a.K = R > 0 ? R : 1;
   a.epilogue = GemmEpilogue::BiasGradA;
-  return std::max(gemm_workspace_bytes(a),
-                  act_backward_workspace_bytes(R > 0 ? R : 1, N) + kGemmLtWorkspaceBytes);
+  return std::max(gemm_workspace_bytes(a), act_backward_workspace_bytes(R > 0 ? R : 1, N) + kGemmLtWorkspaceBytes);
 }
 
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int R, int K, int N,
-                    void* workspace, size_t workspace_bytes, rt::Stream stream) {
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int R, int K, int N, void* workspace,
+                    size_t workspace_bytes, rt::Stream stream) {
   constexpr const char* op = "linear_forward";
   check_sizes(op, R, K, N);
   require(op, x, "x");
@@ -70,8 +69,8 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
   check_workspace(op, workspace, workspace_bytes, R, K, N);
   if (R == 0) return;
   // y = x · wᵀ
-  GemmArgs g = dense_gemm(false, true, R, N, K, gemm_type_of<T>(), gemm_type_of<T>(), x, w, y, workspace,
-                          workspace_bytes);
+  GemmArgs g =
+      dense_gemm(false, true, R, N, K, gemm_type_of<T>(), gemm_type_of<T>(), x, w, y, workspace, workspace_bytes);
   g.epilogue = act == Act::None ? GemmEpilogue::None : GemmEpilogue::BiasAct;
   g.act = act;
   g.bias = b;
@@ -80,9 +79,8 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
 }
 
 template <typename T, typename TG>
-void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, TG* dw, TG* db,
-                     int R, int K, int N, void* workspace, size_t workspace_bytes,
-                     rt::Stream stream) {
+void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, TG* dw, TG* db, int R, int K, int N,
+                     void* workspace, size_t workspace_bytes, rt::Stream stream) {
   constexpr const char* op = "linear_backward";
   check_sizes(op, R, K, N);
   require(op, dy, "dy");
@@ -95,21 +93,20 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
   // 1. dy ⊙= act'(pre), with db += Σ dy in the same pass.
   bool db_done = false;
   if (act != Act::None) {
-    run_gemm(op, "dy ⊙= act'(pre)", [&] {
-      act_backward<T, TG>(dy, pre, act, R, N, N, db, workspace, workspace_bytes, stream);
-    });
+    run_gemm(op, "dy ⊙= act'(pre)",
+             [&] { act_backward<T, TG>(dy, pre, act, R, N, N, db, workspace, workspace_bytes, stream); });
     db_done = true;
   }
   // 2. dx[R, K] = dy[R, N] · w[N, K].
   if (dx) {
-    const GemmArgs g = dense_gemm(false, false, R, K, N, gemm_type_of<T>(), gemm_type_of<T>(), dy, w, dx,
-                                  workspace, workspace_bytes);
+    const GemmArgs g =
+        dense_gemm(false, false, R, K, N, gemm_type_of<T>(), gemm_type_of<T>(), dy, w, dx, workspace, workspace_bytes);
     run_gemm(op, "dx = dy·w", [&] { gemm(g, stream); });
   }
   // 3. dw[N, K] += dy[R, N]ᵀ · x[R, K], carrying db += Σ_rows dy when not done yet.
   if (dw) {
-    GemmArgs g = dense_gemm(true, false, N, K, R, gemm_type_of<T>(), gemm_type_of<TG>(), dy, x, dw, workspace,
-                            workspace_bytes);
+    GemmArgs g =
+        dense_gemm(true, false, N, K, R, gemm_type_of<T>(), gemm_type_of<TG>(), dy, x, dw, workspace, workspace_bytes);
     g.beta = 1.f;
     if (db && !db_done) {
       g.epilogue = GemmEpilogue::BiasGradA;
@@ -121,29 +118,23 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
   }
   // 4. db alone (no dw wanted): the column sums of dy.
   if (db && !db_done) {
-    run_gemm(op, "db += Σ dy", [&] {
-      act_backward<T, TG>(dy, nullptr, Act::None, R, N, N, db, workspace, workspace_bytes, stream);
-    });
+    run_gemm(op, "db += Σ dy",
+             [&] { act_backward<T, TG>(dy, nullptr, Act::None, R, N, N, db, workspace, workspace_bytes, stream); });
   }
 }
 
-template void linear_forward<float>(const float*, const float*, const float*, Act, float*, float*,
-                                    int, int, int, void*, size_t, rt::Stream);
-template void linear_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                            const __nv_bfloat16*, Act, __nv_bfloat16*,
-                                            __nv_bfloat16*, int, int, int, void*, size_t,
-                                            rt::Stream);
-template void linear_backward<float, float>(float*, const float*, const float*, Act, const float*,
-                                            float*, float*, float*, int, int, int, void*, size_t,
-                                            rt::Stream);
-template void linear_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*,
-                                                    const __nv_bfloat16*, Act,
-                                                    const __nv_bfloat16*, __nv_bfloat16*, float*,
-                                                    float*, int, int, int, void*, size_t,
-                                                    rt::Stream);
-template void linear_backward<__nv_bfloat16, __nv_bfloat16>(
-    __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, Act, const __nv_bfloat16*,
-    __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream);
+template void linear_forward<float>(const float*, const float*, const float*, Act, float*, float*, int, int, int, void*,
+                                    size_t, rt::Stream);
+template void linear_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, Act,
+                                            __nv_bfloat16*, __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream);
+template void linear_backward<float, float>(float*, const float*, const float*, Act, const float*, float*, float*,
+                                            float*, int, int, int, void*, size_t, rt::Stream);
+template void linear_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, Act,
+                                                    const __nv_bfloat16*, __nv_bfloat16*, float*, float*, int, int, int,
+                                                    void*, size_t, rt::Stream);
+template void linear_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                                            Act, const __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*,
+                                                            __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -22,13 +22,12 @@ VITCUDA_KERNELS_BEGIN
 size_t linear_workspace_bytes(int R, int K, int N);
 
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int R, int K, int N,
-                    void* workspace, size_t workspace_bytes, rt::Stream stream);
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int R, int K, int N, void* workspace,
+                    size_t workspace_bytes, rt::Stream stream);
 
 template <typename T, typename TG>
-void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, TG* dw, TG* db,
-                     int R, int K, int N, void* workspace, size_t workspace_bytes,
-                     rt::Stream stream);
+void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, TG* dw, TG* db, int R, int K, int N,
+                     void* workspace, size_t workspace_bytes, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -26,8 +26,8 @@ struct PatchNorm {
 // ------------------------------------------------------------------------------------------
 
 template <typename T, typename Pixel, bool kNHWC>
-__global__ void patch_extract_kernel(const Pixel* __restrict__ images, PatchNorm norm, int B,
-                                     int C, int H, int W, int P, T* __restrict__ cols) {
+__global__ void patch_extract_kernel(const Pixel* __restrict__ images, PatchNorm norm, int B, int C, int H, int W,
+                                     int P, T* __restrict__ cols) {
   const int gw = W / P, np = (H / P) * gw, pp = P * P, pd = C * pp;
   const int64_t total = static_cast<int64_t>(B) * np * pd;
   const float scale = std::is_same<Pixel, uint8_t>::value ? 1.f / 255.f : 1.f;
@@ -51,9 +51,8 @@ __global__ void patch_extract_kernel(const Pixel* __restrict__ images, PatchNorm
 // ------------------------------------------------------------------------------------------
 
 template <typename T>
-void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B, int C, int H,
-                   int W, int P, const float* mean, const float* stdev, T* cols,
-                   rt::Stream stream) {
+void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B, int C, int H, int W, int P,
+                   const float* mean, const float* stdev, T* cols, rt::Stream stream) {
   constexpr const char* op = "patch_extract";
   auto fail = [&](const std::string& what) { throw Error(std::string(op) + ": " + what); };
   if (B < 0) fail("B must be >= 0 (got " + std::to_string(B) + ")");
@@ -83,19 +82,23 @@ void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B
   const bool nhwc = layout == ImageLayout::NHWC;
   if (images_u8) {
     const auto* px = static_cast<const uint8_t*>(images);
-    if (nhwc) launch(patch_extract_kernel<T, uint8_t, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
-    else launch(patch_extract_kernel<T, uint8_t, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+    if (nhwc)
+      launch(patch_extract_kernel<T, uint8_t, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+    else
+      launch(patch_extract_kernel<T, uint8_t, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
   } else {
     const auto* px = static_cast<const float*>(images);
-    if (nhwc) launch(patch_extract_kernel<T, float, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
-    else launch(patch_extract_kernel<T, float, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+    if (nhwc)
+      launch(patch_extract_kernel<T, float, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+    else
+      launch(patch_extract_kernel<T, float, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
   }
 }
 
-template void patch_extract<float>(const void*, bool, ImageLayout, int, int, int, int, int,
-                                   const float*, const float*, float*, rt::Stream);
-template void patch_extract<__nv_bfloat16>(const void*, bool, ImageLayout, int, int, int, int, int,
-                                           const float*, const float*, __nv_bfloat16*, rt::Stream);
+template void patch_extract<float>(const void*, bool, ImageLayout, int, int, int, int, int, const float*, const float*,
+                                   float*, rt::Stream);
+template void patch_extract<__nv_bfloat16>(const void*, bool, ImageLayout, int, int, int, int, int, const float*,
+                                           const float*, __nv_bfloat16*, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

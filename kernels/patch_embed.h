@@ -21,9 +21,8 @@ constexpr int kPatchMaxChannels = 8;
 // images: device memory, uint8 (images_u8) or float. mean, stdev: HOST arrays of C floats.
 // cols: device memory [B·Np, C·P·P] of T (float or bf16), overwritten.
 template <typename T>
-void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B, int C, int H,
-                   int W, int P, const float* mean, const float* stdev, T* cols,
-                   rt::Stream stream);
+void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B, int C, int H, int W, int P,
+                   const float* mean, const float* stdev, T* cols, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

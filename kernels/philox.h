@@ -41,8 +41,8 @@ VITCUDA_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t k0, uint32_t k1) {
 // counter = (index / 4 as 64 bits, stream as 64 bits), key = seed, word index % 4.
 VITCUDA_HD uint32_t philox_bits(uint64_t seed, uint64_t stream, uint64_t index) {
   const uint64_t block = index >> 2;
-  Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-             static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)}};
+  Philox4 c{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), static_cast<uint32_t>(stream),
+             static_cast<uint32_t>(stream >> 32)}};
   const Philox4 r = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   return r.x[index & 3];
 }

@@ -24,8 +24,8 @@ constexpr int64_t kMaxGridYZ = 65535;
 // grid (ceil(D/256), min(B, 65535)): thread c of sample b sums its column over the tokens in
 // fp32, in token order.
 template <typename T>
-__global__ void pool_forward_kernel(const T* __restrict__ x, bool avg, int num_prefix,
-                                    T* __restrict__ out, int64_t B, int64_t N, int64_t D) {
+__global__ void pool_forward_kernel(const T* __restrict__ x, bool avg, int num_prefix, T* __restrict__ out, int64_t B,
+                                    int64_t N, int64_t D) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= D) return;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
@@ -42,8 +42,8 @@ __global__ void pool_forward_kernel(const T* __restrict__ x, bool avg, int num_p
 
 // grid (ceil(D/256), min(N, 65535), min(B, 65535)): one thread per element of dx.
 template <typename T>
-__global__ void pool_backward_kernel(const T* __restrict__ dout, bool avg, int num_prefix,
-                                     T* __restrict__ dx, int64_t B, int64_t N, int64_t D) {
+__global__ void pool_backward_kernel(const T* __restrict__ dout, bool avg, int num_prefix, T* __restrict__ dx,
+                                     int64_t B, int64_t N, int64_t D) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= D) return;
   const float n_avg = static_cast<float>(N - num_prefix);
@@ -51,8 +51,10 @@ __global__ void pool_backward_kernel(const T* __restrict__ dout, bool avg, int n
     const float g = to_float(dout[b * D + c]);
     for (int64_t t = blockIdx.y; t < N; t += gridDim.y) {
       float v;
-      if (avg) v = t < num_prefix ? 0.f : g / n_avg;
-      else v = t == 0 ? g : 0.f;
+      if (avg)
+        v = t < num_prefix ? 0.f : g / n_avg;
+      else
+        v = t == 0 ? g : 0.f;
       dx[(b * N + t) * D + c] = from_float<T>(v);
     }
   }
@@ -65,15 +67,14 @@ __global__ void pool_backward_kernel(const T* __restrict__ dout, bool avg, int n
 namespace {
 
 // Throws naming the op and argument; returns false when there is nothing to do.
-bool check_pool(const char* op, const void* in, const char* in_name, size_t elem, Pool pool,
-                int num_prefix, const void* out, const char* out_name, int64_t B, int64_t N,
-                int64_t D) {
+bool check_pool(const char* op, const void* in, const char* in_name, size_t elem, Pool pool, int num_prefix,
+                const void* out, const char* out_name, int64_t B, int64_t N, int64_t D) {
   if (pool != Pool::Token && pool != Pool::Avg)
     throw Error(std::string(op) + ": pool must be Token or Avg (Flatten is a view, not an op)");
   require_nonnegative(op, "B", B);
   if (N <= 0 || D <= 0)
-    throw Error(std::string(op) + ": N and D must be > 0 (got N=" + std::to_string(N) +
-                ", D=" + std::to_string(D) + ")");
+    throw Error(std::string(op) + ": N and D must be > 0 (got N=" + std::to_string(N) + ", D=" + std::to_string(D) +
+                ")");
   if (num_prefix < 0 || num_prefix >= N)
     throw Error(std::string(op) + ": num_prefix=" + std::to_string(num_prefix) +
                 " out of range [0, N=" + std::to_string(N) + ")");
@@ -88,33 +89,27 @@ unsigned capped(int64_t v) { return static_cast<unsigned>(v < kMaxGridYZ ? v : k
 }  // namespace
 
 template <typename T>
-void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D,
-                  rt::Stream stream) {
+void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D, rt::Stream stream) {
   if (!check_pool("pool_forward", x, "x", sizeof(T), pool, num_prefix, out, "out", B, N, D)) return;
   const dim3 grid(static_cast<unsigned>((D + kPoolThreads - 1) / kPoolThreads), capped(B));
-  launch(pool_forward_kernel<T>, grid, dim3(kPoolThreads), 0, stream, x, pool == Pool::Avg,
-         num_prefix, out, B, N, D);
+  launch(pool_forward_kernel<T>, grid, dim3(kPoolThreads), 0, stream, x, pool == Pool::Avg, num_prefix, out, B, N, D);
 }
 
 template <typename T>
-void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t N,
-                   int64_t D, rt::Stream stream) {
-  if (!check_pool("pool_backward", dout, "dout", sizeof(T), pool, num_prefix, dx, "dx", B, N, D))
-    return;
-  const dim3 grid(static_cast<unsigned>((D + kPoolThreads - 1) / kPoolThreads), capped(N),
-                  capped(B));
-  launch(pool_backward_kernel<T>, grid, dim3(kPoolThreads), 0, stream, dout, pool == Pool::Avg,
-         num_prefix, dx, B, N, D);
+void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t N, int64_t D,
+                   rt::Stream stream) {
+  if (!check_pool("pool_backward", dout, "dout", sizeof(T), pool, num_prefix, dx, "dx", B, N, D)) return;
+  const dim3 grid(static_cast<unsigned>((D + kPoolThreads - 1) / kPoolThreads), capped(N), capped(B));
+  launch(pool_backward_kernel<T>, grid, dim3(kPoolThreads), 0, stream, dout, pool == Pool::Avg, num_prefix, dx, B, N,
+         D);
 }
 
-template void pool_forward<float>(const float*, Pool, int, float*, int64_t, int64_t, int64_t,
-                                  rt::Stream);
-template void pool_forward<__nv_bfloat16>(const __nv_bfloat16*, Pool, int, __nv_bfloat16*,
-                                          int64_t, int64_t, int64_t, rt::Stream);
-template void pool_backward<float>(const float*, Pool, int, float*, int64_t, int64_t, int64_t,
-                                   rt::Stream);
-template void pool_backward<__nv_bfloat16>(const __nv_bfloat16*, Pool, int, __nv_bfloat16*,
-                                           int64_t, int64_t, int64_t, rt::Stream);
+template void pool_forward<float>(const float*, Pool, int, float*, int64_t, int64_t, int64_t, rt::Stream);
+template void pool_forward<__nv_bfloat16>(const __nv_bfloat16*, Pool, int, __nv_bfloat16*, int64_t, int64_t, int64_t,
+                                          rt::Stream);
+template void pool_backward<float>(const float*, Pool, int, float*, int64_t, int64_t, int64_t, rt::Stream);
+template void pool_backward<__nv_bfloat16>(const __nv_bfloat16*, Pool, int, __nv_bfloat16*, int64_t, int64_t, int64_t,
+                                           rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

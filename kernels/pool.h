@@ -16,14 +16,12 @@ VITCUDA_KERNELS_BEGIN
 
 // Pool::Flatten is a view, not an op: refused. num_prefix must lie in [0, N).
 template <typename T>
-void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D,
-                  rt::Stream stream);
+void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D, rt::Stream stream);
 
 // dx[B, N, D] is OVERWRITTEN (an activation gradient): Token: dout in row 0, zeros elsewhere;
 // Avg: dout / (N - num_prefix) in rows t >= num_prefix, zeros in the prefix rows.
 template <typename T>
-void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t N,
-                   int64_t D, rt::Stream stream);
+void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, int64_t N, int64_t D, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -47,8 +47,7 @@ struct MmaIn16 {
 
 // D = A·B + C with fp32 accumulation in k order (products of 8- and 11-bit mantissas are exact).
 template <int K>
-inline void mma_product(const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8],
-                        float (&D)[16][8]) {
+inline void mma_product(const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8], float (&D)[16][8]) {
   for (int m = 0; m < 16; ++m)
     for (int n = 0; n < 8; ++n) {
       float acc = C[m][n];
@@ -144,82 +143,76 @@ void ldmatrix_complete(unsigned, const vitcuda::emu::WarpSlot* s) {
 
 template <int kNum, bool kTrans>
 inline void ldmatrix(uint32_t* r, const void* smem_row, const char* file, int line) {
-  static const char* const names[2][3] = {
-      {"ldmatrix.x1", "ldmatrix.x2", "ldmatrix.x4"},
-      {"ldmatrix.x1.trans", "ldmatrix.x2.trans", "ldmatrix.x4.trans"}};
+  static const char* const names[2][3] = {{"ldmatrix.x1", "ldmatrix.x2", "ldmatrix.x4"},
+                                          {"ldmatrix.x1.trans", "ldmatrix.x2.trans", "ldmatrix.x4.trans"}};
   uint32_t out[4] = {0, 0, 0, 0};
-  vitcuda::emu::warp_collective(names[kTrans][kNum == 1 ? 0 : kNum == 2 ? 1 : 2],
-                                &ldmatrix_complete<kNum, kTrans>, 0xffffffffu, &smem_row, out,
-                                file, line);
+  vitcuda::emu::warp_collective(names[kTrans][kNum == 1   ? 0
+                                              : kNum == 2 ? 1
+                                                          : 2],
+                                &ldmatrix_complete<kNum, kTrans>, 0xffffffffu, &smem_row, out, file, line);
   for (int i = 0; i < kNum; ++i) r[i] = out[i];
 }
 
 }  // namespace emu_detail
-#define VITCUDA_PTX_SITE , const char* file = __builtin_FILE(), int line = __builtin_LINE()
+#define VITCUDA_PTX_SITE , const char *file = __builtin_FILE(), int line = __builtin_LINE()
 #else
 #define VITCUDA_PTX_SITE
 #endif
 
 // ---- mma.sync -----------------------------------------------------------------------------------
 
-__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
-                                                  const uint32_t (&b)[2],
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                                   const float (&c)[4] VITCUDA_PTX_SITE) {
 #if defined(VITCUDA_EMU)
   emu_detail::MmaIn16 in{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}};
   float out[4];
-  vitcuda::emu::warp_collective("mma.sync.m16n8k16.bf16", &emu_detail::mma_m16n8k16_complete<true>,
-                                0xffffffffu, &in, out, file, line);
+  vitcuda::emu::warp_collective("mma.sync.m16n8k16.bf16", &emu_detail::mma_m16n8k16_complete<true>, 0xffffffffu, &in,
+                                out, file, line);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
-        "f"(c[2]), "f"(c[3]));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 #else
   __trap();  // mma.sync with bf16 needs sm_80
 #endif
 }
 
-__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4],
-                                                 const uint32_t (&b)[2],
+__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                                  const float (&c)[4] VITCUDA_PTX_SITE) {
 #if defined(VITCUDA_EMU)
   emu_detail::MmaIn16 in{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}};
   float out[4];
-  vitcuda::emu::warp_collective("mma.sync.m16n8k16.f16", &emu_detail::mma_m16n8k16_complete<false>,
-                                0xffffffffu, &in, out, file, line);
+  vitcuda::emu::warp_collective("mma.sync.m16n8k16.f16", &emu_detail::mma_m16n8k16_complete<false>, 0xffffffffu, &in,
+                                out, file, line);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
-        "f"(c[2]), "f"(c[3]));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 #else
   __trap();
 #endif
 }
 
-__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
-                                                 const uint32_t (&b)[2],
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                                  const float (&c)[4] VITCUDA_PTX_SITE) {
 #if defined(VITCUDA_EMU)
   emu_detail::MmaIn16 in{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}};
   float out[4];
-  vitcuda::emu::warp_collective("mma.sync.m16n8k8.tf32", &emu_detail::mma_m16n8k8_tf32_complete,
-                                0xffffffffu, &in, out, file, line);
+  vitcuda::emu::warp_collective("mma.sync.m16n8k8.tf32", &emu_detail::mma_m16n8k8_tf32_complete, 0xffffffffu, &in, out,
+                                file, line);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
-        "f"(c[2]), "f"(c[3]));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 #else
   __trap();
 #endif
@@ -250,30 +243,26 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 #endif
 
 #if defined(VITCUDA_EMU)
-#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                                   \
-  __device__ __forceinline__ void NAME(uint32_t (&r)[NUM], const void* smem_row VITCUDA_PTX_SITE) { \
-    emu_detail::ldmatrix<NUM, TRANS>(r, smem_row, file, line);                                    \
+#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                                    \
+  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row VITCUDA_PTX_SITE) { \
+    emu_detail::ldmatrix<NUM, TRANS>(r, smem_row, file, line);                                     \
   }
 #else
 #define VITCUDA_LDMATRIX_OUT1 "=r"(r[0])
 #define VITCUDA_LDMATRIX_OUT2 "=r"(r[0]), "=r"(r[1])
 #define VITCUDA_LDMATRIX_OUT4 "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                                   \
-  __device__ __forceinline__ void NAME(uint32_t (&r)[NUM], const void* smem_row) {                \
-    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row)));                \
+#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                    \
+  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row) {  \
+    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row))); \
   }
 #endif
 
 VITCUDA_LDMATRIX(ldmatrix_x1, 1, false, "ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n")
 VITCUDA_LDMATRIX(ldmatrix_x2, 2, false, "ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n")
-VITCUDA_LDMATRIX(ldmatrix_x4, 4, false,
-                 "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n")
-VITCUDA_LDMATRIX(ldmatrix_x1_trans, 1, true,
-                 "ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n")
-VITCUDA_LDMATRIX(ldmatrix_x2_trans, 2, true,
-                 "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n")
-VITCUDA_LDMATRIX(ldmatrix_x4_trans, 4, true,
-                 "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n")
+VITCUDA_LDMATRIX(ldmatrix_x4, 4, false, "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n")
+VITCUDA_LDMATRIX(ldmatrix_x1_trans, 1, true, "ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n")
+VITCUDA_LDMATRIX(ldmatrix_x2_trans, 2, true, "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n")
+VITCUDA_LDMATRIX(ldmatrix_x4_trans, 4, true, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n")
 #undef VITCUDA_LDMATRIX
 
 // ---- cp.async (sm_80): global -> shared without registers ------------------------------------
@@ -286,8 +275,8 @@ __device__ __forceinline__ void cp_async(void* smem_dst, const void* gmem_src) {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, kBytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)),
-               "l"(gmem_src), "n"(kBytes));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
+               "n"(kBytes));
 #else
   __trap();
 #endif
@@ -300,8 +289,8 @@ __device__ __forceinline__ void cp_async_zfill(void* smem_dst, const void* gmem_
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, src_bytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared_address(smem_dst)),
-               "l"(gmem_src), "n"(kBytes), "r"(src_bytes));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
+               "n"(kBytes), "r"(src_bytes));
 #else
   __trap();
 #endif

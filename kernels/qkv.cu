@@ -20,8 +20,7 @@ VITCUDA_KERNELS_BEGIN
 // i runs over the packed tensor in memory order: i = (((b·T + t)·3 + s)·H + h)·d + j.
 template <typename T, bool kSplit>
 __global__ void qkv_permute_kernel(const T* __restrict__ packed_in, const T* __restrict__ bias,
-                                   T* __restrict__ packed_out, T* q, T* k, T* v, int B, int T_,
-                                   int H, int d) {
+                                   T* __restrict__ packed_out, T* q, T* k, T* v, int B, int T_, int H, int d) {
   const int64_t total = static_cast<int64_t>(B) * T_ * 3 * H * d;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -36,8 +35,10 @@ __global__ void qkv_permute_kernel(const T* __restrict__ packed_in, const T* __r
     const int64_t head_major = ((b * H + h) * T_ + t) * d + j;
     T* part = s == 0 ? q : (s == 1 ? k : v);
     if constexpr (kSplit) {
-      if (bias) part[head_major] = from_float<T>(to_float(packed_in[i]) + to_float(bias[(s * H + h) * d + j]));
-      else part[head_major] = packed_in[i];
+      if (bias)
+        part[head_major] = from_float<T>(to_float(packed_in[i]) + to_float(bias[(s * H + h) * d + j]));
+      else
+        part[head_major] = packed_in[i];
     } else {
       packed_out[i] = part[head_major];
     }
@@ -64,8 +65,7 @@ int blocks_for(int64_t total) {
 }  // namespace
 
 template <typename T>
-void qkv_split(const T* qkv, const T* bias, T* q, T* k, T* v, int B, int T_, int H, int d,
-               rt::Stream stream) {
+void qkv_split(const T* qkv, const T* bias, T* q, T* k, T* v, int B, int T_, int H, int d, rt::Stream stream) {
   constexpr const char* op = "qkv_split";
   check(op, B, T_, H, d);
   require(op, qkv, "qkv");
@@ -79,8 +79,7 @@ void qkv_split(const T* qkv, const T* bias, T* q, T* k, T* v, int B, int T_, int
 }
 
 template <typename T>
-void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int B, int T_, int H, int d,
-               rt::Stream stream) {
+void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int B, int T_, int H, int d, rt::Stream stream) {
   constexpr const char* op = "qkv_merge";
   check(op, B, T_, H, d);
   require(op, dq, "dq");
@@ -89,21 +88,16 @@ void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int B, int T_, in
   require(op, dqkv, "dqkv");
   const int64_t total = static_cast<int64_t>(B) * T_ * 3 * H * d;
   if (total == 0) return;
-  launch(qkv_permute_kernel<T, false>, dim3(blocks_for(total)), dim3(256), 0, stream,
-         static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), dqkv,
-         const_cast<T*>(dq), const_cast<T*>(dk), const_cast<T*>(dv), B, T_, H, d);
+  launch(qkv_permute_kernel<T, false>, dim3(blocks_for(total)), dim3(256), 0, stream, static_cast<const T*>(nullptr),
+         static_cast<const T*>(nullptr), dqkv, const_cast<T*>(dq), const_cast<T*>(dk), const_cast<T*>(dv), B, T_, H, d);
 }
 
-template void qkv_split<float>(const float*, const float*, float*, float*, float*, int, int, int,
-                               int, rt::Stream);
-template void qkv_split<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*,
-                                       __nv_bfloat16*, __nv_bfloat16*, int, int, int, int,
-                                       rt::Stream);
-template void qkv_merge<float>(const float*, const float*, const float*, float*, int, int, int,
-                               int, rt::Stream);
-template void qkv_merge<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                       const __nv_bfloat16*, __nv_bfloat16*, int, int, int, int,
-                                       rt::Stream);
+template void qkv_split<float>(const float*, const float*, float*, float*, float*, int, int, int, int, rt::Stream);
+template void qkv_split<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*,
+                                       __nv_bfloat16*, int, int, int, int, rt::Stream);
+template void qkv_merge<float>(const float*, const float*, const float*, float*, int, int, int, int, rt::Stream);
+template void qkv_merge<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*,
+                                       int, int, int, int, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

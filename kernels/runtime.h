@@ -87,8 +87,8 @@ void set_max_dynamic_smem(void (*kernel)(P...), size_t bytes) {
 std::string kernel_name(const void* kernel);
 
 // After a launch: throws Error naming the kernel and configuration when the launch failed.
-void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                  unsigned by, unsigned bz, size_t smem);
+void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                  size_t smem);
 
 // An owning device buffer of n elements of T (RAII, move-only), for tests and tools.
 template <typename T>
@@ -99,7 +99,10 @@ class DeviceBuffer {
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : n_(o.n_), ptr_(o.ptr_) { o.n_ = 0; o.ptr_ = nullptr; }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : n_(o.n_), ptr_(o.ptr_) {
+    o.n_ = 0;
+    o.ptr_ = nullptr;
+  }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
       device_free(ptr_);

@@ -14,8 +14,7 @@ namespace {
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // clear a non-sticky error so later calls see their own
-    throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorName(err) + " (" +
-                cudaGetErrorString(err) + ")");
+    throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
   }
 }
 
@@ -61,19 +60,19 @@ void device_free(void* ptr) {
 }
 
 void copy_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
-  if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)),
-                   "cudaMemcpyAsync host to device");
+  if (bytes)
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)), "cudaMemcpyAsync host to device");
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream) {
   if (!bytes) return;
-  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)),
-        "cudaMemcpyAsync device to host");
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)), "cudaMemcpyAsync device to host");
   // Host memory is pageable: the caller reads it right after, so wait for the copy.
   check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize after a copy to host");
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
-  if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)),
-                   "cudaMemcpyAsync device to device");
+  if (bytes)
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)),
+          "cudaMemcpyAsync device to device");
 }
 void memset_device(void* dst, int value, size_t bytes, Stream stream) {
   if (bytes) check(cudaMemsetAsync(dst, value, bytes, native(stream)), "cudaMemsetAsync");
@@ -87,9 +86,7 @@ Stream stream_create() {
 void stream_destroy(Stream stream) {
   if (stream) check(cudaStreamDestroy(native(stream)), "cudaStreamDestroy");
 }
-void stream_synchronize(Stream stream) {
-  check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize");
-}
+void stream_synchronize(Stream stream) { check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize"); }
 void device_synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 Event event_create() {
@@ -103,9 +100,7 @@ void event_destroy(Event event) {
 void event_record(Event event, Stream stream) {
   check(cudaEventRecord(native(event), native(stream)), "cudaEventRecord");
 }
-void event_synchronize(Event event) {
-  check(cudaEventSynchronize(native(event)), "cudaEventSynchronize");
-}
+void event_synchronize(Event event) { check(cudaEventSynchronize(native(event)), "cudaEventSynchronize"); }
 float event_elapsed_ms(Event start, Event stop) {
   float ms = 0.f;
   check(cudaEventElapsedTime(&ms, native(start), native(stop)), "cudaEventElapsedTime");
@@ -113,10 +108,8 @@ float event_elapsed_ms(Event start, Event stop) {
 }
 
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(bytes)),
-        ("cudaFuncSetAttribute(MaxDynamicSharedMemorySize = " + std::to_string(bytes) + ") for " +
-         kernel_name(kernel))
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+        ("cudaFuncSetAttribute(MaxDynamicSharedMemorySize = " + std::to_string(bytes) + ") for " + kernel_name(kernel))
             .c_str());
 }
 
@@ -129,15 +122,14 @@ std::string kernel_name(const void* kernel) {
   return buf;
 }
 
-void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                  unsigned by, unsigned bz, size_t smem) {
+void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                  size_t smem) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
-    throw Error("cuda: launch of " + kernel_name(kernel) + " with grid (" + std::to_string(gx) +
-                "," + std::to_string(gy) + "," + std::to_string(gz) + "), block (" +
-                std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) + "), " +
-                std::to_string(smem) + " bytes of dynamic shared memory: " +
-                cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+    throw Error("cuda: launch of " + kernel_name(kernel) + " with grid (" + std::to_string(gx) + "," +
+                std::to_string(gy) + "," + std::to_string(gz) + "), block (" + std::to_string(bx) + "," +
+                std::to_string(by) + "," + std::to_string(bz) + "), " + std::to_string(smem) +
+                " bytes of dynamic shared memory: " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
 }
 
 }  // namespace rt

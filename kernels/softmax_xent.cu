@@ -35,10 +35,9 @@ __device__ __forceinline__ void softmax_merge(float& m, float& s, float om, floa
 }
 
 template <typename T>
-__global__ void softmax_xent_kernel(const T* __restrict__ logits, const int32_t* __restrict__ labels,
-                                    float smoothing, float dscale, float* __restrict__ losses,
-                                    T* __restrict__ dlogits, int32_t* __restrict__ hits, int64_t B,
-                                    int64_t C) {
+__global__ void softmax_xent_kernel(const T* __restrict__ logits, const int32_t* __restrict__ labels, float smoothing,
+                                    float dscale, float* __restrict__ losses, T* __restrict__ dlogits,
+                                    int32_t* __restrict__ hits, int64_t B, int64_t C) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (row >= B) return;  // whole warps: no barrier in this kernel
@@ -97,16 +96,14 @@ __global__ void softmax_xent_kernel(const T* __restrict__ logits, const int32_t*
 // ------------------------------------------------------------------------------------------
 
 template <typename T>
-void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale,
-                  float* losses, T* dlogits, int32_t* hits, int64_t B, int64_t C,
-                  rt::Stream stream) {
+void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale, float* losses, T* dlogits,
+                  int32_t* hits, int64_t B, int64_t C, rt::Stream stream) {
   const char* op = "softmax_xent";
   require_nonnegative(op, "B", B);
   if (C <= 0) throw Error(std::string(op) + ": C must be > 0, got " + std::to_string(C));
   if (!(smoothing >= 0.f && smoothing <= 1.f))
     throw Error(std::string(op) + ": smoothing must lie in [0, 1], got " + std::to_string(smoothing));
-  if (!std::isfinite(dscale))
-    throw Error(std::string(op) + ": dscale must be finite, got " + std::to_string(dscale));
+  if (!std::isfinite(dscale)) throw Error(std::string(op) + ": dscale must be finite, got " + std::to_string(dscale));
   if (B == 0) return;
   require_pointer(op, "logits", logits, sizeof(T));
   require_pointer(op, "labels", labels, sizeof(int32_t));
@@ -115,15 +112,14 @@ void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float
   if (hits) require_pointer(op, "hits", hits, sizeof(int32_t));
   const int64_t blocks = (B + kRowsPerBlock - 1) / kRowsPerBlock;
   if (blocks > 0x7fffffff) throw Error(std::string(op) + ": B is too large for one grid");
-  launch(softmax_xent_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kRowsPerBlock * kWarp),
-         0, stream, logits, labels, smoothing, dscale, losses, dlogits, hits, B, C);
+  launch(softmax_xent_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kRowsPerBlock * kWarp), 0, stream, logits,
+         labels, smoothing, dscale, losses, dlogits, hits, B, C);
 }
 
-template void softmax_xent<float>(const float*, const int32_t*, float, float, float*, float*,
-                                  int32_t*, int64_t, int64_t, rt::Stream);
-template void softmax_xent<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*, float, float,
-                                          float*, __nv_bfloat16*, int32_t*, int64_t, int64_t,
-                                          rt::Stream);
+template void softmax_xent<float>(const float*, const int32_t*, float, float, float*, float*, int32_t*, int64_t,
+                                  int64_t, rt::Stream);
+template void softmax_xent<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*, float, float, float*, __nv_bfloat16*,
+                                          int32_t*, int64_t, int64_t, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -20,9 +20,8 @@ VITCUDA_KERNELS_BEGIN
 // labels live in device memory, so they are checked on the device: a label outside [0, C) gives
 // loss NaN, hits 0 and a zero dlogits row (the host cannot see it without a synchronisation).
 template <typename T>
-void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale,
-                  float* losses, T* dlogits, int32_t* hits, int64_t B, int64_t C,
-                  rt::Stream stream);
+void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale, float* losses, T* dlogits,
+                  int32_t* hits, int64_t B, int64_t C, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

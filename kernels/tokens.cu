@@ -20,8 +20,7 @@ VITCUDA_KERNELS_BEGIN
 
 template <typename T>
 __global__ void tokens_forward_kernel(const T* __restrict__ patches, const T* __restrict__ cls,
-                                      const T* __restrict__ pos, T* __restrict__ out, int B,
-                                      int Np, int D) {
+                                      const T* __restrict__ pos, T* __restrict__ out, int B, int Np, int D) {
   const int off = cls ? 1 : 0, Tn = Np + off;
   const int64_t row_len = static_cast<int64_t>(Tn) * D;
   const int64_t total = static_cast<int64_t>(B) * row_len;
@@ -37,9 +36,8 @@ __global__ void tokens_forward_kernel(const T* __restrict__ patches, const T* __
 }
 
 template <typename T, typename TG>
-__global__ void tokens_backward_kernel(const T* __restrict__ dout, T* __restrict__ dpatches,
-                                       TG* __restrict__ dcls, TG* __restrict__ dpos, int off,
-                                       int B, int Np, int D) {
+__global__ void tokens_backward_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, TG* __restrict__ dcls,
+                                       TG* __restrict__ dpos, int off, int B, int Np, int D) {
   const int Tn = Np + off;
   const int64_t row_len = static_cast<int64_t>(Tn) * D;
   const int64_t tj = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -73,8 +71,7 @@ void require(const char* op, const void* p, const char* name) {
 }  // namespace
 
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int B, int Np, int D,
-                    rt::Stream stream) {
+void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int B, int Np, int D, rt::Stream stream) {
   constexpr const char* op = "tokens_forward";
   check(op, B, Np, D);
   require(op, patches, "patches");
@@ -87,8 +84,8 @@ void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int B,
 }
 
 template <typename T, typename TG>
-void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* dpos, bool has_cls, int B, int Np,
-                     int D, rt::Stream stream) {
+void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* dpos, bool has_cls, int B, int Np, int D,
+                     rt::Stream stream) {
   constexpr const char* op = "tokens_backward";
   check(op, B, Np, D);
   require(op, dout, "dout");
@@ -101,18 +98,14 @@ void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* dpos, bool has_cl
          dim3(kThreads), 0, stream, dout, dpatches, dcls, dpos, off, B, Np, D);
 }
 
-template void tokens_forward<float>(const float*, const float*, const float*, float*, int, int,
-                                    int, rt::Stream);
-template void tokens_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                            const __nv_bfloat16*, __nv_bfloat16*, int, int, int,
-                                            rt::Stream);
-template void tokens_backward<float, float>(const float*, float*, float*, float*, bool, int, int,
-                                            int, rt::Stream);
-template void tokens_backward<__nv_bfloat16, float>(const __nv_bfloat16*, __nv_bfloat16*, float*,
-                                                    float*, bool, int, int, int, rt::Stream);
-template void tokens_backward<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*,
-                                                            __nv_bfloat16*, __nv_bfloat16*, bool,
-                                                            int, int, int, rt::Stream);
+template void tokens_forward<float>(const float*, const float*, const float*, float*, int, int, int, rt::Stream);
+template void tokens_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                            __nv_bfloat16*, int, int, int, rt::Stream);
+template void tokens_backward<float, float>(const float*, float*, float*, float*, bool, int, int, int, rt::Stream);
+template void tokens_backward<__nv_bfloat16, float>(const __nv_bfloat16*, __nv_bfloat16*, float*, float*, bool, int,
+                                                    int, int, rt::Stream);
+template void tokens_backward<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*,
+                                                            __nv_bfloat16*, bool, int, int, int, rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -54,9 +54,7 @@ __device__ __forceinline__ void store_vec4(T* p, const Vec4<T>& val) {
   }
 }
 
-inline bool aligned_to(const void* p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
+inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 // Grid for a grid-stride loop over `items` with `threads` per block: one item per thread when
 // that fits in kMaxStreamingBlocks (≈ 8 waves of 256-thread blocks on an H100's 132 SMs, which
@@ -72,8 +70,7 @@ inline int streaming_blocks(int64_t items, int threads = kStreamingThreads) {
 inline void require_pointer(const char* op, const char* name, const void* p, size_t elem_bytes) {
   if (!p) throw Error(std::string(op) + ": " + name + " is null");
   if (!aligned_to(p, elem_bytes))
-    throw Error(std::string(op) + ": " + name + " is not aligned to " +
-                std::to_string(elem_bytes) + " bytes");
+    throw Error(std::string(op) + ": " + name + " is not aligned to " + std::to_string(elem_bytes) + " bytes");
 }
 inline void require_nonnegative(const char* op, const char* name, int64_t v) {
   if (v < 0) throw Error(std::string(op) + ": " + name + " must be >= 0, got " + std::to_string(v));

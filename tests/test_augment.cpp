@@ -114,8 +114,9 @@ TEST(Augment, CropResizeTakesTheCrop) {
   std::vector<uint8_t> dst(4);
   crop_resize_bilinear(src.data(), 1, 4, 4, 1, 2, 2, 2, dst.data(), 2, 2);
   EXPECT_EQ(dst, (std::vector<uint8_t>{60, 70, 100, 110}));
-  EXPECT_NE(error_of([&] { crop_resize_bilinear(src.data(), 1, 4, 4, 3, 0, 2, 2, dst.data(), 2, 2); })
-                .find("not inside the 4x4 image"),
+  EXPECT_NE(error_of([&] {
+              crop_resize_bilinear(src.data(), 1, 4, 4, 3, 0, 2, 2, dst.data(), 2, 2);
+            }).find("not inside the 4x4 image"),
             std::string::npos);
 }
 
@@ -189,7 +190,7 @@ TEST(Augment, RandomResizedCropBoxFollowsTorchvision) {
   EXPECT_EQ(b.height, 10);
   EXPECT_EQ(b.width, 13);  // round(10 * 4/3)
   EXPECT_EQ(b.top, 0);
-  EXPECT_EQ(b.left, 13);   // (40 - 13) // 2
+  EXPECT_EQ(b.left, 13);                               // (40 - 13) // 2
   b = random_resized_crop_box(40, 10, big, ratio, u);  // ratio 1/4 < 3/4
   EXPECT_EQ(b.width, 10);
   EXPECT_EQ(b.height, 13);
@@ -401,6 +402,8 @@ TEST(AugmentTrainer, ResumeAndThreadsAreExact) {
   cfg.in_chans = 1;
   Model model(cfg, *backend, 8);
   AdamW opt(model, AdamWConfig{});
-  EXPECT_NE(error_of([&] { Trainer(model, opt, train, val, o); }).find("has 3-channel images but model tiny expects 1-channel images"),
+  EXPECT_NE(error_of([&] {
+              Trainer(model, opt, train, val, o);
+            }).find("has 3-channel images but model tiny expects 1-channel images"),
             std::string::npos);
 }

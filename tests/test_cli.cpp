@@ -101,8 +101,7 @@ std::pair<std::vector<uint8_t>, std::vector<uint8_t>> synthetic(int n, int side,
 // {train,t10k}-{images-idx3,labels-idx1}-ubyte: 256 training and 64 test 28x28 images.
 void write_dataset(const fs::path& dir, int n_train = 256, int n_test = 64, int side = 28) {
   fs::create_directories(dir);
-  for (auto [prefix, n, seed] : {std::tuple<const char*, int, uint32_t>{"train", n_train, 1},
-                                 {"t10k", n_test, 2}}) {
+  for (auto [prefix, n, seed] : {std::tuple<const char*, int, uint32_t>{"train", n_train, 1}, {"t10k", n_test, 2}}) {
     const auto [images, labels] = synthetic(n, side, seed);
     write_bytes(dir / (std::string(prefix) + "-images-idx3-ubyte"),
                 idx_file({uint32_t(n), uint32_t(side), uint32_t(side)}, images));
@@ -145,8 +144,10 @@ struct RunResult {
   std::string out, err;
   std::string describe() const {
     std::ostringstream s;
-    if (signaled) s << "killed by signal " << signal << " (" << strsignal(signal) << ")";
-    else s << "exit code " << exit_code;
+    if (signaled)
+      s << "killed by signal " << signal << " (" << strsignal(signal) << ")";
+    else
+      s << "exit code " << exit_code;
     s << "\n--- stdout ---\n" << out << "--- stderr ---\n" << err << "---";
     return s.str();
   }
@@ -259,8 +260,7 @@ std::vector<std::string> nonempty_lines(const std::string& s) {
     return ::testing::AssertionFailure() << "expected exactly one stderr line, got " << lines.size() << ": "
                                          << r.describe();
   if (lines[0].rfind("vit_train: error: ", 0) != 0)
-    return ::testing::AssertionFailure() << "stderr line does not start with 'vit_train: error: ': "
-                                         << r.describe();
+    return ::testing::AssertionFailure() << "stderr line does not start with 'vit_train: error: ': " << r.describe();
   for (const auto& n : needles)
     if (lines[0].find(n) == std::string::npos)
       return ::testing::AssertionFailure() << "stderr line does not mention '" << n << "': " << r.describe();
@@ -500,7 +500,8 @@ TEST_F(CliErrors, ResumeTruncatedCheckpoint) {
   const fs::path good = good_checkpoint();
   ASSERT_TRUE(fs::exists(good));
   const fs::path p = dir_ / "truncated.safetensors";
-  for (uintmax_t size : {fs::file_size(good) - 1, fs::file_size(good) / 2, uintmax_t(100), uintmax_t(5), uintmax_t(0)}) {
+  for (uintmax_t size :
+       {fs::file_size(good) - 1, fs::file_size(good) / 2, uintmax_t(100), uintmax_t(5), uintmax_t(0)}) {
     fs::copy_file(good, p, fs::copy_options::overwrite_existing);
     fs::resize_file(p, size);
     EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--resume", p.string()}})), {p.string()})) << size << " bytes";
@@ -714,8 +715,7 @@ TEST_F(CliRun, ResumeRewritesAStaleHistory) {
   ASSERT_EQ(ref.result.exit_code, 0) << ref.result.describe();
   const fs::path out = dir_ / "stale";
   fs::create_directories(out);
-  for (const char* f : {"config.json", "last.safetensors", "best.safetensors"})
-    fs::copy_file(ref.dir / f, out / f);
+  for (const char* f : {"config.json", "last.safetensors", "best.safetensors"}) fs::copy_file(ref.dir / f, out / f);
   std::string history = read_text(ref.dir / "history.csv");
   history.erase(history.rfind('\n', history.size() - 2) + 1);  // drop the epoch-4 row
   std::ofstream(out / "history.csv") << history;
@@ -869,8 +869,7 @@ TEST(CliCheckpoint, KillDuringSaveLeavesTheOldOrTheNewFile) {
   }
   // Most kills land while the file is being written; the test is only meaningful if some did.
   EXPECT_GT(mid_write, 0) << "no kill landed mid-write in " << kRounds << " rounds";
-  std::printf("[ %d of %d kills landed mid-write; one save takes %lld us ]\n", mid_write, kRounds,
-              (long long)save_us);
+  std::printf("[ %d of %d kills landed mid-write; one save takes %lld us ]\n", mid_write, kRounds, (long long)save_us);
 }
 
 }  // namespace

@@ -20,9 +20,7 @@ using namespace vitcuda;
 
 namespace {
 
-std::vector<uint8_t> be32(uint32_t v) {
-  return {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)};
-}
+std::vector<uint8_t> be32(uint32_t v) { return {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)}; }
 
 // An IDX u8 file: magic 0x000008<ndims>, the dims, then the payload (not checked against
 // the dims here, so tests can build inconsistent files).
@@ -115,8 +113,8 @@ class DataTest : public vitcuda::test::ScratchDirTest {
   DataTest() : ScratchDirTest("data") {}
 
   // Writes n images of h x w and their labels; returns {images path, labels path}.
-  std::pair<std::string, std::string> write_set(const std::string& prefix, int n, int h, int w,
-                                                bool gz_images, bool gz_labels) {
+  std::pair<std::string, std::string> write_set(const std::string& prefix, int n, int h, int w, bool gz_images,
+                                                bool gz_labels) {
     std::vector<uint8_t> labels;
     for (int i = 0; i < n; i++) labels.push_back(uint8_t(i % 10));
     std::string ip = path(prefix + "-images-idx3-ubyte" + (gz_images ? ".gz" : ""));
@@ -141,21 +139,20 @@ class DataTest : public vitcuda::test::ScratchDirTest {
       for (int k = 0; k < h * w; k++) ASSERT_EQ(d.image(i)[k], pixel(i, k)) << "image " << i << " pixel " << k;
     }
   }
-
 };
 
 // EXPECT_THROW plus: the one-line message names `file` and contains `phrase`.
-#define EXPECT_ERROR_MENTIONS(stmt, file, phrase)                                   \
-  do {                                                                                \
-    try {                                                                             \
-      stmt;                                                                           \
-      ADD_FAILURE() << "expected vitcuda::Error from: " #stmt;                        \
-    } catch (const Error& e) {                                                        \
-      std::string msg = e.what();                                                     \
-      EXPECT_NE(msg.find(file), std::string::npos) << "message: " << msg;             \
-      EXPECT_NE(msg.find(phrase), std::string::npos) << "message: " << msg;           \
-      EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;             \
-    }                                                                                 \
+#define EXPECT_ERROR_MENTIONS(stmt, file, phrase)                           \
+  do {                                                                      \
+    try {                                                                   \
+      stmt;                                                                 \
+      ADD_FAILURE() << "expected vitcuda::Error from: " #stmt;              \
+    } catch (const Error& e) {                                              \
+      std::string msg = e.what();                                           \
+      EXPECT_NE(msg.find(file), std::string::npos) << "message: " << msg;   \
+      EXPECT_NE(msg.find(phrase), std::string::npos) << "message: " << msg; \
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;   \
+    }                                                                       \
   } while (0)
 
 }  // namespace
@@ -228,8 +225,16 @@ TEST_F(DataTest, LoadsRealFashionMnistWhenInstalled) {
   ASSERT_EQ(test.size(), 10000);
   // Fashion-MNIST is balanced: 6000 train and 1000 test examples of each of the 10 classes.
   std::vector<int> train_count(10), test_count(10);
-  for (int32_t l : train.labels) { ASSERT_GE(l, 0); ASSERT_LT(l, 10); train_count[size_t(l)]++; }
-  for (int32_t l : test.labels) { ASSERT_GE(l, 0); ASSERT_LT(l, 10); test_count[size_t(l)]++; }
+  for (int32_t l : train.labels) {
+    ASSERT_GE(l, 0);
+    ASSERT_LT(l, 10);
+    train_count[size_t(l)]++;
+  }
+  for (int32_t l : test.labels) {
+    ASSERT_GE(l, 0);
+    ASSERT_LT(l, 10);
+    test_count[size_t(l)]++;
+  }
   for (int c = 0; c < 10; c++) {
     EXPECT_EQ(train_count[size_t(c)], 6000) << "class " << c;
     EXPECT_EQ(test_count[size_t(c)], 1000) << "class " << c;

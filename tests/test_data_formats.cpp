@@ -37,11 +37,11 @@ using vitcuda::test::error_of;
 
 namespace {
 
-#define EXPECT_ERROR_HAS(stmt, text)                              \
-  do {                                                            \
-    const std::string msg_ = error_of([&] { stmt; });             \
-    EXPECT_NE(msg_.find(text), std::string::npos) << msg_;        \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << msg_;        \
+#define EXPECT_ERROR_HAS(stmt, text)                       \
+  do {                                                     \
+    const std::string msg_ = error_of([&] { stmt; });      \
+    EXPECT_NE(msg_.find(text), std::string::npos) << msg_; \
+    EXPECT_EQ(msg_.find('\n'), std::string::npos) << msg_; \
   } while (0)
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
@@ -80,7 +80,6 @@ class DataFormats : public vitcuda::test::ScratchDirTest {
                   cifar_records(f, {{uint8_t(f % 10)}, {uint8_t((f + 1) % 10)}, {uint8_t((f + 2) % 10)}}));
     write_bytes(d + "/test_batch.bin", cifar_records(0, {{9}, {0}}));
   }
-
 };
 
 // ---- CIFAR -----------------------------------------------------------------------------------
@@ -133,10 +132,12 @@ TEST_F(DataFormats, CifarErrors) {
   auto b = cifar_records(3, {{1}, {2}});
   b.resize(b.size() - 100);
   write_bytes(path("c10/data_batch_3.bin"), b);
-  EXPECT_ERROR_HAS(load_cifar10_dir(path("c10"), "train"),
-                   "CIFAR file '" + path("c10/data_batch_3.bin") + "': size 6046 bytes is not a multiple of the 3073-byte record");
+  EXPECT_ERROR_HAS(
+      load_cifar10_dir(path("c10"), "train"),
+      "CIFAR file '" + path("c10/data_batch_3.bin") + "': size 6046 bytes is not a multiple of the 3073-byte record");
   fs::remove(path("c10/data_batch_3.bin"));
-  EXPECT_ERROR_HAS(load_cifar10_dir(path("c10"), "train"), "missing CIFAR-10 file '" + path("c10/data_batch_3.bin") + "'");
+  EXPECT_ERROR_HAS(load_cifar10_dir(path("c10"), "train"),
+                   "missing CIFAR-10 file '" + path("c10/data_batch_3.bin") + "'");
   EXPECT_ERROR_HAS(load_cifar10_dir(path("nowhere"), "train"), "missing CIFAR-10 folder '" + path("nowhere") + "'");
   write_bytes(path("c10/test_batch.bin"), cifar_records(0, {{1}, {10}}));
   EXPECT_ERROR_HAS(load_cifar10_dir(path("c10"), "test"), "record 1 has label 10, must be < 10");
@@ -229,7 +230,7 @@ TEST_F(DataFormats, ImageFolderReadsPngJpegAndSortsClasses) {
   ASSERT_TRUE(image_folder_supported());
   const std::string root = path("imgs/train");
   write_png(root + "/dog/b.png", 6, 4, 3, rgb_hwc(6, 4));
-  write_png(root + "/dog/a.png", 6, 4, 1, std::vector<uint8_t>(24, 77));  // grayscale
+  write_png(root + "/dog/a.png", 6, 4, 1, std::vector<uint8_t>(24, 77));   // grayscale
   write_jpg(root + "/cat/x.JPG", 6, 4, 3, std::vector<uint8_t>(72, 120));  // constant colour
   write_text(root + "/cat/readme.txt", "not an image");                    // skipped
   write_text(root + "/.cache/y.png", "hidden");                            // skipped
@@ -242,7 +243,7 @@ TEST_F(DataFormats, ImageFolderReadsPngJpegAndSortsClasses) {
   EXPECT_EQ(d.width, 6);
   for (int k = 0; k < 72; ++k) EXPECT_NEAR(d.image(0)[k], 120, 2) << k;  // JPEG: near
   for (int k = 0; k < 72; ++k) EXPECT_EQ(d.image(1)[k], 77);             // gray to RGB
-  for (int c = 0; c < 3; ++c)                                             // PNG: exact, CHW
+  for (int c = 0; c < 3; ++c)                                            // PNG: exact, CHW
     for (int y = 0; y < 4; ++y)
       for (int x = 0; x < 6; ++x) ASSERT_EQ(d.image(2)[(c * 4 + y) * 6 + x], 40 * c + 10 * y + x);
   // Resized so they stack; a constant image stays constant; one channel on request.
@@ -287,7 +288,8 @@ TEST_F(DataFormats, ImageFolderErrors) {
   EXPECT_ERROR_HAS(load_image_folder(root, 4, 4), "cannot decode image '" + root + "/b/broken.png'");
   fs::remove(root + "/b/broken.png");
   write_png(root + "/b/ok.png", 2, 2, 3, std::vector<uint8_t>(12, 1));
-  EXPECT_ERROR_HAS(load_image_folder(root, 4, 4, 3, {"a"}), "class folder '" + root + "/b' is not one of the 1 training classes");
+  EXPECT_ERROR_HAS(load_image_folder(root, 4, 4, 3, {"a"}),
+                   "class folder '" + root + "/b' is not one of the 1 training classes");
   EXPECT_ERROR_HAS(load_image_folder(root, 4, 4, 2), "channels is 2, must be 1 or 3");
 }
 #endif

@@ -29,9 +29,9 @@ namespace {
 
 using Vec = std::vector<double>;
 
-constexpr double kStep = 1e-6;   // finite-difference step
-constexpr double kRtol = 1e-6;   // relative tolerance (see the header comment)
-constexpr double kAtol = 1e-9;   // absolute floor: the rounding error of the difference quotient
+constexpr double kStep = 1e-6;  // finite-difference step
+constexpr double kRtol = 1e-6;  // relative tolerance (see the header comment)
+constexpr double kAtol = 1e-9;  // absolute floor: the rounding error of the difference quotient
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 Tensor f64(Vec& v, std::initializer_list<int64_t> shape) {
@@ -83,8 +83,8 @@ void expect_grad(const std::string& what, Vec& x, const Vec& g, const std::funct
     // Relative 1e-6 of the larger of the two, 1e-9 absolute: see the header comment.
     const double tol = kRtol * std::max(std::fabs(fd), std::fabs(g[i])) + kAtol;
     if (!(std::fabs(g[i] - fd) <= tol) && bad++ < 8)
-      ADD_FAILURE() << what << "[" << i << "]: analytic " << g[i] << " vs finite difference " << fd
-                    << " (diff " << g[i] - fd << ", tol " << tol << ")";
+      ADD_FAILURE() << what << "[" << i << "]: analytic " << g[i] << " vs finite difference " << fd << " (diff "
+                    << g[i] - fd << ", tol " << tol << ")";
   }
   omp_set_num_threads(threads);
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << indices.size() << " entries differ";
@@ -145,8 +145,8 @@ TEST_P(GradCheckLinear, MatchesFiniteDifferences) {
   Vec dy = Rw, dx(R * K, kNaN);
   const Vec dw0 = random_vec(N * K, rng), db0 = random_vec(N, rng);
   Vec dw = dw0, db = db0;
-  be->linear_backward(f64(dy, {R, N}), f64(x, {R, K}), f64(w, {N, K}), act, Pre(), f64(dx, {R, K}),
-                      f64(dw, {N, K}), has_bias ? f64(db, {N}) : Tensor{});
+  be->linear_backward(f64(dy, {R, N}), f64(x, {R, K}), f64(w, {N, K}), act, Pre(), f64(dx, {R, K}), f64(dw, {N, K}),
+                      has_bias ? f64(db, {N}) : Tensor{});
   expect_all_finite("dx", dx);
   const Vec gw = minus(dw, dw0), gb = minus(db, db0);
   expect_grad("dx", x, dx, forward);
@@ -156,8 +156,8 @@ TEST_P(GradCheckLinear, MatchesFiniteDifferences) {
   // Accumulation is exact: a second backward into zeroed buffers gives the same increments.
   Vec dy2 = Rw, dx2(R * K), dwz(N * K, 0.0), dbz(N, 0.0);
   forward();
-  be->linear_backward(f64(dy2, {R, N}), f64(x, {R, K}), f64(w, {N, K}), act, Pre(), f64(dx2, {R, K}),
-                      f64(dwz, {N, K}), has_bias ? f64(dbz, {N}) : Tensor{});
+  be->linear_backward(f64(dy2, {R, N}), f64(x, {R, K}), f64(w, {N, K}), act, Pre(), f64(dx2, {R, K}), f64(dwz, {N, K}),
+                      has_bias ? f64(dbz, {N}) : Tensor{});
   expect_accumulated("dw", dw, dw0, dwz);
   if (has_bias) expect_accumulated("db", db, db0, dbz);
 
@@ -217,8 +217,10 @@ void check_tokens(Backend& be, std::mt19937_64& rng, bool with_cls) {
   expect_all_finite("dpatches", dpatches);
   expect_grad("dpatches", patches, dpatches, forward);
   expect_grad("dpos", pos, minus(dpos, dpos0), forward);
-  if (with_cls) expect_grad("dcls", cls, minus(dcls, dcls0), forward);
-  else EXPECT_EQ(dcls, dcls0) << "no cls: dcls untouched";
+  if (with_cls)
+    expect_grad("dcls", cls, minus(dcls, dcls0), forward);
+  else
+    EXPECT_EQ(dcls, dcls0) << "no cls: dcls untouched";
 }
 
 TEST_F(GradCheck, TokensWithCls) { check_tokens(*be, rng, true); }
@@ -307,8 +309,10 @@ void check_qkv(Backend& be, std::mt19937_64& rng, bool with_bias) {
   expect_all_finite("dx", dx);
   expect_grad("dx", x, dx, forward);
   expect_grad("dw", w, minus(dw, dw0), forward);
-  if (with_bias) expect_grad("db", b, minus(db, db0), forward);
-  else EXPECT_EQ(db, db0);
+  if (with_bias)
+    expect_grad("db", b, minus(db, db0), forward);
+  else
+    EXPECT_EQ(db, db0);
 }
 
 TEST_F(GradCheck, QkvWithBias) { check_qkv(*be, rng, true); }
@@ -413,8 +417,10 @@ TEST_F(GradCheck, Dropout) {
   const double keep_scale = 1.0 / (1.0 - double(spec.p));
   int dropped = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (y[i] == 0) ++dropped;
-    else EXPECT_NEAR(y[i], x[i] * keep_scale, 1e-15);
+    if (y[i] == 0)
+      ++dropped;
+    else
+      EXPECT_NEAR(y[i], x[i] * keep_scale, 1e-15);
   }
   EXPECT_GT(dropped, 40);  // Binomial(200, 0.4): mean 80, sd 7
   EXPECT_LT(dropped, 120);

@@ -103,7 +103,8 @@ class InferTest : public ::testing::Test {
     train_ = run(VIT_TRAIN_EXE,
                  "--dataset mnist --data-dir " + quote((dir_ / "data").string()) +
                      " --depth 1 --embed-dim 16 --num-heads 2 -b 32 --epochs 1 --lr 3e-3 --warmup-epochs 0"
-                     " --device cpu --no-progress --output " + quote((dir_ / "run").string()),
+                     " --device cpu --no-progress --output " +
+                     quote((dir_ / "run").string()),
                  dir_);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
@@ -138,9 +139,10 @@ TEST_F(InferTest, TrainWritesReportFiles) {
   const std::string pc = read_text(run_dir / "per_class_accuracy.csv");
   EXPECT_EQ(pc.rfind("class,name,support,correct,accuracy\n", 0), 0u) << pc;
   EXPECT_NE(pc.find("\n0,0,10,"), std::string::npos) << pc;
-  EXPECT_EQ(read_text(run_dir / "history.csv")
-                .rfind("epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second,train_top5\n", 0),
-            0u);
+  EXPECT_EQ(
+      read_text(run_dir / "history.csv")
+          .rfind("epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second,train_top5\n", 0),
+      0u);
   if (png_supported()) {
     for (const char* f : {"confusion_matrix.png", "patches.png", "attention.png"}) {
       ASSERT_TRUE(fs::exists(run_dir / f)) << f;
@@ -159,7 +161,8 @@ TEST_F(InferTest, TopKForFilesAndFolders) {
   ProcResult r = infer("-c " + ckpt() + " " + quote(a) + " " + quote(b) + " --topk 3 --no-progress");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(count_lines(r.out), 2) << r.out;
-  const std::regex line(R"(^.*img\d(_rgb)?\.png:( (class \d|\w+ \(\d\)) \d+\.\d\d%,){2} (class \d|\w+ \(\d\)) \d+\.\d\d%$)");
+  const std::regex line(
+      R"(^.*img\d(_rgb)?\.png:( (class \d|\w+ \(\d\)) \d+\.\d\d%,){2} (class \d|\w+ \(\d\)) \d+\.\d\d%$)");
   size_t start = 0;
   for (int i = 0; i < 2; ++i) {
     const size_t end = r.out.find('\n', start);
@@ -184,11 +187,12 @@ TEST_F(InferTest, TopKForFilesAndFolders) {
 }
 
 TEST_F(InferTest, DatasetAccuracyMatchesTraining) {
-  const ProcResult r = infer("-c " + ckpt() + " --dataset mnist --data-dir " + quote((dir_ / "data").string()) +
-                      " --split test -b 16");
+  const ProcResult r =
+      infer("-c " + ckpt() + " --dataset mnist --data-dir " + quote((dir_ / "data").string()) + " --split test -b 16");
   ASSERT_EQ(r.rc, 0) << r.err;
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(mnist test: top-1 (\d+\.\d\d)% top-5 (\d+\.\d\d)% \(100 images, \d+ img/s on cpu\))")))
+  ASSERT_TRUE(std::regex_search(
+      r.out, m, std::regex(R"(mnist test: top-1 (\d+\.\d\d)% top-5 (\d+\.\d\d)% \(100 images, \d+ img/s on cpu\))")))
       << r.out;
   // The run has one epoch, so best == last == the model vit_train tested.
   const auto res = nlohmann::json::parse(read_text(dir_ / "run" / "results.json"));

@@ -25,9 +25,9 @@ using vitcuda::test::error_of;
 
 namespace {
 
-#define EXPECT_CONTAINS(text, sub)                                                         \
-  do {                                                                                     \
-    const std::string text_ = (text);                                                      \
+#define EXPECT_CONTAINS(text, sub)                                                                \
+  do {                                                                                            \
+    const std::string text_ = (text);                                                             \
     EXPECT_NE(text_.find(sub), std::string::npos) << "'" << text_ << "' lacks '" << (sub) << "'"; \
   } while (0)
 
@@ -121,8 +121,8 @@ struct TimmFigure {
   double gmacs;
 };
 constexpr TimmFigure kTimm[] = {
-    {"vit_tiny_patch16_224", 5717416, 1.26},   {"vit_small_patch16_224", 22050664, 4.61},
-    {"vit_base_patch16_224", 86567656, 17.58}, {"vit_base_patch32_224", 88224232, 4.41},
+    {"vit_tiny_patch16_224", 5717416, 1.26},    {"vit_small_patch16_224", 22050664, 4.61},
+    {"vit_base_patch16_224", 86567656, 17.58},  {"vit_base_patch32_224", 88224232, 4.41},
     {"vit_large_patch16_224", 304326632, 61.6},
 };
 
@@ -192,9 +192,9 @@ TEST(ModelTest, VitBaseMatchesTimm) {
   for (const char* n : {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.3.attn.proj.weight",
                         "blocks.11.mlp.fc2.weight", "head.weight"})
     EXPECT_TRUE(m.param_spec(n).decay) << n;
-  for (const char* n : {"patch_embed.proj.bias", "cls_token", "pos_embed", "blocks.0.norm1.weight",
-                        "blocks.0.norm1.bias", "blocks.0.attn.qkv.bias", "blocks.5.mlp.fc1.bias", "norm.weight",
-                        "norm.bias", "head.bias"})
+  for (const char* n :
+       {"patch_embed.proj.bias", "cls_token", "pos_embed", "blocks.0.norm1.weight", "blocks.0.norm1.bias",
+        "blocks.0.attn.qkv.bias", "blocks.5.mlp.fc1.bias", "norm.weight", "norm.bias", "head.bias"})
     EXPECT_FALSE(m.param_spec(n).decay) << n;
   EXPECT_THROW(m.param_spec("blocks.12.norm1.weight"), Error);
   // Views have the table's shape, except the conv weight, which the ops use as [D, C*P*P].
@@ -303,10 +303,14 @@ TEST(ModelTest, ConfigValidationErrors) {
   // forward() rejects wrong image shapes and batch sizes.
   Model m(c, *be, 2);
   std::vector<uint8_t> px(3 * 28 * 28);
-  EXPECT_CONTAINS(error_of([&] { m.forward(Tensor::view(px.data(), {3, 1, 28, 28}, DType::U8), false); }),
-              ("batch 3 is outside [1, 2]"));
-  EXPECT_CONTAINS(error_of([&] { m.forward(Tensor::view(px.data(), {1, 3, 28, 28}, DType::U8), false); }),
-              ("images must be [B, 1, 28, 28]"));
+  EXPECT_CONTAINS(error_of([&] {
+                    m.forward(Tensor::view(px.data(), {3, 1, 28, 28}, DType::U8), false);
+                  }),
+                  ("batch 3 is outside [1, 2]"));
+  EXPECT_CONTAINS(error_of([&] {
+                    m.forward(Tensor::view(px.data(), {1, 3, 28, 28}, DType::U8), false);
+                  }),
+                  ("images must be [B, 1, 28, 28]"));
   std::vector<int32_t> bad_labels = {0, 10};
   m.forward(Tensor::view(px.data(), {2, 1, 28, 28}, DType::U8), false);
   EXPECT_CONTAINS(error_of([&] { m.loss(bad_labels.data(), 0.f, false); }), ("label 10 of sample 1"));
@@ -545,8 +549,10 @@ TEST(ModelTest, AdamWDecaysOnlyDecaySegments) {
   const std::vector<float> w1 = model.get_master();
   for (const ParamSpec& s : model.params()) {
     for (int64_t i = s.offset; i < s.offset + s.numel; ++i) {
-      if (s.decay) ASSERT_FLOAT_EQ(w1[i], w0[i] * (1.f - 0.01f * 0.1f)) << s.name;
-      else ASSERT_EQ(w1[i], w0[i]) << s.name << " must not decay";
+      if (s.decay)
+        ASSERT_FLOAT_EQ(w1[i], w0[i] * (1.f - 0.01f * 0.1f)) << s.name;
+      else
+        ASSERT_EQ(w1[i], w0[i]) << s.name << " must not decay";
     }
   }
   // The compute copy is the master (f32 model).

@@ -95,7 +95,6 @@ class SafetensorsTest : public vitcuda::test::ScratchDirTest {
       EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;
     }
   }
-
 };
 
 // Raises RLIMIT_FSIZE back and restores SIGXFSZ when a test ends, even on failure: writes
@@ -209,15 +208,14 @@ TEST_F(SafetensorsTest, LayoutMatchesTheReferenceLibrary) {
 TEST_F(SafetensorsTest, LoadsAHandBuiltFile) {
   // Written byte by byte as another implementation might: tensors out of name order,
   // no padding, metadata last.
-  std::string header =
-      R"({"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
-      R"("a":{"shape":[1,2],"dtype":"F32","data_offsets":[8,16]},)"
-      R"("h":{"dtype":"BF16","shape":[1],"data_offsets":[16,18]},)"
-      R"("__metadata__":{"k":"v"}})";
+  std::string header = R"({"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("a":{"shape":[1,2],"dtype":"F32","data_offsets":[8,16]},)"
+                       R"("h":{"dtype":"BF16","shape":[1],"data_offsets":[16,18]},)"
+                       R"("__metadata__":{"k":"v"}})";
   std::vector<uint8_t> data = {
-      7, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,  // I32 7, -1
-      0, 0, 0xC0, 0x3F, 0, 0, 0, 0xC0,     // F32 1.5 (0x3FC00000), -2.0 (0xC0000000)
-      0x80, 0x3F,                          // BF16 1.0 (0x3F80)
+      7,    0,    0,    0,    0xFF, 0xFF, 0xFF, 0xFF,  // I32 7, -1
+      0,    0,    0xC0, 0x3F, 0,    0,    0,    0xC0,  // F32 1.5 (0x3FC00000), -2.0 (0xC0000000)
+      0x80, 0x3F,                                      // BF16 1.0 (0x3F80)
   };
   write_raw(path("hand.safetensors"), safetensors_bytes(header, data));
   SafeTensorsFile f = load_safetensors(path("hand.safetensors"));
@@ -302,8 +300,7 @@ TEST_F(SafetensorsTest, RejectsBadDtypeShapeAndOffsets) {
   expect_rejected("floatshape.safetensors", R"({"a":{"dtype":"F32","shape":[4.5],"data_offsets":[0,16]}})",
                   "non-integer");
   expect_rejected("bigshape.safetensors",
-                  R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]}})",
-                  "too large");
+                  R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]}})", "too large");
   expect_rejected("outside.safetensors", R"({"a":{"dtype":"F32","shape":[5],"data_offsets":[0,20]}})",
                   "not within the data section");
   expect_rejected("backwards.safetensors", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})",
@@ -314,8 +311,7 @@ TEST_F(SafetensorsTest, RejectsBadDtypeShapeAndOffsets) {
                   "not two non-negative integers");
   expect_rejected("size.safetensors", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})",
                   "span 16 bytes, shape [3] F32 needs 12");
-  expect_rejected("size16.safetensors", R"({"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,16]}})",
-                  "needs 8");
+  expect_rejected("size16.safetensors", R"({"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,16]}})", "needs 8");
 }
 
 TEST_F(SafetensorsTest, RejectsOverlappingTensors) {
@@ -333,11 +329,10 @@ TEST_F(SafetensorsTest, RejectsOverlappingTensors) {
                   R"("b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}})",
                   "overlap");
   // Adjacent ranges and empty tensors are fine.
-  write_raw(path("adjacent.safetensors"),
-            safetensors_bytes(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},)"
-                              R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
-                              R"("b":{"dtype":"U8","shape":[8],"data_offsets":[8,16]}})",
-                              std::vector<uint8_t>(16, 1)));
+  write_raw(path("adjacent.safetensors"), safetensors_bytes(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},)"
+                                                            R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                                                            R"("b":{"dtype":"U8","shape":[8],"data_offsets":[8,16]}})",
+                                                            std::vector<uint8_t>(16, 1)));
   EXPECT_EQ(load_safetensors(path("adjacent.safetensors")).tensors.size(), 3u);
 }
 

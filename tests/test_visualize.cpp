@@ -1,7 +1,7 @@
-// Tests for include/vitcuda/{metrics,inspect,image,pictures,report}.h: confusion matrix and per-class accuracy, attention
-// rollout against hand computations and against softmax(q·kᵀ) of a real forward pass, the
-// patch-grid picture's layout and pixels, image resizing and channel conversion, PNG
-// round trips, the end-of-training report, and tools/plot_history.py.
+// Tests for include/vitcuda/{metrics,inspect,image,pictures,report}.h: confusion matrix and per-class accuracy,
+// attention rollout against hand computations and against softmax(q·kᵀ) of a real forward pass, the patch-grid
+// picture's layout and pixels, image resizing and channel conversion, PNG round trips, the end-of-training report, and
+// tools/plot_history.py.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -115,8 +115,8 @@ TEST(AttentionRollout, IdentityAndUniformAttention) {
 
 TEST(AttentionRollout, MatchesHandComputation) {
   // Two heads, three tokens (cls + 2 patches).
-  const std::vector<float> P{0.5f, 0.25f, 0.25f, 0.f, 1.f, 0.f, 0.2f, 0.3f, 0.5f,   // head 0
-                             0.1f, 0.6f, 0.3f, 0.5f, 0.5f, 0.f, 0.f, 0.f, 1.f};   // head 1
+  const std::vector<float> P{0.5f, 0.25f, 0.25f, 0.f,  1.f,  0.f, 0.2f, 0.3f, 0.5f,  // head 0
+                             0.1f, 0.6f,  0.3f,  0.5f, 0.5f, 0.f, 0.f,  0.f,  1.f};  // head 1
   // mean over heads = [[.3 .425 .275] [.25 .75 0] [.1 .15 .75]]; Â = (mean + I) / 2 =
   // [[.65 .2125 .1375] [.125 .875 0] [.05 .075 .875]].
   std::vector<float> one = attention_rollout({P}, 2, 3, true);
@@ -230,8 +230,8 @@ TEST(Images, PatchGridLayoutAndPixels) {
   // Patch (px 1, py 1) starts at (24 + 8, 2 + 8) and shows pixel (2, 2); its last pixel (3, 3).
   EXPECT_EQ(px(32, 10), 23);
   EXPECT_EQ(px(32 + 5, 10 + 5), 34);
-  EXPECT_EQ(px(24 + 6, 2), 255);  // the gap between patch 0 and patch 1
-  EXPECT_EQ(px(24, 2 + 6), 255);  // the gap between the patch rows
+  EXPECT_EQ(px(24 + 6, 2), 255);     // the gap between patch 0 and patch 1
+  EXPECT_EQ(px(24, 2 + 6), 255);     // the gap between the patch rows
   EXPECT_EQ(img.at(32, 10)[1], 23);  // grey replicated to RGB
   EXPECT_EQ(img.at(32, 10)[2], 23);
 
@@ -398,24 +398,23 @@ TEST(Report, WritesCsvAndPngs) {
 // ---- tools/plot_history.py -------------------------------------------------------------------
 TEST(PlotHistory, WritesCurvesPng) {
   const std::string python = matplotlib_python();
-  if (python.empty())
-    GTEST_SKIP() << "python3 with matplotlib is not installed (apt-get install python3-matplotlib)";
+  if (python.empty()) GTEST_SKIP() << "python3 with matplotlib is not installed (apt-get install python3-matplotlib)";
   const fs::path dir = temp_dir("plot");
   std::ofstream(dir / "history.csv")
       << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second,train_top5\n"
          "1,1.20,0.55,1.00,0.62,0.95,1.0e-03,3.0,900.0,0.90\n"
          "2,0.90,0.68,0.85,0.70,0.97,8.0e-04,3.0,910.0,0.95\n"
          "3,0.75,0.74,0.80,0.73,0.98,2.0e-04,3.0,905.0,0.97\n";
-  const std::string cmd = python + " " + VITCUDA_SOURCE_DIR + "/tools/plot_history.py " + dir.string() +
-                          " > " + (dir / "log.txt").string() + " 2>&1";
+  const std::string cmd = python + " " + VITCUDA_SOURCE_DIR + "/tools/plot_history.py " + dir.string() + " > " +
+                          (dir / "log.txt").string() + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_text(dir / "log.txt");
   ASSERT_TRUE(fs::exists(dir / "curves.png")) << read_text(dir / "log.txt");
   if (png_supported()) {
     EXPECT_GT(load_image((dir / "curves.png").string()).width, 100);
   }
   // A missing file: one error line and a non-zero exit.
-  const std::string bad = python + " " + VITCUDA_SOURCE_DIR + "/tools/plot_history.py " +
-                          (dir / "nothing").string() + " > " + (dir / "log2.txt").string() + " 2>&1";
+  const std::string bad = python + " " + VITCUDA_SOURCE_DIR + "/tools/plot_history.py " + (dir / "nothing").string() +
+                          " > " + (dir / "log2.txt").string() + " 2>&1";
   EXPECT_NE(std::system(bad.c_str()), 0);
   EXPECT_NE(read_text(dir / "log2.txt").find("plot_history: error:"), std::string::npos);
   fs::remove_all(dir);

@@ -81,10 +81,10 @@ TEST_F(Weights, PosEmbedResizeMatchesDirectBicubic) {
 TEST_F(Weights, PosEmbedResizeEqualsTimm) {
   // timm 1.0.31 / torch 2.15: resample_abs_pos_embed of this 3x3 grid (+ a cls row 9) to 5x5.
   const std::vector<float> pos = {9, 1, 2, 3, 4, 5, 7, 0, -1, 2};
-  const std::vector<float> timm = {9.0f, 0.69811326f, 1.0829345f, 1.773585f, 2.4186146f, 2.767889f, 2.149113f,
-                                   2.5550234f, 3.3208957f, 4.217588f, 4.7254295f, 3.9245284f, 4.2611938f, 5.0f,
-                                   6.3432837f, 7.1509433f, 1.5598416f, 1.311984f, 1.238805f, 2.9745483f, 4.1361575f,
-                                   -0.21502307f, -0.8432835f, -1.452830f, 0.49239704f, 1.8547525f};
+  const std::vector<float> timm = {
+      9.0f,      0.69811326f, 1.0829345f, 1.773585f,    2.4186146f,  2.767889f,  2.149113f,   2.5550234f, 3.3208957f,
+      4.217588f, 4.7254295f,  3.9245284f, 4.2611938f,   5.0f,        6.3432837f, 7.1509433f,  1.5598416f, 1.311984f,
+      1.238805f, 2.9745483f,  4.1361575f, -0.21502307f, -0.8432835f, -1.452830f, 0.49239704f, 1.8547525f};
   const auto out = resize_pos_embed(pos, 1, 3, 3, 5, 5, 1);
   ASSERT_EQ(out.size(), timm.size());
   // PyTorch computes in float32 with precomputed float weights: agreement to ~1e-6 relative.
@@ -138,7 +138,8 @@ TEST_F(Weights, HandBuiltTimmFileLoadsWithKnownValuesAndBf16) {
   load_weights(tmp("timm.safetensors"), model);
   const std::vector<float> w = model.get_master();
   for (const ParamSpec& s : model.params())
-    for (int64_t i = 0; i < s.numel; ++i) ASSERT_EQ(w[s.offset + i], float(i % 7) * 0.125f) << s.name << "[" << i << "]";
+    for (int64_t i = 0; i < s.numel; ++i)
+      ASSERT_EQ(w[s.offset + i], float(i % 7) * 0.125f) << s.name << "[" << i << "]";
 
   // And back: save_weights writes exactly these values under the same names.
   save_weights(tmp("roundtrip.safetensors"), model);
@@ -166,7 +167,8 @@ TEST_F(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
   for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]);
   // Other tensors are unchanged.
   const ParamSpec& q = small.param_spec("blocks.0.attn.qkv.weight");
-  EXPECT_EQ(0, std::memcmp(ws.data() + q.offset, wb.data() + big.param_spec("blocks.0.attn.qkv.weight").offset, q.numel * 4));
+  EXPECT_EQ(
+      0, std::memcmp(ws.data() + q.offset, wb.data() + big.param_spec("blocks.0.attn.qkv.weight").offset, q.numel * 4));
 }
 
 TEST_F(Weights, MismatchesNameFileAndTensor) {

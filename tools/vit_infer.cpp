@@ -167,35 +167,42 @@ void write_attention(const std::string& out, const Model& model, const uint8_t* 
 
 int main(int argc, char** argv) {
   CLI::App app{"vit_infer: classify images with a trained Vision Transformer (vitcuda)"};
-  std::string checkpoint, dataset, data_dir, split = "test", precision = "bf16", device = "auto", attention_map, model_name,
-                          cifar100_labels = "fine";
+  std::string checkpoint, dataset, data_dir, split = "test", precision = "bf16", device = "auto", attention_map,
+                                             model_name, cifar100_labels = "fine";
   DatasetSpec spec;
   std::vector<std::string> inputs;
   std::string save_logits, export_weights, global_pool;
   int topk = 5, batch = 64;
   bool no_progress = false;
-  app.add_option("-c,--checkpoint", checkpoint, "a vit_train output folder (its best.safetensors) or a .safetensors file")
+  app.add_option("-c,--checkpoint", checkpoint,
+                 "a vit_train output folder (its best.safetensors) or a .safetensors file")
       ->required();
   app.add_option("inputs", inputs, "image files (PNG, JPEG, BMP, ...) or folders of images");
   app.add_option("--dataset", dataset,
                  "evaluate a dataset split: fashion_mnist, mnist, cifar10, cifar100, csv, folder (as vit_train)")
       ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}));
-  app.add_option("--data-dir", data_dir, "folder of the dataset (default for fashion_mnist: /usr/share/datasets/fashion-mnist)");
+  app.add_option("--data-dir", data_dir,
+                 "folder of the dataset (default for fashion_mnist: /usr/share/datasets/fashion-mnist)");
   app.add_option("--train-csv", spec.train_csv, "csv: training file (for --split train)");
   app.add_option("--test-csv", spec.test_csv, "csv: test file");
   app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
-      ->check(CLI::IsMember({"fine", "coarse"}))->capture_default_str();
+      ->check(CLI::IsMember({"fine", "coarse"}))
+      ->capture_default_str();
   app.add_option("--split", split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   app.add_option("--topk", topk, "classes printed per image")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("-b,--batch-size", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
   app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
-      ->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
-  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+      ->check(CLI::IsMember({"bf16", "fp32"}))
+      ->capture_default_str();
+  app.add_option("--device", device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG");
   app.add_option("--model", model_name, "model preset, for a checkpoint without 'config' metadata");
   app.add_option("--global-pool", global_pool, "token or avg: pooling of a --model preset (timm's global_pool)")
       ->check(CLI::IsMember({"token", "avg"}));
-  app.add_option("--save-logits", save_logits, "write the logits of the image inputs as raw little-endian f32 [N, classes]");
+  app.add_option("--save-logits", save_logits,
+                 "write the logits of the image inputs as raw little-endian f32 [N, classes]");
   app.add_option("--export-weights", export_weights, "write the loaded weights as a vitcuda/timm safetensors file");
   app.add_flag("--no-progress", no_progress, "no progress bar");
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -238,7 +245,8 @@ int main(int argc, char** argv) {
     if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_infer", note.c_str());
     Model model(cfg, *backend, batch);
     load_weights(path, model);  // vitcuda checkpoints and timm state_dicts (f32/f16/bf16)
-    if (!export_weights.empty()) save_weights(export_weights, model, {{"class_names", md.count("class_names") ? md.at("class_names") : "[]"}});
+    if (!export_weights.empty())
+      save_weights(export_weights, model, {{"class_names", md.count("class_names") ? md.at("class_names") : "[]"}});
     std::vector<float> all_logits;
     const int64_t img_bytes = int64_t(cfg.in_chans) * cfg.img_size * cfg.img_size;
     std::vector<uint8_t> images(size_t(batch) * img_bytes);
@@ -295,8 +303,8 @@ int main(int argc, char** argv) {
       spec.channels = cfg.in_chans;
       Dataset data = load_dataset(spec, split);
       if (data.num_classes > cfg.num_classes)
-        throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) + " classes but the model has " +
-                    std::to_string(cfg.num_classes) + " outputs");
+        throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) +
+                    " classes but the model has " + std::to_string(cfg.num_classes) + " outputs");
       const bool same = data.channels == cfg.in_chans && data.height == cfg.img_size && data.width == cfg.img_size;
       BatchLoader loader(data, batch, /*shuffle=*/false, /*drop_last=*/false, 0);
       loader.start_epoch(0);

@@ -81,8 +81,10 @@ std::string plot_history(const std::string& output) {
       break;
     }
   if (python.empty()) {
-    std::printf("plots skipped: python3 with matplotlib not found (apt-get install python3-matplotlib, then "
-                "python3 %s %s)\n", script.c_str(), output.c_str());
+    std::printf(
+        "plots skipped: python3 with matplotlib not found (apt-get install python3-matplotlib, then "
+        "python3 %s %s)\n",
+        script.c_str(), output.c_str());
     return "";
   }
   if (std::system((python + " " + shell_quote(script) + " " + shell_quote(output) + " >/dev/null").c_str()) != 0) {
@@ -97,8 +99,8 @@ std::string plot_history(const std::string& output) {
 
 int main(int argc, char** argv) {
   CLI::App app{"vit_train: train a Vision Transformer (vitcuda)"};
-  std::string model_name = default_preset(), dataset = "fashion_mnist",
-              data_dir, sched = "cosine", output, resume, precision = "bf16", device = "auto";
+  std::string model_name = default_preset(), dataset = "fashion_mnist", data_dir, sched = "cosine", output, resume,
+              precision = "bf16", device = "auto";
   TrainOptions o;
   o.epochs = 10;
   o.batch_size = 128;
@@ -116,30 +118,39 @@ int main(int argc, char** argv) {
   AugmentConfig aug;
   float zoom = 0.f;
   std::vector<float> rrc_scale, pixel_mean, pixel_std;
-  app.add_option("--model", model_name, "model preset (" + [] {
-    std::string s;
-    for (auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n;
-    return s;
-  }() + ")")->capture_default_str();
+  app.add_option(
+         "--model", model_name,
+         "model preset (" +
+             [] {
+               std::string s;
+               for (auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n;
+               return s;
+             }() +
+             ")")
+      ->capture_default_str();
   app.add_option("--dataset", dataset,
                  "fashion_mnist or mnist (IDX), cifar10 or cifar100 (binary version), csv (label,pixels...), "
                  "folder (data-dir/{train,test or val}/<class>/<image>)")
-      ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}))->capture_default_str();
+      ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}))
+      ->capture_default_str();
   app.add_option("--data-dir", data_dir,
                  "data folder (default for fashion_mnist: /usr/share/datasets/fashion-mnist); csv: holds "
                  "train.csv/test.csv (or mnist_train.csv/mnist_test.csv)");
   app.add_option("--train-csv", spec.train_csv, "csv: training file");
   app.add_option("--test-csv", spec.test_csv, "csv: test file");
   app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
-      ->check(CLI::IsMember({"fine", "coarse"}))->capture_default_str();
+      ->check(CLI::IsMember({"fine", "coarse"}))
+      ->capture_default_str();
   app.add_option("--hflip", aug.hflip, "probability of a random horizontal flip (vit_keras_cifar100: 0.5, else 0)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--rotation", aug.rotation,
                  "random rotation, fraction of a full turn: angle in [-F*2pi, F*2pi], reflect fill (Keras "
-                 "RandomRotation; vit_keras_cifar100: 0.02, else 0)")->check(CLI::Range(0.0, 1.0));
+                 "RandomRotation; vit_keras_cifar100: 0.02, else 0)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--zoom", zoom,
                  "random zoom: height and width factors each in [1-F, 1+F], > 1 zooms out (Keras RandomZoom; "
-                 "vit_keras_cifar100: 0.2, else 0)")->check(CLI::Range(0.0, 0.999));
+                 "vit_keras_cifar100: 0.2, else 0)")
+      ->check(CLI::Range(0.0, 0.999));
   app.add_flag("--rrc", aug.rrc, "random-resized-crop (timm/torchvision) to the model's size instead of a resize");
   app.add_option("--scale", rrc_scale, "random-resized-crop area range LO HI (default 0.08 1)")->expected(2);
   app.add_option("--normalize", normalize,
@@ -149,25 +160,42 @@ int main(int argc, char** argv) {
   app.add_option("--mean", pixel_mean, "per-channel pixel mean in [0, 1] (overrides --normalize)");
   app.add_option("--std", pixel_std, "per-channel pixel std (overrides --normalize)");
   app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead of the step (0: none)")
-      ->check(CLI::Range(0, 64))->capture_default_str();
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
   app.add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate")->check(kPositive)->capture_default_str();
-  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->check(kNonNegative)->capture_default_str();
-  app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")->check(kNonNegative)->capture_default_str();
-  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")->check(kNonNegative)->capture_default_str();
-  app.add_option("--sched", sched, "cosine or constant")->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--sched", sched, "cosine or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}))
+      ->capture_default_str();
   app.add_option("--smoothing", o.smoothing, "label smoothing")->check(CLI::Range(0.0, 0.999))->capture_default_str();
   app.add_option("--drop", drop, "dropout rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
-  app.add_option("--drop-path", drop_path, "stochastic depth rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
-  app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")->check(kNonNegative)->capture_default_str();
-  app.add_option("--val-split", val_split, "fraction of the training set held out for validation")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  app.add_option("--drop-path", drop_path, "stochastic depth rate (default: the preset's)")
+      ->check(CLI::Range(0.0, 0.999));
+  app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--val-split", val_split, "fraction of the training set held out for validation")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
   app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints");
   app.add_option("--resume", resume, "continue from a last.safetensors checkpoint");
   app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
-      ->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
-  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+      ->check(CLI::IsMember({"bf16", "fp32"}))
+      ->capture_default_str();
+  app.add_option("--device", device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--patch-size", patch_size, "override the preset's patch size");
   app.add_option("--img-size", img_size, "override the preset's image size (pos_embed of loaded weights is resized)");
   app.add_option("--num-classes", num_classes, "override the preset's number of classes");
@@ -175,7 +203,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"token", "avg"}));
   app.add_option("--gelu", gelu,
                  "MLP activation: erf (exact, nn.GELU()) or tanh (nn.GELU(approximate='tanh'); fused into "
-                 "the cuBLASLt epilogue on the GPU)")->check(CLI::IsMember({"erf", "tanh"}));
+                 "the cuBLASLt epilogue on the GPU)")
+      ->check(CLI::IsMember({"erf", "tanh"}));
   app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)");
   app.add_option("--initial-checkpoint", initial_checkpoint,
                  "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)");
@@ -186,7 +215,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", no_progress, "no progress bar");
   app.add_option("--stop-after-epochs", o.stop_after_epochs,
                  "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
-                 "preempted job would; for testing --resume")->check(kNonNegative);
+                 "preempted job would; for testing --resume")
+      ->check(kNonNegative);
   // One line per error, like every other error of vit_train (CLI11 adds a second "Run with
   // --help" line by default).
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -251,7 +281,8 @@ int main(int argc, char** argv) {
     }
     aug.validate();
     o.augment = aug;
-    if (!train.class_names.empty()) o.metadata["class_names"] = nlohmann::json(train.class_names).dump();  // for vit_infer
+    if (!train.class_names.empty())
+      o.metadata["class_names"] = nlohmann::json(train.class_names).dump();  // for vit_infer
     // Normalisation: given, adapted on the training split, the preset's, or none.
     if (normalize.empty()) normalize = keras ? "auto" : "preset";
     if (!pixel_mean.empty() || !pixel_std.empty()) {
@@ -312,7 +343,8 @@ int main(int argc, char** argv) {
     }
     std::printf("vit_train: %s on %s (%s), %lld train / %lld val / %lld test images, %.2f M params, %.1f MFLOPs/img\n",
                 cfg.name.c_str(), dataset.c_str(), backend->name().c_str(), (long long)train.size(),
-                (long long)val.size(), (long long)test.size(), model.num_params() / 1e6, 2 * model.macs_per_image() / 1e6);
+                (long long)val.size(), (long long)test.size(), model.num_params() / 1e6,
+                2 * model.macs_per_image() / 1e6);
     std::fflush(stdout);
     trainer.fit(std::cout);
     if (trainer.epochs_done() < o.epochs) {
@@ -322,8 +354,8 @@ int main(int argc, char** argv) {
     }
     std::vector<int32_t> predictions;
     const EvalResult t = trainer.evaluate(test, "test", &predictions);
-    std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1,
-                100 * t.top5, (long long)t.count, t.seconds);
+    std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1, 100 * t.top5,
+                (long long)t.count, t.seconds);
     if (!output.empty()) {
       nlohmann::ordered_json j;
       j["test_loss"] = t.loss;

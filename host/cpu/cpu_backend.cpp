@@ -24,9 +24,12 @@ void require(bool ok, const char* op, const std::string& what) {
 template <typename F>
 void dispatch(const char* op, const Tensor& t, F&& f) {
   require(t.defined(), op, "input tensor is null");
-  if (t.dtype() == DType::F32) f(float{});
-  else if (t.dtype() == DType::F64) f(double{});
-  else require(false, op, std::string("the cpu backend computes in f32 or f64, got ") + dtype_name(t.dtype()));
+  if (t.dtype() == DType::F32)
+    f(float{});
+  else if (t.dtype() == DType::F64)
+    f(double{});
+  else
+    require(false, op, std::string("the cpu backend computes in f32 or f64, got ") + dtype_name(t.dtype()));
 }
 
 class CpuBackend final : public Backend {
@@ -71,15 +74,15 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean,
-                          const float* stdev, const Tensor& cols) override {
+  void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
+                          const Tensor& cols) override {
     const bool nchw = layout == ImageLayout::NCHW;
     const int64_t B = images.size(0), C = images.size(nchw ? 1 : 3), H = images.size(nchw ? 2 : 1),
                   W = images.size(nchw ? 3 : 2);
     dispatch("patch_extract", cols, [&](auto tag) {
       using T = decltype(tag);
-      ref::patch_extract<T>(images.data(), images.dtype() == DType::U8, layout, B, int(C), int(H), int(W), patch,
-                            mean, stdev, cols.ptr<T>());
+      ref::patch_extract<T>(images.data(), images.dtype() == DType::U8, layout, B, int(C), int(H), int(W), patch, mean,
+                            stdev, cols.ptr<T>());
     });
   }
 
@@ -143,8 +146,8 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch,
-                        const Tensor& q, const Tensor& k, const Tensor& v) override {
+  void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+                        const Tensor& k, const Tensor& v) override {
     const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
     linear_forward(x, w, b, Act::None, Tensor{}, qkv_scratch);
     dispatch("qkv_forward", x, [&](auto tag) {
@@ -154,8 +157,7 @@ class CpuBackend final : public Backend {
   }
 
   void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                         const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw,
-                         const Tensor& db) override {
+                         const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
     const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
     dispatch("qkv_backward", dq, [&](auto tag) {
       using T = decltype(tag);
@@ -164,8 +166,8 @@ class CpuBackend final : public Backend {
     linear_backward(dqkv_scratch, x, w, Act::None, Tensor{}, dx, dw, db);
   }
 
-  void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                              const DropoutSpec& drop, const Tensor& out, const Tensor& lse) override {
+  void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+                              const Tensor& out, const Tensor& lse) override {
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
     require(lse.dtype() == q.dtype(), "attention_forward", "lse must have q's dtype on the cpu");
     dispatch("attention_forward", q, [&](auto tag) {
@@ -174,9 +176,9 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                               const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop,
-                               const Tensor& dq, const Tensor& dk, const Tensor& dv) override {
+  void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                               const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq,
+                               const Tensor& dk, const Tensor& dv) override {
     const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
     require(lse.dtype() == q.dtype(), "attention_backward", "lse must have q's dtype on the cpu");
     dispatch("attention_backward", q, [&](auto tag) {
@@ -225,8 +227,8 @@ class CpuBackend final : public Backend {
               "label " + std::to_string(labels.ptr<int32_t>()[b]) + " out of range [0, " + std::to_string(C) + ")");
     dispatch(op, logits, [&](auto tag) {
       using T = decltype(tag);
-      ref::softmax_xent<T>(p<T>(logits), labels.ptr<int32_t>(), smoothing, dscale, losses.ptr<float>(),
-                           p<T>(dlogits), hits.ptr<int32_t>(), B, C);
+      ref::softmax_xent<T>(p<T>(logits), labels.ptr<int32_t>(), smoothing, dscale, losses.ptr<float>(), p<T>(dlogits),
+                           hits.ptr<int32_t>(), B, C);
     });
   }
 

@@ -38,13 +38,13 @@ namespace vitcuda::ref {
 namespace {
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
-              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+              (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
-              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+              (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 struct BlasSingleThreaded {
   BlasSingleThreaded() { openblas_set_num_threads(1); }
@@ -52,8 +52,8 @@ struct BlasSingleThreaded {
 }  // namespace
 
 template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
   static BlasSingleThreaded once;
   (void)once;
   const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -75,8 +75,8 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       blas_gemm(ta, tb, M, e - b, K, alpha, A, lda, tb ? B + b * ldb : B + b, ldb, beta, C + b, ldc);
   }
 }
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                          int64_t, float, float*, int64_t);
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
                            int64_t, double, double*, int64_t);
 
@@ -155,8 +155,8 @@ double act_derivative(Act act, double x) { return act_grad<double>(act, x); }
 
 // ---- patch extraction (im2col of Conv2d(kernel = stride = P)) ----------------------------
 template <typename T>
-void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C,
-                   int H, int W, int P, const float* mean, const float* stdev, T* cols) {
+void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C, int H, int W, int P,
+                   const float* mean, const float* stdev, T* cols) {
   const int gh = H / P, gw = W / P;
   const int64_t np = int64_t(gh) * gw, pd = int64_t(C) * P * P;
   const auto* u8 = static_cast<const uint8_t*>(images);
@@ -171,8 +171,8 @@ void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64
         for (int ky = 0; ky < P; ++ky) {
           for (int kx = 0; kx < P; ++kx) {
             const int64_t y = int64_t(py) * P + ky, x = int64_t(px) * P + kx;
-            const int64_t idx = layout == ImageLayout::NCHW ? ((b * C + c) * H + y) * W + x
-                                                            : ((b * H + y) * W + x) * C + c;
+            const int64_t idx =
+                layout == ImageLayout::NCHW ? ((b * C + c) * H + y) * W + x : ((b * H + y) * W + x) * C + c;
             const double v = images_u8 ? u8[idx] / 255.0 : double(f32[idx]);
             row[(c * P + ky) * P + kx] = T((v - mean[c]) * inv_std);
           }
@@ -184,8 +184,7 @@ void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64
 
 // ---- linear ------------------------------------------------------------------------------
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R,
-                    int64_t K, int64_t N) {
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N) {
   T* out = act == Act::None ? y : pre;
   gemm<T>(false, true, R, N, K, T(1), x, K, w, K, T(0), out, N);
   if (!b && act == Act::None) return;
@@ -199,8 +198,8 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
 }
 
 template <typename T>
-void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db,
-                     int64_t R, int64_t K, int64_t N) {
+void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db, int64_t R, int64_t K,
+                     int64_t N) {
   if (act != Act::None) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) act_backward_n(act, pre + r * N, dy + r * N, N);
@@ -219,8 +218,7 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
 
 // ---- tokens: cls prepend + position embedding ------------------------------------------
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np,
-                    int64_t D) {
+void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np, int64_t D) {
   const int64_t off = cls ? 1 : 0, Tn = Np + off;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
@@ -233,8 +231,7 @@ void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_
 }
 
 template <typename T>
-void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np,
-                     int64_t D) {
+void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np, int64_t D) {
   const int64_t off = dcls ? 1 : 0, Tn = Np + off;
   if (dpatches) {
 #pragma omp parallel for collapse(2) schedule(static)
@@ -255,8 +252,8 @@ void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, in
 
 // ---- layernorm ---------------------------------------------------------------------------
 template <typename T>
-void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
-                       float eps, T* y, T* mean, T* rstd, int64_t R, int64_t C) {
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta, float eps, T* y,
+                       T* mean, T* rstd, int64_t R, int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* xr = x + r * C;
@@ -279,8 +276,8 @@ void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma
 }
 
 template <typename T>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
-                        T* dx, T* dgamma, T* dbeta, int64_t R, int64_t C) {
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
+                        T* dbeta, int64_t R, int64_t C) {
   const int nt = omp_get_max_threads();
   std::vector<double> partial(size_t(nt) * 2 * C, 0.0);  // per-thread dgamma, dbeta
 #pragma omp parallel
@@ -328,21 +325,18 @@ void qkv_split(const T* qkv, T* q, T* k, T* v, int64_t B, int64_t N, int64_t H, 
     for (int64_t t = 0; t < N; ++t)
       for (int s = 0; s < 3; ++s)
         for (int64_t h = 0; h < H; ++h)
-          std::memcpy(dst[s] + ((b * H + h) * N + t) * d, qkv + (((b * N + t) * 3 + s) * H + h) * d,
-                      d * sizeof(T));
+          std::memcpy(dst[s] + ((b * H + h) * N + t) * d, qkv + (((b * N + t) * 3 + s) * H + h) * d, d * sizeof(T));
 }
 
 template <typename T>
-void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t N, int64_t H,
-               int64_t d) {
+void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t N, int64_t H, int64_t d) {
   const T* src[3] = {dq, dk, dv};
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < N; ++t)
       for (int s = 0; s < 3; ++s)
         for (int64_t h = 0; h < H; ++h)
-          std::memcpy(dqkv + (((b * N + t) * 3 + s) * H + h) * d, src[s] + ((b * H + h) * N + t) * d,
-                      d * sizeof(T));
+          std::memcpy(dqkv + (((b * N + t) * 3 + s) * H + h) * d, src[s] + ((b * H + h) * N + t) * d, d * sizeof(T));
 }
 
 // ---- attention -----------------------------------------------------------------------------
@@ -355,14 +349,12 @@ void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_
 // j and c of the textbook form ran at ~10 GFLOP/s on two cores; the BLAS form is ~3x faster
 // at the fmnist shape (bench_cpu_ops attention_*).
 namespace {
-inline uint64_t attn_index(int64_t bh, int64_t i, int64_t j, int64_t N) {
-  return (uint64_t(bh) * N + i) * N + j;
-}
+inline uint64_t attn_index(int64_t bh, int64_t i, int64_t j, int64_t N) { return (uint64_t(bh) * N + i) * N + j; }
 }  // namespace
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop,
-                       T* out, T* lse, int64_t B, int64_t H, int64_t N, int64_t d) {
+void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, T* lse,
+                       int64_t B, int64_t H, int64_t N, int64_t d) {
   const uint32_t thr = dropout_threshold(drop.p);
   const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
 #pragma omp parallel
@@ -395,9 +387,8 @@ void attention_forward(const T* q, const T* k, const T* v, float scale, const Dr
 }
 
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const T* lse, float scale, const DropoutSpec& drop, T* dq, T* dk, T* dv,
-                        int64_t B, int64_t H, int64_t N, int64_t d) {
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, float scale,
+                        const DropoutSpec& drop, T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t N, int64_t d) {
   const uint32_t thr = dropout_threshold(drop.p);
   const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
 #pragma omp parallel
@@ -426,8 +417,8 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
                   dropout_keep(drop.seed, drop.stream, attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
         }
         const T* Pd = drop.active() ? Pz.data() : P.data();
-        gemm<T>(true, false, N, d, N, T(1), Pd, N, dO, ld, T(0), dV, d);           // dV = P'ᵀ dO
-        gemm<T>(false, true, N, N, d, T(1), dO, ld, V, d, T(0), dP.data(), N);    // dP' = dO Vᵀ
+        gemm<T>(true, false, N, d, N, T(1), Pd, N, dO, ld, T(0), dV, d);        // dV = P'ᵀ dO
+        gemm<T>(false, true, N, N, d, T(1), dO, ld, V, d, T(0), dP.data(), N);  // dP' = dO Vᵀ
         // dS = P ∘ (dP'∘Z − D)·scale = (P'∘dP' − P·D)·scale.
         for (int64_t i = 0; i < N; ++i) {
           const T* p = P.data() + i * N;
@@ -454,8 +445,7 @@ void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec) {
   const uint32_t thr = dropout_threshold(spec.p);
   const T scale = T(1.0 / (1.0 - spec.p));
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i)
-    y[i] = dropout_keep(spec.seed, spec.stream, uint64_t(i), thr) ? x[i] * scale : T(0);
+  for (int64_t i = 0; i < n; ++i) y[i] = dropout_keep(spec.seed, spec.stream, uint64_t(i), thr) ? x[i] * scale : T(0);
 }
 
 template <typename T>
@@ -505,8 +495,8 @@ void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, i
 // ---- softmax cross-entropy with label smoothing ------------------------------------------
 // loss = (1 - eps) * (-log p_y) + eps * mean_j(-log p_j)   (timm's LabelSmoothingCrossEntropy)
 template <typename T>
-void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale,
-                  float* losses, T* dlogits, int32_t* hits, int64_t B, int64_t C) {
+void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale, float* losses, T* dlogits,
+                  int32_t* hits, int64_t B, int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     const T* z = logits + b * C;
@@ -562,33 +552,26 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
 }
 
 // ---- explicit instantiations: float (the cpu backend) and double (gradient checks) ------
-#define VITCUDA_REF_INSTANTIATE(T)                                                              \
-  template void patch_extract<T>(const void*, bool, ImageLayout, int64_t, int, int, int, int,    \
-                                 const float*, const float*, T*);                                \
-  template void linear_forward<T>(const T*, const T*, const T*, Act, T*, T*, int64_t, int64_t,   \
-                                  int64_t);                                                      \
-  template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t,   \
-                                   int64_t, int64_t);                                            \
-  template void tokens_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t); \
-  template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);            \
-  template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, \
-                                     T*, int64_t, int64_t);                                      \
-  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
-                                      T*, int64_t, int64_t);                                     \
-  template void qkv_split<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);         \
-  template void qkv_merge<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t,       \
-                             int64_t);                                                           \
-  template void attention_forward<T>(const T*, const T*, const T*, float, const DropoutSpec&,   \
-                                     T*, T*, int64_t, int64_t, int64_t, int64_t);                \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*,         \
-                                      const T*, float, const DropoutSpec&, T*, T*, T*, int64_t,  \
-                                      int64_t, int64_t, int64_t);                                \
-  template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                          \
-  template void drop_path<T>(const T*, T*, int64_t, int64_t, const DropoutSpec&);               \
-  template void pool_forward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);            \
-  template void pool_backward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);           \
-  template void softmax_xent<T>(const T*, const int32_t*, float, float, float*, T*, int32_t*,   \
-                                int64_t, int64_t);                                               \
+#define VITCUDA_REF_INSTANTIATE(T)                                                                                     \
+  template void patch_extract<T>(const void*, bool, ImageLayout, int64_t, int, int, int, int, const float*,            \
+                                 const float*, T*);                                                                    \
+  template void linear_forward<T>(const T*, const T*, const T*, Act, T*, T*, int64_t, int64_t, int64_t);               \
+  template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t, int64_t, int64_t);      \
+  template void tokens_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);                        \
+  template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);                                   \
+  template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, T*, int64_t, int64_t); \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
+  template void qkv_split<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);                                \
+  template void qkv_merge<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t);                    \
+  template void attention_forward<T>(const T*, const T*, const T*, float, const DropoutSpec&, T*, T*, int64_t,         \
+                                     int64_t, int64_t, int64_t);                                                       \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, float,               \
+                                      const DropoutSpec&, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);             \
+  template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                                                 \
+  template void drop_path<T>(const T*, T*, int64_t, int64_t, const DropoutSpec&);                                      \
+  template void pool_forward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);                                   \
+  template void pool_backward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);                                  \
+  template void softmax_xent<T>(const T*, const int32_t*, float, float, float*, T*, int32_t*, int64_t, int64_t);       \
   template double sum_squares<T>(const T*, int64_t);
 
 VITCUDA_REF_INSTANTIATE(float)

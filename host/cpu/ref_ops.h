@@ -11,49 +11,44 @@ namespace vitcuda::ref {
 
 // C[M, N] = alpha * op(A) · op(B) + beta * C through OpenBLAS (row-major).
 template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
 
 template <typename T>
-void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C,
-                   int H, int W, int P, const float* mean, const float* stdev, T* cols);
+void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C, int H, int W, int P,
+                   const float* mean, const float* stdev, T* cols);
 
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R,
-                    int64_t K, int64_t N);
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N);
 template <typename T>
-void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db,
-                     int64_t R, int64_t K, int64_t N);
+void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db, int64_t R, int64_t K,
+                     int64_t N);
 
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B,
-                    int64_t Np, int64_t D);
+void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np, int64_t D);
 template <typename T>
-void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np,
-                     int64_t D);
+void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np, int64_t D);
 
 // mean, rstd: [R]. residual and sum_out may be null (then s = x).
 template <typename T>
-void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,
-                       float eps, T* y, T* mean, T* rstd, int64_t R, int64_t C);
+void layernorm_forward(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta, float eps, T* y,
+                       T* mean, T* rstd, int64_t R, int64_t C);
 template <typename T>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
-                        T* dx, T* dgamma, T* dbeta, int64_t R, int64_t C);
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
+                        T* dbeta, int64_t R, int64_t C);
 
 // qkv [B, T, 3, H, d] -> q, k, v [B, H, T, d], and back.
 template <typename T>
 void qkv_split(const T* qkv, T* q, T* k, T* v, int64_t B, int64_t T_, int64_t H, int64_t d);
 template <typename T>
-void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t T_, int64_t H,
-               int64_t d);
+void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t T_, int64_t H, int64_t d);
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop,
-                       T* out, T* lse, int64_t B, int64_t H, int64_t N, int64_t d);
+void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, T* lse,
+                       int64_t B, int64_t H, int64_t N, int64_t d);
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const T* lse, float scale, const DropoutSpec& drop, T* dq, T* dk, T* dv,
-                        int64_t B, int64_t H, int64_t N, int64_t d);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, float scale,
+                        const DropoutSpec& drop, T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t N, int64_t d);
 
 template <typename T>
 void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec);
@@ -67,8 +62,8 @@ void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, i
 
 // losses [B] and hits [B] as in Backend::softmax_xent; dlogits may be null.
 template <typename T>
-void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale,
-                  float* losses, T* dlogits, int32_t* hits, int64_t B, int64_t C);
+void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale, float* losses, T* dlogits,
+                  int32_t* hits, int64_t B, int64_t C);
 
 template <typename T>
 double sum_squares(const T* x, int64_t n);

@@ -45,13 +45,12 @@ Dataset resize_dataset(const Dataset& data, int height, int width);
 // ---- single-image operations on uint8 [C, H, W] ------------------------------------------
 void resize_bilinear(const uint8_t* src, int c, int h, int w, uint8_t* dst, int out_h, int out_w);
 // The rows [top, top + crop_h) and columns [left, left + crop_w) of src, resized to out_h x out_w.
-void crop_resize_bilinear(const uint8_t* src, int c, int h, int w, int top, int left, int crop_h,
-                          int crop_w, uint8_t* dst, int out_h, int out_w);
+void crop_resize_bilinear(const uint8_t* src, int c, int h, int w, int top, int left, int crop_h, int crop_w,
+                          uint8_t* dst, int out_h, int out_w);
 void hflip(const uint8_t* src, int c, int h, int w, uint8_t* dst);
 // Keras RandomRotation by `angle` radians (positive: counter-clockwise on screen) followed by
 // RandomZoom by factors zoom_h, zoom_w (> 1 zooms out, < 1 zooms in); fill "reflect".
-void rotate_zoom(const uint8_t* src, int c, int h, int w, double angle, double zoom_h,
-                 double zoom_w, uint8_t* dst);
+void rotate_zoom(const uint8_t* src, int c, int h, int w, double angle, double zoom_h, double zoom_w, uint8_t* dst);
 
 struct CropBox {
   int top = 0, left = 0, height = 0, width = 0;
@@ -69,12 +68,12 @@ struct AugmentConfig {
   // at the borders), < 1 zooms in. width 0 with height > 0: the same factor for both axes
   // (Keras' width_factor=None).
   float zoom_height = 0.f, zoom_width = 0.f;
-  bool rrc = false;                          // random-resized-crop instead of the plain resize
-  float rrc_scale[2] = {0.08f, 1.f};         // area fraction range
+  bool rrc = false;                             // random-resized-crop instead of the plain resize
+  float rrc_scale[2] = {0.08f, 1.f};            // area fraction range
   float rrc_ratio[2] = {3.f / 4.f, 4.f / 3.f};  // aspect ratio (w / h) range, sampled log-uniformly
 
   bool is_random() const { return hflip > 0 || rotation > 0 || zoom_height > 0 || zoom_width > 0 || rrc; }
-  void validate() const;      // throws Error naming the field
+  void validate() const;         // throws Error naming the field
   std::string describe() const;  // e.g. "rrc(0.08-1) hflip 0.5 rotation 0.02 zoom 0.2"
 };
 
@@ -87,15 +86,14 @@ struct AugmentParams {
   double zoom_h = 1, zoom_w = 1;
 };
 // A pure function of (config, input size, seed, epoch, index).
-AugmentParams sample_augment(const AugmentConfig& cfg, int in_h, int in_w, uint64_t seed,
-                             int64_t epoch, int64_t index);
+AugmentParams sample_augment(const AugmentConfig& cfg, int in_h, int in_w, uint64_t seed, int64_t epoch, int64_t index);
 // timm / torchvision RandomResizedCrop.get_params with the uniform draws taken from `uniform`
 // (each call returns a double in [0, 1)).
 template <class Uniform>
 CropBox random_resized_crop_box(int h, int w, const float scale[2], const float ratio[2], Uniform&& uniform);
 // Applies `p` to src [c, in_h, in_w]; dst is [c, out_h, out_w] of cfg (or the input size).
-void augment_image(const AugmentConfig& cfg, const AugmentParams& p, const uint8_t* src, int c,
-                   int in_h, int in_w, uint8_t* dst);
+void augment_image(const AugmentConfig& cfg, const AugmentParams& p, const uint8_t* src, int c, int in_h, int in_w,
+                   uint8_t* dst);
 
 // ---- threaded loader -----------------------------------------------------------------------
 // BatchLoader's epoch order (same (seed, epoch) permutation) with each example passed through

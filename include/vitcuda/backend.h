@@ -55,8 +55,8 @@ struct AdamWCoefficients {
 // The arguments of one update (Backend::adamw_update): the coefficients, lr being this step's
 // rate, and what changes every step.
 struct AdamWHyper : AdamWCoefficients {
-  int64_t step = 1;         // 1-based, for bias correction
-  float grad_scale = 1.f;   // multiplies every gradient first (global-norm clipping)
+  int64_t step = 1;        // 1-based, for bias correction
+  float grad_scale = 1.f;  // multiplies every gradient first (global-norm clipping)
 };
 
 // A contiguous run of the parameter arena with one weight-decay setting.
@@ -82,58 +82,48 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(const Tensor& t) = 0;
-  void copy(const Tensor& src, const Tensor& dst);  // same numel; converts dtype
+  void copy(const Tensor& src, const Tensor& dst);                // same numel; converts dtype
   void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
   virtual void synchronize() {}
 
   // ---- patch_embed: images [B, C, H, W] (or [B, H, W, C]), uint8 or float ----
   // cols[b*Np + p, (c*P + ky)*P + kx] = (pixel/255 (uint8 only) - mean[c]) / std[c],
   // the im2col of Conv2d(kernel = stride = P); the projection is linear_forward on cols.
-  void patch_extract(const Tensor& images, ImageLayout layout, int patch,
-                             const float* mean, const float* stdev, const Tensor& cols);
+  void patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
+                     const Tensor& cols);
 
   // ---- linear: y[R, N] = act(x[R, K] · w[N, K]ᵀ + b[N]); pre (if act != None) keeps
   // x·wᵀ+b. Backward: when act != None, dy is overwritten with the gradient of pre.
-  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act,
-                              const Tensor& pre, const Tensor& y);
-  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act,
-                               const Tensor& pre, const Tensor& dx, const Tensor& dw,
-                               const Tensor& db);
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y);
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
+                       const Tensor& dw, const Tensor& db);
 
   // ---- tokens: out[b] = [cls; patches[b]] + pos   (no cls row when cls is undefined) ----
-  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos,
-                              const Tensor& out);
-  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
-                               const Tensor& dpos);
+  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out);
+  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos);
 
   // ---- layernorm over the last dim of x[R, C]; with residual: s = x + residual is written
   // to sum_out and normalised. mean and rstd [R] (fp32) are saved for backward.
-  void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
-                                 const Tensor& gamma, const Tensor& beta, float eps,
-                                 const Tensor& y, const Tensor& mean, const Tensor& rstd);
+  void layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
+                         const Tensor& beta, float eps, const Tensor& y, const Tensor& mean, const Tensor& rstd);
   // x is the normalised input (sum_out when the forward had a residual). dx accumulates.
-  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
-                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx,
-                                  const Tensor& dgamma, const Tensor& dbeta);
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta);
 
   // ---- qkv: x[B, T, D] · w[3A, D]ᵀ + b -> q, k, v head-major [B, H, T, A/H] ----
   // qkv_scratch [B, T, 3A] holds the packed projection.
-  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b,
-                           const Tensor& qkv_scratch, const Tensor& q, const Tensor& k,
-                           const Tensor& v);
-  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                            const Tensor& x, const Tensor& w, const Tensor& dqkv_scratch,
-                            const Tensor& dx, const Tensor& dw, const Tensor& db);
+  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+                   const Tensor& k, const Tensor& v);
+  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db);
 
   // ---- attention: out[B, T, H*d] = softmax(q kᵀ · scale) v per head, with dropout on the
   // probabilities; lse [B, H, T] (fp32) saved for the backward recomputation of P.
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                 const DropoutSpec& drop, const Tensor& out,
-                                 const Tensor& lse);
-  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
-                                  const Tensor& v, const Tensor& out, const Tensor& lse,
-                                  float scale, const DropoutSpec& drop, const Tensor& dq,
-                                  const Tensor& dk, const Tensor& dv);
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+                         const Tensor& out, const Tensor& lse);
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv);
 
   // ---- dropout: y = x * mask / (1 - p), element-wise; forward and backward are the same
   // call (the mask is regenerated). y may alias x. p == 0 copies.
@@ -149,18 +139,16 @@ class Backend {
   // ---- softmax cross-entropy with label smoothing, one pass: per-sample loss [B] (fp32),
   // dlogits = (softmax - target) * dscale (skipped when undefined), hits [B] (i32,
   // bit 0: label is the top-1 class, bit 1: within the top 5).
-  void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing,
-                            float dscale, const Tensor& losses, const Tensor& dlogits,
-                            const Tensor& hits);
+  void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
+                    const Tensor& dlogits, const Tensor& hits);
 
   // ---- optimizer ----
   // Sum of squares of every element (for global grad-norm clipping). Synchronises.
   double sum_squares(const Tensor& t);
   // AdamW with decoupled weight decay over the fp32 master arena; `params` (compute
   // dtype, may alias master) receives the updated weights.
-  void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m,
-                            const Tensor& v, const Tensor& params, const AdamWHyper& h,
-                            const AdamWSegment* segments, int num_segments);
+  void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
+                    const AdamWHyper& h, const AdamWSegment* segments, int num_segments);
 
  protected:
   // What a backend implements: called by the public op above after it has checked shapes
@@ -168,24 +156,40 @@ class Backend {
   // backend; an implementation adds only what is specific to it (supported dtypes, sizes).
   virtual void copy_impl(const Tensor& src, const Tensor& dst) = 0;
   virtual void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
-  virtual void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev, const Tensor& cols) = 0;
-  virtual void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y) = 0;
-  virtual void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+  virtual void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean,
+                                  const float* stdev, const Tensor& cols) = 0;
+  virtual void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
+                                   const Tensor& y) = 0;
+  virtual void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
+                                    const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
   virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) = 0;
-  virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) = 0;
-  virtual void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma, const Tensor& beta, float eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
-  virtual void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) = 0;
-  virtual void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q, const Tensor& k, const Tensor& v) = 0;
-  virtual void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w, const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
-  virtual void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop, const Tensor& out, const Tensor& lse) = 0;
-  virtual void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk, const Tensor& dv) = 0;
+  virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+                                    const Tensor& dpos) = 0;
+  virtual void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
+                                      const Tensor& gamma, const Tensor& beta, float eps, const Tensor& y,
+                                      const Tensor& mean, const Tensor& rstd) = 0;
+  virtual void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                       const Tensor& rstd, const Tensor& dx, const Tensor& dgamma,
+                                       const Tensor& dbeta) = 0;
+  virtual void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch,
+                                const Tensor& q, const Tensor& k, const Tensor& v) = 0;
+  virtual void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+                                 const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+  virtual void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                      const DropoutSpec& drop, const Tensor& out, const Tensor& lse) = 0;
+  virtual void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                       const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop,
+                                       const Tensor& dq, const Tensor& dk, const Tensor& dv) = 0;
   virtual void dropout_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
   virtual void drop_path_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
   virtual void pool_forward_impl(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) = 0;
   virtual void pool_backward_impl(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) = 0;
-  virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
+  virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
+                                 const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
   virtual double sum_squares_impl(const Tensor& t) = 0;
-  virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments, int num_segments) = 0;
+  virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
+                                 const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
+                                 int num_segments) = 0;
 };
 
 // "cpu" (fp32; fp64 tensors for gradient checks) or "cuda" (compute: DType::BF16 — bf16

@@ -63,8 +63,8 @@ std::string checkpoint_metadata(const std::map<std::string, std::string>& metada
 // resample_abs_pos_embed: F.interpolate(mode='bicubic', antialias=True), i.e. PyTorch's
 // anti-aliased bicubic (cubic a = -0.5, support scaled when downsampling, edge taps dropped
 // and renormalised). Note antialias=True changes upsampling too, not only downsampling.
-std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefix, int old_h, int old_w,
-                                    int new_h, int new_w, int dim);
+std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefix, int old_h, int old_w, int new_h,
+                                    int new_w, int dim);
 
 // Loads model weights from a safetensors file (vitcuda checkpoint or timm state_dict):
 // F32, F16, BF16 and F64 tensors are converted to fp32; "optimizer.*" entries are ignored;
@@ -75,7 +75,6 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
 
 // Saves the model's fp32 weights alone (a timm-loadable state_dict), atomically: a checkpoint
 // without the optimizer state.
-void save_weights(const std::string& path, const Model& model,
-                  const std::map<std::string, std::string>& metadata = {});
+void save_weights(const std::string& path, const Model& model, const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace vitcuda

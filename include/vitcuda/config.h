@@ -23,12 +23,12 @@ struct ViTConfig {
   int embed_dim = 64;
   int depth = 4;
   int num_heads = 4;
-  int head_dim = 0;           // 0: embed_dim / num_heads (timm); Keras MHA uses key_dim
-  float mlp_ratio = 4.f;      // MLP hidden = mlp_ratio * embed_dim unless mlp_hidden > 0
+  int head_dim = 0;       // 0: embed_dim / num_heads (timm); Keras MHA uses key_dim
+  float mlp_ratio = 4.f;  // MLP hidden = mlp_ratio * embed_dim unless mlp_hidden > 0
   int mlp_hidden = 0;
   bool mlp_gelu_out = false;  // Keras' tutorial applies GELU after the MLP's second Dense too
   bool qkv_bias = true;
-  float qk_scale = 0.f;       // 0: head_dim^-0.5
+  float qk_scale = 0.f;  // 0: head_dim^-0.5
   bool class_token = true;
   Pool pool = Pool::Token;
   float ln_eps = 1e-6f;
@@ -38,9 +38,9 @@ struct ViTConfig {
   float attn_drop_rate = 0.f;  // on attention probabilities
   float drop_path_rate = 0.f;  // stochastic depth, rising linearly from 0 to this over depth
   // Head.
-  int pre_logits = 0;              // >0: Linear(dim, pre_logits) + tanh before the classifier
-  std::vector<int> head_mlp;       // Keras tutorial: Dense+GELU+Dropout layers, e.g. {2048, 1024}
-  float head_drop_rate = 0.f;      // dropout before and inside the head MLP
+  int pre_logits = 0;          // >0: Linear(dim, pre_logits) + tanh before the classifier
+  std::vector<int> head_mlp;   // Keras tutorial: Dense+GELU+Dropout layers, e.g. {2048, 1024}
+  float head_drop_rate = 0.f;  // dropout before and inside the head MLP
   int num_classes = 10;
 
   // Derived quantities.
@@ -49,9 +49,7 @@ struct ViTConfig {
   int num_tokens() const { return num_patches() + (class_token ? 1 : 0); }
   int attn_head_dim() const { return head_dim > 0 ? head_dim : embed_dim / num_heads; }
   int attn_dim() const { return num_heads * attn_head_dim(); }
-  int mlp_hidden_dim() const {
-    return mlp_hidden > 0 ? mlp_hidden : static_cast<int>(mlp_ratio * embed_dim + 0.5f);
-  }
+  int mlp_hidden_dim() const { return mlp_hidden > 0 ? mlp_hidden : static_cast<int>(mlp_ratio * embed_dim + 0.5f); }
   float attn_scale() const;
   int patch_dim() const { return in_chans * patch_size * patch_size; }
   // Width of the features the head sees after pooling.

@@ -10,11 +10,11 @@
 namespace vitcuda {
 
 struct Dataset {
-  std::string name;                  // for messages, e.g. the image file path
+  std::string name;  // for messages, e.g. the image file path
   int channels = 0, height = 0, width = 0;
   int num_classes = 0;
-  std::vector<uint8_t> images;       // N * C * H * W, NCHW
-  std::vector<int32_t> labels;       // N
+  std::vector<uint8_t> images;           // N * C * H * W, NCHW
+  std::vector<int32_t> labels;           // N
   std::vector<std::string> class_names;  // num_classes entries, or empty when unknown
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   int64_t image_bytes() const { return int64_t(channels) * height * width; }
@@ -24,8 +24,7 @@ struct Dataset {
 // IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw, chosen by content.
 // Throws Error naming the file: missing, truncated, bad magic, bad dims, label out of range,
 // image and label counts that disagree.
-Dataset load_idx(const std::string& images_path, const std::string& labels_path,
-                 int num_classes = 10);
+Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes = 10);
 // dir holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]; split is "train" or "test".
 Dataset load_mnist_dir(const std::string& dir, const std::string& split);
 
@@ -42,8 +41,7 @@ Dataset load_cifar10_dir(const std::string& dir, const std::string& split);
 Dataset load_cifar100_dir(const std::string& dir, const std::string& split, bool fine = true);
 // Raw CIFAR binary files: records of `label_bytes` label bytes + 3072 pixel bytes; the label
 // is byte `label_index` of the record. Used by the two above.
-Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes, int label_index,
-                         int num_classes);
+Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes, int label_index, int num_classes);
 
 // MNIST-style CSV ("label,p0,p1,..." per row, as mnist_train.csv): an optional header row
 // (detected by a non-numeric field in the first row), square grayscale images of side
@@ -66,11 +64,11 @@ std::vector<std::string> standard_class_names(const std::string& dataset);
 // One entry point for the tools: kind is fashion_mnist|mnist|cifar10|cifar100|csv|folder.
 struct DatasetSpec {
   std::string kind = "fashion_mnist";
-  std::string dir;                   // data folder (csv: holds train.csv/test.csv when the paths are empty)
-  std::string train_csv, test_csv;   // csv
-  bool cifar100_fine = true;         // cifar100: fine (100) or coarse (20) labels
-  int image_size = 0;                // folder: images are resized to this (required)
-  int channels = 3;                  // folder: 1 or 3
+  std::string dir;                  // data folder (csv: holds train.csv/test.csv when the paths are empty)
+  std::string train_csv, test_csv;  // csv
+  bool cifar100_fine = true;        // cifar100: fine (100) or coarse (20) labels
+  int image_size = 0;               // folder: images are resized to this (required)
+  int channels = 3;                 // folder: 1 or 3
 };
 // split "train" or "test". For csv and folder the test split takes the number of classes and
 // the class names of `train` when given. folder: "test" falls back to dir/val.

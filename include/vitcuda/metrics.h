@@ -15,8 +15,8 @@ struct ConfusionMatrix {
   void add(int truth, int predicted);  // throws Error when either is outside [0, num_classes)
   int64_t at(int truth, int predicted) const { return counts[size_t(truth) * num_classes + predicted]; }
   int64_t total() const;
-  int64_t support(int truth) const;    // images of class `truth`
-  double accuracy() const;             // trace / total (0 when empty)
+  int64_t support(int truth) const;  // images of class `truth`
+  double accuracy() const;           // trace / total (0 when empty)
   // Recall of class t: at(t, t) / support(t); NaN when the class has no images.
   double class_accuracy(int truth) const;
   // CSV with a header row "true\pred,<names...>" and one row per true class. `names` may be

@@ -80,8 +80,8 @@ class Model {
   Tensor activation(const std::string& name) const;
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
-  int64_t num_params() const { return num_params_; }   // parameters, as timm counts them
-  int64_t arena_size() const { return arena_size_; }   // elements of each arena (tensors + alignment gaps)
+  int64_t num_params() const { return num_params_; }  // parameters, as timm counts them
+  int64_t arena_size() const { return arena_size_; }  // elements of each arena (tensors + alignment gaps)
   // Whole arenas: fp32 master weights (what the optimizer updates and checkpoints hold),
   // compute-dtype parameters, fp32 gradients (fp64 when the compute dtype is fp64).
   Tensor master_arena() const { return master_; }
@@ -104,7 +104,9 @@ class Model {
   // records which table entry each field views, and forward() / backward() use the fields,
   // never a name. Fields of optional tensors (qkv bias, cls token, fc2.pre, ...) stay
   // undefined, which the ops read as "none".
-  struct LinearParams { Tensor w, b; };
+  struct LinearParams {
+    Tensor w, b;
+  };
   struct BlockParams {
     Tensor norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b;
   };
@@ -119,10 +121,11 @@ class Model {
     HeadParams head;
   };
   // Activations: views of the first batch_ rows, rebound by forward().
-  struct LinearActs { Tensor pre, out; };  // pre-activation (for the backward of the activation), output
+  struct LinearActs {
+    Tensor pre, out;
+  };  // pre-activation (for the backward of the activation), output
   struct BlockActs {
-    Tensor ln1, ln1_mean, ln1_rstd, q, k, v, lse, att, proj, mid, ln2, ln2_mean, ln2_rstd, fc1_pre, fc1,
-        fc2_pre, fc2;
+    Tensor ln1, ln1_mean, ln1_rstd, q, k, v, lse, att, proj, mid, ln2, ln2_mean, ln2_rstd, fc1_pre, fc1, fc2_pre, fc2;
   };
   struct HeadActs {
     Tensor norm, norm_mean, norm_rstd, pooled, fc_norm, fc_norm_mean, fc_norm_rstd;
@@ -130,7 +133,7 @@ class Model {
     LinearActs pre_logits;
     Tensor logits;
   };
-  struct GradActs {  // gradient scratch ("d_*" in the table), shared by all blocks
+  struct GradActs {                 // gradient scratch ("d_*" in the table), shared by all blocks
     Tensor logits, head_a, head_b,  // head_a / head_b alternate as dy / dx through the head
         pooled, res, branch, ln, fc1, att, q, k, v, qkv, patches;
   };
@@ -143,11 +146,18 @@ class Model {
     GradActs d;  // gradients
   };
   // Table entry -> the field(s) viewing it (Model does not move, so the pointers stay valid).
-  struct ParamSlot { size_t spec; Tensor* param; Tensor* grad; };
-  struct ActSlot { size_t spec; Tensor* view; };
+  struct ParamSlot {
+    size_t spec;
+    Tensor* param;
+    Tensor* grad;
+  };
+  struct ActSlot {
+    size_t spec;
+    Tensor* view;
+  };
 
   void plan();
-  void bind_activations();  // points the ActTensors fields at the first batch_ rows
+  void bind_activations();                         // points the ActTensors fields at the first batch_ rows
   Tensor act_view(const ActivationSpec& s) const;  // at the current batch size
   Tensor pview(const Tensor& arena, const ParamSpec& s) const;
   Tensor features() const;  // the pooled features the head starts from
@@ -162,7 +172,7 @@ class Model {
   std::vector<ParamSlot> param_slots_;
   std::vector<ActSlot> act_slots_;
   int64_t num_params_ = 0, arena_size_ = 0, act_bytes_ = 0;
-  void* param_mem_ = nullptr;   // params (+ master when dtypes differ)
+  void* param_mem_ = nullptr;  // params (+ master when dtypes differ)
   void* grad_mem_ = nullptr;
   void* act_mem_ = nullptr;
   Tensor params_, master_, grads_;

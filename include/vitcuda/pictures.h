@@ -20,8 +20,7 @@ PatchGridLayout patch_grid_layout(int height, int width, int patch, int scale, i
 // The Keras tutorial's picture: the original image (left) and its patches laid out on the
 // grid with `gap` white pixels between them (right), upscaled `scale` times. RGB output;
 // chw: [channels, height, width] bytes. scale 0: chosen so the image is about 256 pixels.
-Image patch_grid_image(const uint8_t* chw, int channels, int height, int width, int patch, int scale = 0,
-                       int gap = 4);
+Image patch_grid_image(const uint8_t* chw, int channels, int height, int width, int patch, int scale = 0, int gap = 4);
 
 // A perceptual colour map (viridis, 0 → dark purple, 1 → yellow) as RGB.
 void colormap(float t, uint8_t rgb[3]);

@@ -16,7 +16,6 @@ namespace vitcuda {
 // one forward pass). Returns the file names written.
 std::vector<std::string> write_test_report(const std::string& dir, Model& model, const Dataset& data,
                                            const std::vector<int32_t>& predictions,
-                                           const std::vector<std::string>& class_names = {},
-                                           int64_t image_index = 0);
+                                           const std::vector<std::string>& class_names = {}, int64_t image_index = 0);
 
 }  // namespace vitcuda

@@ -35,16 +35,16 @@ constexpr int kMaxDims = 4;
 class Tensor {
  public:
   Tensor() = default;
-  static Tensor view(void* data, std::initializer_list<int64_t> shape, DType dtype,
-                     Device device = Device::CPU);
-  static Tensor view(void* data, const int64_t* shape, int ndim, DType dtype,
-                     Device device = Device::CPU);
+  static Tensor view(void* data, std::initializer_list<int64_t> shape, DType dtype, Device device = Device::CPU);
+  static Tensor view(void* data, const int64_t* shape, int ndim, DType dtype, Device device = Device::CPU);
   // Host-memory tensor owning zero-initialised storage.
   static Tensor empty(std::initializer_list<int64_t> shape, DType dtype);
 
   void* data() const { return data_; }
   template <typename T>
-  T* ptr() const { return static_cast<T*>(data_); }
+  T* ptr() const {
+    return static_cast<T*>(data_);
+  }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
   int ndim() const { return ndim_; }

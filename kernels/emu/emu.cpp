@@ -305,8 +305,7 @@ void perform_copies(Fiber* f, long up_to_group, bool include_uncommitted) {
     if (due) {
       std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
       if (c.src_bytes < c.bytes)
-        std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0,
-                    static_cast<size_t>(c.bytes - c.src_bytes));
+        std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
     } else {
       q[kept++] = c;
     }
@@ -334,9 +333,9 @@ void thread_exit(Emulator& e, Fiber* self) {
   for (unsigned p = ws.parked; p; p &= p - 1) {
     Fiber* f = e.fibers[warp_base + __builtin_ctz(p)].get();
     if (f->warp_mask >> lane & 1u) {
-      abort_block(e, where(e, f) + ": " + f->warp_op + " (" + site(f->warp_file, f->warp_line) +
-                         ") with mask " + hex(f->warp_mask) + " waits for lane " +
-                         std::to_string(lane) + ", which exited without arriving");
+      abort_block(e, where(e, f) + ": " + f->warp_op + " (" + site(f->warp_file, f->warp_line) + ") with mask " +
+                         hex(f->warp_mask) + " waits for lane " + std::to_string(lane) +
+                         ", which exited without arriving");
       return;
     }
   }
@@ -378,8 +377,7 @@ Fiber* make_fiber(int tid) {
   auto f = std::make_unique<Fiber>();
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t total = kFiberStackBytes + page;
-  void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+  void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) throw Error("cuda-emu: cannot map a fiber stack");
   mprotect(mem, page, PROT_NONE);  // guard page: a fiber stack overflow faults instead of corrupting
   f->stack = static_cast<unsigned char*>(mem) + page;
@@ -425,20 +423,17 @@ std::string describe_deadlock(Emulator& e) {
       for (int l = 0; l < kWarpSize; ++l) {
         if (!(f->warp_mask >> l & 1u) || base + l >= b.nthreads) continue;
         Fiber* o = e.fibers[base + l].get();
-        if (o->state == State::AtWarp && o->warp_fn == f->warp_fn && o->warp_mask == f->warp_mask)
-          continue;
+        if (o->state == State::AtWarp && o->warp_fn == f->warp_fn && o->warp_mask == f->warp_mask) continue;
         if (!missing.empty()) missing += "; ";
-        missing += "lane " + std::to_string(l) +
-                   (o->state == State::AtBarrier
-                        ? " waits at __syncthreads (" + site(b.barrier_file, b.barrier_line) + ")"
-                        : o->state == State::AtWarp
-                              ? std::string(" waits in ") + o->warp_op + " (" +
-                                    site(o->warp_file, o->warp_line) + ") with mask " +
-                                    hex(o->warp_mask)
-                              : std::string(" did not arrive"));
+        missing +=
+            "lane " + std::to_string(l) +
+            (o->state == State::AtBarrier ? " waits at __syncthreads (" + site(b.barrier_file, b.barrier_line) + ")"
+             : o->state == State::AtWarp  ? std::string(" waits in ") + o->warp_op + " (" +
+                                               site(o->warp_file, o->warp_line) + ") with mask " + hex(o->warp_mask)
+                                         : std::string(" did not arrive"));
       }
-      os << where(e, f) << ": " << f->warp_op << " (" << site(f->warp_file, f->warp_line)
-         << ") with mask " << hex(f->warp_mask) << " can never complete: " << missing;
+      os << where(e, f) << ": " << f->warp_op << " (" << site(f->warp_file, f->warp_line) << ") with mask "
+         << hex(f->warp_mask) << " can never complete: " << missing;
       return os.str();
     }
   }
@@ -489,9 +484,9 @@ void run_block(Emulator& e, uint3 block_idx) {
 }
 
 void validate_launch(Emulator& e, const void* kernel, dim3 grid, dim3 block, size_t smem) {
-  const std::string prefix = "cuda-emu: launch of " + rt::kernel_name(kernel) + " with grid " +
-                             dim_str(grid) + ", block " + dim_str(block) + ", " +
-                             std::to_string(smem) + " bytes of dynamic shared memory: ";
+  const std::string prefix = "cuda-emu: launch of " + rt::kernel_name(kernel) + " with grid " + dim_str(grid) +
+                             ", block " + dim_str(block) + ", " + std::to_string(smem) +
+                             " bytes of dynamic shared memory: ";
   (void)e;
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0)
@@ -513,8 +508,7 @@ void validate_launch(Emulator& e, const void* kernel, dim3 grid, dim3 block, siz
                   " bytes (227 KiB, H100)");
     if (smem > optin)
       throw Error(prefix + "over 48 KiB needs an opt-in: call rt::set_max_dynamic_smem(kernel, " +
-                  std::to_string(smem) + ") first (the kernel's opt-in is " +
-                  std::to_string(optin) + " bytes)");
+                  std::to_string(smem) + ") first (the kernel's opt-in is " + std::to_string(optin) + " bytes)");
   }
 }
 
@@ -524,15 +518,14 @@ void validate_launch(Emulator& e, const void* kernel, dim3 grid, dim3 block, siz
 
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {
   if (bytes > kMaxDynamicSmemOptIn)
-    throw Error("cuda-emu: set_max_dynamic_smem(" + rt::kernel_name(kernel) + ", " +
-                std::to_string(bytes) + "): over the device limit of " +
-                std::to_string(kMaxDynamicSmemOptIn) + " bytes (227 KiB, H100)");
+    throw Error("cuda-emu: set_max_dynamic_smem(" + rt::kernel_name(kernel) + ", " + std::to_string(bytes) +
+                "): over the device limit of " + std::to_string(kMaxDynamicSmemOptIn) + " bytes (227 KiB, H100)");
   std::lock_guard<std::mutex> lock(optin_mutex());
   optin_registry()[kernel] = bytes;
 }
 
-void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream,
-              InvokeFn invoke, const void* closure) {
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, InvokeFn invoke,
+              const void* closure) {
   (void)stream;  // streams are synchronous: the launch completes before run_grid returns
   Emulator& e = emu();
   if (e.in_launch)
@@ -542,8 +535,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::
   std::lock_guard<std::mutex> lock(launch_mutex());
 
   const int n = static_cast<int>(block.x * block.y * block.z);
-  while (static_cast<int>(e.fibers.size()) < n)
-    e.fibers.emplace_back(make_fiber(static_cast<int>(e.fibers.size())));
+  while (static_cast<int>(e.fibers.size()) < n) e.fibers.emplace_back(make_fiber(static_cast<int>(e.fibers.size())));
   if (e.ready.size() < static_cast<size_t>(n) + 1) e.ready.resize(n + 1);
 
   // Exactly the requested bytes, so ASan also sees raw accesses past the end.
@@ -582,8 +574,7 @@ int block_barrier(BarrierOp op, int predicate, const char* file, int line) {
   if (b.done > 0) {
     for (int i = 0; i < b.nthreads; ++i)
       if (e.fibers[i]->state == State::Done)
-        fail("__syncthreads (" + site(file, line) + ") can never complete: thread " +
-             idx_str(e.fibers[i]->idx) +
+        fail("__syncthreads (" + site(file, line) + ") can never complete: thread " + idx_str(e.fibers[i]->idx) +
              " has exited; every thread of the block must reach each __syncthreads");
   }
   if (b.barrier_arrived == 0) {
@@ -591,11 +582,9 @@ int block_barrier(BarrierOp op, int predicate, const char* file, int line) {
     b.barrier_file = file;
     b.barrier_line = line;
     b.barrier_acc = op == BarrierOp::And ? 1 : 0;
-  } else if (b.barrier_line != line || std::strcmp(b.barrier_file, file) != 0 ||
-             b.barrier_op != op) {
-    fail("reached __syncthreads at " + site(file, line) + " while " +
-         std::to_string(b.barrier_arrived) + " thread(s) wait at the one at " +
-         site(b.barrier_file, b.barrier_line) + " (divergent barriers)");
+  } else if (b.barrier_line != line || std::strcmp(b.barrier_file, file) != 0 || b.barrier_op != op) {
+    fail("reached __syncthreads at " + site(file, line) + " while " + std::to_string(b.barrier_arrived) +
+         " thread(s) wait at the one at " + site(b.barrier_file, b.barrier_line) + " (divergent barriers)");
   }
   const int p = predicate != 0;
   switch (op) {
@@ -623,8 +612,8 @@ int block_barrier(BarrierOp op, int predicate, const char* file, int line) {
   return self->barrier_result;
 }
 
-void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask, const void* in,
-                     void* out, const char* file, int line) {
+void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask, const void* in, void* out,
+                     const char* file, int line) {
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) throw Error(std::string("cuda-emu: ") + op_name + " called outside a kernel");
@@ -641,8 +630,8 @@ void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask
          " names lanes that do not exist (this warp has " + std::to_string(lanes) + " lanes)");
   WarpState& ws = b.warps[self->tid / kWarpSize];
   if (const unsigned exited = mask & ws.done)
-    fail(std::string(op_name) + " (" + site(file, line) + ") with mask " + hex(mask) +
-         " names lane " + std::to_string(__builtin_ctz(exited)) + ", which has exited");
+    fail(std::string(op_name) + " (" + site(file, line) + ") with mask " + hex(mask) + " names lane " +
+         std::to_string(__builtin_ctz(exited)) + ", which has exited");
   self->warp_op = op_name;
   self->warp_fn = complete;
   self->warp_mask = mask;
@@ -709,9 +698,8 @@ void shuffle_complete(unsigned mask, const WarpSlot* slots, SourceLane source_la
 }  // namespace
 
 void shfl_idx_complete(unsigned mask, const WarpSlot* slots) {
-  shuffle_complete(mask, slots, [](int, int arg, int width, int min_lane, int) {
-    return min_lane + (arg & (width - 1));
-  });
+  shuffle_complete(mask, slots,
+                   [](int, int arg, int width, int min_lane, int) { return min_lane + (arg & (width - 1)); });
 }
 void shfl_up_complete(unsigned mask, const WarpSlot* slots) {
   shuffle_complete(mask, slots, [](int l, int arg, int, int min_lane, int) {
@@ -747,10 +735,9 @@ DynamicSmem dynamic_smem() {
   return DynamicSmem{e.launch.smem, e.launch.smem_bytes};
 }
 
-void fail_smem_access(ptrdiff_t offset, size_t access_bytes, size_t smem_bytes,
-                      const char* type_name) {
-  std::string what = "dynamic shared memory access of " + std::to_string(access_bytes) +
-                     " byte(s) (" + type_name + ") at byte offset " + std::to_string(offset);
+void fail_smem_access(ptrdiff_t offset, size_t access_bytes, size_t smem_bytes, const char* type_name) {
+  std::string what = "dynamic shared memory access of " + std::to_string(access_bytes) + " byte(s) (" + type_name +
+                     ") at byte offset " + std::to_string(offset);
   if (offset >= 0 && access_bytes > 0 && offset % static_cast<ptrdiff_t>(access_bytes) != 0 &&
       static_cast<size_t>(offset) + access_bytes <= smem_bytes)
     what += " is misaligned";
@@ -766,8 +753,8 @@ void check_shared_range(const void* addr, size_t bytes, const char* op) {
   if (!lo || p < lo || p >= lo + e.launch.smem_bytes + 4096) return;  // static __shared__ etc.
   if (p + bytes > lo + e.launch.smem_bytes)
     fail(std::string(op) + ": " + std::to_string(bytes) + " bytes at dynamic shared memory offset " +
-         std::to_string(p - lo) + " are out of bounds: the launch gave " +
-         std::to_string(e.launch.smem_bytes) + " bytes");
+         std::to_string(p - lo) + " are out of bounds: the launch gave " + std::to_string(e.launch.smem_bytes) +
+         " bytes");
 }
 
 // ---- cp.async ----------------------------------------------------------------------------------
@@ -776,11 +763,9 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
   Fiber* self = e.current;
   if (!self) throw Error("cuda-emu: cp.async outside a kernel");
   if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
-    fail("cp.async of " + std::to_string(bytes) + " bytes needs " + std::to_string(bytes) +
-         "-byte aligned addresses");
+    fail("cp.async of " + std::to_string(bytes) + " bytes needs " + std::to_string(bytes) + "-byte aligned addresses");
   if (src_bytes < 0 || src_bytes > bytes)
-    fail("cp.async: src-size " + std::to_string(src_bytes) + " is not in [0, " +
-         std::to_string(bytes) + "]");
+    fail("cp.async: src-size " + std::to_string(src_bytes) + " is not in [0, " + std::to_string(bytes) + "]");
   check_shared_range(dst, static_cast<size_t>(bytes), "cp.async");
   self->copies.push_back(AsyncCopy{dst, src, bytes, src_bytes, -1});
 }
@@ -889,8 +874,7 @@ std::string kernel_name(const void* kernel) {
   if (it != cache.end()) return it->second;
   std::string name;
   Dl_info info;
-  if (dladdr(kernel, &info) && info.dli_sname && info.dli_saddr == kernel)
-    name = demangle(info.dli_sname);
+  if (dladdr(kernel, &info) && info.dli_sname && info.dli_saddr == kernel) name = demangle(info.dli_sname);
   if (name.empty()) name = symtab_lookup(reinterpret_cast<uintptr_t>(kernel));
   if (name.empty()) {
     char buf[32];

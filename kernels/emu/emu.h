@@ -61,8 +61,8 @@ extern dim3 g_grid_dim;
 
 // ---- the scheduler's entry point (kernels/emu.cpp) --------------------------------------------
 using InvokeFn = void (*)(const void* closure);  // runs the kernel body for the current thread
-void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream,
-              InvokeFn invoke, const void* closure);
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, InvokeFn invoke,
+              const void* closure);
 void set_max_dynamic_smem(const void* kernel, size_t bytes);
 
 // Throws vitcuda::Error "kernel K, block (..), thread (..): what" for the running thread.
@@ -81,8 +81,8 @@ struct WarpSlot {
   void* out;
 };
 using WarpCompleteFn = void (*)(unsigned mask, const WarpSlot* slots /*[32], by lane*/);
-void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask, const void* in,
-                     void* out, const char* file, int line);
+void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask, const void* in, void* out,
+                     const char* file, int line);
 unsigned active_mask();  // lanes of the caller's warp that have not exited
 
 // ---- dynamic shared memory ------------------------------------------------------------------
@@ -91,8 +91,7 @@ struct DynamicSmem {
   size_t bytes;
 };
 DynamicSmem dynamic_smem();
-[[noreturn]] void fail_smem_access(ptrdiff_t offset, size_t access_bytes, size_t smem_bytes,
-                                   const char* type_name);
+[[noreturn]] void fail_smem_access(ptrdiff_t offset, size_t access_bytes, size_t smem_bytes, const char* type_name);
 // An address used by a shared-memory instruction (ldmatrix, cp.async): when it lies in the
 // dynamic shared memory, [addr, addr + bytes) must fit in it. Static __shared__ is not checked.
 void check_shared_range(const void* addr, size_t bytes, const char* op);
@@ -118,16 +117,13 @@ constexpr int warpSize = 32;
 inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   ::vitcuda::emu::block_barrier(::vitcuda::emu::BarrierOp::Sync, 0, file, line);
 }
-inline int __syncthreads_count(int predicate, const char* file = __builtin_FILE(),
-                               int line = __builtin_LINE()) {
+inline int __syncthreads_count(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return ::vitcuda::emu::block_barrier(::vitcuda::emu::BarrierOp::Count, predicate, file, line);
 }
-inline int __syncthreads_and(int predicate, const char* file = __builtin_FILE(),
-                             int line = __builtin_LINE()) {
+inline int __syncthreads_and(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return ::vitcuda::emu::block_barrier(::vitcuda::emu::BarrierOp::And, predicate, file, line);
 }
-inline int __syncthreads_or(int predicate, const char* file = __builtin_FILE(),
-                            int line = __builtin_LINE()) {
+inline int __syncthreads_or(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return ::vitcuda::emu::block_barrier(::vitcuda::emu::BarrierOp::Or, predicate, file, line);
 }
 inline void __threadfence() {}
@@ -148,13 +144,11 @@ void syncwarp_complete(unsigned mask, const WarpSlot* slots);
 void ballot_complete(unsigned mask, const WarpSlot* slots);
 
 template <typename T>
-T shuffle(const char* name, WarpCompleteFn fn, unsigned mask, T var, int lane_arg, int width,
-          const char* file, int line) {
-  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8,
-                "warp shuffles move values of at most 8 bytes");
+T shuffle(const char* name, WarpCompleteFn fn, unsigned mask, T var, int lane_arg, int width, const char* file,
+          int line) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "warp shuffles move values of at most 8 bytes");
   if (width <= 0 || width > kWarpSize || (width & (width - 1)) != 0)
-    fail(std::string(name) + ": width " + std::to_string(width) +
-         " is not a power of two in [1, 32]");
+    fail(std::string(name) + ": width " + std::to_string(width) + " is not a power of two in [1, 32]");
   ShuffleIn in{0, lane_arg, width};
   std::memcpy(&in.bits, &var, sizeof(T));
   uint64_t out = 0;
@@ -166,49 +160,44 @@ T shuffle(const char* name, WarpCompleteFn fn, unsigned mask, T var, int lane_ar
 }  // namespace vitcuda::emu
 
 template <typename T>
-T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize,
-              const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  return ::vitcuda::emu::shuffle("__shfl_sync", ::vitcuda::emu::shfl_idx_complete, mask, var,
-                                 srcLane, width, file, line);
+T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize, const char* file = __builtin_FILE(),
+              int line = __builtin_LINE()) {
+  return ::vitcuda::emu::shuffle("__shfl_sync", ::vitcuda::emu::shfl_idx_complete, mask, var, srcLane, width, file,
+                                 line);
 }
 template <typename T>
-T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
-                 const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  return ::vitcuda::emu::shuffle("__shfl_up_sync", ::vitcuda::emu::shfl_up_complete, mask, var,
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize, const char* file = __builtin_FILE(),
+                 int line = __builtin_LINE()) {
+  return ::vitcuda::emu::shuffle("__shfl_up_sync", ::vitcuda::emu::shfl_up_complete, mask, var, static_cast<int>(delta),
+                                 width, file, line);
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize, const char* file = __builtin_FILE(),
+                   int line = __builtin_LINE()) {
+  return ::vitcuda::emu::shuffle("__shfl_down_sync", ::vitcuda::emu::shfl_down_complete, mask, var,
                                  static_cast<int>(delta), width, file, line);
 }
 template <typename T>
-T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
-                   const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  return ::vitcuda::emu::shuffle("__shfl_down_sync", ::vitcuda::emu::shfl_down_complete, mask,
-                                 var, static_cast<int>(delta), width, file, line);
+T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize, const char* file = __builtin_FILE(),
+                  int line = __builtin_LINE()) {
+  return ::vitcuda::emu::shuffle("__shfl_xor_sync", ::vitcuda::emu::shfl_xor_complete, mask, var, laneMask, width, file,
+                                 line);
 }
-template <typename T>
-T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize,
-                  const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  return ::vitcuda::emu::shuffle("__shfl_xor_sync", ::vitcuda::emu::shfl_xor_complete, mask, var,
-                                 laneMask, width, file, line);
-}
-inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(),
-                       int line = __builtin_LINE()) {
-  ::vitcuda::emu::warp_collective("__syncwarp", ::vitcuda::emu::syncwarp_complete, mask, nullptr,
-                                  nullptr, file, line);
+inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::vitcuda::emu::warp_collective("__syncwarp", ::vitcuda::emu::syncwarp_complete, mask, nullptr, nullptr, file, line);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
   const int pred = predicate != 0;
   unsigned out = 0;
-  ::vitcuda::emu::warp_collective("__ballot_sync", ::vitcuda::emu::ballot_complete, mask, &pred,
-                                  &out, file, line);
+  ::vitcuda::emu::warp_collective("__ballot_sync", ::vitcuda::emu::ballot_complete, mask, &pred, &out, file, line);
   return out;
 }
 // __any_sync and __all_sync are ballots over the mask (one rendezvous kind, as in hardware vote).
-inline int __any_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
-                      int line = __builtin_LINE()) {
+inline int __any_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return __ballot_sync(mask, predicate, file, line) != 0;
 }
-inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
-                      int line = __builtin_LINE()) {
+inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return __ballot_sync(mask, predicate, file, line) == mask;
 }
 inline unsigned __activemask() { return ::vitcuda::emu::active_mask(); }
@@ -285,11 +274,8 @@ inline T vitcuda_emu_atomic_cas(T* a, T compare, T val) {
   return old;
 }
 inline int atomicCAS(int* a, int c, int v) { return vitcuda_emu_atomic_cas(a, c, v); }
-inline unsigned atomicCAS(unsigned* a, unsigned c, unsigned v) {
-  return vitcuda_emu_atomic_cas(a, c, v);
-}
-inline unsigned long long atomicCAS(unsigned long long* a, unsigned long long c,
-                                    unsigned long long v) {
+inline unsigned atomicCAS(unsigned* a, unsigned c, unsigned v) { return vitcuda_emu_atomic_cas(a, c, v); }
+inline unsigned long long atomicCAS(unsigned long long* a, unsigned long long c, unsigned long long v) {
   return vitcuda_emu_atomic_cas(a, c, v);
 }
 inline unsigned short atomicCAS(unsigned short* a, unsigned short c, unsigned short v) {
@@ -372,9 +358,7 @@ inline double __longlong_as_double(long long x) {
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-inline int __clzll(long long x) {
-  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
-}
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x)); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline unsigned __brev(unsigned x) {
@@ -384,12 +368,8 @@ inline unsigned __brev(unsigned x) {
   x = ((x >> 8) & 0x00FF00FFu) | ((x & 0x00FF00FFu) << 8);
   return (x >> 16) | (x << 16);
 }
-inline unsigned __umulhi(unsigned a, unsigned b) {
-  return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
-}
-inline int __mulhi(int a, int b) {
-  return static_cast<int>((static_cast<int64_t>(a) * b) >> 32);
-}
+inline unsigned __umulhi(unsigned a, unsigned b) { return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32); }
+inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<int64_t>(a) * b) >> 32); }
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
   return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
 }

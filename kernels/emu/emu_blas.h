@@ -8,7 +8,7 @@
 namespace vitcuda::emu {
 
 // C[M, N] = alpha * op(A) · op(B) + beta * C, row-major, single-threaded OpenBLAS.
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace vitcuda::emu

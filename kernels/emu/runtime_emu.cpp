@@ -80,12 +80,10 @@ float event_elapsed_ms(Event start, Event stop) {
   return std::chrono::duration<float, std::milli>(stop->time - start->time).count();
 }
 
-void set_max_dynamic_smem(const void* kernel, size_t bytes) {
-  emu::set_max_dynamic_smem(kernel, bytes);
-}
+void set_max_dynamic_smem(const void* kernel, size_t bytes) { emu::set_max_dynamic_smem(kernel, bytes); }
 
-void check_launch(const void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                  size_t) {}  // run_grid throws on failure
+void check_launch(const void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t) {
+}  // run_grid throws on failure
 
 }  // namespace rt
 VITCUDA_KERNELS_END

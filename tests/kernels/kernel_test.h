@@ -35,10 +35,10 @@ inline std::string skip_reason() {
   return "";
 }
 
-#define VITCUDA_SKIP_WITHOUT_DEVICE()                                     \
-  do {                                                                    \
-    const std::string reason_ = ::vitcuda::test::skip_reason();           \
-    if (!reason_.empty()) GTEST_SKIP() << reason_;                        \
+#define VITCUDA_SKIP_WITHOUT_DEVICE()                           \
+  do {                                                          \
+    const std::string reason_ = ::vitcuda::test::skip_reason(); \
+    if (!reason_.empty()) GTEST_SKIP() << reason_;              \
   } while (0)
 
 #define VITCUDA_EMU_ONLY()                                                                  \

@@ -37,10 +37,9 @@ bool covered(const std::vector<AdamWSegment>& segs, int64_t i) {
 
 // params: 0 none, 1 separate buffer, 2 the master arena itself (fp32 only).
 template <typename TP>
-void check_adamw(int64_t n, const std::vector<AdamWSegment>& segs, const AdamWHyper& h,
-                 int params_mode) {
-  SCOPED_TRACE("n=" + std::to_string(n) + " segments=" + std::to_string(segs.size()) + " step=" +
-               std::to_string(h.step) + " params_mode=" + std::to_string(params_mode));
+void check_adamw(int64_t n, const std::vector<AdamWSegment>& segs, const AdamWHyper& h, int params_mode) {
+  SCOPED_TRACE("n=" + std::to_string(n) + " segments=" + std::to_string(segs.size()) +
+               " step=" + std::to_string(h.step) + " params_mode=" + std::to_string(params_mode));
   const State s0 = make_state(n, 500 + static_cast<uint32_t>(n));
   State ref = s0;
   ref::adamw_update(ref.p.data(), ref.g.data(), ref.m.data(), ref.v.data(), h, segs.data(),
@@ -53,8 +52,7 @@ void check_adamw(int64_t n, const std::vector<AdamWSegment>& segs, const AdamWHy
   if (params_mode == 1) pp = params.get();
   if constexpr (std::is_same_v<TP, float>)
     if (params_mode == 2) pp = p.get();
-  adamw_update<TP>(p.get(), g.get(), m.get(), v.get(), pp, n, h, segs.data(),
-                   static_cast<int>(segs.size()), nullptr);
+  adamw_update<TP>(p.get(), g.get(), m.get(), v.get(), pp, n, h, segs.data(), static_cast<int>(segs.size()), nullptr);
   const std::vector<float> gp = p.download(), gm = m.download(), gv = v.download();
   const std::vector<TP> gparams = params.download();
   ASSERT_EQ(g.download(), s0.g) << "grads must not change";
@@ -86,11 +84,10 @@ void check_adamw(int64_t n, const std::vector<AdamWSegment>& segs, const AdamWHy
     const double err_mhat = inv_bc1 * 4 * kU32 * terms_m + 4 * kU32 * mhat;
     const double err_vhat = inv_bc2 * 4 * kU32 * terms_v + 4 * kU32 * vhat;
     const double den = std::sqrt(vhat) + h.eps;
-    const double err_sqrt = vhat > 0 ? std::min(err_vhat / (2 * std::sqrt(vhat)), std::sqrt(err_vhat))
-                                     : std::sqrt(err_vhat);
+    const double err_sqrt =
+        vhat > 0 ? std::min(err_vhat / (2 * std::sqrt(vhat)), std::sqrt(err_vhat)) : std::sqrt(err_vhat);
     const double upd = h.lr * mhat / den;
-    const double err_upd = h.lr * (err_mhat / den + mhat * (err_sqrt + 2 * kU32 * den) / (den * den)) +
-                           4 * kU32 * upd;
+    const double err_upd = h.lr * (err_mhat / den + mhat * (err_sqrt + 2 * kU32 * den) / (den * den)) + 4 * kU32 * upd;
     const double tol = 4 * kU32 * std::fabs(s0.p[i]) + err_upd + 2 * kU32 * std::fabs(ref.p[i]);
     ASSERT_NEAR(gp[i], ref.p[i], tol) << "master[" << i << "]";
     if (params_mode == 1) {  // the compute copy is the stored master, rounded once
@@ -133,7 +130,7 @@ void suite() {
   if constexpr (std::is_same_v<TP, float>) check_adamw<TP>(n, vit_like, hyper(3), 2);
 
   // Unsorted, with gaps and an empty segment; adjacent same-flag segments (merged).
-  std::vector<AdamWSegment> gaps = {{50, 30, true}, {3, 10, false}, {13, 6, false},
+  std::vector<AdamWSegment> gaps = {{50, 30, true}, {3, 10, false},  {13, 6, false},
                                     {90, 0, true},  {200, 77, true}, {19, 21, true}};
   check_adamw<TP>(301, gaps, hyper(4), 1);
 
@@ -161,21 +158,24 @@ TEST_P(AdamWKernel, ArgumentChecks) {
   const AdamWHyper h = hyper(1);
   const char* op = "adamw_update";
   auto call = [&](float* p, const float* g, float* m, float* v, float* params, const AdamWHyper& hh,
-                  const AdamWSegment* segs, int ns) {
-    adamw_update<float>(p, g, m, v, params, n, hh, segs, ns, nullptr);
-  };
+                  const AdamWSegment* segs,
+                  int ns) { adamw_update<float>(p, g, m, v, params, n, hh, segs, ns, nullptr); };
   expect_error([&] { call(nullptr, b.get(), c.get(), d.get(), nullptr, h, all, 1); }, {op, "master is null"});
   expect_error([&] { call(a.get(), nullptr, c.get(), d.get(), nullptr, h, all, 1); }, {op, "grads is null"});
   expect_error([&] { call(a.get(), b.get(), nullptr, d.get(), nullptr, h, all, 1); }, {op, "m is null"});
   expect_error([&] { call(a.get(), b.get(), c.get(), nullptr, nullptr, h, all, 1); }, {op, "v is null"});
-  expect_error([&] { call(a.get() + 1, b.get(), c.get(), d.get(), nullptr, h, all, 1); }, {op, "master is not aligned"});
-  expect_error([&] { call(a.get(), b.get(), c.get(), d.get(), e.get() + 2, h, all, 1); }, {op, "params is not aligned"});
+  expect_error([&] { call(a.get() + 1, b.get(), c.get(), d.get(), nullptr, h, all, 1); },
+               {op, "master is not aligned"});
+  expect_error([&] { call(a.get(), b.get(), c.get(), d.get(), e.get() + 2, h, all, 1); },
+               {op, "params is not aligned"});
   expect_error([&] { call(a.get(), a.get(), c.get(), d.get(), nullptr, h, all, 1); }, {op, "master and grads overlap"});
   expect_error([&] { call(a.get(), b.get(), c.get(), d.get(), c.get(), h, all, 1); }, {op, "params overlaps m"});
-  expect_error([&] {
-    adamw_update<__nv_bfloat16>(a.get(), b.get(), c.get(), d.get(),
-                                reinterpret_cast<__nv_bfloat16*>(a.get()), n, h, all, 1, nullptr);
-  }, {op, "params overlaps master"});
+  expect_error(
+      [&] {
+        adamw_update<__nv_bfloat16>(a.get(), b.get(), c.get(), d.get(), reinterpret_cast<__nv_bfloat16*>(a.get()), n, h,
+                                    all, 1, nullptr);
+      },
+      {op, "params overlaps master"});
   const AdamWSegment outside[] = {{60, 5, true}};
   expect_error([&] { call(a.get(), b.get(), c.get(), d.get(), nullptr, h, outside, 1); }, {op, "segments[0]"});
   const AdamWSegment overlapping[] = {{0, 10, true}, {8, 4, false}};
@@ -236,8 +236,7 @@ TEST_P(AdamWKernel, NativeViTBArena) {
   if (emulated()) GTEST_SKIP() << "full-size shape: native build only (the emulator is too slow)";
   std::vector<int64_t> lengths;
   for (int layer = 0; layer < 12; ++layer)
-    for (int64_t len : {768 * 2, 2304 * 768, 2304, 768 * 768, 768 + 768 * 2, 3072 * 768, 3072,
-                        768 * 3072, 768})
+    for (int64_t len : {768 * 2, 2304 * 768, 2304, 768 * 768, 768 + 768 * 2, 3072 * 768, 3072, 768 * 3072, 768})
       lengths.push_back(len);
   const std::vector<AdamWSegment> segs = runs(lengths);
   const int64_t n = segs.back().offset + segs.back().count;
@@ -245,8 +244,7 @@ TEST_P(AdamWKernel, NativeViTBArena) {
   check_sum_squares<float>(n, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, AdamWKernel, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, AdamWKernel, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -87,9 +87,7 @@ Head head_stats(const Case& c, const Inputs& in, const std::vector<float>& lse, 
       hd.A = std::max(hd.A, a * scale);
       hd.P[size_t(i) * N + j] = std::exp(s * scale - lse[size_t(bh) * N + i]);
       hd.Z[size_t(i) * N + j] =
-          drop.active()
-              ? (dropout_keep(drop.seed, drop.stream, (uint64_t(bh) * N + i) * N + j, thr) ? keep : 0)
-              : 1.0;
+          drop.active() ? (dropout_keep(drop.seed, drop.stream, (uint64_t(bh) * N + i) * N + j, thr) ? keep : 0) : 1.0;
     }
   return hd;
 }
@@ -99,9 +97,7 @@ Head head_stats(const Case& c, const Inputs& in, const std::vector<float>& lse, 
 // of N terms N·u; a factor 2 for the handful of further roundings (scale, max shift, 1/l).
 double prob_rel_error(const Case& c, double A) { return 2.0 * ((c.d + 4) * A + c.N + 8) * kU32; }
 
-size_t out_index(const Case& c, int b, int h, int i, int x) {
-  return ((size_t(b) * c.N + i) * c.H + h) * c.d + x;
-}
+size_t out_index(const Case& c, int b, int h, int i, int x) { return ((size_t(b) * c.N + i) * c.H + h) * c.d + x; }
 
 template <typename T>
 void check_forward(const Case& c) {
@@ -113,11 +109,10 @@ void check_forward(const Case& c) {
   const DropoutSpec drop = dropout_for(c);
   rt::DeviceBuffer<T> q(convert<T>(in.q)), k(convert<T>(in.k)), v(convert<T>(in.v)), out(n);
   rt::DeviceBuffer<float> lse(rows);
-  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), c.B, c.H,
-                       c.N, c.d, nullptr);
+  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), c.B, c.H, c.N, c.d, nullptr);
   std::vector<float> out_ref(n), lse_ref(rows);
-  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop,
-                                out_ref.data(), lse_ref.data(), c.B, c.H, c.N, c.d);
+  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop, out_ref.data(), lse_ref.data(), c.B,
+                                c.H, c.N, c.d);
   const std::vector<float> got = to_floats(out.download()), got_lse = lse.download();
 
   for (int b = 0; b < c.B; ++b)
@@ -140,10 +135,8 @@ void check_forward(const Case& c) {
           for (int j = 0; j < c.N; ++j)
             W += hd.P[size_t(i) * c.N + j] * hd.Z[size_t(i) * c.N + j] * std::fabs(V[j * c.d + x]);
           const size_t o = out_index(c, b, h, i, x);
-          const double tol = (eps + (bf16_io ? kUBf16 : 0)) * W +
-                             (bf16_io ? kUBf16 * std::fabs(out_ref[o]) : 0) + 1e-6;
-          ASSERT_NEAR(got[o], out_ref[o], tol) << "out[b=" << b << "][i=" << i << "][h=" << h
-                                               << "][" << x << "]";
+          const double tol = (eps + (bf16_io ? kUBf16 : 0)) * W + (bf16_io ? kUBf16 * std::fabs(out_ref[o]) : 0) + 1e-6;
+          ASSERT_NEAR(got[o], out_ref[o], tol) << "out[b=" << b << "][i=" << i << "][h=" << h << "][" << x << "]";
         }
       }
     }
@@ -161,23 +154,21 @@ void check_backward(const Case& c) {
   // out and lse from the reference forward (out rounded to T, as the model stores it), given to
   // both backwards, so forward errors do not enter this comparison.
   std::vector<float> out_ref(n), lse_ref(rows);
-  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop,
-                                out_ref.data(), lse_ref.data(), c.B, c.H, c.N, c.d);
+  ref::attention_forward<float>(in.q.data(), in.k.data(), in.v.data(), scale, drop, out_ref.data(), lse_ref.data(), c.B,
+                                c.H, c.N, c.d);
   const std::vector<float> out_t = to_floats(convert<T>(out_ref));
 
-  rt::DeviceBuffer<T> q(convert<T>(in.q)), k(convert<T>(in.k)), v(convert<T>(in.v)),
-      dout(convert<T>(in.dout)), out(convert<T>(out_t)), dq(n), dk(n), dv(n);
+  rt::DeviceBuffer<T> q(convert<T>(in.q)), k(convert<T>(in.k)), v(convert<T>(in.v)), dout(convert<T>(in.dout)),
+      out(convert<T>(out_t)), dq(n), dk(n), dv(n);
   rt::DeviceBuffer<float> lse(lse_ref);
   const size_t ws_bytes = attention_backward_workspace_bytes(c.B, c.H, c.N, c.d);
   rt::DeviceBuffer<unsigned char> ws(ws_bytes);
   rt::memset_device(ws.get(), 0xff, ws_bytes);  // it need not be zeroed: prove it
-  attention_backward<T>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop,
-                        dq.get(), dk.get(), dv.get(), ws.get(), ws_bytes, c.B, c.H, c.N, c.d,
-                        nullptr);
+  attention_backward<T>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop, dq.get(), dk.get(),
+                        dv.get(), ws.get(), ws_bytes, c.B, c.H, c.N, c.d, nullptr);
   std::vector<float> dq_ref(n), dk_ref(n), dv_ref(n);
-  ref::attention_backward<float>(in.dout.data(), in.q.data(), in.k.data(), in.v.data(),
-                                 out_t.data(), lse_ref.data(), scale, drop, dq_ref.data(),
-                                 dk_ref.data(), dv_ref.data(), c.B, c.H, c.N, c.d);
+  ref::attention_backward<float>(in.dout.data(), in.q.data(), in.k.data(), in.v.data(), out_t.data(), lse_ref.data(),
+                                 scale, drop, dq_ref.data(), dk_ref.data(), dv_ref.data(), c.B, c.H, c.N, c.d);
   const std::vector<float> got_dq = to_floats(dq.download()), got_dk = to_floats(dk.download()),
                            got_dv = to_floats(dv.download());
 
@@ -201,10 +192,8 @@ void check_backward(const Case& c) {
           dO_O += std::fabs(double(in.dout[out_index(c, b, h, i, x)]) * out_t[out_index(c, b, h, i, x)]);
         for (int j = 0; j < N; ++j) {
           double dO_v = 0;
-          for (int x = 0; x < d; ++x)
-            dO_v += std::fabs(double(in.dout[out_index(c, b, h, i, x)]) * V[j * d + x]);
-          M[size_t(i) * N + j] =
-              hd.P[size_t(i) * N + j] * scale * (hd.Z[size_t(i) * N + j] * dO_v + dO_O);
+          for (int x = 0; x < d; ++x) dO_v += std::fabs(double(in.dout[out_index(c, b, h, i, x)]) * V[j * d + x]);
+          M[size_t(i) * N + j] = hd.P[size_t(i) * N + j] * scale * (hd.Z[size_t(i) * N + j] * dO_v + dO_O);
         }
       }
       for (int j = 0; j < N; ++j)
@@ -212,8 +201,7 @@ void check_backward(const Case& c) {
           // dV_j = Σ_i P_ij Z_ij dO_i (P rounded to bf16 per term); dK_j = Σ_i dS_ij q_i.
           double v_terms = 0, k_terms = 0;
           for (int i = 0; i < N; ++i) {
-            v_terms += hd.P[size_t(i) * N + j] * hd.Z[size_t(i) * N + j] *
-                       std::fabs(in.dout[out_index(c, b, h, i, x)]);
+            v_terms += hd.P[size_t(i) * N + j] * hd.Z[size_t(i) * N + j] * std::fabs(in.dout[out_index(c, b, h, i, x)]);
             k_terms += M[size_t(i) * N + j] * std::fabs(Q[i * d + x]);
           }
           const size_t o = size_t(bh) * N * d + size_t(j) * d + x;
@@ -286,16 +274,15 @@ void check_mask() {
     for (int j = 0; j < N; ++j) eye[(size_t(bh) * N + j) * d + j] = 1.f;
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < N; ++i) dout[(size_t(i) * H + h) * d + i] = 1.f;
-  rt::DeviceBuffer<T> q(convert<T>(zeros)), k(convert<T>(zeros)), v(convert<T>(eye)), out(n),
-      dO(convert<T>(dout)), dq(n), dk(n), dv(n);
+  rt::DeviceBuffer<T> q(convert<T>(zeros)), k(convert<T>(zeros)), v(convert<T>(eye)), out(n), dO(convert<T>(dout)),
+      dq(n), dk(n), dv(n);
   rt::DeviceBuffer<float> lse(size_t(B) * H * N);
   const float scale = 0.125f;
-  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), B, H, N, d,
-                       nullptr);
+  attention_forward<T>(q.get(), k.get(), v.get(), scale, drop, out.get(), lse.get(), B, H, N, d, nullptr);
   const size_t ws_bytes = attention_backward_workspace_bytes(B, H, N, d);
   rt::DeviceBuffer<unsigned char> ws(ws_bytes);
-  attention_backward<T>(dO.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop,
-                        dq.get(), dk.get(), dv.get(), ws.get(), ws_bytes, B, H, N, d, nullptr);
+  attention_backward<T>(dO.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), scale, drop, dq.get(), dk.get(),
+                        dv.get(), ws.get(), ws_bytes, B, H, N, d, nullptr);
   const std::vector<float> got_out = to_floats(out.download()), got_dv = to_floats(dv.download());
   const float kept = to_float(from_float<T>(1.f / (1.f - drop.p) / N));
   int dropped = 0;
@@ -320,8 +307,8 @@ TEST_P(Attention, DropoutMaskMatchesPhiloxBf16) { check_mask<bf16>(); }
 
 struct Buffers {
   static constexpr int B = 1, H = 1, N = 8, d = 64;
-  rt::DeviceBuffer<bf16> q{size_t(N) * d}, k{size_t(N) * d}, v{size_t(N) * d}, out{size_t(N) * d},
-      dout{size_t(N) * d}, dq{size_t(N) * d}, dk{size_t(N) * d}, dv{size_t(N) * d};
+  rt::DeviceBuffer<bf16> q{size_t(N) * d}, k{size_t(N) * d}, v{size_t(N) * d}, out{size_t(N) * d}, dout{size_t(N) * d},
+      dq{size_t(N) * d}, dk{size_t(N) * d}, dv{size_t(N) * d};
   rt::DeviceBuffer<float> lse{size_t(N)};
   size_t ws_bytes = attention_backward_workspace_bytes(B, H, N, d);
   rt::DeviceBuffer<unsigned char> ws{ws_bytes};
@@ -329,12 +316,11 @@ struct Buffers {
     for (auto* buf : {&q, &k, &v, &out, &dout}) buf->upload(convert<bf16>(std::vector<float>(buf->size(), 0.5f)));
   }
   void forward(const bf16* qp, int dim, DropoutSpec drop = {}) {
-    attention_forward<bf16>(qp, k.get(), v.get(), 0.125f, drop, out.get(), lse.get(), B, H, N, dim,
-                            nullptr);
+    attention_forward<bf16>(qp, k.get(), v.get(), 0.125f, drop, out.get(), lse.get(), B, H, N, dim, nullptr);
   }
   void backward(bf16* dqp, void* w, size_t w_bytes, int dim) {
-    attention_backward<bf16>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), 0.125f,
-                             {}, dqp, dk.get(), dv.get(), w, w_bytes, B, H, N, dim, nullptr);
+    attention_backward<bf16>(dout.get(), q.get(), k.get(), v.get(), out.get(), lse.get(), 0.125f, {}, dqp, dk.get(),
+                             dv.get(), w, w_bytes, B, H, N, dim, nullptr);
   }
 };
 
@@ -343,34 +329,27 @@ TEST_P(Attention, RejectsUnsupportedHeadDim) {
   EXPECT_TRUE(attention_head_dim_supported(80));
   Buffers b;
   expect_error([&] { b.forward(b.q.get(), 48); }, {"attention_forward: head dim d=48"});
-  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes, 256); },
-               {"attention_backward: head dim d=256"});
+  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes, 256); }, {"attention_backward: head dim d=256"});
   expect_error([&] { attention_backward_workspace_bytes(1, 1, 8, 16); }, {"head dim d=16"});
 }
 
 TEST_P(Attention, RejectsNullPointers) {
   Buffers b;
   expect_error([&] { b.forward(nullptr, 64); }, {"attention_forward: q is null"});
-  expect_error([&] { b.backward(nullptr, b.ws.get(), b.ws_bytes, 64); },
-               {"attention_backward: dq is null"});
-  expect_error([&] { b.backward(b.dq.get(), nullptr, b.ws_bytes, 64); },
-               {"attention_backward: workspace is null"});
+  expect_error([&] { b.backward(nullptr, b.ws.get(), b.ws_bytes, 64); }, {"attention_backward: dq is null"});
+  expect_error([&] { b.backward(b.dq.get(), nullptr, b.ws_bytes, 64); }, {"attention_backward: workspace is null"});
 }
 
 TEST_P(Attention, RejectsSmallWorkspaceMisalignmentAndBadDropout) {
   Buffers b;
-  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes - 4, 64); },
-               {"attention_backward: workspace of"});
+  expect_error([&] { b.backward(b.dq.get(), b.ws.get(), b.ws_bytes - 4, 64); }, {"attention_backward: workspace of"});
   expect_error([&] { b.forward(b.q.get() + 1, 64); }, {"attention_forward: q must be 16-byte aligned"});
-  expect_error([&] { b.forward(b.q.get(), 64, DropoutSpec{1.f, 0, 0}); },
-               {"attention_forward: dropout p="});
+  expect_error([&] { b.forward(b.q.get(), 64, DropoutSpec{1.f, 0, 0}); }, {"attention_forward: dropout p="});
   // Empty problems are no-ops, even with null pointers.
-  attention_forward<float>(nullptr, nullptr, nullptr, 1.f, {}, nullptr, nullptr, 0, 12, 197, 64,
-                           nullptr);
+  attention_forward<float>(nullptr, nullptr, nullptr, 1.f, {}, nullptr, nullptr, 0, 12, 197, 64, nullptr);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Attention, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Attention, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -40,9 +40,9 @@ std::vector<float> ref_drop_path(const std::vector<float>& x, int64_t B, const D
 // scalar loop runs instead of the vector one).
 template <typename T>
 void check_dropout(int64_t n, const DropoutSpec& spec, bool in_place, int offset) {
-  SCOPED_TRACE("n=" + std::to_string(n) + " p=" + std::to_string(spec.p) + " seed=" +
-               std::to_string(spec.seed) + " stream=" + std::to_string(spec.stream) +
-               (in_place ? " in-place" : "") + " offset=" + std::to_string(offset));
+  SCOPED_TRACE("n=" + std::to_string(n) + " p=" + std::to_string(spec.p) + " seed=" + std::to_string(spec.seed) +
+               " stream=" + std::to_string(spec.stream) + (in_place ? " in-place" : "") +
+               " offset=" + std::to_string(offset));
   const std::vector<float> x = to_floats(convert<T>(random_floats(n, -3.f, 3.f, 11 + n)));
   rt::DeviceBuffer<T> xb(n + offset), yb(n + offset);
   rt::copy_to_device(xb.get() + offset, convert<T>(x).data(), n * sizeof(T));
@@ -55,11 +55,9 @@ void check_dropout(int64_t n, const DropoutSpec& spec, bool in_place, int offset
 }
 
 template <typename T>
-void check_drop_path(int64_t B, int64_t per_sample, const DropoutSpec& spec, bool in_place,
-                     int offset) {
-  SCOPED_TRACE("B=" + std::to_string(B) + " per_sample=" + std::to_string(per_sample) + " p=" +
-               std::to_string(spec.p) + (in_place ? " in-place" : "") + " offset=" +
-               std::to_string(offset));
+void check_drop_path(int64_t B, int64_t per_sample, const DropoutSpec& spec, bool in_place, int offset) {
+  SCOPED_TRACE("B=" + std::to_string(B) + " per_sample=" + std::to_string(per_sample) + " p=" + std::to_string(spec.p) +
+               (in_place ? " in-place" : "") + " offset=" + std::to_string(offset));
   const int64_t n = B * per_sample;
   const std::vector<float> x = to_floats(convert<T>(random_floats(n, -3.f, 3.f, 21 + n)));
   rt::DeviceBuffer<T> xb(n + offset), yb(n + offset);
@@ -75,8 +73,7 @@ void check_drop_path(int64_t B, int64_t per_sample, const DropoutSpec& spec, boo
 // Sizes around the vector widths (4 fp32, 8 bf16) and the Philox block of 4; seeds and streams
 // with high 32-bit halves so both key words and both stream words matter.
 const int64_t kSizes[] = {1, 3, 4, 5, 8, 9, 31, 257, 1029};
-const DropoutSpec kSpecs[] = {{0.1f, 1, 0}, {0.5f, 0x123456789abcdefull, 0xfedcba9876543210ull},
-                              {0.9f, 42, 7}};
+const DropoutSpec kSpecs[] = {{0.1f, 1, 0}, {0.5f, 0x123456789abcdefull, 0xfedcba9876543210ull}, {0.9f, 42, 7}};
 
 template <typename T>
 void dropout_suite() {
@@ -159,8 +156,7 @@ TEST_P(Dropout, NativeViTBShape) {
   check_drop_path<__nv_bfloat16>(32, 197 * 768, {0.1f, 77, 9}, true, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Dropout, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Dropout, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

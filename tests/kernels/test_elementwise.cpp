@@ -24,16 +24,14 @@ uint32_t bits_of(T v) {
 template <typename T>
 void expect_bits_equal(const std::vector<T>& got, const std::vector<T>& want, const char* what) {
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_EQ(bits_of(got[i]), bits_of(want[i])) << what << "[" << i << "]";
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(bits_of(got[i]), bits_of(want[i])) << what << "[" << i << "]";
 }
 
 // offset shifts every operand by one element off 16-byte alignment (the scalar loop);
 // alias: 0 none, 1 out == a, 2 out == b.
 template <typename T>
 void check_add(int64_t n, int offset, int alias) {
-  SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset) + " alias=" +
-               std::to_string(alias));
+  SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset) + " alias=" + std::to_string(alias));
   const std::vector<T> a = convert<T>(random_floats(n, -4.f, 4.f, 3 + n));
   const std::vector<T> b = convert<T>(random_floats(n, -4.f, 4.f, 5 + n));
   std::vector<T> want(n);
@@ -66,11 +64,19 @@ TEST_P(Elementwise, AddBf16) {
 // finite values (overflow to inf), infinities, NaN, subnormals, signed zeros.
 std::vector<float> conversion_inputs(int64_t n) {
   std::vector<float> v = random_floats(n, -1e3f, 1e3f, 17 + n);
-  const float special[] = {1.f + 0x1p-8f,  1.f + 0x3p-8f,  -(1.f + 0x1p-8f), 1.f + 0x1p-8f + 0x1p-20f,
-                           3.3895314e38f, std::numeric_limits<float>::max(),
+  const float special[] = {1.f + 0x1p-8f,
+                           1.f + 0x3p-8f,
+                           -(1.f + 0x1p-8f),
+                           1.f + 0x1p-8f + 0x1p-20f,
+                           3.3895314e38f,
+                           std::numeric_limits<float>::max(),
                            std::numeric_limits<float>::infinity(),
                            -std::numeric_limits<float>::infinity(),
-                           std::numeric_limits<float>::quiet_NaN(), 1e-40f, -1e-42f, 0.f, -0.f};
+                           std::numeric_limits<float>::quiet_NaN(),
+                           1e-40f,
+                           -1e-42f,
+                           0.f,
+                           -0.f};
   for (size_t i = 0; i < std::size(special) && i < v.size(); ++i) v[i * 3 % v.size()] = special[i];
   return v;
 }
@@ -126,7 +132,8 @@ TEST_P(Elementwise, ArgumentChecks) {
   expect_error([&] { add<float>(odd, p, p + 8, 4, nullptr); }, {"add", "a is not aligned"});
   expect_error([&] { add<float>(p, p + 8, p + 2, 4, nullptr); }, {"add", "out overlaps"});
   expect_error([&] { add<float>(p, p, p, -1, nullptr); }, {"add", "n must be >= 0"});
-  expect_error([&] { convert_dtype<float, __nv_bfloat16>(nullptr, hb.get(), 4, nullptr); }, {"convert_dtype", "src is null"});
+  expect_error([&] { convert_dtype<float, __nv_bfloat16>(nullptr, hb.get(), 4, nullptr); },
+               {"convert_dtype", "src is null"});
   expect_error([&] { convert_dtype<float, __nv_bfloat16>(p, nullptr, 4, nullptr); }, {"convert_dtype", "dst is null"});
   expect_error([&] { convert_dtype<float, float>(p, p + 1, 4, nullptr); }, {"convert_dtype", "dst overlaps src"});
   add<float>(nullptr, nullptr, nullptr, 0, nullptr);  // nothing to do
@@ -139,8 +146,7 @@ TEST_P(Elementwise, NativeViTBShape) {
   check_convert(int64_t(86) * 1000 * 1000 + 3, 0);  // a ViT-B parameter arena's worth
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Elementwise, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Elementwise, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -134,8 +134,8 @@ TEST_F(KernelTest, TiledTranspose) {
   const int rows = 67, cols = 45;  // neither a multiple of the tile
   const std::vector<float> host = random_floats(rows * cols, -1.f, 1.f, 3);
   rt::DeviceBuffer<float> in(host), out(rows * cols);
-  launch(transpose_kernel, dim3(ceil_div(cols, kTile), ceil_div(rows, kTile)),
-         dim3(kTile, kRowsPerPass), 0, nullptr, in.get(), out.get(), rows, cols);
+  launch(transpose_kernel, dim3(ceil_div(cols, kTile), ceil_div(rows, kTile)), dim3(kTile, kRowsPerPass), 0, nullptr,
+         in.get(), out.get(), rows, cols);
   const std::vector<float> got = out.download();
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < cols; ++c) ASSERT_EQ(got[c * rows + r], host[r * cols + c]) << r << "," << c;
@@ -174,8 +174,7 @@ TEST_F(KernelTest, DynamicSharedMemoryAndCountingBarriers) {
 }
 
 // ---- atomics ----------------------------------------------------------------------------------
-__global__ void atomics_kernel(const int* in, int n, int* sum, int* mx, unsigned* cas_count,
-                               float* fsum) {
+__global__ void atomics_kernel(const int* in, int n, int* sum, int* mx, unsigned* cas_count, float* fsum) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   atomicAdd(sum, in[i]);
@@ -199,8 +198,8 @@ TEST_F(KernelTest, Atomics) {
   sum.zero();
   cas.zero();
   fsum.zero();
-  launch(atomics_kernel, dim3(ceil_div(n, 128)), dim3(128), 0, nullptr, in.get(), n, sum.get(),
-         mx.get(), cas.get(), fsum.get());
+  launch(atomics_kernel, dim3(ceil_div(n, 128)), dim3(128), 0, nullptr, in.get(), n, sum.get(), mx.get(), cas.get(),
+         fsum.get());
   EXPECT_EQ(sum.download()[0], std::accumulate(host.begin(), host.end(), 0));
   EXPECT_EQ(mx.download()[0], *std::max_element(host.begin(), host.end()));
   EXPECT_EQ(cas.download()[0], static_cast<unsigned>(n));
@@ -281,8 +280,7 @@ TEST_F(KernelTest, PhiloxRandom123KnownAnswersInAKernel) {
     in.insert(in.end(), k.key, k.key + 2);
   }
   rt::DeviceBuffer<uint32_t> d_in(in), d_out(4 * cases);
-  launch(philox_kernel, dim3(1), dim3(32), 0, nullptr, static_cast<const uint32_t*>(d_in.get()),
-         d_out.get(), cases);
+  launch(philox_kernel, dim3(1), dim3(32), 0, nullptr, static_cast<const uint32_t*>(d_in.get()), d_out.get(), cases);
   const std::vector<uint32_t> got = d_out.download();
   for (int c = 0; c < cases; ++c)
     for (int i = 0; i < 4; ++i) EXPECT_EQ(got[4 * c + i], kPhiloxKat[c].expect[i]) << "case " << c;

@@ -21,16 +21,14 @@ struct Case {
 };
 
 std::string describe(const Case& c) {
-  return std::string("ta=") + (c.ta ? "T" : "N") + " tb=" + (c.tb ? "T" : "N") + " M=" +
-         std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
-         " pad=" + std::to_string(c.pad);
+  return std::string("ta=") + (c.ta ? "T" : "N") + " tb=" + (c.tb ? "T" : "N") + " M=" + std::to_string(c.M) +
+         " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " pad=" + std::to_string(c.pad);
 }
 
 // Odd sizes, sizes below and above a tile, 1s, and padded leading dimensions.
-const Case kCases[] = {
-    {false, false, 7, 13, 5, 0},  {false, true, 7, 13, 5, 3},  {true, false, 33, 17, 70, 0},
-    {true, true, 33, 17, 70, 1},  {false, true, 1, 1, 1, 0},   {false, true, 65, 48, 96, 8},
-    {true, false, 48, 40, 129, 0}, {false, false, 16, 24, 32, 0}};
+const Case kCases[] = {{false, false, 7, 13, 5, 0},   {false, true, 7, 13, 5, 3},   {true, false, 33, 17, 70, 0},
+                       {true, true, 33, 17, 70, 1},   {false, true, 1, 1, 1, 0},    {false, true, 65, 48, 96, 8},
+                       {true, false, 48, 40, 129, 0}, {false, false, 16, 24, 32, 0}};
 
 struct Matrix {
   std::vector<float> v;  // values exactly representable in the storage type
@@ -40,8 +38,8 @@ struct Matrix {
 
 template <typename T>
 Matrix make_matrix(int rows, int cols, int64_t ld, float lo, float hi, uint32_t seed) {
-  Matrix m{to_floats(convert<T>(random_floats(static_cast<size_t>(rows - 1) * ld + cols, lo, hi, seed))),
-           rows, cols, ld};
+  Matrix m{to_floats(convert<T>(random_floats(static_cast<size_t>(rows - 1) * ld + cols, lo, hi, seed))), rows, cols,
+           ld};
   return m;
 }
 
@@ -55,12 +53,10 @@ Product reference_product(const Case& c, const Matrix& A, const Matrix& B) {
   Product p;
   p.value.assign(static_cast<size_t>(c.M) * c.N, 0.0);
   p.absdot.assign(p.value.size(), 0.0);
-  ref::gemm<double>(c.ta, c.tb, c.M, c.N, c.K, 1.0, a.data(), A.ld, b.data(), B.ld, 0.0,
-                    p.value.data(), c.N);
+  ref::gemm<double>(c.ta, c.tb, c.M, c.N, c.K, 1.0, a.data(), A.ld, b.data(), B.ld, 0.0, p.value.data(), c.N);
   for (double& x : a) x = std::fabs(x);
   for (double& x : b) x = std::fabs(x);
-  ref::gemm<double>(c.ta, c.tb, c.M, c.N, c.K, 1.0, a.data(), A.ld, b.data(), B.ld, 0.0,
-                    p.absdot.data(), c.N);
+  ref::gemm<double>(c.ta, c.tb, c.M, c.N, c.K, 1.0, a.data(), A.ld, b.data(), B.ld, 0.0, p.absdot.data(), c.N);
   return p;
 }
 
@@ -148,8 +144,10 @@ void check_plain(const Case& c, float alpha, float beta, bool with_bias, int bat
     for (int m = 0; m + 1 < c.M; ++m)
       for (int n = c.N; n < ldd; ++n) {
         const size_t at = b * sd + static_cast<size_t>(m) * ldd + n;
-        if (std::isnan(d0[at])) ASSERT_TRUE(std::isnan(got[at])) << "padding D[" << b << "][" << m << "][" << n << "]";
-        else ASSERT_EQ(got[at], d0[at]) << "padding D[" << b << "][" << m << "][" << n << "]";
+        if (std::isnan(d0[at]))
+          ASSERT_TRUE(std::isnan(got[at])) << "padding D[" << b << "][" << m << "][" << n << "]";
+        else
+          ASSERT_EQ(got[at], d0[at]) << "padding D[" << b << "][" << m << "][" << n << "]";
       }
   }
 }
@@ -187,14 +185,12 @@ TEST_P(Gemm, Batched) {
 // ---- BiasAct: aux = op(A)op(B) + bias, D = act(aux) ----------------------------------------
 template <typename T>
 void check_bias_act(const Case& c, Act act, bool with_bias, bool fuse) {
-  SCOPED_TRACE(describe(c) + " act=" + act_name(act) + (with_bias ? " +bias" : "") +
-               (fuse ? " fused" : " unfused"));
+  SCOPED_TRACE(describe(c) + " act=" + act_name(act) + (with_bias ? " +bias" : "") + (fuse ? " fused" : " unfused"));
   const int64_t ldd = c.N + c.pad;
   const Operands o = make_operands<T>(c, 2000 + c.M + c.N);
   const std::vector<float> bias = to_floats(convert<T>(random_floats(c.N, -1.f, 1.f, 79)));
   const size_t dsize = static_cast<size_t>(c.M - 1) * ldd + c.N;
-  rt::DeviceBuffer<T> dA(convert<T>(o.A.v)), dB(convert<T>(o.B.v)), dbias(convert<T>(bias)),
-      dD(dsize), daux(dsize);
+  rt::DeviceBuffer<T> dA(convert<T>(o.A.v)), dB(convert<T>(o.B.v)), dbias(convert<T>(bias)), dD(dsize), daux(dsize);
   GemmArgs g = base_args<T, T>(c, dA.get(), dB.get(), dD.get(), ldd);
   g.epilogue = GemmEpilogue::BiasAct;
   g.act = act;
@@ -213,8 +209,8 @@ void check_bias_act(const Case& c, Act act, bool with_bias, bool fuse) {
       const double bi = with_bias ? bias[n] : 0.0;
       const double want_pre = p.value[i] + bi;
       const double round = kIsBf16<T> ? 2 * kUBf16 : 0.0;  // one bf16 rounding (x2 slack)
-      const double pre_tol = gemm_tol(c, p.absdot[i]) + 4 * kU32 * (std::fabs(bi) + std::fabs(want_pre)) +
-                             round * std::fabs(want_pre);
+      const double pre_tol =
+          gemm_tol(c, p.absdot[i]) + 4 * kU32 * (std::fabs(bi) + std::fabs(want_pre)) + round * std::fabs(want_pre);
       if (act == Act::None) {  // plain bias: no aux is written, D holds the pre-activation
         ASSERT_NEAR(y[at], want_pre, pre_tol) << "y[" << m << "][" << n << "]";
         continue;
@@ -276,8 +272,8 @@ void check_dact(const Case& c, Act act, bool with_bgrad, bool fuse) {
       // the product's error scaled by |act'|, act' in fp32 (a few ulp of its terms, |x|·|φ| <= 1),
       // then one rounding of D.
       const double tol = gemm_tol(c, p.absdot[i]) * std::fabs(dact) +
-                         16 * kU32 * std::fabs(p.value[i]) * (1 + std::fabs(aux[at])) +
-                         round * std::fabs(want) + (kIsBf16<T> ? 2 * kUBf16 * gemm_tol(c, p.absdot[i]) : 0.0);
+                         16 * kU32 * std::fabs(p.value[i]) * (1 + std::fabs(aux[at])) + round * std::fabs(want) +
+                         (kIsBf16<T> ? 2 * kUBf16 * gemm_tol(c, p.absdot[i]) : 0.0);
       ASSERT_NEAR(d[at], want, tol) << "D[" << m << "][" << n << "]";
     }
   if (!with_bgrad) {
@@ -341,8 +337,8 @@ void check_bias_grad_a(const Case& c, bool fuse) {
     for (int n = 0; n < c.N; ++n) {
       const size_t at = static_cast<size_t>(m) * ldd + n, i = static_cast<size_t>(m) * c.N + n;
       const double want = p.value[i] + d0[at];
-      const double tol = gemm_tol(c, p.absdot[i]) + 4 * kU32 * (std::fabs(d0[at]) + std::fabs(want)) +
-                         round * std::fabs(want);
+      const double tol =
+          gemm_tol(c, p.absdot[i]) + 4 * kU32 * (std::fabs(d0[at]) + std::fabs(want)) + round * std::fabs(want);
       ASSERT_NEAR(d[at], want, tol) << "D[" << m << "][" << n << "]";
     }
     double want = bg0[m], abs_sum = std::fabs(bg0[m]);
@@ -376,7 +372,7 @@ TEST_P(Gemm, VitBaseShapesNative) {
     check_bias_act<__nv_bfloat16>({false, true, R, Hd, D, 0}, Act::GeluTanh, true, fuse);  // fc1
     check_bias_act<__nv_bfloat16>({false, true, R, Hd, D, 0}, Act::GeluErf, true, fuse);
     check_dact<__nv_bfloat16, float>({false, false, R, Hd, D, 0}, Act::GeluTanh, true, fuse);  // fc2 dx
-    check_bias_grad_a<__nv_bfloat16, float>({true, false, Hd, D, R, 0}, fuse);  // fc1 dw, db
+    check_bias_grad_a<__nv_bfloat16, float>({true, false, Hd, D, R, 0}, fuse);                 // fc1 dw, db
   }
   check_plain<__nv_bfloat16, float>({true, false, D, Hd, R, 0}, 1.f, 1.f, false, 1);  // fc2 dw
 }
@@ -435,14 +431,15 @@ TEST_P(Gemm, RejectsBadArguments) {
                  g.workspace_bytes = kGemmLtWorkspaceBytes;
                }),
                {"gemm", "workspace_bytes"});
-  expect_error([&] { act_backward<float, float>(D.get(), nullptr, Act::GeluErf, 8, 8, 8, nullptr, nullptr, 0, nullptr); },
-               {"act_backward", "pre"});
-  expect_error([&] { act_backward<float, float>(D.get(), aux.get(), Act::GeluErf, 8, 8, 8, bg.get(), nullptr, 0, nullptr); },
-               {"act_backward", "workspace"});
+  expect_error(
+      [&] { act_backward<float, float>(D.get(), nullptr, Act::GeluErf, 8, 8, 8, nullptr, nullptr, 0, nullptr); },
+      {"act_backward", "pre"});
+  expect_error(
+      [&] { act_backward<float, float>(D.get(), aux.get(), Act::GeluErf, 8, 8, 8, bg.get(), nullptr, 0, nullptr); },
+      {"act_backward", "workspace"});
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Gemm, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Gemm, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -19,8 +19,8 @@ struct Shape {
 // ViT-Ti/S/B/L widths and a small one; 1, odd and non-multiple-of-the-block row counts.
 // C multiple of 8 up to 2048 takes the vectorised forward; C = 70 (not a multiple of 8 or 4) and
 // C = 1280 in fp32 (over 32·8 chunks of 4) take the general one.
-const Shape kShapes[] = {{1, 64},   {7, 64},   {197, 64}, {3, 192},  {65, 192}, {5, 384},
-                         {51, 384}, {1, 768},  {29, 768}, {13, 1024}, {3, 70},  {2, 1280}};
+const Shape kShapes[] = {{1, 64},   {7, 64},  {197, 64}, {3, 192},   {65, 192}, {5, 384},
+                         {51, 384}, {1, 768}, {29, 768}, {13, 1024}, {3, 70},   {2, 1280}};
 
 class LayerNorm : public BackendTest {};
 
@@ -49,16 +49,14 @@ Data<T> make_data(const Shape& s, uint32_t seed) {
 
 template <typename T>
 void check_forward(const Shape& s, bool with_residual) {
-  SCOPED_TRACE("rows=" + std::to_string(s.rows) + " C=" + std::to_string(s.C) +
-               (with_residual ? " +residual" : ""));
+  SCOPED_TRACE("rows=" + std::to_string(s.rows) + " C=" + std::to_string(s.C) + (with_residual ? " +residual" : ""));
   const Data<T> d = make_data<T>(s, 100 + s.C + s.rows);
   const size_t n = d.x.size();
   rt::DeviceBuffer<T> x(convert<T>(d.x)), res(convert<T>(d.res)), sum(n), gamma(convert<T>(d.gamma)),
       beta(convert<T>(d.beta)), y(n);
   rt::DeviceBuffer<float> mean(s.rows), rstd(s.rows);
-  layernorm_forward<T>(x.get(), with_residual ? res.get() : nullptr, with_residual ? sum.get() : nullptr,
-                       gamma.get(), beta.get(), kEps, y.get(), mean.get(), rstd.get(), s.rows, s.C,
-                       nullptr);
+  layernorm_forward<T>(x.get(), with_residual ? res.get() : nullptr, with_residual ? sum.get() : nullptr, gamma.get(),
+                       beta.get(), kEps, y.get(), mean.get(), rstd.get(), s.rows, s.C, nullptr);
   const bool bf16 = std::is_same_v<T, __nv_bfloat16>;
 
   // The kernel normalises the stored sum, bf16(x + r) in bf16: that is exact rounding of an exact
@@ -70,8 +68,8 @@ void check_forward(const Shape& s, bool with_residual) {
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(got_sum[i], s_in[i]) << "sum_out[" << i << "]";
   }
   std::vector<float> y_ref(n), mean_ref(s.rows), rstd_ref(s.rows);
-  ref::layernorm_forward<float>(s_in.data(), nullptr, nullptr, d.gamma.data(), d.beta.data(), kEps,
-                                y_ref.data(), mean_ref.data(), rstd_ref.data(), s.rows, s.C);
+  ref::layernorm_forward<float>(s_in.data(), nullptr, nullptr, d.gamma.data(), d.beta.data(), kEps, y_ref.data(),
+                                mean_ref.data(), rstd_ref.data(), s.rows, s.C);
 
   const std::vector<float> got_y = to_floats(y.download());
   const std::vector<float> got_mean = mean.download(), got_rstd = rstd.download();
@@ -102,19 +100,17 @@ void check_backward(const Shape& s) {
   const size_t n = d.x.size();
   // mean and rstd from the reference forward, so forward errors do not enter this comparison.
   std::vector<float> y_ref(n), mean(s.rows), rstd(s.rows);
-  ref::layernorm_forward<float>(d.x.data(), nullptr, nullptr, d.gamma.data(), d.beta.data(), kEps,
-                                y_ref.data(), mean.data(), rstd.data(), s.rows, s.C);
-  rt::DeviceBuffer<T> dy(convert<T>(d.dy)), x(convert<T>(d.x)), gamma(convert<T>(d.gamma)),
-      dx(convert<T>(d.dx0));
+  ref::layernorm_forward<float>(d.x.data(), nullptr, nullptr, d.gamma.data(), d.beta.data(), kEps, y_ref.data(),
+                                mean.data(), rstd.data(), s.rows, s.C);
+  rt::DeviceBuffer<T> dy(convert<T>(d.dy)), x(convert<T>(d.x)), gamma(convert<T>(d.gamma)), dx(convert<T>(d.dx0));
   rt::DeviceBuffer<TG> dgamma(convert<TG>(d.dg0)), dbeta(convert<TG>(d.db0));
-  rt::DeviceBuffer<float> d_mean(mean), d_rstd(rstd),
-      scratch(layernorm_backward_scratch_floats(s.rows, s.C));
-  layernorm_backward<T, TG>(dy.get(), x.get(), gamma.get(), d_mean.get(), d_rstd.get(), dx.get(),
-                            dgamma.get(), dbeta.get(), scratch.get(), s.rows, s.C, nullptr);
+  rt::DeviceBuffer<float> d_mean(mean), d_rstd(rstd), scratch(layernorm_backward_scratch_floats(s.rows, s.C));
+  layernorm_backward<T, TG>(dy.get(), x.get(), gamma.get(), d_mean.get(), d_rstd.get(), dx.get(), dgamma.get(),
+                            dbeta.get(), scratch.get(), s.rows, s.C, nullptr);
 
   std::vector<float> dx_ref = d.dx0, dg_ref = d.dg0, db_ref = d.db0;  // they accumulate
-  ref::layernorm_backward<float>(d.dy.data(), d.x.data(), d.gamma.data(), mean.data(), rstd.data(),
-                                 dx_ref.data(), dg_ref.data(), db_ref.data(), s.rows, s.C);
+  ref::layernorm_backward<float>(d.dy.data(), d.x.data(), d.gamma.data(), mean.data(), rstd.data(), dx_ref.data(),
+                                 dg_ref.data(), db_ref.data(), s.rows, s.C);
   const bool bf16_x = std::is_same_v<T, __nv_bfloat16>;
   const bool bf16_g = std::is_same_v<TG, __nv_bfloat16>;
   const std::vector<float> got_dx = to_floats(dx.download());
@@ -181,27 +177,28 @@ TEST_P(LayerNorm, BackwardIsBitwiseReproducible) {
   std::vector<float> mean(s.rows, 0.1f), rstd(s.rows, 1.3f);
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
-    rt::DeviceBuffer<float> dy(d.dy), x(d.x), gamma(d.gamma), dx(d.dx0), dg(d.dg0), db(d.db0),
-        m(mean), r(rstd), scratch(layernorm_backward_scratch_floats(s.rows, s.C));
-    layernorm_backward<float, float>(dy.get(), x.get(), gamma.get(), m.get(), r.get(), dx.get(),
-                                     dg.get(), db.get(), scratch.get(), s.rows, s.C, nullptr);
+    rt::DeviceBuffer<float> dy(d.dy), x(d.x), gamma(d.gamma), dx(d.dx0), dg(d.dg0), db(d.db0), m(mean), r(rstd),
+        scratch(layernorm_backward_scratch_floats(s.rows, s.C));
+    layernorm_backward<float, float>(dy.get(), x.get(), gamma.get(), m.get(), r.get(), dx.get(), dg.get(), db.get(),
+                                     scratch.get(), s.rows, s.C, nullptr);
     std::vector<float> all = dx.download();
     for (float v : dg.download()) all.push_back(v);
     for (float v : db.download()) all.push_back(v);
-    if (run == 0) first = all;
-    else EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
+    if (run == 0)
+      first = all;
+    else
+      EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
   }
 }
 
 TEST_P(LayerNorm, ResidualNeedsSumOut) {
   rt::DeviceBuffer<float> b(64), m(1), r(1);
-  EXPECT_THROW(layernorm_forward<float>(b.get(), b.get(), nullptr, b.get(), b.get(), kEps, b.get(),
-                                        m.get(), r.get(), 1, 64, nullptr),
+  EXPECT_THROW(layernorm_forward<float>(b.get(), b.get(), nullptr, b.get(), b.get(), kEps, b.get(), m.get(), r.get(), 1,
+                                        64, nullptr),
                Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LayerNorm, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, LayerNorm, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

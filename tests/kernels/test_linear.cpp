@@ -37,22 +37,20 @@ template <typename T>
 void check_forward(const Shape& s, Act act, bool with_bias) {
   SCOPED_TRACE(describe(s) + " act=" + act_name(act) + (with_bias ? " +bias" : ""));
   const std::vector<float> x = rnd<T>(size_t(s.R) * s.K, -1.f, 1.f, 10 + s.R),
-                           w = rnd<T>(size_t(s.N) * s.K, -1.f, 1.f, 11 + s.K),
-                           b = rnd<T>(s.N, -1.f, 1.f, 12 + s.N);
-  rt::DeviceBuffer<T> dx(convert<T>(x)), dw(convert<T>(w)), db(convert<T>(b)),
-      dpre(size_t(s.R) * s.N), dy(size_t(s.R) * s.N);
+                           w = rnd<T>(size_t(s.N) * s.K, -1.f, 1.f, 11 + s.K), b = rnd<T>(s.N, -1.f, 1.f, 12 + s.N);
+  rt::DeviceBuffer<T> dx(convert<T>(x)), dw(convert<T>(w)), db(convert<T>(b)), dpre(size_t(s.R) * s.N),
+      dy(size_t(s.R) * s.N);
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(s.R, s.K, s.N));
-  linear_forward<T>(dx.get(), dw.get(), with_bias ? db.get() : nullptr, act,
-                    act == Act::None ? nullptr : dpre.get(), dy.get(), s.R, s.K, s.N, ws.get(),
-                    ws.size(), nullptr);
+  linear_forward<T>(dx.get(), dw.get(), with_bias ? db.get() : nullptr, act, act == Act::None ? nullptr : dpre.get(),
+                    dy.get(), s.R, s.K, s.N, ws.get(), ws.size(), nullptr);
   const std::vector<float> y = to_floats(dy.download());
   const std::vector<float> pre = act == Act::None ? y : to_floats(dpre.download());
 
   // fp64 reference, and |x|·|w|ᵀ to scale the fp32 accumulation error.
   const std::vector<double> xd = dbl(x), wd = dbl(w), bd = dbl(b);
   std::vector<double> pre_ref(size_t(s.R) * s.N), y_ref(pre_ref.size()), absdot(pre_ref.size());
-  ref::linear_forward<double>(xd.data(), wd.data(), with_bias ? bd.data() : nullptr, act,
-                              pre_ref.data(), y_ref.data(), s.R, s.K, s.N);
+  ref::linear_forward<double>(xd.data(), wd.data(), with_bias ? bd.data() : nullptr, act, pre_ref.data(), y_ref.data(),
+                              s.R, s.K, s.N);
   if (act == Act::None) pre_ref = y_ref;
   const std::vector<double> xa = absd(x), wa = absd(w);
   ref::gemm<double>(false, true, s.R, s.N, s.K, 1.0, xa.data(), s.K, wa.data(), s.K, 0.0, absdot.data(), s.N);
@@ -62,8 +60,8 @@ void check_forward(const Shape& s, Act act, bool with_bias) {
       const size_t i = size_t(r) * s.N + n;
       const double bi = with_bias ? b[n] : 0.0;
       // K fp32 products summed in any order: 2(K+1)·u32·Σ|x·w|, the bias add, one rounding to T.
-      const double pre_tol = 2.0 * (s.K + 1) * kU32 * absdot[i] +
-                             4 * kU32 * (std::fabs(bi) + std::fabs(pre_ref[i])) + round * std::fabs(pre_ref[i]);
+      const double pre_tol = 2.0 * (s.K + 1) * kU32 * absdot[i] + 4 * kU32 * (std::fabs(bi) + std::fabs(pre_ref[i])) +
+                             round * std::fabs(pre_ref[i]);
       ASSERT_NEAR(pre[i], pre_ref[i], pre_tol) << "pre[" << r << "][" << n << "]";
       if (act == Act::None) continue;
       // y = act(pre) from the stored pre (or the unrounded one, cuBLASLt's GELU-tanh): |act'| times
@@ -83,13 +81,12 @@ void check_backward(const Shape& s, Act act, bool want_dx, bool want_dw, bool wa
   const std::vector<float> dy0 = rnd<T>(rn, -1.f, 1.f, 20 + s.R), x = rnd<T>(rk, -1.f, 1.f, 21),
                            w = rnd<T>(nk, -1.f, 1.f, 22), pre = rnd<T>(rn, -3.f, 3.f, 23),
                            dw0 = rnd<TG>(nk, -1.f, 1.f, 24), db0 = rnd<TG>(s.N, -1.f, 1.f, 25);
-  rt::DeviceBuffer<T> ddy(convert<T>(dy0)), dx_in(convert<T>(x)), dwt(convert<T>(w)),
-      dpre(convert<T>(pre)), ddx(rk);
+  rt::DeviceBuffer<T> ddy(convert<T>(dy0)), dx_in(convert<T>(x)), dwt(convert<T>(w)), dpre(convert<T>(pre)), ddx(rk);
   rt::DeviceBuffer<TG> ddw(convert<TG>(dw0)), ddb(convert<TG>(db0));
   rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(s.R, s.K, s.N));
   linear_backward<T, TG>(ddy.get(), dx_in.get(), dwt.get(), act, act == Act::None ? nullptr : dpre.get(),
-                         want_dx ? ddx.get() : nullptr, want_dw ? ddw.get() : nullptr,
-                         want_db ? ddb.get() : nullptr, s.R, s.K, s.N, ws.get(), ws.size(), nullptr);
+                         want_dx ? ddx.get() : nullptr, want_dw ? ddw.get() : nullptr, want_db ? ddb.get() : nullptr,
+                         s.R, s.K, s.N, ws.get(), ws.size(), nullptr);
   const std::vector<float> dpre_got = to_floats(ddy.download());
   const double round = kIsBf16<T> ? 2 * kUBf16 : 0.0, round_g = kIsBf16<TG> ? 2 * kUBf16 : 0.0;
 
@@ -103,8 +100,8 @@ void check_backward(const Shape& s, Act act, bool want_dx, bool want_dw, bool wa
   // not counted twice: the fp64 reference runs with act None on dpre_got.
   std::vector<double> g = dbl(dpre_got), xd = dbl(x), wd = dbl(w);
   std::vector<double> dx_ref(rk, 0.0), dw_ref = dbl(dw0), db_ref = dbl(db0);
-  ref::linear_backward<double>(g.data(), xd.data(), wd.data(), Act::None, nullptr, dx_ref.data(),
-                               dw_ref.data(), db_ref.data(), s.R, s.K, s.N);
+  ref::linear_backward<double>(g.data(), xd.data(), wd.data(), Act::None, nullptr, dx_ref.data(), dw_ref.data(),
+                               db_ref.data(), s.R, s.K, s.N);
   const std::vector<double> ga = absd(dpre_got), xa = absd(x), wa = absd(w);
   std::vector<double> dx_abs(rk), dw_abs(nk);
   ref::gemm<double>(false, false, s.R, s.K, s.N, 1.0, ga.data(), s.N, wa.data(), s.K, 0.0, dx_abs.data(), s.K);
@@ -184,13 +181,15 @@ TEST_P(Linear, BackwardIsBitwiseReproducible) {
         pre(random_floats(size_t(s.R) * s.N, -2.f, 2.f, 8)), dx(size_t(s.R) * s.K),
         dw(std::vector<float>(size_t(s.N) * s.K, 0.f)), db(std::vector<float>(s.N, 0.f));
     rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(s.R, s.K, s.N));
-    linear_backward<float, float>(dy.get(), x.get(), w.get(), Act::GeluErf, pre.get(), dx.get(), dw.get(),
-                                  db.get(), s.R, s.K, s.N, ws.get(), ws.size(), nullptr);
+    linear_backward<float, float>(dy.get(), x.get(), w.get(), Act::GeluErf, pre.get(), dx.get(), dw.get(), db.get(),
+                                  s.R, s.K, s.N, ws.get(), ws.size(), nullptr);
     std::vector<float> all = dx.download();
     for (float v : dw.download()) all.push_back(v);
     for (float v : db.download()) all.push_back(v);
-    if (run == 0) first = all;
-    else EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
+    if (run == 0)
+      first = all;
+    else
+      EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
   }
 }
 
@@ -198,10 +197,10 @@ TEST_P(Linear, VitBaseShapesNative) {
   if (emulated()) GTEST_SKIP() << "ViT-B shapes run in the native build only";
   const int R = 2 * 197;
   for (Act act : {Act::GeluErf, Act::GeluTanh}) {
-    check_forward<__nv_bfloat16>({R, 768, 3072}, act, true);             // fc1
+    check_forward<__nv_bfloat16>({R, 768, 3072}, act, true);  // fc1
     check_backward<__nv_bfloat16, float>({R, 768, 3072}, act, true, true, true);
   }
-  check_forward<__nv_bfloat16>({R, 768, 2304}, Act::None, true);         // qkv
+  check_forward<__nv_bfloat16>({R, 768, 2304}, Act::None, true);                      // qkv
   check_backward<__nv_bfloat16, float>({R, 3072, 768}, Act::None, true, true, true);  // fc2
   check_backward<__nv_bfloat16, float>({R, 768, 768}, Act::None, true, true, true);   // proj
 }
@@ -220,26 +219,33 @@ TEST_P(Linear, RejectsBadArguments) {
   expect_error(fwd(x.get(), Act::None, nullptr, nullptr, 0, K), {"linear_forward", "workspace"});
   expect_error(fwd(x.get(), Act::None, nullptr, ws.get(), 4096, K), {"linear_forward", "workspace_bytes"});
   expect_error(fwd(x.get(), Act::None, nullptr, ws.get(), ws.size(), 0), {"linear_forward", "K"});
-  expect_error([&] {
-    linear_backward<float, float>(y.get(), x.get(), w.get(), Act::Tanh, nullptr, dx.get(), dw.get(), db.get(),
-                                  R, K, N, ws.get(), ws.size(), nullptr);
-  }, {"linear_backward", "pre"});
-  expect_error([&] {
-    linear_backward<float, float>(y.get(), nullptr, w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(),
-                                  R, K, N, ws.get(), ws.size(), nullptr);
-  }, {"linear_backward", "x"});
-  expect_error([&] {
-    linear_backward<float, float>(nullptr, x.get(), w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(),
-                                  R, K, N, ws.get(), ws.size(), nullptr);
-  }, {"linear_backward", "dy"});
-  expect_error([&] {
-    linear_backward<float, float>(y.get(), x.get(), w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(),
-                                  R, K, N, ws.get(), 100, nullptr);
-  }, {"linear_backward", "workspace_bytes"});
+  expect_error(
+      [&] {
+        linear_backward<float, float>(y.get(), x.get(), w.get(), Act::Tanh, nullptr, dx.get(), dw.get(), db.get(), R, K,
+                                      N, ws.get(), ws.size(), nullptr);
+      },
+      {"linear_backward", "pre"});
+  expect_error(
+      [&] {
+        linear_backward<float, float>(y.get(), nullptr, w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(), R, K,
+                                      N, ws.get(), ws.size(), nullptr);
+      },
+      {"linear_backward", "x"});
+  expect_error(
+      [&] {
+        linear_backward<float, float>(nullptr, x.get(), w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(), R, K,
+                                      N, ws.get(), ws.size(), nullptr);
+      },
+      {"linear_backward", "dy"});
+  expect_error(
+      [&] {
+        linear_backward<float, float>(y.get(), x.get(), w.get(), Act::None, nullptr, dx.get(), dw.get(), db.get(), R, K,
+                                      N, ws.get(), 100, nullptr);
+      },
+      {"linear_backward", "workspace_bytes"});
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Linear, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Linear, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -93,50 +93,40 @@ class Misuse : public KernelTest {
 
 TEST_F(Misuse, SyncthreadsAfterSomeThreadsExited) {
   expect_misuse([&] { launch(misuse_early_exit_kernel, dim3(2), dim3(32), 0, nullptr, out.get()); },
-                {"misuse_early_exit_kernel", "block (0,0,0)", "thread (", "__syncthreads",
-                 "exit"});
+                {"misuse_early_exit_kernel", "block (0,0,0)", "thread (", "__syncthreads", "exit"});
 }
 
 TEST_F(Misuse, DivergentBarriers) {
   expect_misuse(
       [&] { launch(misuse_divergent_barrier_kernel, dim3(1), dim3(64), 0, nullptr, out.get()); },
-      {"misuse_divergent_barrier_kernel", "block (0,0,0)", "thread (32,0,0)", "__syncthreads",
-       "test_misuse.cpp"});
+      {"misuse_divergent_barrier_kernel", "block (0,0,0)", "thread (32,0,0)", "__syncthreads", "test_misuse.cpp"});
 }
 
 TEST_F(Misuse, ShuffleMaskNamesAnExitedLane) {
   expect_misuse(
       [&] { launch(misuse_shuffle_exited_lane_kernel, dim3(1), dim3(32), 0, nullptr, out.get()); },
-      {"misuse_shuffle_exited_lane_kernel", "block (0,0,0)", "thread (", "__shfl_down_sync",
-       "lane 5", "0xffffffff"});
+      {"misuse_shuffle_exited_lane_kernel", "block (0,0,0)", "thread (", "__shfl_down_sync", "lane 5", "0xffffffff"});
 }
 
 TEST_F(Misuse, ShuffleMaskNamesALaneWaitingAtABarrier) {
   expect_misuse(
-      [&] {
-        launch(misuse_shuffle_lane_at_barrier_kernel, dim3(1), dim3(64), 0, nullptr, out.get());
-      },
-      {"misuse_shuffle_lane_at_barrier_kernel", "block (0,0,0)", "__shfl_xor_sync", "lane 7",
-       "__syncthreads"});
+      [&] { launch(misuse_shuffle_lane_at_barrier_kernel, dim3(1), dim3(64), 0, nullptr, out.get()); },
+      {"misuse_shuffle_lane_at_barrier_kernel", "block (0,0,0)", "__shfl_xor_sync", "lane 7", "__syncthreads"});
 }
 
 TEST_F(Misuse, ShuffleMaskWithoutTheCallingLane) {
-  expect_misuse(
-      [&] { launch(misuse_mask_without_caller_kernel, dim3(1), dim3(32), 0, nullptr, out.get()); },
-      {"misuse_mask_without_caller_kernel", "thread (31,0,0)", "does not include"});
+  expect_misuse([&] { launch(misuse_mask_without_caller_kernel, dim3(1), dim3(32), 0, nullptr, out.get()); },
+                {"misuse_mask_without_caller_kernel", "thread (31,0,0)", "does not include"});
 }
 
 TEST_F(Misuse, DynamicSharedMemoryOverrun) {
-  expect_misuse(
-      [&] { launch(misuse_smem_overrun_kernel, dim3(1), dim3(128), 256, nullptr, out.get(), 0); },
-      {"misuse_smem_overrun_kernel", "block (0,0,0)", "thread (64,0,0)", "out of bounds",
-       "256 bytes"});
+  expect_misuse([&] { launch(misuse_smem_overrun_kernel, dim3(1), dim3(128), 256, nullptr, out.get(), 0); },
+                {"misuse_smem_overrun_kernel", "block (0,0,0)", "thread (64,0,0)", "out of bounds", "256 bytes"});
 }
 
 TEST_F(Misuse, DynamicSharedMemoryUnderrun) {
-  expect_misuse(
-      [&] { launch(misuse_smem_negative_kernel, dim3(1), dim3(32), 64, nullptr, out.get()); },
-      {"misuse_smem_negative_kernel", "thread (0,0,0)", "offset -4", "out of bounds"});
+  expect_misuse([&] { launch(misuse_smem_negative_kernel, dim3(1), dim3(32), 64, nullptr, out.get()); },
+                {"misuse_smem_negative_kernel", "thread (0,0,0)", "offset -4", "out of bounds"});
 }
 
 TEST_F(Misuse, BlockOver1024Threads) {
@@ -149,26 +139,22 @@ TEST_F(Misuse, BlockOver1024Threads) {
 TEST_F(Misuse, DynamicSharedMemoryOverTheLimits) {
   // The rule (as on the GPU): up to 48 KiB without asking; up to 227 KiB (H100) after
   // rt::set_max_dynamic_smem(kernel, bytes); never more.
-  expect_misuse(
-      [&] { launch(big_smem_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, out.get()); },
-      {"big_smem_kernel", "65536 bytes", "opt-in", "set_max_dynamic_smem"});
+  expect_misuse([&] { launch(big_smem_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, out.get()); },
+                {"big_smem_kernel", "65536 bytes", "opt-in", "set_max_dynamic_smem"});
   rt::set_max_dynamic_smem(big_smem_kernel, 64 * 1024);
   launch(big_smem_kernel, dim3(1), dim3(32), 64 * 1024, nullptr, out.get());  // fine now
   EXPECT_EQ(out.download()[0], 2.f);
   expect_misuse([&] { launch(big_smem_kernel, dim3(1), dim3(32), 100 * 1024, nullptr, out.get()); },
                 {"big_smem_kernel", "opt-in is 65536"});
-  expect_misuse([&] { rt::set_max_dynamic_smem(big_smem_kernel, 228 * 1024); },
-                {"big_smem_kernel", "232448"});
+  expect_misuse([&] { rt::set_max_dynamic_smem(big_smem_kernel, 228 * 1024); }, {"big_smem_kernel", "232448"});
   expect_misuse([&] { launch(big_smem_kernel, dim3(1), dim3(32), 228 * 1024, nullptr, out.get()); },
                 {"big_smem_kernel", "device limit"});
 }
 
 TEST_F(Misuse, TheEmulatorRecoversAfterAnError) {
   for (int i = 0; i < 3; ++i) {
-    EXPECT_THROW(launch(misuse_shuffle_lane_at_barrier_kernel, dim3(2), dim3(256), 0, nullptr, out.get()),
-                 Error);
-    EXPECT_THROW(launch(misuse_smem_overrun_kernel, dim3(1), dim3(1024), 256, nullptr, out.get(), 0),
-                 Error);
+    EXPECT_THROW(launch(misuse_shuffle_lane_at_barrier_kernel, dim3(2), dim3(256), 0, nullptr, out.get()), Error);
+    EXPECT_THROW(launch(misuse_smem_overrun_kernel, dim3(1), dim3(1024), 256, nullptr, out.get(), 0), Error);
   }
   launch(fine_kernel, dim3(1), dim3(64), 0, nullptr, out.get());
   const std::vector<float> got = out.download();

@@ -15,8 +15,8 @@ struct Shape {
 };
 // MNIST-like 28² with P = 4 and 7, CIFAR 32² with P = 4, an image with a remainder (Conv2d drops
 // it), a 1×1 patch and a whole-image patch.
-const Shape kShapes[] = {{2, 1, 28, 28, 4}, {1, 1, 28, 28, 7}, {2, 3, 32, 32, 4}, {3, 3, 13, 18, 5},
-                         {1, 3, 3, 2, 1},   {2, 2, 16, 16, 16}};
+const Shape kShapes[] = {{2, 1, 28, 28, 4}, {1, 1, 28, 28, 7}, {2, 3, 32, 32, 4},
+                         {3, 3, 13, 18, 5}, {1, 3, 3, 2, 1},   {2, 2, 16, 16, 16}};
 
 std::string describe(const Shape& s, bool u8, ImageLayout l) {
   return "B=" + std::to_string(s.B) + " C=" + std::to_string(s.C) + " H=" + std::to_string(s.H) +
@@ -87,8 +87,7 @@ TEST_P(PatchEmbed, RejectsBadArguments) {
   expect(run(img.get(), 3, 16, 4, bad_std, cols.get()), "stdev[1]");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PatchEmbed, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, PatchEmbed, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

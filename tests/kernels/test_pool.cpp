@@ -19,9 +19,8 @@ const Shape kShapes[] = {{1, 1, 1}, {2, 5, 3}, {3, 17, 64}, {2, 65, 33}, {2, 197
 
 template <typename T>
 void check(const Shape& s, Pool pool, int num_prefix) {
-  SCOPED_TRACE("B=" + std::to_string(s.B) + " N=" + std::to_string(s.N) + " D=" +
-               std::to_string(s.D) + (pool == Pool::Avg ? " avg" : " token") +
-               " num_prefix=" + std::to_string(num_prefix));
+  SCOPED_TRACE("B=" + std::to_string(s.B) + " N=" + std::to_string(s.N) + " D=" + std::to_string(s.D) +
+               (pool == Pool::Avg ? " avg" : " token") + " num_prefix=" + std::to_string(num_prefix));
   const bool bf16 = std::is_same_v<T, __nv_bfloat16>;
   const int64_t n = s.B * s.N * s.D;
   const std::vector<float> x = to_floats(convert<T>(random_floats(n, -2.f, 2.f, 31 + n)));
@@ -79,15 +78,19 @@ TEST_P(PoolKernel, ArgumentChecks) {
   rt::DeviceBuffer<float> b(64);
   float* p = b.get();
   expect_error([&] { pool_forward<float>(nullptr, Pool::Avg, 1, p, 2, 4, 8, nullptr); }, {"pool_forward", "x is null"});
-  expect_error([&] { pool_forward<float>(p, Pool::Avg, 1, nullptr, 2, 4, 8, nullptr); }, {"pool_forward", "out is null"});
+  expect_error([&] { pool_forward<float>(p, Pool::Avg, 1, nullptr, 2, 4, 8, nullptr); },
+               {"pool_forward", "out is null"});
   expect_error([&] { pool_forward<float>(p, Pool::Avg, 4, p, 2, 4, 8, nullptr); }, {"pool_forward", "num_prefix"});
   expect_error([&] { pool_forward<float>(p, Pool::Avg, -1, p, 2, 4, 8, nullptr); }, {"pool_forward", "num_prefix"});
   expect_error([&] { pool_forward<float>(p, Pool::Flatten, 0, p, 2, 4, 8, nullptr); }, {"pool_forward", "Flatten"});
   expect_error([&] { pool_forward<float>(p, Pool::Token, 0, p, 2, 0, 8, nullptr); }, {"pool_forward", "N and D"});
-  expect_error([&] { pool_backward<float>(nullptr, Pool::Avg, 1, p, 2, 4, 8, nullptr); }, {"pool_backward", "dout is null"});
+  expect_error([&] { pool_backward<float>(nullptr, Pool::Avg, 1, p, 2, 4, 8, nullptr); },
+               {"pool_backward", "dout is null"});
   const float* odd = reinterpret_cast<const float*>(reinterpret_cast<const char*>(p) + 2);
-  expect_error([&] { pool_backward<float>(odd, Pool::Avg, 1, p, 2, 4, 8, nullptr); }, {"pool_backward", "dout is not aligned"});
-  expect_error([&] { pool_backward<float>(p, Pool::Avg, 1, p, -2, 4, 8, nullptr); }, {"pool_backward", "B must be >= 0"});
+  expect_error([&] { pool_backward<float>(odd, Pool::Avg, 1, p, 2, 4, 8, nullptr); },
+               {"pool_backward", "dout is not aligned"});
+  expect_error([&] { pool_backward<float>(p, Pool::Avg, 1, p, -2, 4, 8, nullptr); },
+               {"pool_backward", "B must be >= 0"});
 }
 
 TEST_P(PoolKernel, NativeViTBShape) {
@@ -96,8 +99,7 @@ TEST_P(PoolKernel, NativeViTBShape) {
   check<float>({64, 197, 768}, Pool::Token, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PoolKernel, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, PoolKernel, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

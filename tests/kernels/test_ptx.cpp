@@ -16,17 +16,27 @@ template <int kNum, bool kTrans>
 __global__ void ldmatrix_kernel(uint32_t* out) {
   __shared__ __align__(16) uint16_t mats[4][8][8];
   const int lane = threadIdx.x;
-  for (int e = lane; e < 4 * 64; e += 32) mats[e / 64][(e / 8) % 8][e % 8] = static_cast<uint16_t>((e / 64) * 1000 + (e % 64));
+  for (int e = lane; e < 4 * 64; e += 32)
+    mats[e / 64][(e / 8) % 8][e % 8] = static_cast<uint16_t>((e / 64) * 1000 + (e % 64));
   __syncwarp();
   // lanes 8i..8i+7 give the rows of matrix i (lanes past the count give valid addresses too)
   const void* row = &mats[(lane / 8) % kNum][lane % 8][0];
   uint32_t r[kNum];
   if constexpr (kNum == 1) {
-    if constexpr (kTrans) ptx::ldmatrix_x1_trans(r, row); else ptx::ldmatrix_x1(r, row);
+    if constexpr (kTrans)
+      ptx::ldmatrix_x1_trans(r, row);
+    else
+      ptx::ldmatrix_x1(r, row);
   } else if constexpr (kNum == 2) {
-    if constexpr (kTrans) ptx::ldmatrix_x2_trans(r, row); else ptx::ldmatrix_x2(r, row);
+    if constexpr (kTrans)
+      ptx::ldmatrix_x2_trans(r, row);
+    else
+      ptx::ldmatrix_x2(r, row);
   } else {
-    if constexpr (kTrans) ptx::ldmatrix_x4_trans(r, row); else ptx::ldmatrix_x4(r, row);
+    if constexpr (kTrans)
+      ptx::ldmatrix_x4_trans(r, row);
+    else
+      ptx::ldmatrix_x4(r, row);
   }
   for (int i = 0; i < kNum; ++i) out[lane * 4 + i] = r[i];
 }
@@ -67,14 +77,16 @@ constexpr int kLd = kDim + 8;  // padded shared-memory rows (144 bytes: 16-byte 
 template <typename T>
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                                          const float (&c)[4]) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) ptx::mma_m16n8k16_bf16(d, a, b, c);
-  else ptx::mma_m16n8k16_f16(d, a, b, c);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    ptx::mma_m16n8k16_bf16(d, a, b, c);
+  else
+    ptx::mma_m16n8k16_f16(d, a, b, c);
 }
 
 template <typename T>
 __global__ void matmul64_kernel(const T* A, const T* B, float* C) {
   VITCUDA_DYNAMIC_SMEM(T, smem);
-  SmemPtr<T> sA = smem;              // [64][kLd]
+  SmemPtr<T> sA = smem;               // [64][kLd]
   SmemPtr<T> sB = smem + kDim * kLd;  // [64][kLd]
   const int tid = threadIdx.x;
   // 64 rows x 8 chunks of 16 bytes per matrix; 128 threads copy 4 chunks of each.
@@ -136,8 +148,8 @@ void check_matmul64(bool integers) {
   B = to_floats(Bt);
   rt::DeviceBuffer<T> dA(At), dB(Bt);
   rt::DeviceBuffer<float> dC(kDim * kDim);
-  launch(matmul64_kernel<T>, dim3(1), dim3(128), 2 * kDim * kLd * sizeof(T), nullptr,
-         static_cast<const T*>(dA.get()), static_cast<const T*>(dB.get()), dC.get());
+  launch(matmul64_kernel<T>, dim3(1), dim3(128), 2 * kDim * kLd * sizeof(T), nullptr, static_cast<const T*>(dA.get()),
+         static_cast<const T*>(dB.get()), dC.get());
   const std::vector<float> got = dC.download();
   const std::vector<float> want = cpu_matmul(A, B, kDim, kDim, kDim);
   for (int i = 0; i < kDim * kDim; ++i) {
@@ -162,8 +174,8 @@ TEST_F(KernelTest, MmaLdmatrixMatmul64F16) {
 
 // ---- mma fragments built by hand from the layouts (no ldmatrix): one m16n8k16 tile ------------
 template <typename T>
-__global__ void mma16816_direct_kernel(const T* A /*16x16 row*/, const T* B /*16x8, [k][n]*/,
-                                       const float* Cin /*16x8*/, float* D) {
+__global__ void mma16816_direct_kernel(const T* A /*16x16 row*/, const T* B /*16x8, [k][n]*/, const float* Cin /*16x8*/,
+                                       float* D) {
   const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
   auto pack = [](T lo, T hi) {
     uint16_t l, h;
@@ -207,8 +219,7 @@ TEST_F(KernelTest, MmaM16n8k16FragmentsFromTheLayoutBf16) { check_mma16816_direc
 TEST_F(KernelTest, MmaM16n8k16FragmentsFromTheLayoutF16) { check_mma16816_direct<__half>(); }
 
 // ---- mma.m16n8k8.tf32, fragments from the layout ----------------------------------------------
-__global__ void mma1688_tf32_kernel(const float* A /*16x8 row*/, const float* B /*8x8 [k][n]*/,
-                                    float* D) {
+__global__ void mma1688_tf32_kernel(const float* A /*16x8 row*/, const float* B /*8x8 [k][n]*/, float* D) {
   const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
   const uint32_t a[4] = {ptx::f32_to_tf32(A[g * 8 + t]), ptx::f32_to_tf32(A[(g + 8) * 8 + t]),
                          ptx::f32_to_tf32(A[g * 8 + t + 4]), ptx::f32_to_tf32(A[(g + 8) * 8 + t + 4])};
@@ -244,8 +255,8 @@ TEST_F(KernelTest, Tf32RoundsToNearestTiesAway) {
   const std::vector<uint32_t> want = {0x3f800000u, 0x3f802000u, 0xbf802000u, 0x40400000u};
   rt::DeviceBuffer<float> d_in(in);
   rt::DeviceBuffer<uint32_t> d_out(in.size());
-  launch(tf32_round_kernel, dim3(1), dim3(32), 0, nullptr, static_cast<const float*>(d_in.get()),
-         d_out.get(), static_cast<int>(in.size()));
+  launch(tf32_round_kernel, dim3(1), dim3(32), 0, nullptr, static_cast<const float*>(d_in.get()), d_out.get(),
+         static_cast<int>(in.size()));
   EXPECT_EQ(d_out.download(), want);
 }
 

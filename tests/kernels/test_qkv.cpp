@@ -28,8 +28,7 @@ void check_split(const Shape& s, bool with_bias) {
   const std::vector<float> qkv = to_floats(convert<T>(random_floats(n, -2.f, 2.f, 1 + s.T)));
   const std::vector<float> bias = to_floats(convert<T>(random_floats(3 * s.H * s.d, -1.f, 1.f, 2)));
   rt::DeviceBuffer<T> dqkv(convert<T>(qkv)), dbias(convert<T>(bias)), q(part), k(part), v(part);
-  qkv_split<T>(dqkv.get(), with_bias ? dbias.get() : nullptr, q.get(), k.get(), v.get(), s.B, s.T, s.H, s.d,
-               nullptr);
+  qkv_split<T>(dqkv.get(), with_bias ? dbias.get() : nullptr, q.get(), k.get(), v.get(), s.B, s.T, s.H, s.d, nullptr);
   std::vector<float> in = qkv;
   if (with_bias)
     for (size_t i = 0; i < n; ++i) in[i] += bias[i % bias.size()];  // bias over (s, h, j)
@@ -91,15 +90,18 @@ TEST_P(Qkv, VitBaseShapesNative) {
 
 TEST_P(Qkv, RejectsBadArguments) {
   rt::DeviceBuffer<float> a(3 * 8), q(8), k(8), v(8);
-  expect_error([&] { qkv_split<float>(nullptr, nullptr, q.get(), k.get(), v.get(), 1, 1, 1, 8, nullptr); }, {"qkv_split", "qkv"});
-  expect_error([&] { qkv_split<float>(a.get(), nullptr, q.get(), nullptr, v.get(), 1, 1, 1, 8, nullptr); }, {"qkv_split", "k is null"});
-  expect_error([&] { qkv_split<float>(a.get(), nullptr, q.get(), k.get(), v.get(), 1, 1, 0, 8, nullptr); }, {"qkv_split", "H"});
-  expect_error([&] { qkv_merge<float>(q.get(), k.get(), v.get(), nullptr, 1, 1, 1, 8, nullptr); }, {"qkv_merge", "dqkv"});
+  expect_error([&] { qkv_split<float>(nullptr, nullptr, q.get(), k.get(), v.get(), 1, 1, 1, 8, nullptr); },
+               {"qkv_split", "qkv"});
+  expect_error([&] { qkv_split<float>(a.get(), nullptr, q.get(), nullptr, v.get(), 1, 1, 1, 8, nullptr); },
+               {"qkv_split", "k is null"});
+  expect_error([&] { qkv_split<float>(a.get(), nullptr, q.get(), k.get(), v.get(), 1, 1, 0, 8, nullptr); },
+               {"qkv_split", "H"});
+  expect_error([&] { qkv_merge<float>(q.get(), k.get(), v.get(), nullptr, 1, 1, 1, 8, nullptr); },
+               {"qkv_merge", "dqkv"});
   expect_error([&] { qkv_merge<float>(q.get(), k.get(), v.get(), a.get(), 1, 1, 1, 0, nullptr); }, {"qkv_merge", "d"});
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Qkv, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Qkv, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

@@ -21,13 +21,12 @@ struct Case {
 
 template <typename T>
 void check(const Case& k, bool with_dlogits, bool with_hits) {
-  SCOPED_TRACE("B=" + std::to_string(k.B) + " C=" + std::to_string(k.C) + " smoothing=" +
-               std::to_string(k.smoothing) + " dscale=" + std::to_string(k.dscale) +
-               (k.integer_logits ? " integer logits" : ""));
+  SCOPED_TRACE("B=" + std::to_string(k.B) + " C=" + std::to_string(k.C) + " smoothing=" + std::to_string(k.smoothing) +
+               " dscale=" + std::to_string(k.dscale) + (k.integer_logits ? " integer logits" : ""));
   const bool bf16 = std::is_same_v<T, __nv_bfloat16>;
   const int64_t n = k.B * k.C;
-  const std::vector<float> z = to_floats(convert<T>(
-      k.integer_logits ? random_ints(n, -3, 3, 41 + n) : random_floats(n, -8.f, 8.f, 43 + n)));
+  const std::vector<float> z =
+      to_floats(convert<T>(k.integer_logits ? random_ints(n, -3, 3, 41 + n) : random_floats(n, -8.f, 8.f, 43 + n)));
   std::vector<int32_t> labels(k.B);
   const std::vector<float> lab = random_ints(k.B, 0, static_cast<int>(k.C - 1), 47 + n);
   for (int64_t b = 0; b < k.B; ++b) labels[b] = static_cast<int32_t>(lab[b]);
@@ -36,14 +35,13 @@ void check(const Case& k, bool with_dlogits, bool with_hits) {
   rt::DeviceBuffer<int32_t> dlab(labels), dhits(k.B);
   rt::DeviceBuffer<float> dloss(k.B);
   ddl.upload(convert<T>(std::vector<float>(n, 5.f)));  // overwritten
-  softmax_xent<T>(dz.get(), dlab.get(), k.smoothing, k.dscale, dloss.get(),
-                  with_dlogits ? ddl.get() : nullptr, with_hits ? dhits.get() : nullptr, k.B, k.C,
-                  nullptr);
+  softmax_xent<T>(dz.get(), dlab.get(), k.smoothing, k.dscale, dloss.get(), with_dlogits ? ddl.get() : nullptr,
+                  with_hits ? dhits.get() : nullptr, k.B, k.C, nullptr);
 
   std::vector<float> loss_ref(k.B), dl_ref(n);
   std::vector<int32_t> hits_ref(k.B);
-  ref::softmax_xent<float>(z.data(), labels.data(), k.smoothing, k.dscale, loss_ref.data(),
-                           dl_ref.data(), hits_ref.data(), k.B, k.C);
+  ref::softmax_xent<float>(z.data(), labels.data(), k.smoothing, k.dscale, loss_ref.data(), dl_ref.data(),
+                           hits_ref.data(), k.B, k.C);
   const std::vector<float> loss = dloss.download();
   const std::vector<float> dl = to_floats(ddl.download());
   const std::vector<int32_t> hits = dhits.download();
@@ -65,8 +63,8 @@ void check(const Case& k, bool with_dlogits, bool with_hits) {
     // round relative to |lse| and |z_y|; mean_j z_j adds (ceil(C/32) + 6)·u·mean|z|.
     const double lane_terms = double((k.C + 31) / 32);
     const double lse_err = (2 * lane_terms + 12) * kU32;
-    const double tol = lse_err + 4 * kU32 * (std::fabs(lse) + std::fabs(zr[labels[b]])) +
-                       (lane_terms + 6) * kU32 * mean_abs;
+    const double tol =
+        lse_err + 4 * kU32 * (std::fabs(lse) + std::fabs(zr[labels[b]])) + (lane_terms + 6) * kU32 * mean_abs;
     ASSERT_NEAR(loss[b], loss_ref[b], tol) << "loss[" << b << "]";
     if (with_hits) {
       ASSERT_EQ(hits[b], hits_ref[b]) << "hits[" << b << "]";
@@ -86,11 +84,9 @@ void check(const Case& k, bool with_dlogits, bool with_hits) {
 }
 
 // C = 1 (loss 0), 2, CIFAR's 10 and 100, ImageNet's 1000, odd sizes around the warp width.
-const Case kCases[] = {{1, 1, 0.f, 1.f, false},      {3, 2, 0.1f, 1.f / 3, false},
-                       {5, 10, 0.f, 0.2f, true},      {7, 33, 0.1f, 1.f / 7, true},
-                       {9, 100, 0.1f, 1.f / 9, false}, {4, 1000, 0.1f, 0.25f, false},
-                       {3, 1037, 0.3f, -2.f, true},    {2, 31, 1.f, 1.f, false},
-                       {4, 64, 0.1f, 0.f, false}};
+const Case kCases[] = {{1, 1, 0.f, 1.f, false},      {3, 2, 0.1f, 1.f / 3, false},   {5, 10, 0.f, 0.2f, true},
+                       {7, 33, 0.1f, 1.f / 7, true}, {9, 100, 0.1f, 1.f / 9, false}, {4, 1000, 0.1f, 0.25f, false},
+                       {3, 1037, 0.3f, -2.f, true},  {2, 31, 1.f, 1.f, false},       {4, 64, 0.1f, 0.f, false}};
 
 TEST_P(SoftmaxXent, F32) {
   for (const Case& k : kCases) check<float>(k, true, true);
@@ -108,8 +104,7 @@ TEST_P(SoftmaxXent, BadLabelGivesNaN) {
   rt::DeviceBuffer<float> z(std::vector<float>(B * C, 1.f)), loss(B), dl(B * C);
   rt::DeviceBuffer<int32_t> labels(std::vector<int32_t>{1, 5, -1}), hits(B);
   dl.upload(std::vector<float>(B * C, 9.f));
-  softmax_xent<float>(z.get(), labels.get(), 0.1f, 1.f, loss.get(), dl.get(), hits.get(), B, C,
-                      nullptr);
+  softmax_xent<float>(z.get(), labels.get(), 0.1f, 1.f, loss.get(), dl.get(), hits.get(), B, C, nullptr);
   const std::vector<float> l = loss.download(), d = dl.download();
   const std::vector<int32_t> h = hits.download();
   EXPECT_NEAR(l[0], std::log(5.0), 1e-6);  // uniform logits: log C whatever the smoothing
@@ -144,8 +139,7 @@ TEST_P(SoftmaxXent, NativeImageNetShapes) {
   check<float>({8, 21843, 0.1f, 1.f / 8, false}, true, true);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, SoftmaxXent, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, SoftmaxXent, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test

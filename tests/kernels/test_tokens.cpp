@@ -56,8 +56,8 @@ void check_backward(const Shape& s, bool cls, bool want_patches, bool want_pos) 
   tokens_backward<T, TG>(ddout.get(), want_patches ? dpatches.get() : nullptr, cls ? ddcls.get() : nullptr,
                          want_pos ? ddpos.get() : nullptr, cls, s.B, s.Np, s.D, nullptr);
   std::vector<float> dp_ref(np), dcls_ref = dcls0, dpos_ref = dpos0;
-  ref::tokens_backward<float>(dout.data(), dp_ref.data(), cls ? dcls_ref.data() : nullptr, dpos_ref.data(), s.B,
-                              s.Np, s.D);
+  ref::tokens_backward<float>(dout.data(), dp_ref.data(), cls ? dcls_ref.data() : nullptr, dpos_ref.data(), s.B, s.Np,
+                              s.D);
   const std::vector<float> dp = to_floats(dpatches.download()), dc = to_floats(ddcls.download()),
                            dpos = to_floats(ddpos.download());
   for (size_t i = 0; i < np; ++i) ASSERT_EQ(dp[i], want_patches ? dp_ref[i] : 7.f) << "dpatches[" << i << "]";
@@ -71,13 +71,17 @@ void check_backward(const Shape& s, bool cls, bool want_patches, bool want_pos) 
     for (int j = 0; j < s.D; ++j) {
       const size_t i = size_t(t) * s.D + j;
       // B fp32 terms in batch order (the reference sums in double), then the old value
-      const double tol = 2.0 * (s.B + 2) * kU32 * (col_abs(t, j) + std::fabs(dpos0[i])) + round * std::fabs(dpos_ref[i]);
-      if (want_pos) ASSERT_NEAR(dpos[i], dpos_ref[i], tol) << "dpos[" << t << "][" << j << "]";
-      else ASSERT_EQ(dpos[i], dpos0[i]) << "dpos untouched";
+      const double tol =
+          2.0 * (s.B + 2) * kU32 * (col_abs(t, j) + std::fabs(dpos0[i])) + round * std::fabs(dpos_ref[i]);
+      if (want_pos)
+        ASSERT_NEAR(dpos[i], dpos_ref[i], tol) << "dpos[" << t << "][" << j << "]";
+      else
+        ASSERT_EQ(dpos[i], dpos0[i]) << "dpos untouched";
     }
   if (cls)
     for (int j = 0; j < s.D; ++j) {
-      const double tol = 2.0 * (s.B + 2) * kU32 * (col_abs(0, j) + std::fabs(dcls0[j])) + round * std::fabs(dcls_ref[j]);
+      const double tol =
+          2.0 * (s.B + 2) * kU32 * (col_abs(0, j) + std::fabs(dcls0[j])) + round * std::fabs(dcls_ref[j]);
       ASSERT_NEAR(dc[j], dcls_ref[j], tol) << "dcls[" << j << "]";
     }
 }
@@ -119,8 +123,10 @@ TEST_P(Tokens, BackwardIsBitwiseReproducible) {
     tokens_backward<float, float>(dout.get(), dp.get(), dc.get(), dpos.get(), true, s.B, s.Np, s.D, nullptr);
     std::vector<float> all = dc.download();
     for (float v : dpos.download()) all.push_back(v);
-    if (run == 0) first = all;
-    else EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
+    if (run == 0)
+      first = all;
+    else
+      EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
   }
 }
 TEST_P(Tokens, VitBaseShapesNative) {
@@ -131,17 +137,19 @@ TEST_P(Tokens, VitBaseShapesNative) {
 
 TEST_P(Tokens, RejectsBadArguments) {
   rt::DeviceBuffer<float> a(64), b(64), c(64);
-  expect_error([&] { tokens_forward<float>(nullptr, nullptr, b.get(), c.get(), 1, 4, 8, nullptr); }, {"tokens_forward", "patches"});
-  expect_error([&] { tokens_forward<float>(a.get(), nullptr, nullptr, c.get(), 1, 4, 8, nullptr); }, {"tokens_forward", "pos"});
-  expect_error([&] { tokens_forward<float>(a.get(), nullptr, b.get(), c.get(), 1, 4, 0, nullptr); }, {"tokens_forward", "D"});
+  expect_error([&] { tokens_forward<float>(nullptr, nullptr, b.get(), c.get(), 1, 4, 8, nullptr); },
+               {"tokens_forward", "patches"});
+  expect_error([&] { tokens_forward<float>(a.get(), nullptr, nullptr, c.get(), 1, 4, 8, nullptr); },
+               {"tokens_forward", "pos"});
+  expect_error([&] { tokens_forward<float>(a.get(), nullptr, b.get(), c.get(), 1, 4, 0, nullptr); },
+               {"tokens_forward", "D"});
   expect_error([&] { tokens_backward<float, float>(nullptr, a.get(), nullptr, b.get(), false, 1, 4, 8, nullptr); },
                {"tokens_backward", "dout"});
   expect_error([&] { tokens_backward<float, float>(a.get(), b.get(), c.get(), nullptr, false, 1, 4, 8, nullptr); },
                {"tokens_backward", "has_cls"});
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Tokens, ::testing::Values(std::string(rt::backend_name())),
-                         backend_param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, Tokens, ::testing::Values(std::string(rt::backend_name())), backend_param_name);
 
 }  // namespace
 }  // namespace vitcuda::test
