@@ -3,8 +3,8 @@
 #
 # Each one comes from the system when its package is installed (Debian 12: tools/setup.sh; the
 # normal path, here and in CI), otherwise from VITCUDA_THIRD_PARTY_DIR, which
-# tools/offline_deps.sh fills on a Debian 12 machine and a GPU session carries to the lent
-# machine (no Debian -dev packages, no network there; docs/DESIGN.md):
+# tools/gpu/offline_deps.sh fills on a Debian 12 machine and a GPU session carries to the lent
+# machine (no Debian -dev packages, no network there; tools/gpu/README.md):
 #
 #   OpenBLAS, zlib   imported targets over the Debian shared libraries unpacked from
 #                    third_party/sysroot.tar.xz into <build>/third_party/sysroot (or a
@@ -18,11 +18,18 @@
 #   OpenMP, Threads, CUDA   from the compiler and the toolkit, as always
 #
 # One STATUS line per dependency says where it came from. The subdirectories keep their own
-# find_package() calls: for a dependency taken from third_party, a config file written to
-# CMAKE_FIND_PACKAGE_REDIRECTS_DIR (CMake >= 3.24) answers them with the targets made here.
+# find_package() calls: for a dependency taken from third_party, a <name>-config.cmake written to
+# CMAKE_FIND_PACKAGE_REDIRECTS_DIR answers them with the targets made here. That folder is CMake's
+# own place for such redirections (3.24 and newer: find_package() looks there first; FetchContent
+# writes the same files), not a package installed anywhere: it lives in the build folder.
+#
+# The CUDA toolkit's headers that the emulation build compiles with g++ (cuda_bf16.h, ...) are
+# found by the top-level CMakeLists.txt (VITCUDA_CUDA_INCLUDE_DIR): the toolkit's, else
+# third_party/cuda/include, which tools/setup.sh fills from NVIDIA's CUDA 13.0 wheels on machines
+# without a toolkit (tools/test.sh then passes it as VITCUDA_CUDA_INCLUDE_DIR).
 
 set(VITCUDA_THIRD_PARTY_DIR "${PROJECT_SOURCE_DIR}/third_party" CACHE PATH
-  "Dependencies fetched by tools/offline_deps.sh, used for those the system lacks")
+  "Dependencies fetched by tools/gpu/offline_deps.sh, used for those the system lacks")
 set(_vitcuda_tp "${VITCUDA_THIRD_PARTY_DIR}")
 if(NOT CMAKE_FIND_PACKAGE_REDIRECTS_DIR)
   message(FATAL_ERROR "vitcuda: CMake ${CMAKE_VERSION} has no CMAKE_FIND_PACKAGE_REDIRECTS_DIR: 3.24 or newer needed")
@@ -41,9 +48,9 @@ function(_vitcuda_dep_missing name debian_package)
     "vitcuda: ${name} not found: neither installed nor in VITCUDA_THIRD_PARTY_DIR "
     "(${VITCUDA_THIRD_PARTY_DIR}).\n"
     "  On Debian 12: bash tools/setup.sh (installs ${debian_package} and the rest).\n"
-    "  Without Debian packages (the lent GPU machine): run bash tools/offline_deps.sh on a Debian 12 "
+    "  Without Debian packages (the lent GPU machine): run bash tools/gpu/offline_deps.sh on a Debian 12 "
     "machine with apt and PyPI reachable, then bring third_party/ along (the run tool's carry "
-    "[\"third_party\"]) or point -DVITCUDA_THIRD_PARTY_DIR= at it. See docs/DESIGN.md.")
+    "[\"third_party\"]) or point -DVITCUDA_THIRD_PARTY_DIR= at it. See tools/gpu/README.md.")
 endfunction()
 
 # find_package(<pkg>) anywhere in the project now finds the targets made here.
@@ -220,7 +227,7 @@ if(NOT VITCUDA_STB_INCLUDE_DIR AND EXISTS "${_vitcuda_tp}/stb/include/stb/stb_im
   set(VITCUDA_STB_INCLUDE_DIR "${_vitcuda_tp}/stb/include/stb" CACHE PATH "stb_image.h folder" FORCE)
 endif()
 if(NOT VITCUDA_STB_INCLUDE_DIR)
-  message(WARNING "stb_image.h not found (install libstb-dev, or run tools/offline_deps.sh): "
+  message(WARNING "stb_image.h not found (install libstb-dev, or run tools/gpu/offline_deps.sh): "
                   "image-folder datasets are disabled")
 elseif(VITCUDA_STB_INCLUDE_DIR MATCHES "^${_vitcuda_tp}/")
   message(STATUS "vitcuda: stb: third_party (${VITCUDA_STB_INCLUDE_DIR})")
@@ -228,9 +235,8 @@ else()
   message(STATUS "vitcuda: stb: system (${VITCUDA_STB_INCLUDE_DIR})")
 endif()
 
-# ---- GoogleTest (the tests and the kernel tests) -> GTest::gtest, GTest::gtest_main -------------
-# kernels/CMakeLists.txt declares VITCUDA_BUILD_KERNEL_TESTS (default ON) later.
-if(VITCUDA_BUILD_TESTS OR NOT DEFINED VITCUDA_BUILD_KERNEL_TESTS OR VITCUDA_BUILD_KERNEL_TESTS)
+# ---- GoogleTest (tests/: the library tests and the kernel tests) -> GTest::gtest, GTest::gtest_main
+if(VITCUDA_BUILD_TESTS)
   find_package(GTest QUIET)
   if(GTest_FOUND)
     message(STATUS "vitcuda: GoogleTest ${GTest_VERSION}: system (${GTest_DIR}${GTEST_LIBRARY})")

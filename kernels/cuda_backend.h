@@ -1,6 +1,6 @@
 // vitcuda — the CUDA backend: vitcuda::Backend over the launchers in kernels/*.cu. The same
 // source is built twice: natively ("cuda", in vitcuda_kernels, linked into libvitcuda when
-// nvcc is present) and under emulation ("cuda-emu", in vitcuda_emu, for the tests).
+// nvcc is present) and under emulation ("cuda-emu", in vitcuda_kernels_emu, for the tests).
 #pragma once
 #include <memory>
 

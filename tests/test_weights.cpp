@@ -16,7 +16,7 @@ namespace {
 
 // timm's resize written as one 2-D sum (PIL-style anti-aliased bicubic, a = -0.5, weights
 // renormalised over the taps inside the image), independent of the separable code in
-// host/weights.cpp.
+// host/checkpoint.cpp.
 double cubic(double x) {
   const double a = -0.5;
   x = std::fabs(x);

@@ -5,14 +5,15 @@
 # initcheck (reads of uninitialised global memory). Needs a CUDA GPU.
 #
 #   tools/sanitize.sh [build-dir] [gtest filter]
-#   e.g. tools/sanitize.sh build 'Backends/LayerNorm.*'
+#   e.g. tools/sanitize.sh build/gpu 'Backends/LayerNorm.*'
 #
-# Builds vitcuda_kernel_tests_cuda in build-dir (default: build-cuda, configured for the GPU that
-# is present when not configured yet). Exits non-zero when any tool reports an error.
+# Builds vitcuda_kernel_tests_cuda (tests/CMakeLists.txt) in build-dir (default: build/sanitize,
+# configured for the GPU that is present when not configured yet). Exits non-zero when any tool
+# reports an error.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${1:-$root/build-cuda}"
+build="${1:-$root/build/sanitize}"
 filter="${2:-*}"
 
 sanitizer="$(command -v compute-sanitizer || true)"
@@ -33,10 +34,10 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
   [[ "$arch" == 90 ]] && arch=90a  # mma/cp.async paths are the same; 90a enables the sm_90 extras
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CUDA_ARCHITECTURES="$arch" -DVITCUDA_CUDA=ON \
-    -DVITCUDA_BUILD_BENCH=OFF -DVITCUDA_BUILD_TOOLS=OFF -DVITCUDA_BUILD_TESTS=OFF
+    -DVITCUDA_BUILD_TESTS=ON -DVITCUDA_BUILD_BENCH=OFF -DVITCUDA_BUILD_TOOLS=OFF -DVITCUDA_NATIVE=ON
 fi
 cmake --build "$build" --target vitcuda_kernel_tests_cuda -j "$(nproc)"
-tests="$build/kernels/vitcuda_kernel_tests_cuda"
+tests="$build/tests/vitcuda_kernel_tests_cuda"
 
 # The Misuse tests provoke errors on purpose and are emulator-only (they skip natively).
 gtest_filter="${filter}:-Misuse.*"

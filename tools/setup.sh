@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Installs what vitcuda needs to build, test and train on a fresh Debian 12 machine
 # (CUDA toolkit optional: when nvcc is present the CUDA parts are built too).
+#
+# The kernel tests compile the kernels with g++ against the CUDA toolkit's headers (cuda_bf16.h,
+# cuda_fp16.h, vector_types.h and what they include), without nvcc. Without a toolkit, those
+# headers come from NVIDIA's CUDA 13.0 wheels on PyPI (pip download, nothing installed into
+# Python): nvidia-cuda-runtime (cuda_bf16.h, ...), nvidia-cuda-crt (crt/host_defines.h, ...) and,
+# of nvidia-cuda-cccl, nv/target alone; into third_party/cuda/include (git-ignored, 5 MB), which
+# tools/test.sh points CMake at.
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(
   cmake ninja-build g++ pkg-config            # build
   libopenblas-dev zlib1g-dev                  # CPU GEMM, gzip
@@ -10,6 +18,24 @@ packages=(
   libstb-dev python3-matplotlib               # PNG/JPEG in and out, training curves (plot_history.py)
   dataset-fashion-mnist                       # the default training data
 )
+# The wheels of CUDA 13.0 (nvcc 13.0.88): same headers as the toolkit's.
+cuda_wheels=(nvidia-cuda-runtime==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)
+cuda_headers="${VITCUDA_THIRD_PARTY_DIR:-$root/third_party}/cuda"
+
+# The folders CMake searches for cuda_bf16.h (VITCUDA_CUDA_INCLUDE_DIR) before third_party.
+have_cuda_headers() {
+  local d
+  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr; do
+    [[ -n "$d" && -f "$d/include/cuda_bf16.h" ]] && return 0
+  done
+  return 1
+}
+need_cuda_headers=0
+if ! have_cuda_headers && [[ "$(cat "$cuda_headers/.stamp" 2>/dev/null)" != "${cuda_wheels[*]}" ]]; then
+  need_cuda_headers=1
+  python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,5 +46,45 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ((need_cuda_headers)); then
+  echo "setup: no CUDA toolkit headers (cuda_bf16.h): fetching ${cuda_wheels[*]} into $cuda_headers/include"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$work" "${cuda_wheels[@]}"
+  # Each wheel's nvidia/cu13/include (the CUDA 13 wheels' layout) but cccl's own tree (CUB,
+  # Thrust, libcu++: 14 MB nothing here includes), and each licence.
+  python3 - "$work/cuda" "$work"/*.whl <<'EOF_PY'
+import os, sys, zipfile
+dest, wheels = sys.argv[1], sys.argv[2:]
+n = 0
+for wheel in wheels:
+    dist = os.path.basename(wheel).split("-")[0]
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            name = info.filename
+            if name.startswith("nvidia/") and "/include/" in name and not name.endswith("/"):
+                rel = os.path.join("include", name.split("/include/", 1)[1])
+                if rel.startswith("include/cccl/"):
+                    continue
+            elif name.endswith("/licenses/License.txt"):
+                rel = f"LICENSE.{dist}.txt"
+            else:
+                continue
+            out = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(info) as src, open(out, "wb") as dst:
+                dst.write(src.read())
+            n += 1
+for h in ("cuda_bf16.h", "crt/host_defines.h", "nv/target"):
+    if not os.path.isfile(os.path.join(dest, "include", h)):
+        sys.exit(f"setup: the CUDA wheels hold no include/{h}")
+print(f"setup: {n} files")
+EOF_PY
+  echo "${cuda_wheels[*]}" > "$work/cuda/.stamp"
+  mkdir -p "$(dirname "$cuda_headers")"
+  rm -rf "$cuda_headers"
+  mv "$work/cuda" "$cuda_headers"
 fi
 echo "setup: dependencies present"

@@ -59,7 +59,7 @@ extern uint3 g_block_idx;
 extern dim3 g_block_dim;
 extern dim3 g_grid_dim;
 
-// ---- the scheduler's entry point (kernels/emu.cpp) --------------------------------------------
+// ---- the scheduler's entry point (kernels/emu/emu.cpp) -----------------------------------------
 using InvokeFn = void (*)(const void* closure);  // runs the kernel body for the current thread
 void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, InvokeFn invoke,
               const void* closure);

@@ -7,7 +7,7 @@
 //
 //   void vitcuda_emu_switch(void** save_sp, void* new_sp);
 //
-// A new fiber's stack is prepared by kernels/emu.cpp to look like a suspended one whose return
+// A new fiber's stack is prepared by kernels/emu/emu.cpp to look like a suspended one whose return
 // address is the fiber's entry function.
     .text
     .globl  vitcuda_emu_switch

@@ -28,7 +28,7 @@
 #   results.tar.gz  kernel_tests.xml, bench_<name>.json, train_<device>/ (config.json,
 #                   history.csv, results.json, ...)
 #
-# Environment: OUT, BUILD_DIR (build-gpu), BUDGET_S (quick 290, full/sanitize 540: the whole
+# Environment: OUT, BUILD_DIR (build/gpu), BUDGET_S (quick 290, full/sanitize 540: the whole
 # call, steps time-boxed to fit), JOBS (nproc), BENCH_MIN_TIME (0.2 s per benchmark),
 # BUILD_ALL=1, SANITIZE_FILTER (gtest filter), CUDA_ARCHS ("80;90a"). Without a GPU (e.g.
 # here) the GPU steps print "no GPU" and are skipped; quick then exits 0 when the build
@@ -38,11 +38,11 @@ set -uo pipefail
 mode="${1:-quick}"
 case "$mode" in quick | full | sanitize) ;; *) echo "usage: $0 [quick|full|sanitize]" >&2; exit 2 ;; esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 OUT="${OUT:-$root/out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-build="${BUILD_DIR:-build-gpu}"
+build="${BUILD_DIR:-build/gpu}"
 [[ "$build" == /* ]] || build="$root/$build"
 if [[ "$mode" == quick ]]; then budget="${BUDGET_S:-290}"; else budget="${BUDGET_S:-540}"; fi
 jobs="${JOBS:-$(nproc)}"
@@ -141,11 +141,14 @@ EOF
 command -v cmake >/dev/null || { note "cmake not found"; exit 1; }
 
 # ---- configure + build -----------------------------------------------------------------------
+# This machine's cuDNN is the nvidia-cudnn-cu13 wheel of /opt/torch/.venv: CMake gets its folder
+# (CUDNN_ROOT: include/, lib/) and the interpreter (VITCUDA_PYTHON) explicitly, it searches no
+# machine paths of its own (bench/CMakeLists.txt).
 cudnn_args=()
 if [[ -n "$python" ]]; then
   cudnn_dir="$("$python" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
   if [[ -n "$cudnn_dir" && -d "$cudnn_dir/include" ]]; then
-    cudnn_args=(-DCUDNN_INCLUDE_DIR="$cudnn_dir/include" -DCUDNN_LIBRARY_DIR="$cudnn_dir/lib")
+    cudnn_args=(-DCUDNN_ROOT="$cudnn_dir")
     export LD_LIBRARY_PATH="$cudnn_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
   cudnn_args+=(-DVITCUDA_PYTHON="$python")
@@ -153,7 +156,8 @@ fi
 generator=(-G Ninja)
 command -v ninja >/dev/null || generator=()
 step configure 180 "$buildlog" cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80;90a}" -DVITCUDA_CUDA=ON "${cudnn_args[@]}"
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80;90a}" -DVITCUDA_CUDA=ON -DVITCUDA_BUILD_TESTS=ON \
+  -DVITCUDA_BUILD_BENCH=ON -DVITCUDA_BUILD_TOOLS=ON -DVITCUDA_NATIVE=ON "${cudnn_args[@]}"
 grep -E -- '^-- vitcuda: ' "$buildlog" | sed 's/^-- /  /' | awk '!seen[$0]++' >> "$summary"
 
 targets=(vitcuda_kernel_tests_cuda)
@@ -173,7 +177,7 @@ build_rc=$?
 if ((build_rc != 0)); then
   grep -E -m 20 'error|FAILED' "$buildlog" | sed 's/^/  /' >> "$summary"
 fi
-kt="$build/kernels/vitcuda_kernel_tests_cuda"
+kt="$build/tests/vitcuda_kernel_tests_cuda"
 
 # ---- GPU steps -----------------------------------------------------------------------------
 gpu_step() {  # gpu_step NAME CAP LOG CMD...: step, or "no GPU"
