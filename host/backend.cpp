@@ -2,7 +2,11 @@
 // backend's implementation. A check failure is one Error naming the op and the argument.
 #include "vitcuda/backend.h"
 
+#include <exception>
 #include <string>
+#include <utility>
+
+#include "host/op_cost.h"
 
 namespace vitcuda {
 namespace {
@@ -38,10 +42,80 @@ void head_major(const char* op, const char* name, const Tensor& t) {
 
 }  // namespace
 
+// ---- tracing ----------------------------------------------------------------------------------
+RuntimeCounters operator-(const RuntimeCounters& a, const RuntimeCounters& b) {
+  RuntimeCounters d;
+  d.launches = a.launches - b.launches;
+  d.gemms = a.gemms - b.gemms;
+  d.h2d = a.h2d - b.h2d;
+  d.d2h = a.d2h - b.d2h;
+  d.d2d = a.d2d - b.d2d;
+  d.memsets = a.memsets - b.memsets;
+  d.h2d_bytes = a.h2d_bytes - b.h2d_bytes;
+  d.d2h_bytes = a.d2h_bytes - b.d2h_bytes;
+  d.syncs = a.syncs - b.syncs;
+  return d;
+}
+
+std::string to_string(const RuntimeCounters& c) {
+  return std::to_string(c.launches) + " launches, " + std::to_string(c.gemms) + " GEMMs, " + std::to_string(c.h2d) +
+         " host-to-device copies (" + std::to_string(c.h2d_bytes) + " B), " + std::to_string(c.d2h) +
+         " device-to-host copies (" + std::to_string(c.d2h_bytes) + " B), " + std::to_string(c.d2d) +
+         " device copies, " + std::to_string(c.memsets) + " memsets, " + std::to_string(c.syncs) + " blocking syncs";
+}
+
+void Backend::set_tracer(OpTracer* tracer) {
+  if (tracer_ == tracer) return;
+  tracer_ = tracer;
+  record_launches(tracer != nullptr);
+  take_launches();  // nothing recorded before belongs to the first traced op
+}
+
+// Reports one public op to the backend's tracer: its cost (computed only while tracing), the
+// runtime counters it moved and its launches. An op that an implementation calls from inside
+// another op (the CPU AdamW copying master to params) belongs to the outer one; an op that
+// throws is not reported.
+class OpScope {
+ public:
+  template <typename CostFn>
+  OpScope(Backend& backend, const char* op, CostFn&& cost) : be_(backend) {
+    if (!be_.tracer_ || depth()++ > 0) return;
+    active_ = true;
+    trace_.op = op;
+    trace_.cost = cost();
+    before_ = be_.runtime_counters();
+  }
+  ~OpScope() {
+    if (!be_.tracer_) return;
+    if (!active_) {
+      if (depth() > 0) --depth();
+      return;
+    }
+    --depth();
+    if (std::uncaught_exceptions() > 0) return;
+    trace_.runtime = be_.runtime_counters() - before_;
+    trace_.launches = be_.take_launches();
+    be_.tracer_->on_op(trace_);
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  static int& depth() {
+    thread_local int d = 0;
+    return d;
+  }
+  Backend& be_;
+  bool active_ = false;
+  OpTrace trace_;
+  RuntimeCounters before_;
+};
+
 void Backend::copy(const Tensor& src, const Tensor& dst) {
   defined("copy", "src", src);
   defined("copy", "dst", dst);
   numel_is("copy", "dst", dst, src.numel());
+  const OpScope scope(*this, "copy", [&] { return op_cost::copy(src, dst); });
   copy_impl(src, dst);
 }
 
@@ -52,6 +126,7 @@ void Backend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   numel_is("add", "b", b, a.numel());
   numel_is("add", "out", out, a.numel());
   same_dtype("add", a, {{"b", &b}, {"out", &out}});
+  const OpScope scope(*this, "add", [&] { return op_cost::add(a, b, out); });
   add_impl(a, b, out);
 }
 
@@ -69,6 +144,8 @@ void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch,
   require(patch > 0 && H % patch == 0 && W % patch == 0, op,
           "patch " + std::to_string(patch) + " does not divide the image " + images.shape_str());
   numel_is(op, "cols", cols, B * (H / patch) * (W / patch) * C * patch * patch);
+  const OpScope scope(*this, "patch_extract",
+                      [&] { return op_cost::patch_extract(images, layout, patch, mean, stdev, cols); });
   patch_extract_impl(images, layout, patch, mean, stdev, cols);
 }
 
@@ -86,6 +163,7 @@ void Backend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   require(act == Act::None || pre.defined(), op, "an activation needs the pre-activation buffer");
   numel_is(op, "pre", pre, R * N);
   same_dtype(op, x, {{"w", &w}, {"b", &b}, {"pre", &pre}, {"y", &y}});
+  const OpScope scope(*this, "linear_forward", [&] { return op_cost::linear_forward(x, w, b, act, pre, y); });
   linear_forward_impl(x, w, b, act, pre, y);
 }
 
@@ -106,6 +184,8 @@ void Backend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w
   numel_is(op, "pre", pre, R * N);
   same_dtype(op, dy, {{"x", &x}, {"w", &w}, {"pre", &pre}, {"dx", &dx}});
   same_dtype(op, dw, {{"db", &db}});
+  const OpScope scope(*this, "linear_backward",
+                      [&] { return op_cost::linear_backward(dy, x, w, act, pre, dx, dw, db); });
   linear_backward_impl(dy, x, w, act, pre, dx, dw, db);
 }
 
@@ -121,6 +201,7 @@ void Backend::tokens_forward(const Tensor& patches, const Tensor& cls, const Ten
   numel_is(op, "pos", pos, T * D);
   numel_is(op, "out", out, B * T * D);
   same_dtype(op, patches, {{"cls", &cls}, {"pos", &pos}, {"out", &out}});
+  const OpScope scope(*this, "tokens_forward", [&] { return op_cost::tokens_forward(patches, cls, pos, out); });
   tokens_forward_impl(patches, cls, pos, out);
 }
 
@@ -134,6 +215,7 @@ void Backend::tokens_backward(const Tensor& dout, const Tensor& dpatches, const 
   numel_is(op, "dcls", dcls, D);
   numel_is(op, "dpos", dpos, T * D);
   same_dtype(op, dpos, {{"dcls", &dcls}});
+  const OpScope scope(*this, "tokens_backward", [&] { return op_cost::tokens_backward(dout, dpatches, dcls, dpos); });
   tokens_backward_impl(dout, dpatches, dcls, dpos);
 }
 
@@ -159,6 +241,9 @@ void Backend::layernorm_forward(const Tensor& x, const Tensor& residual, const T
   numel_is(op, "rstd", rstd, R);
   same_dtype(op, x, {{"residual", &residual}, {"sum_out", &sum_out}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}});
   same_dtype(op, mean, {{"rstd", &rstd}});
+  const OpScope scope(*this, "layernorm_forward", [&] {
+    return op_cost::layernorm_forward(x, residual, sum_out, gamma, beta, eps, y, mean, rstd);
+  });
   layernorm_forward_impl(x, residual, sum_out, gamma, beta, eps, y, mean, rstd);
 }
 
@@ -180,6 +265,8 @@ void Backend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor
   numel_is(op, "dbeta", dbeta, C);
   same_dtype(op, dy, {{"x", &x}, {"gamma", &gamma}, {"dx", &dx}});
   same_dtype(op, dgamma, {{"dbeta", &dbeta}});
+  const OpScope scope(*this, "layernorm_backward",
+                      [&] { return op_cost::layernorm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta); });
   layernorm_backward_impl(dy, x, gamma, mean, rstd, dx, dgamma, dbeta);
 }
 
@@ -198,6 +285,7 @@ void Backend::qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, con
   numel_is(op, "b", b, 3 * H * d);
   numel_is(op, "x", x, B * T * w.size(1));
   same_dtype(op, x, {{"w", &w}, {"b", &b}, {"qkv_scratch", &qkv_scratch}, {"q", &q}, {"k", &k}, {"v", &v}});
+  const OpScope scope(*this, "qkv_forward", [&] { return op_cost::qkv_forward(x, w, b, qkv_scratch, q, k, v); });
   qkv_forward_impl(x, w, b, qkv_scratch, q, k, v);
 }
 
@@ -215,6 +303,8 @@ void Backend::qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
   numel_is(op, "dqkv_scratch", dqkv_scratch, B * T * 3 * H * d);
   require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
   same_dtype(op, dq, {{"dk", &dk}, {"dv", &dv}, {"x", &x}, {"w", &w}, {"dqkv_scratch", &dqkv_scratch}, {"dx", &dx}});
+  const OpScope scope(*this, "qkv_backward",
+                      [&] { return op_cost::qkv_backward(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db); });
   qkv_backward_impl(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db);
 }
 
@@ -233,6 +323,8 @@ void Backend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& 
   numel_is(op, "lse", lse, B * H * N);
   require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
   same_dtype(op, q, {{"k", &k}, {"v", &v}, {"out", &out}});
+  const OpScope scope(*this, "attention_forward",
+                      [&] { return op_cost::attention_forward(q, k, v, scale, drop, out, lse); });
   attention_forward_impl(q, k, v, scale, drop, out, lse);
 }
 
@@ -259,6 +351,8 @@ void Backend::attention_backward(const Tensor& dout, const Tensor& q, const Tens
   numel_is(op, "dv", dv, B * H * N * d);
   require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
   same_dtype(op, q, {{"dout", &dout}, {"k", &k}, {"v", &v}, {"out", &out}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}});
+  const OpScope scope(*this, "attention_backward",
+                      [&] { return op_cost::attention_backward(dout, q, k, v, out, lse, scale, drop, dq, dk, dv); });
   attention_backward_impl(dout, q, k, v, out, lse, scale, drop, dq, dk, dv);
 }
 
@@ -268,6 +362,7 @@ void Backend::dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec)
   numel_is("dropout", "y", y, x.numel());
   same_dtype("dropout", x, {{"y", &y}});
   require(spec.p >= 0.f && spec.p < 1.f, "dropout", "p must be in [0, 1)");
+  const OpScope scope(*this, "dropout", [&] { return op_cost::dropout(x, y, spec); });
   dropout_impl(x, y, spec);
 }
 
@@ -278,6 +373,7 @@ void Backend::drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spe
   numel_is("drop_path", "y", y, x.numel());
   same_dtype("drop_path", x, {{"y", &y}});
   require(spec.p >= 0.f && spec.p < 1.f, "drop_path", "p must be in [0, 1)");
+  const OpScope scope(*this, "drop_path", [&] { return op_cost::drop_path(x, y, spec); });
   drop_path_impl(x, y, spec);
 }
 
@@ -289,6 +385,7 @@ void Backend::pool_forward(const Tensor& x, Pool pool, int num_prefix, const Ten
   require(num_prefix >= 0 && num_prefix < x.size(1), "pool_forward", "num_prefix out of range");
   numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
   same_dtype("pool_forward", x, {{"out", &out}});
+  const OpScope scope(*this, "pool_forward", [&] { return op_cost::pool_forward(x, pool, num_prefix, out); });
   pool_forward_impl(x, pool, num_prefix, out);
 }
 
@@ -300,6 +397,7 @@ void Backend::pool_backward(const Tensor& dout, Pool pool, int num_prefix, const
   require(num_prefix >= 0 && num_prefix < dx.size(1), "pool_backward", "num_prefix out of range");
   numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
   same_dtype("pool_backward", dout, {{"dx", &dx}});
+  const OpScope scope(*this, "pool_backward", [&] { return op_cost::pool_backward(dout, pool, num_prefix, dx); });
   pool_backward_impl(dout, pool, num_prefix, dx);
 }
 
@@ -315,11 +413,14 @@ void Backend::softmax_xent(const Tensor& logits, const Tensor& labels, float smo
   require(smoothing >= 0.f && smoothing < 1.f, op, "smoothing must be in [0, 1)");
   numel_is(op, "dlogits", dlogits, B * C);
   same_dtype(op, logits, {{"dlogits", &dlogits}});
+  const OpScope scope(*this, "softmax_xent",
+                      [&] { return op_cost::softmax_xent(logits, labels, smoothing, dscale, losses, dlogits, hits); });
   softmax_xent_impl(logits, labels, smoothing, dscale, losses, dlogits, hits);
 }
 
 double Backend::sum_squares(const Tensor& t) {
   defined("sum_squares", "t", t);
+  const OpScope scope(*this, "sum_squares", [&] { return op_cost::sum_squares(t); });
   return sum_squares_impl(t);
 }
 
@@ -338,6 +439,8 @@ void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tens
     require(
         segments[s].offset >= 0 && segments[s].count >= 0 && segments[s].offset + segments[s].count <= master.numel(),
         op, "segment " + std::to_string(s) + " lies outside the parameter arena");
+  const OpScope scope(*this, "adamw_update",
+                      [&] { return op_cost::adamw_update(master, grads, m, v, params, h, segments, num_segments); });
   adamw_update_impl(master, grads, m, v, params, h, segments, num_segments);
 }
 

@@ -1,7 +1,7 @@
 // vitcuda — the one header every kernels/*.cu includes.
 //
 // Compiled by nvcc it is CUDA. Compiled by g++ with -DVITCUDA_EMU it is the emulation build
-// (kernels/emu.h): the same kernel source runs on the CPU, one block at a time, its threads as
+// (kernels/emu/emu.h): the same kernel source runs on the CPU, one block at a time, its threads as
 // fibers. Kernel code written against this header compiles in both builds when it:
 //   * launches through vitcuda::launch(kernel, grid, block, smem_bytes, stream, args...),
 //     never the triple-chevron syntax;
@@ -143,6 +143,7 @@ VITCUDA_KERNELS_BEGIN
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
+  rt::note_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x, block.y, block.z, smem_bytes);
 #if defined(VITCUDA_EMU)
   using Closure = emu::LaunchClosure<void (*)(P...), std::tuple<std::decay_t<P>...>>;
   const Closure closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};

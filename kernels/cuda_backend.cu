@@ -75,8 +75,12 @@ class CudaBackend final : public Backend {
   }
   void zero(const Tensor& t) override { rt::memset_device(t.data(), 0, t.nbytes(), stream_); }
   void synchronize() override { rt::stream_synchronize(stream_); }
+  RuntimeCounters runtime_counters() const override { return rt::counters(); }
+  void reset_runtime_counters() override { rt::reset_counters(); }
 
  protected:
+  void record_launches(bool on) override { rt::launch_log().recording = on; }
+  std::vector<LaunchRecord> take_launches() override { return rt::take_launch_records(); }
   void copy_impl(const Tensor& src, const Tensor& dst) override {
     if (src.dtype() == dst.dtype()) {
       rt::copy_device_to_device(dst.data(), src.data(), src.nbytes(), stream_);

@@ -239,6 +239,8 @@ void store(void* p, GemmType t, size_t i, float v) {
 // The emulated cuBLASLt: fp32 products through the CPU reference GEMM (OpenBLAS), then the
 // epilogue with cuBLASLt's documented math, rounding once to D's type.
 bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
+  rt::note_gemm(a.M, a.N, a.K, a.batch);
+  if (rt::dry_run()) return true;
   const int a_rows = a.trans_a ? a.K : a.M, a_cols = a.trans_a ? a.M : a.K;
   const int b_rows = a.trans_b ? a.N : a.K, b_cols = a.trans_b ? a.K : a.N;
   const GemmType dt = a.d_type;
@@ -462,6 +464,7 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
   }
   if (!entry.found) return false;
   const float alpha = a.alpha, beta = a.beta;
+  rt::note_gemm(a.M, a.N, a.K, a.batch);
   check_lt(cublasLtMatmul(handle, op.d, &alpha, a.B, la.d, a.A, lb.d, &beta, call.d, ld.d, call.d, ld.d, &entry.algo,
                           lt_ws, lt_ws_bytes, reinterpret_cast<cudaStream_t>(stream)),
            "cublasLtMatmul");

@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "vitcuda/tensor.h"  // vitcuda::Error
+#include "vitcuda/backend.h"  // RuntimeCounters, LaunchRecord
+#include "vitcuda/tensor.h"   // vitcuda::Error
 
 #if defined(VITCUDA_EMU)
 #define VITCUDA_KERNELS_BEGIN inline namespace kernels_emu {
@@ -89,6 +90,77 @@ std::string kernel_name(const void* kernel);
 // After a launch: throws Error naming the kernel and configuration when the launch failed.
 void check_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                   size_t smem);
+
+// ---- counters and launch records (both builds, one implementation) --------------------------
+// Every launch, cuBLASLt matmul, copy, memset and blocking wait of this build's runtime is counted
+// (RuntimeCounters, include/vitcuda/backend.h); while recording is on, launches and matmuls are
+// also kept as LaunchRecords. Used from the host thread that drives the backend.
+inline RuntimeCounters& counters() {
+  static RuntimeCounters c;
+  return c;
+}
+inline void reset_counters() { counters() = RuntimeCounters{}; }
+struct LaunchLog {
+  bool recording = false;
+  std::vector<LaunchRecord> records;
+};
+inline LaunchLog& launch_log() {
+  static LaunchLog log;
+  return log;
+}
+inline std::vector<LaunchRecord> take_launch_records() {
+  std::vector<LaunchRecord> out;
+  out.swap(launch_log().records);
+  return out;
+}
+// A kernel's name as records show it: kernel_name() without the return type, the parameter
+// list and the build's inline namespace, e.g. "vitcuda::(anonymous namespace)::ln_fwd<float>".
+inline std::string short_kernel_name(std::string name) {
+  if (name.rfind("void ", 0) == 0) name.erase(0, 5);
+  int depth = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '<')
+      ++depth;
+    else if (name[i] == '>')
+      --depth;
+    else if (name[i] == '(' && depth == 0 && name.compare(i, 21, "(anonymous namespace)") != 0) {
+      name.erase(i);
+      break;
+    }
+  }
+  for (const char* ns : {"kernels_emu::", "kernels_cuda::"})
+    for (size_t at; (at = name.find(ns)) != std::string::npos;) name.erase(at, std::string(ns).size());
+  return name;
+}
+// Called by launch() (kernels/common.cuh) for every kernel started.
+inline void note_launch(const void* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, size_t smem) {
+  ++counters().launches;
+  if (!launch_log().recording) return;
+  LaunchRecord r;
+  r.kernel = short_kernel_name(kernel_name(kernel));
+  r.grid[0] = gx, r.grid[1] = gy, r.grid[2] = gz;
+  r.block[0] = bx, r.block[1] = by, r.block[2] = bz;
+  r.smem = smem;
+  launch_log().records.push_back(std::move(r));
+}
+// Called by the project GEMM (kernels/gemm.cu) for every cuBLASLt matmul, emulated or not.
+inline void note_gemm(int64_t m, int64_t n, int64_t k, int64_t batch) {
+  ++counters().gemms;
+  if (!launch_log().recording) return;
+  LaunchRecord r;
+  r.kernel = "cublasLtMatmul";
+  r.m = m, r.n = n, r.k = k, r.batch = batch;
+  launch_log().records.push_back(std::move(r));
+}
+
+#if defined(VITCUDA_EMU)
+// Dry run (emulation build only): launches, matmuls, copies and memsets are checked and counted
+// but not executed, so a whole training step of a large model is traced in milliseconds (its
+// results are garbage). The step model (bench/step_model.cpp) runs this way.
+void set_dry_run(bool on);
+bool dry_run();
+#endif
 
 // An owning device buffer of n elements of T (RAII, move-only), for tests and tools.
 template <typename T>

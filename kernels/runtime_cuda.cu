@@ -1,6 +1,9 @@
 // vitcuda — the runtime layer of the native build: thin wrappers over the CUDA runtime that throw
 // vitcuda::Error naming the call and the CUDA error.
 #include <cuda_runtime.h>
+#include <cxxabi.h>
+
+#include <cstdlib>
 
 #include <string>
 
@@ -60,21 +63,28 @@ void device_free(void* ptr) {
 }
 
 void copy_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
+  ++counters().h2d;
+  counters().h2d_bytes += int64_t(bytes);
   if (bytes)
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)), "cudaMemcpyAsync host to device");
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream) {
+  ++counters().d2h;
+  counters().d2h_bytes += int64_t(bytes);
   if (!bytes) return;
+  ++counters().syncs;  // the wait below
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)), "cudaMemcpyAsync device to host");
   // Host memory is pageable: the caller reads it right after, so wait for the copy.
   check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize after a copy to host");
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
+  ++counters().d2d;
   if (bytes)
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)),
           "cudaMemcpyAsync device to device");
 }
 void memset_device(void* dst, int value, size_t bytes, Stream stream) {
+  ++counters().memsets;
   if (bytes) check(cudaMemsetAsync(dst, value, bytes, native(stream)), "cudaMemsetAsync");
 }
 
@@ -86,8 +96,14 @@ Stream stream_create() {
 void stream_destroy(Stream stream) {
   if (stream) check(cudaStreamDestroy(native(stream)), "cudaStreamDestroy");
 }
-void stream_synchronize(Stream stream) { check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize"); }
-void device_synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+void stream_synchronize(Stream stream) {
+  ++counters().syncs;
+  check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize");
+}
+void device_synchronize() {
+  ++counters().syncs;
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
 
 Event event_create() {
   cudaEvent_t e = nullptr;
@@ -100,7 +116,10 @@ void event_destroy(Event event) {
 void event_record(Event event, Stream stream) {
   check(cudaEventRecord(native(event), native(stream)), "cudaEventRecord");
 }
-void event_synchronize(Event event) { check(cudaEventSynchronize(native(event)), "cudaEventSynchronize"); }
+void event_synchronize(Event event) {
+  ++counters().syncs;
+  check(cudaEventSynchronize(native(event)), "cudaEventSynchronize");
+}
 float event_elapsed_ms(Event start, Event stop) {
   float ms = 0.f;
   check(cudaEventElapsedTime(&ms, native(start), native(stop)), "cudaEventElapsedTime");
@@ -115,7 +134,13 @@ void set_max_dynamic_smem(const void* kernel, size_t bytes) {
 
 std::string kernel_name(const void* kernel) {
   const char* name = nullptr;
-  if (cudaFuncGetName(&name, kernel) == cudaSuccess && name) return name;
+  if (cudaFuncGetName(&name, kernel) == cudaSuccess && name) {
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+    std::string out = status == 0 && demangled ? demangled : name;
+    std::free(demangled);
+    return out;
+  }
   (void)cudaGetLastError();
   char buf[32];
   std::snprintf(buf, sizeof buf, "kernel@%p", kernel);

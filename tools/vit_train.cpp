@@ -16,6 +16,7 @@
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/trainer.h"
 #include "vitcuda/report.h"
+#include "vitcuda/step_trace.h"
 
 using namespace vitcuda;
 
@@ -254,7 +255,19 @@ int main(int argc, char** argv) {
     std::unique_ptr<Backend> backend = pick_backend(device, precision == "fp32" ? DType::F32 : DType::BF16, &note);
     if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_train", note.c_str());
     if (summary) {
-      std::cout << Model(cfg, *backend, o.batch_size).summary();
+      Model model(cfg, *backend, o.batch_size);
+      std::cout << model.summary();
+      if (backend->device() == Device::CPU) {
+        std::cout << "runtime per step: none counted (the cpu backend has no device runtime)\n";
+      } else {
+        // One traced step of each kind on synthetic data: what the runtime does per step.
+        model.init(o.seed);
+        AdamW opt(model, ac);
+        const StepTrace train = trace_train_step(model, opt, o.batch_size, o.smoothing, o.lr);
+        const StepTrace infer = trace_inference_step(model, o.batch_size);
+        std::cout << "runtime per training step at batch " << o.batch_size << ": " << to_string(train.total) << "\n"
+                  << "runtime per inference step at batch " << o.batch_size << ": " << to_string(infer.total) << "\n";
+      }
       return 0;
     }
     // Fail fast on every input before the first step: data, output folder, checkpoint.

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "vitcuda/config.h"
 #include "vitcuda/tensor.h"
@@ -68,6 +69,51 @@ struct AdamWSegment {
 
 // Public op methods validate their arguments (one Error naming the op and the argument)
 // and call the backend's *_impl, as tiny-cuda-nn's public-validates / private-computes.
+// ---- tracing: what each op costs and what it made the device runtime do ---------------------
+// Counted by the runtime layer (kernels/runtime.h) of the "cuda" and "cuda-emu" backends, per
+// process since the last reset; the CPU backend has no device runtime and reports zeros.
+struct RuntimeCounters {
+  int64_t launches = 0;                    // kernels started (launch())
+  int64_t gemms = 0;                       // cuBLASLt matmuls (emulated ones too)
+  int64_t h2d = 0, d2h = 0, d2d = 0;       // copies by direction
+  int64_t memsets = 0;                     //
+  int64_t h2d_bytes = 0, d2h_bytes = 0;    //
+  int64_t syncs = 0;                       // blocking host waits: synchronise calls and copies to host
+};
+RuntimeCounters operator-(const RuntimeCounters& a, const RuntimeCounters& b);
+std::string to_string(const RuntimeCounters& c);  // "12 launches, 4 GEMMs, ..."
+
+// One kernel launch or cuBLASLt matmul, as the runtime saw it. Kernels: the demangled name
+// without arguments, grid, block and dynamic shared memory. GEMMs: kernel "cublasLtMatmul",
+// m, n, k and the batch count.
+struct LaunchRecord {
+  std::string kernel;
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  size_t smem = 0;
+  int64_t m = 0, n = 0, k = 0, batch = 0;  // GEMMs only
+};
+
+// The work of one public op, from its arguments: floating-point operations and the DRAM bytes
+// an ideal implementation moves (each input read once, each output written once).
+struct OpCost {
+  double flops = 0, bytes = 0;
+};
+
+// One public op as a tracer sees it: its name, its cost, and what the runtime did for it.
+struct OpTrace {
+  const char* op = "";
+  OpCost cost;
+  RuntimeCounters runtime;
+  std::vector<LaunchRecord> launches;
+};
+
+// Receives every public op of a backend while set (Backend::set_tracer).
+class OpTracer {
+ public:
+  virtual ~OpTracer() = default;
+  virtual void on_op(const OpTrace& trace) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -85,6 +131,14 @@ class Backend {
   void copy(const Tensor& src, const Tensor& dst);                // same numel; converts dtype
   void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
   virtual void synchronize() {}
+
+  // ---- tracing (the step model, --summary's counters) ----
+  // The runtime's counters since the process started or the last reset (zeros on the CPU).
+  virtual RuntimeCounters runtime_counters() const { return {}; }
+  virtual void reset_runtime_counters() {}
+  // While a tracer is set, every public op reports an OpTrace to it (nullptr: off).
+  void set_tracer(OpTracer* tracer);
+  OpTracer* tracer() const { return tracer_; }
 
   // ---- patch_embed: images [B, C, H, W] (or [B, H, W, C]), uint8 or float ----
   // cols[b*Np + p, (c*P + ky)*P + kx] = (pixel/255 (uint8 only) - mean[c]) / std[c],
@@ -151,6 +205,11 @@ class Backend {
                     const AdamWHyper& h, const AdamWSegment* segments, int num_segments);
 
  protected:
+  // While tracing, the backend's runtime keeps LaunchRecords; take_launches() hands them over.
+  virtual void record_launches(bool on) { (void)on; }
+  virtual std::vector<LaunchRecord> take_launches() { return {}; }
+  friend class OpScope;
+
   // What a backend implements: called by the public op above after it has checked shapes
   // and argument consistency (host/backend.cpp), so the checks are the same for every
   // backend; an implementation adds only what is specific to it (supported dtypes, sizes).
@@ -190,6 +249,9 @@ class Backend {
   virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
                                  const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
                                  int num_segments) = 0;
+
+ private:
+  OpTracer* tracer_ = nullptr;
 };
 
 // "cpu" (fp32; fp64 tensors for gradient checks) or "cuda" (compute: DType::BF16 — bf16

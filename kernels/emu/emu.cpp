@@ -532,6 +532,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::
     throw Error("cuda-emu: launch of " + rt::kernel_name(kernel) +
                 " from inside a kernel (dynamic parallelism) is not supported");
   validate_launch(e, kernel, grid, block, smem_bytes);
+  if (rt::dry_run()) return;  // checked and counted (launch()), not executed
   std::lock_guard<std::mutex> lock(launch_mutex());
 
   const int n = static_cast<int>(block.x * block.y * block.z);

@@ -45,17 +45,32 @@ void* device_malloc(size_t bytes) {
 
 void device_free(void* ptr) { std::free(ptr); }
 
+namespace {
+bool g_dry_run = false;
+}  // namespace
+void set_dry_run(bool on) { g_dry_run = on; }
+bool dry_run() { return g_dry_run; }
+
+// Counted as the CUDA build counts them (a copy to host is a blocking wait there).
 void copy_to_device(void* dst, const void* src, size_t bytes, Stream) {
-  if (bytes) std::memcpy(dst, src, bytes);
+  ++counters().h2d;
+  counters().h2d_bytes += int64_t(bytes);
+  if (bytes && !g_dry_run) std::memcpy(dst, src, bytes);
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, Stream) {
-  if (bytes) std::memcpy(dst, src, bytes);
+  ++counters().d2h;
+  counters().d2h_bytes += int64_t(bytes);
+  if (!bytes) return;
+  ++counters().syncs;
+  if (!g_dry_run) std::memcpy(dst, src, bytes);
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream) {
-  if (bytes) std::memmove(dst, src, bytes);
+  ++counters().d2d;
+  if (bytes && !g_dry_run) std::memmove(dst, src, bytes);
 }
 void memset_device(void* dst, int value, size_t bytes, Stream) {
-  if (bytes) std::memset(dst, value, bytes);
+  ++counters().memsets;
+  if (bytes && !g_dry_run) std::memset(dst, value, bytes);
 }
 
 Stream stream_create() {
@@ -63,8 +78,8 @@ Stream stream_create() {
   return new EmuStream{next_id++};
 }
 void stream_destroy(Stream stream) { delete stream; }
-void stream_synchronize(Stream) {}
-void device_synchronize() {}
+void stream_synchronize(Stream) { ++counters().syncs; }
+void device_synchronize() { ++counters().syncs; }
 
 Event event_create() { return new EmuEvent{}; }
 void event_destroy(Event event) { delete event; }
@@ -73,7 +88,7 @@ void event_record(Event event, Stream) {
   event->time = std::chrono::steady_clock::now();
   event->recorded = true;
 }
-void event_synchronize(Event) {}
+void event_synchronize(Event) { ++counters().syncs; }
 float event_elapsed_ms(Event start, Event stop) {
   if (!start || !stop || !start->recorded || !stop->recorded)
     throw Error("cuda-emu: event_elapsed_ms needs two recorded events");

@@ -1,0 +1,136 @@
+// vitcuda — the cost of each Backend op (host/op_cost.h). FLOPs count a multiply-add as two
+// operations and the element-wise work of normalisations and activations at a few operations per
+// element (negligible beside the GEMMs, but not zero: the step model's element-wise ops are
+// memory-bound anyway). Bytes: each defined input read once and each output written once; an
+// output that accumulates (parameter gradients, LayerNorm's dx) is read and written.
+#include "host/op_cost.h"
+
+namespace vitcuda::op_cost {
+namespace {
+
+double bytes(const Tensor& t) { return t.defined() ? double(t.nbytes()) : 0.0; }
+double numel(const Tensor& t) { return t.defined() ? double(t.numel()) : 0.0; }
+// A dropout-like op that is a no-op: rate 0 in place moves nothing.
+bool inert(const Tensor& x, const Tensor& y, const DropoutSpec& spec) { return spec.p <= 0.f && x.data() == y.data(); }
+
+}  // namespace
+
+OpCost copy(const Tensor& src, const Tensor& dst) { return {0.0, bytes(src) + bytes(dst)}; }
+
+OpCost add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  return {numel(out), bytes(a) + bytes(b) + bytes(out)};
+}
+
+OpCost patch_extract(const Tensor& images, ImageLayout, int, const float*, const float*, const Tensor& cols) {
+  return {2.0 * numel(cols), bytes(images) + bytes(cols)};  // (x - mean) * (1 / std)
+}
+
+OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y) {
+  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
+  const double epilogue = R * N * ((b.defined() ? 1 : 0) + (act != Act::None ? 8 : 0));
+  return {2.0 * R * K * N + epilogue, bytes(x) + bytes(w) + bytes(b) + bytes(pre) + bytes(y)};
+}
+
+OpCost linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
+                       const Tensor& dw, const Tensor& db) {
+  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
+  double flops = act != Act::None ? 8.0 * R * N : 0.0;  // dy *= act'(pre)
+  if (dx.defined()) flops += 2.0 * R * N * K;
+  if (dw.defined()) flops += 2.0 * R * N * K;
+  if (db.defined()) flops += R * N;
+  const double act_bytes = act != Act::None ? bytes(pre) + bytes(dy) : 0.0;  // pre read, dy rewritten
+  return {flops, bytes(dy) + bytes(x) + bytes(w) + act_bytes + bytes(dx) + 2 * bytes(dw) + 2 * bytes(db)};
+}
+
+OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) {
+  return {numel(out), bytes(patches) + bytes(cls) + bytes(pos) + bytes(out)};
+}
+
+OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) {
+  return {numel(dout), bytes(dout) + bytes(dpatches) + 2 * bytes(dcls) + 2 * bytes(dpos)};
+}
+
+OpCost layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
+                         const Tensor& beta, float, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const double n = numel(x);
+  return {(residual.defined() ? 1 : 0) * n + 8.0 * n, bytes(x) + bytes(residual) + bytes(sum_out) + bytes(gamma) +
+                                                          bytes(beta) + bytes(y) + bytes(mean) + bytes(rstd)};
+}
+
+OpCost layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) {
+  return {12.0 * numel(x), bytes(dy) + bytes(x) + bytes(gamma) + bytes(mean) + bytes(rstd) + 2 * bytes(dx) +
+                               2 * bytes(dgamma) + 2 * bytes(dbeta)};
+}
+
+OpCost qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
+                   const Tensor& k, const Tensor& v) {
+  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
+  return {2.0 * R * K * N + (b.defined() ? R * N : 0.0),
+          bytes(x) + bytes(w) + bytes(b) + 2 * bytes(qkv_scratch) + bytes(q) + bytes(k) + bytes(v)};
+}
+
+OpCost qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
+                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
+  double flops = 2.0 * R * N * K;  // dw
+  if (dx.defined()) flops += 2.0 * R * N * K;
+  if (db.defined()) flops += R * N;
+  return {flops, bytes(dq) + bytes(dk) + bytes(dv) + 2 * bytes(dqkv_scratch) + bytes(x) + bytes(w) + bytes(dx) +
+                     2 * bytes(dw) + 2 * bytes(db)};
+}
+
+// q, k, v: [B, H, N, d]. Forward: S = q·kᵀ and O = P·v, 2·N²·d each per head, and the softmax at
+// ~5 operations per score. Backward (FlashAttention-2): S recomputed, dV = Pᵀ·dO, dP = dO·vᵀ,
+// dQ = dS·k, dK = dSᵀ·q: five N²·d products.
+OpCost attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float, const DropoutSpec& drop,
+                         const Tensor& out, const Tensor& lse) {
+  const double BH = double(q.size(0)) * q.size(1), N = double(q.size(2)), d = double(q.size(3));
+  const double scores = BH * N * N;
+  return {4.0 * scores * d + (5.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores,
+          bytes(q) + bytes(k) + bytes(v) + bytes(out) + bytes(lse)};
+}
+
+OpCost attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, float, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv) {
+  const double BH = double(q.size(0)) * q.size(1), N = double(q.size(2)), d = double(q.size(3));
+  const double scores = BH * N * N;
+  return {10.0 * scores * d + (7.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores,
+          bytes(dout) + bytes(q) + bytes(k) + bytes(v) + bytes(out) + bytes(lse) + bytes(dq) + bytes(dk) + bytes(dv)};
+}
+
+OpCost dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {
+  if (inert(x, y, spec)) return {};
+  return {2.0 * numel(x), bytes(x) + bytes(y)};
+}
+
+OpCost drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {
+  if (inert(x, y, spec)) return {};
+  return {numel(x), bytes(x) + bytes(y)};
+}
+
+OpCost pool_forward(const Tensor& x, Pool, int, const Tensor& out) { return {numel(x), bytes(x) + bytes(out)}; }
+
+OpCost pool_backward(const Tensor& dout, Pool, int, const Tensor& dx) {
+  return {numel(dx), bytes(dout) + 2 * bytes(dx)};  // dx accumulates
+}
+
+OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float, float, const Tensor& losses,
+                    const Tensor& dlogits, const Tensor& hits) {
+  return {(dlogits.defined() ? 8.0 : 5.0) * numel(logits),
+          bytes(logits) + bytes(labels) + bytes(losses) + bytes(dlogits) + bytes(hits)};
+}
+
+OpCost sum_squares(const Tensor& t) { return {2.0 * numel(t), bytes(t)}; }
+
+// Per parameter: master, m and v read and written, the gradient read, the compute-dtype copy
+// written (when separate); ~12 operations of the AdamW update.
+OpCost adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
+                    const AdamWHyper&, const AdamWSegment*, int) {
+  const bool separate = params.defined() && params.data() != master.data();
+  return {12.0 * numel(master),
+          2 * bytes(master) + bytes(grads) + 2 * bytes(m) + 2 * bytes(v) + (separate ? bytes(params) : 0.0)};
+}
+
+}  // namespace vitcuda::op_cost

@@ -1,0 +1,96 @@
+// vitcuda — tracing one step (include/vitcuda/step_trace.h).
+#include "vitcuda/step_trace.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace vitcuda {
+namespace {
+
+class Collector final : public OpTracer {
+ public:
+  explicit Collector(std::vector<OpTrace>& ops) : ops_(ops) {}
+  void on_op(const OpTrace& trace) override { ops_.push_back(trace); }
+
+ private:
+  std::vector<OpTrace>& ops_;
+};
+
+// Attaches a collector for the scope's lifetime and takes the runtime's totals around it.
+class Tracing {
+ public:
+  Tracing(Backend& backend, StepTrace& out) : be_(backend), out_(out), collector_(out.ops) {
+    be_.set_tracer(&collector_);
+    before_ = be_.runtime_counters();
+  }
+  ~Tracing() {
+    out_.total = be_.runtime_counters() - before_;
+    be_.set_tracer(nullptr);
+  }
+
+ private:
+  Backend& be_;
+  StepTrace& out_;
+  Collector collector_;
+  RuntimeCounters before_;
+};
+
+struct SyntheticBatch {
+  std::vector<uint8_t> images;
+  std::vector<int32_t> labels;
+  Tensor view;
+};
+
+SyntheticBatch synthetic_batch(const ViTConfig& c, int batch) {
+  if (batch < 1) throw Error("trace: batch must be positive, got " + std::to_string(batch));
+  SyntheticBatch s;
+  s.images.resize(size_t(batch) * c.in_chans * c.img_size * c.img_size);
+  for (size_t i = 0; i < s.images.size(); ++i) s.images[i] = uint8_t(i * 37 % 251);
+  s.labels.resize(size_t(batch));
+  for (int b = 0; b < batch; ++b) s.labels[b] = b % c.num_classes;
+  s.view = Tensor::view(s.images.data(), {batch, c.in_chans, c.img_size, c.img_size}, DType::U8);
+  return s;
+}
+
+}  // namespace
+
+double StepTrace::flops() const {
+  double f = 0;
+  for (const OpTrace& t : ops) f += t.cost.flops;
+  return f;
+}
+
+double StepTrace::bytes() const {
+  double b = 0;
+  for (const OpTrace& t : ops) b += t.cost.bytes;
+  return b;
+}
+
+StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing, float lr) {
+  const SyntheticBatch in = synthetic_batch(model.config(), batch);
+  StepTrace trace;
+  trace.batch = batch;
+  {
+    const Tracing on(model.backend(), trace);
+    model.forward(in.view, true, /*seed=*/1, /*step=*/0);
+    model.loss(in.labels.data(), smoothing, true);
+    model.zero_grad();
+    model.backward();
+    opt.step(lr);
+  }
+  return trace;
+}
+
+StepTrace trace_inference_step(Model& model, int batch) {
+  const SyntheticBatch in = synthetic_batch(model.config(), batch);
+  StepTrace trace;
+  trace.batch = batch;
+  {
+    const Tracing on(model.backend(), trace);
+    model.forward(in.view, false);
+    model.loss(in.labels.data(), 0.f, false);
+  }
+  return trace;
+}
+
+}  // namespace vitcuda

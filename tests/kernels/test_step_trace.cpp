@@ -1,0 +1,158 @@
+// The runtime's counters and the op trace of whole steps (include/vitcuda/step_trace.h) on the
+// CUDA backend ("cuda-emu" here, "cuda" natively): the counts of a small model are pinned, so an
+// added launch, copy or blocking sync is a visible change (update the numbers in the same commit,
+// with the reason).
+#include <map>
+#include <memory>
+#include <string>
+
+#include "kernel_test.h"
+#include "kernels/cuda_backend.h"
+#include "vitcuda/model.h"
+#include "vitcuda/optim.h"
+#include "vitcuda/step_trace.h"
+
+namespace vitcuda::test {
+namespace {
+
+// A small model with every op of a step: cls token, dropout, attention dropout, drop-path, erf
+// GELU, pre-logits; 2 blocks.
+ViTConfig traced_config() {
+  ViTConfig c = preset("vit_fmnist");
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.embed_dim = 64;
+  c.num_heads = 2;
+  c.depth = 2;
+  c.mlp_hidden = 96;
+  c.drop_rate = 0.1f;
+  c.attn_drop_rate = 0.1f;
+  c.drop_path_rate = 0.2f;
+  c.pre_logits = 16;
+  c.num_classes = 5;
+  return c;
+}
+
+std::map<std::string, int> ops_by_name(const StepTrace& t) {
+  std::map<std::string, int> n;
+  for (const OpTrace& o : t.ops) ++n[o.op];
+  return n;
+}
+
+void expect_counters(const RuntimeCounters& got, const RuntimeCounters& want, const char* what) {
+  EXPECT_EQ(to_string(got), to_string(want)) << what;
+  EXPECT_EQ(got.launches, want.launches) << what;
+  EXPECT_EQ(got.gemms, want.gemms) << what;
+  EXPECT_EQ(got.syncs, want.syncs) << what;
+}
+
+struct Traced {
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<AdamW> opt;
+  explicit Traced(std::unique_ptr<Backend> backend, int batch = 4) : be(std::move(backend)) {
+    model = std::make_unique<Model>(traced_config(), *be, batch);
+    model->init(1);
+    opt = std::make_unique<AdamW>(*model, AdamWConfig{});
+  }
+};
+
+class StepTraceTest : public KernelTest {};
+
+// The pinned budget of one step of traced_config() at batch 4 in bf16. Training: 71 kernel
+// launches and 32 cuBLASLt matmuls (2 blocks of 4 forward + 7 backward GEMMs, the patch
+// embedding's 1 + 1, the pre-logits' and classifier's 1 + 2 each); copies to the device: the
+// images and the labels; copies to the host: the losses and hits (loss) and the squared norm
+// (sum_squares), each a blocking wait, and the backend waits again after its own copies to
+// host; two memsets (zero_grad, the residual gradient); two device copies (drop-path at rate 0
+// in the first block's backward copies instead of passing through). Inference: 16 launches and
+// 11 matmuls, the same uploads and reads of the loss.
+TEST_F(StepTraceTest, CountsOfASmallModelArePinned) {
+  Traced t(make_cuda_backend(DType::BF16));
+  const StepTrace train = trace_train_step(*t.model, *t.opt, 4);
+  RuntimeCounters want_train;
+  want_train.launches = 71, want_train.gemms = 32, want_train.h2d = 2, want_train.h2d_bytes = 272;
+  want_train.d2h = 3, want_train.d2h_bytes = 40, want_train.d2d = 2, want_train.memsets = 2;
+  want_train.syncs = 7;
+  expect_counters(train.total, want_train, "training step");
+
+  const StepTrace infer = trace_inference_step(*t.model, 4);
+  RuntimeCounters want_infer;
+  want_infer.launches = 16, want_infer.gemms = 11, want_infer.h2d = 2, want_infer.h2d_bytes = 272;
+  want_infer.d2h = 2, want_infer.d2h_bytes = 32, want_infer.syncs = 4;
+  expect_counters(infer.total, want_infer, "inference step");
+
+  // The op list is the host graph's: 2 blocks of (2 LayerNorms, qkv, attention, 3 linears
+  // counting fc1/fc2 and proj) and the head.
+  const std::map<std::string, int> ops = ops_by_name(train);
+  EXPECT_EQ(ops.at("attention_forward"), 2);
+  EXPECT_EQ(ops.at("attention_backward"), 2);
+  EXPECT_EQ(ops.at("qkv_forward"), 2);
+  EXPECT_EQ(ops.at("layernorm_forward"), 5);
+  EXPECT_EQ(ops.at("linear_forward"), 9);
+  EXPECT_EQ(ops.at("adamw_update"), 1);
+}
+
+// Every launch and matmul belongs to an op and is recorded with it; costs are positive where
+// the op computes.
+TEST_F(StepTraceTest, LaunchesAreAttributedToOps) {
+  Traced t(make_cuda_backend(DType::BF16));
+  const StepTrace train = trace_train_step(*t.model, *t.opt, 4);
+  int64_t launches = 0, gemms = 0;
+  for (const OpTrace& o : train.ops) {
+    launches += o.runtime.launches;
+    gemms += o.runtime.gemms;
+    EXPECT_EQ(int64_t(o.launches.size()), o.runtime.launches + o.runtime.gemms) << o.op;
+    for (const LaunchRecord& r : o.launches) {
+      EXPECT_FALSE(r.kernel.empty()) << o.op;
+      EXPECT_NE(r.kernel.back(), ')') << "argument list left in " << r.kernel;
+      EXPECT_EQ(r.kernel.find("kernels_emu"), std::string::npos) << r.kernel;
+      if (r.kernel == "cublasLtMatmul") {
+        EXPECT_GT(r.m * r.n * r.k, 0) << o.op;
+      } else {
+        EXPECT_GT(r.block[0] * r.block[1] * r.block[2], 0u) << r.kernel;
+      }
+    }
+    if (std::string(o.op).find("linear") == 0 || std::string(o.op).find("attention") == 0) {
+      EXPECT_GT(o.cost.flops, 0) << o.op;
+    }
+  }
+  EXPECT_EQ(launches, train.total.launches);
+  EXPECT_EQ(gemms, train.total.gemms);
+}
+
+// The trace's FLOPs agree with the model's own count of multiply-accumulates (Model::
+// macs_per_image, GEMMs and attention only): the forward's FLOPs are 2·MACs plus the
+// element-wise work, a few percent at this size (measured: 4.6%).
+TEST_F(StepTraceTest, ForwardFlopsMatchTheModelsMacs) {
+  Traced t(make_cuda_backend(DType::BF16));
+  const StepTrace infer = trace_inference_step(*t.model, 4);
+  const double gemm_flops = 2.0 * t.model->macs_per_image() * 4;
+  EXPECT_GE(infer.flops(), gemm_flops);
+  EXPECT_LE(infer.flops(), 1.25 * gemm_flops);
+  EXPECT_GT(infer.bytes(), 0);
+}
+
+#if defined(VITCUDA_EMU)
+// A dry run (the step model's mode) issues exactly the launches, matmuls, copies and syncs of a
+// real run.
+TEST_F(StepTraceTest, DryRunTracesTheSameStep) {
+  Traced real(make_cuda_backend(DType::BF16));
+  const StepTrace a = trace_train_step(*real.model, *real.opt, 4);
+  Traced dry(make_cuda_backend(DType::BF16));
+  rt::set_dry_run(true);
+  const StepTrace b = trace_train_step(*dry.model, *dry.opt, 4);
+  rt::set_dry_run(false);
+  expect_counters(b.total, a.total, "dry run");
+  ASSERT_EQ(a.ops.size(), b.ops.size());
+  for (size_t i = 0; i < a.ops.size(); ++i) {
+    EXPECT_STREQ(a.ops[i].op, b.ops[i].op);
+    ASSERT_EQ(a.ops[i].launches.size(), b.ops[i].launches.size()) << a.ops[i].op;
+    for (size_t j = 0; j < a.ops[i].launches.size(); ++j)
+      EXPECT_EQ(a.ops[i].launches[j].kernel, b.ops[i].launches[j].kernel);
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace vitcuda::test
