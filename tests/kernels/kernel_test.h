@@ -15,6 +15,7 @@
 
 #include "kernels/common.cuh"
 #include "vitcuda/backend.h"  // Act
+#include "vitcuda/config.h"
 
 namespace vitcuda::test {
 
@@ -65,6 +66,25 @@ inline std::string backend_param_name(const ::testing::TestParamInfo<std::string
   for (char& c : s)
     if (c == '-') c = '_';
   return s;
+}
+
+// A tiny ViT exercising every op of a step (the whole-model tests, the pinned step trace): cls token, dropout,
+// attention dropout and drop-path in train mode, tanh-free erf GELU, pre-logits. Head dim 32 (the attention kernel's
+// smallest).
+inline ViTConfig tiny_vit_config() {
+  ViTConfig c = preset("vit_fmnist");
+  c.img_size = 8;
+  c.patch_size = 4;  // 4 patches + cls = 5 tokens
+  c.embed_dim = 64;
+  c.num_heads = 2;
+  c.depth = 2;
+  c.mlp_hidden = 96;
+  c.drop_rate = 0.1f;
+  c.attn_drop_rate = 0.1f;
+  c.drop_path_rate = 0.2f;
+  c.pre_logits = 16;
+  c.num_classes = 5;
+  return c;
 }
 
 constexpr double kU32 = 0x1p-24;   // fp32 unit roundoff

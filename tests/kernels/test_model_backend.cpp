@@ -12,24 +12,6 @@
 namespace vitcuda::test {
 namespace {
 
-// A tiny ViT exercising every op: cls token, dropout, attention dropout and drop-path in train
-// mode, tanh-free erf GELU, pre-logits. Head dim 32 (the attention kernel's smallest).
-ViTConfig tiny_config() {
-  ViTConfig c = preset("vit_fmnist");
-  c.img_size = 8;
-  c.patch_size = 4;  // 4 patches + cls = 5 tokens
-  c.embed_dim = 64;
-  c.num_heads = 2;
-  c.depth = 2;
-  c.mlp_hidden = 96;
-  c.drop_rate = 0.1f;
-  c.attn_drop_rate = 0.1f;
-  c.drop_path_rate = 0.2f;
-  c.pre_logits = 16;
-  c.num_classes = 5;
-  return c;
-}
-
 constexpr int kBatch = 3;
 
 std::vector<uint8_t> images(uint32_t seed) {
@@ -61,8 +43,8 @@ struct Pair {
   explicit Pair(DType dtype) {
     cpu = make_backend("cpu");
     gpu = make_cuda_backend(dtype);
-    ref = std::make_unique<Model>(tiny_config(), *cpu, kBatch);
-    dut = std::make_unique<Model>(tiny_config(), *gpu, kBatch);
+    ref = std::make_unique<Model>(tiny_vit_config(), *cpu, kBatch);
+    dut = std::make_unique<Model>(tiny_vit_config(), *gpu, kBatch);
     ref->init(7);
     dut->init(7);
     if (dtype == DType::BF16) {  // the same bf16-representable starting weights on both
@@ -163,7 +145,7 @@ TEST(CudaBackend, RejectsWhatItCannotRun) {
   VITCUDA_SKIP_WITHOUT_DEVICE();
   EXPECT_THROW(make_cuda_backend(DType::F64), Error);
   auto be = make_cuda_backend(DType::F32);
-  ViTConfig c = tiny_config();
+  ViTConfig c = tiny_vit_config();
   c.embed_dim = 48;  // head dim 24: no attention kernel for it
   Model m(c, *be, 1);
   m.init(0);

@@ -15,24 +15,6 @@
 namespace vitcuda::test {
 namespace {
 
-// A small model with every op of a step: cls token, dropout, attention dropout, drop-path, erf
-// GELU, pre-logits; 2 blocks.
-ViTConfig traced_config() {
-  ViTConfig c = preset("vit_fmnist");
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.embed_dim = 64;
-  c.num_heads = 2;
-  c.depth = 2;
-  c.mlp_hidden = 96;
-  c.drop_rate = 0.1f;
-  c.attn_drop_rate = 0.1f;
-  c.drop_path_rate = 0.2f;
-  c.pre_logits = 16;
-  c.num_classes = 5;
-  return c;
-}
-
 std::map<std::string, int> ops_by_name(const StepTrace& t) {
   std::map<std::string, int> n;
   for (const OpTrace& o : t.ops) ++n[o.op];
@@ -51,7 +33,7 @@ struct Traced {
   std::unique_ptr<Model> model;
   std::unique_ptr<AdamW> opt;
   explicit Traced(std::unique_ptr<Backend> backend, int batch = 4) : be(std::move(backend)) {
-    model = std::make_unique<Model>(traced_config(), *be, batch);
+    model = std::make_unique<Model>(tiny_vit_config(), *be, batch);
     model->init(1);
     opt = std::make_unique<AdamW>(*model, AdamWConfig{});
   }
@@ -59,7 +41,7 @@ struct Traced {
 
 class StepTraceTest : public KernelTest {};
 
-// The pinned budget of one step of traced_config() at batch 4 in bf16. Training: 71 kernel
+// The pinned budget of one step of tiny_vit_config() at batch 4 in bf16. Training: 71 kernel
 // launches and 32 cuBLASLt matmuls (2 blocks of 4 forward + 7 backward GEMMs, the patch
 // embedding's 1 + 1, the pre-logits' and classifier's 1 + 2 each); copies to the device: the
 // images and the labels; copies to the host: the losses and hits (loss) and the squared norm
