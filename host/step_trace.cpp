@@ -35,11 +35,7 @@ class Tracing {
   RuntimeCounters before_;
 };
 
-struct SyntheticBatch {
-  std::vector<uint8_t> images;
-  std::vector<int32_t> labels;
-  Tensor view;
-};
+}  // namespace
 
 SyntheticBatch synthetic_batch(const ViTConfig& c, int batch) {
   if (batch < 1) throw Error("trace: batch must be positive, got " + std::to_string(batch));
@@ -51,8 +47,6 @@ SyntheticBatch synthetic_batch(const ViTConfig& c, int batch) {
   s.view = Tensor::view(s.images.data(), {batch, c.in_chans, c.img_size, c.img_size}, DType::U8);
   return s;
 }
-
-}  // namespace
 
 double StepTrace::flops() const {
   double f = 0;

@@ -36,6 +36,25 @@ if ! have_cuda_headers && [[ "$(cat "$cuda_headers/.stamp" 2>/dev/null)" != "${c
   python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 fi
 
+# cuobjdump for the kernel gates (ctest kernel_gates, tools/kernel_gates.py), where the native
+# kernels are built (nvcc present) but the toolkit has no cuobjdump: from NVIDIA's wheels on PyPI
+# (nvidia-cuda-cuobjdump, and nvidia-cuda-nvdisasm, which cuobjdump -sass runs) into
+# third_party/cuobjdump/bin (git-ignored, 6 MB). Newer than nvcc 13.0: no 13.0 wheel exists, and
+# a newer cuobjdump reads older cubins.
+gates_wheels=(nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37)
+gates_dir="${VITCUDA_THIRD_PARTY_DIR:-$root/third_party}/cuobjdump"
+need_cuobjdump=0
+gates_nvcc="$(command -v nvcc || true)"
+for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+  [[ -z "$gates_nvcc" && -n "$d" && -x "$d/bin/nvcc" ]] && gates_nvcc="$d/bin/nvcc"
+done
+if [[ -n "$gates_nvcc" ]] && ! command -v cuobjdump >/dev/null &&
+   [[ ! -x "$(dirname "$(readlink -f "$gates_nvcc")")/cuobjdump" ]] &&
+   [[ "$(cat "$gates_dir/.stamp" 2>/dev/null)" != "${gates_wheels[*]}" ]]; then
+  need_cuobjdump=1
+  python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -86,5 +105,39 @@ EOF_PY
   mkdir -p "$(dirname "$cuda_headers")"
   rm -rf "$cuda_headers"
   mv "$work/cuda" "$cuda_headers"
+fi
+if ((need_cuobjdump)); then
+  echo "setup: nvcc without cuobjdump: fetching ${gates_wheels[*]} into $gates_dir/bin"
+  gates_work="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$gates_work" "${gates_wheels[@]}"
+  python3 - "$gates_work/cuobjdump" "$gates_work"/*.whl <<'EOF_PY'
+import os, sys, zipfile
+dest, wheels = sys.argv[1], sys.argv[2:]
+for wheel in wheels:
+    dist = os.path.basename(wheel).split("-")[0]
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            name = info.filename
+            if name.endswith(("/bin/cuobjdump", "/bin/nvdisasm")):
+                rel, mode = os.path.join("bin", os.path.basename(name)), 0o755
+            elif name.endswith("/licenses/License.txt"):
+                rel, mode = f"LICENSE.{dist}.txt", 0o644
+            else:
+                continue
+            out = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(info) as src, open(out, "wb") as dst:
+                dst.write(src.read())
+            os.chmod(out, mode)
+for tool in ("cuobjdump", "nvdisasm"):
+    if not os.path.isfile(os.path.join(dest, "bin", tool)):
+        sys.exit(f"setup: the wheels hold no bin/{tool}")
+EOF_PY
+  "$gates_work/cuobjdump/bin/cuobjdump" --version >/dev/null
+  echo "${gates_wheels[*]}" > "$gates_work/cuobjdump/.stamp"
+  mkdir -p "$(dirname "$gates_dir")"
+  rm -rf "$gates_dir"
+  mv "$gates_work/cuobjdump" "$gates_dir"
+  rm -rf "$gates_work"
 fi
 echo "setup: dependencies present"

@@ -20,6 +20,21 @@ struct StepTrace {
   double bytes() const;
 };
 
+// A fixed synthetic batch of the model's input: uint8 images [batch, C, H, W] (a pattern, not
+// noise) and labels 0, 1, ... mod num_classes. `view` points into `images` (moving the object
+// keeps it valid; copying does not).
+struct SyntheticBatch {
+  std::vector<uint8_t> images;
+  std::vector<int32_t> labels;
+  Tensor view;
+  SyntheticBatch() = default;
+  SyntheticBatch(SyntheticBatch&&) = default;
+  SyntheticBatch& operator=(SyntheticBatch&&) = default;
+  SyntheticBatch(const SyntheticBatch&) = delete;
+  SyntheticBatch& operator=(const SyntheticBatch&) = delete;
+};
+SyntheticBatch synthetic_batch(const ViTConfig& config, int batch);
+
 // One training step as vit_train runs it (forward with dropout, loss with label smoothing,
 // zero_grad, backward, AdamW at `lr`) on `batch` synthetic images and labels (a fixed pattern:
 // the trace does not depend on the values). Changes the model's weights and the optimizer state.

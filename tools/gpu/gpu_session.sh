@@ -5,6 +5,7 @@
 #
 #   run(command="bash tools/gpu/gpu_session.sh quick", carry=["third_party"], timeout_s=420)
 #   run(command="bash tools/gpu/gpu_session.sh full",  carry=["third_party"], timeout_s=600)
+#   run(command="bash tools/gpu/gpu_session.sh step",  carry=["third_party"], timeout_s=600)
 #
 # Modes:
 #   quick     configure, build vitcuda_kernel_tests_cuda only, run it: proves the build (~5 min
@@ -15,8 +16,17 @@
 #             each step time-boxed and allowed to fail without stopping the rest:
 #               nvidia-smi; vitcuda_kernel_tests_cuda (gtest XML); tools/sanitize.sh (time-boxed:
 #               the complete run is the sanitize mode); every native bench_* (JSON);
-#               vit_train --device cuda on Fashion-MNIST with the default settings; a one-epoch
-#               vit_train --device cpu for comparison when time is left; the summary.
+#               vit_train --device cuda on Fashion-MNIST with the default settings; the
+#               side-by-side (below) in the last STEP_BENCH_S seconds of the budget, kept for it;
+#               a one-epoch vit_train --device cpu for comparison when time is left; the summary.
+#   step      configure, build bench_step only, then the side-by-side with the whole budget
+#             (every torch.compile run that fits). Run it after quick on the warm machine.
+#   The side-by-side: bench_step (whole training and inference steps of vit_fmnist B128,
+#             vit_keras_cifar100 B256, vit_small/base_patch16_224 B128; JSON), then
+#             bench/torch_step.py with the venv's python (PyTorch eager, then torch.compile, small
+#             models first, the same batches, bf16 autocast, fused AdamW; MFU against bench_step's
+#             measured bf16 GEMM peak; runs that would not fit the time box are skipped and listed,
+#             ViT-B's compile first), then step_ratio.md: vitcuda img/s against both per model.
 #   sanitize  tools/sanitize.sh on the whole kernel test suite, with the whole time budget.
 #
 # Everything lands in $OUT (default ./out; the run tool sets it), at most 8 files:
@@ -25,18 +35,21 @@
 #   tests.log       kernel tests, compute-sanitizer
 #   bench.log       benchmark console tables
 #   train.log       vit_train output
-#   results.tar.gz  kernel_tests.xml, bench_<name>.json, train_<device>/ (config.json,
-#                   history.csv, results.json, ...)
+#   step_ratio.md   the side-by-side: vitcuda vs torch eager / torch.compile, img/s, MFU, launches
+#   results.tar.gz  kernel_tests.xml, bench_<name>.json (bench_step.json among them),
+#                   torch_step.json, train_<device>/ (config.json, history.csv, results.json, ...)
 #
-# Environment: OUT, BUILD_DIR (build/gpu), BUDGET_S (quick 290, full/sanitize 540: the whole
+# Environment: OUT, BUILD_DIR (build/gpu), BUDGET_S (quick 290, full/sanitize/step 540: the whole
 # call, steps time-boxed to fit), JOBS (nproc), BENCH_MIN_TIME (0.2 s per benchmark),
-# BUILD_ALL=1, SANITIZE_FILTER (gtest filter), CUDA_ARCHS ("80;90a"). Without a GPU (e.g.
+# BUILD_ALL=1, SANITIZE_FILTER (gtest filter), CUDA_ARCHS ("80;90a"), STEP_BENCH_S (full: the
+# seconds kept for the side-by-side, 170), TORCH_STEPS / TORCH_WARMUP (torch_step.py's timed and
+# warm-up steps, 10 / 3). Without a GPU (e.g.
 # here) the GPU steps print "no GPU" and are skipped; quick then exits 0 when the build
 # succeeded. Exit status otherwise: 1 when a step failed or timed out (see summary.txt).
 set -uo pipefail
 
 mode="${1:-quick}"
-case "$mode" in quick | full | sanitize) ;; *) echo "usage: $0 [quick|full|sanitize]" >&2; exit 2 ;; esac
+case "$mode" in quick | full | sanitize | step) ;; *) echo "usage: $0 [quick|full|sanitize|step]" >&2; exit 2 ;; esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root" || exit 1
 OUT="${OUT:-$root/out}"
@@ -49,6 +62,10 @@ jobs="${JOBS:-$(nproc)}"
 bench_min_time="${BENCH_MIN_TIME:-0.2}"
 deadline=$((SECONDS + budget))
 reserve=15  # kept for the summary and the archive
+# full: the last seconds of the budget are the side-by-side's (bench_step + torch_step.py + the
+# ratio table): the steps before it are time-boxed to leave them (reserve is raised until then).
+step_bench_s="${STEP_BENCH_S:-170}"
+if [[ "$mode" == full ]]; then reserve=$((15 + step_bench_s)); fi
 work="$build/session"
 rm -rf "$work"
 mkdir -p "$work"
@@ -58,12 +75,14 @@ buildlog="$OUT/build.log"
 testslog="$OUT/tests.log"
 benchlog="$OUT/bench.log"
 trainlog="$OUT/train.log"
+ratio="$OUT/step_ratio.md"
 : > "$summary"
 failed=0
 
 note() { echo "$*" | tee -a "$summary"; }
 # step NAME CAP LOG CMD...: runs CMD time-boxed to min(CAP, what the budget has left), output
 # appended to LOG; records the outcome. Returns CMD's status (124: timed out, 125: skipped).
+# With skip_rc=N in its environment, CMD's exit status N means "skipped" (not a failure).
 step() {
   local name="$1" cap="$2" log="$3"
   shift 3
@@ -78,6 +97,8 @@ step() {
   timeout -k 10 "$t" "$@" >> "$log" 2>&1 || rc=$?
   if ((rc == 0)); then
     status=ok
+  elif [[ -n "${skip_rc:-}" ]] && ((rc == skip_rc)); then
+    status="skipped (exit $rc)"
   elif ((rc == 124 || rc == 137)); then
     status="TIMEOUT (${t}s box)"
     failed=1
@@ -161,6 +182,7 @@ step configure 180 "$buildlog" cmake -S "$root" -B "$build" "${generator[@]}" -D
 grep -E -- '^-- vitcuda: ' "$buildlog" | sed 's/^-- /  /' | awk '!seen[$0]++' >> "$summary"
 
 targets=(vitcuda_kernel_tests_cuda)
+if [[ "$mode" == step ]]; then targets=(bench_step); fi
 if [[ "$mode" == full ]]; then
   targets+=(vit_train)
   # Every native benchmark binary (bench_*, not the emulator smoke builds bench_*_emu).
@@ -192,9 +214,51 @@ gtest_counts() {  # the gtest summary lines of a log, for the summary
   grep -E '^\[  (PASSED|FAILED|SKIPPED) +\]|tests? ran' "$1" | tail -4 | sed 's/^/  /' >> "$summary"
 }
 
+# The side-by-side: bench_step, then torch_step.py on the same GPU (MFU against bench_step's
+# measured peak), then the ratio table (step_ratio.md, also appended to the summary). What is left
+# of the budget bounds torch_step.py (--time-budget): it starts a run only when its estimate fits
+# (torch.compile of a training step on a cold cache: ~60 s), so ViT-B's compile is the first to go.
+side_by_side() {
+  local exe="$build/bench/bench_step" peak="" left py="${python:-python3}"
+  if [[ -x "$exe" ]]; then
+    gpu_step bench_step 120 "$benchlog" "$exe" --benchmark_counters_tabular=true \
+      --benchmark_min_time="$bench_min_time" --benchmark_out="$work/bench_step.json" --benchmark_out_format=json
+  else
+    note "$(printf '%-28s not built' bench_step)"
+    failed=1
+  fi
+  if [[ -s "$work/bench_step.json" ]]; then
+    peak="$("$py" -c 'import json, sys
+b = [x for x in json.load(open(sys.argv[1]))["benchmarks"] if x.get("peak_TFLOP/s")]
+print(b[0]["peak_TFLOP/s"] if b else "")' "$work/bench_step.json" 2>/dev/null || true)"
+  fi
+  if [[ -z "$python" ]]; then
+    note "$(printf '%-28s skipped: no python' torch_step)"
+  else
+    left=$((deadline - SECONDS - reserve))
+    skip_rc=77 gpu_step torch_step "$left" "$benchlog" "$python" "$root/bench/torch_step.py" \
+      --json "$work/torch_step.json" --steps "${TORCH_STEPS:-10}" --warmup "${TORCH_WARMUP:-3}" \
+      --time-budget "$((left > 25 ? left - 15 : 10))" ${peak:+--peak-tflops "$peak"}
+    grep -E '^torch_step: .*(skipped|FAILED|note)' "$benchlog" | sed 's/^/  /' >> "$summary"
+  fi
+  if [[ -s "$work/bench_step.json" || -s "$work/torch_step.json" ]]; then
+    if "$py" "$root/bench/torch_step.py" --table "$work/bench_step.json" "$work/torch_step.json" > "$ratio.tmp"; then
+      mv "$ratio.tmp" "$ratio"
+      sed 's/^/  /' "$ratio" >> "$summary"
+    else
+      rm -f "$ratio.tmp"
+      note "step_ratio.md                FAILED (see bench.log)"
+      failed=1
+    fi
+  fi
+}
+
 if [[ "$mode" == sanitize ]]; then
   gpu_step sanitize $((budget)) "$testslog" bash "$root/tools/sanitize.sh" "$build" "${SANITIZE_FILTER:-*}"
   grep -E '^==== .*: (clean|FAILED)' "$testslog" | sed 's/^/  /' >> "$summary"
+elif [[ "$mode" == step ]]; then
+  reserve=15
+  side_by_side
 elif [[ -x "$kt" ]]; then
   gpu_step kernel_tests 150 "$testslog" "$kt" --gtest_output="xml:$work/kernel_tests.xml" --gtest_brief=1
   if ((!have_gpu)); then  # at least: the binary loads (its shared libraries resolve) and lists its tests
@@ -214,7 +278,8 @@ if [[ "$mode" == full ]]; then
   # Benchmarks: the fused kernels against their baselines; GPU ones first, the CPU one last.
   ordered=()
   for b in bench_attention bench_gemm bench_elementwise "${benches[@]}"; do
-    [[ " ${ordered[*]} " == *" $b "* || "$b" == bench_cpu_ops ]] && continue
+    # bench_step runs in the side-by-side below, beside torch_step.py.
+    [[ " ${ordered[*]} " == *" $b "* || "$b" == bench_cpu_ops || "$b" == bench_step ]] && continue
     ordered+=("$b")
   done
   [[ " ${benches[*]} " == *" bench_cpu_ops "* ]] && ordered+=(bench_cpu_ops)
@@ -253,6 +318,16 @@ if [[ "$mode" == full ]]; then
     gpu_step vit_train_cuda 200 "$trainlog" "$train" --device cuda --data-dir "$data" --no-progress \
       --output "$work/train_cuda"
     grep -E '^(epoch|test:|vit_train)' "$trainlog" | tail -3 | sed 's/^/  /' >> "$summary"
+  else
+    note "vit_train                    not built (see build.log)"
+    failed=1
+  fi
+
+  # The time kept for it is now the side-by-side's.
+  reserve=15
+  side_by_side
+
+  if [[ -x "$train" ]]; then
     # The CPU reference for comparison: one epoch, only when time is left.
     if ((deadline - SECONDS - reserve > 120)); then
       step vit_train_cpu_1epoch 90 "$trainlog" "$train" --device cpu --epochs 1 --data-dir "$data" --no-progress \
@@ -261,9 +336,6 @@ if [[ "$mode" == full ]]; then
     else
       note "$(printf '%-28s skipped: time budget' vit_train_cpu_1epoch)"
     fi
-  else
-    note "vit_train                    not built (see build.log)"
-    failed=1
   fi
 fi
 
