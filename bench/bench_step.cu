@@ -16,10 +16,10 @@
 //          computed every step, as vit_train does) — trace_train_step's sequence
 //          (include/vitcuda/step_trace.h);
 //   infer: forward without dropout + the loss (trace_inference_step's sequence).
-// Each step starts from the same host uint8 batch (the pattern of step_trace.cpp) and uploads it,
-// as vit_train's steps do; torch_step.py uploads the same kind of batch every step too.
-// Timing: CUDA events around kSteps consecutive steps (manual time), after the traced step and
-// two warm-up steps; the reported time is per step.
+// Each step starts from the same host uint8 batch (synthetic_batch(), step_trace.h) and uploads
+// it, as vit_train's steps do; torch_step.py uploads the same kind of batch every step too.
+// Timing: bench_common's run_timed (CUDA events around kRepsPerIteration consecutive steps,
+// manual time), after the traced step and three warm-up steps; the reported time is per step.
 // Counters:
 //   img/s        batch / step time (also items_per_second)
 //   step_ms      milliseconds per step
@@ -65,8 +65,7 @@ namespace {
 
 constexpr float kSmoothing = 0.1f;        // label smoothing, as torch_step.py's CrossEntropyLoss
 constexpr float kLr = 1e-3f;              // AdamWConfig's default rate; a constant: the time does not depend on it
-constexpr int kWarmups = kSmoke ? 0 : 2;  // untimed steps after the traced one
-constexpr int kSteps = kSmoke ? 1 : 5;    // steps between two events (one benchmark iteration)
+constexpr int kWarmups = kSmoke ? 0 : 2;  // untimed steps after the traced one (run_timed adds one more)
 
 struct StepModel {
   const char* name;
@@ -131,17 +130,7 @@ void bench_step(benchmark::State& st, const StepModel& m, bool train) {
     }
   };
   for (int i = 0; i < kWarmups; ++i) one_step();
-  be->synchronize();
-
-  double total_s = 0;
-  int64_t steps = 0;
-  for (auto _ : st) {
-    const double s = time_ms(one_step, kSteps) / 1e3;
-    st.SetIterationTime(s / kSteps);
-    total_s += s;
-    steps += kSteps;
-  }
-  const double t = steps ? total_s / steps : 0.0;
+  const double t = run_timed(st, one_step);  // seconds per step, kRepsPerIteration steps per iteration
   st.SetItemsProcessed(int64_t(st.iterations()) * B);
 
   const double flops_img = (train ? 6.0 : 2.0) * model.macs_per_image();
