@@ -14,17 +14,9 @@ args=(-DCMAKE_BUILD_TYPE=Release -DVITCUDA_BUILD_TESTS=ON -DVITCUDA_BUILD_BENCH=
       -DVITCUDA_BUILD_TOOLS=ON -DVITCUDA_EMU_SANITIZE=ON -DVITCUDA_NATIVE=ON
       -DVITCUDA_WERROR="${VITCUDA_WERROR:-OFF}")
 # Without a CUDA toolkit the emulation build compiles against the headers tools/setup.sh put in
-# third_party/cuda/include.
-toolkit_headers() {
-  local d
-  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr; do
-    [[ -n "$d" && -f "$d/include/cuda_bf16.h" ]] && return 0
-  done
-  return 1
-}
-tp_cuda="${VITCUDA_THIRD_PARTY_DIR:-$PWD/third_party}/cuda/include"
-if [[ -f "$tp_cuda/cuda_bf16.h" ]] && ! toolkit_headers; then
-  args+=(-DVITCUDA_CUDA_INCLUDE_DIR="$tp_cuda")
+# third_party/cuda/include, where CMake looks for them (VITCUDA_THIRD_PARTY_DIR).
+if [[ -n "${VITCUDA_THIRD_PARTY_DIR:-}" ]]; then
+  args+=(-DVITCUDA_THIRD_PARTY_DIR="$VITCUDA_THIRD_PARTY_DIR")
 fi
 cmake -S . -B "$build" -G Ninja "${args[@]}"
 [[ "${CONFIGURE_ONLY:-0}" == 1 ]] && exit 0
