@@ -482,18 +482,26 @@ void Model::backward() {
     const BlockParams &w = p.blocks[l], &gw = g.blocks[l];
     const BlockActs& x = a.blocks[l];
     const float dpr = c.depth > 1 ? c.drop_path_rate * l / (c.depth - 1) : c.drop_path_rate;
+    // The gradient entering a branch: d.res through the branch's drop-path and dropout. When both
+    // are off (rate 0, or eval) and the branch's linear does not overwrite its dy (no activation),
+    // it is d.res itself: no copy.
+    auto branch_grad = [&](BlockSite path_site, BlockSite drop_site, bool dy_overwritten) {
+      const DropoutSpec path = drop(dpr, block_site(l, path_site)), dr = drop(c.drop_rate, block_site(l, drop_site));
+      if (path.p <= 0.f && dr.p <= 0.f && !dy_overwritten) return d.res;
+      be_.drop_path(d.res, d.branch, path);
+      be_.dropout(d.branch, d.branch, dr);
+      return d.branch;
+    };
     // MLP branch
-    be_.drop_path(d.res, d.branch, drop(dpr, block_site(l, kFc2Path)));
-    be_.dropout(d.branch, d.branch, drop(c.drop_rate, block_site(l, kFc2Drop)));
-    be_.linear_backward(d.branch, x.fc1, w.fc2_w, c.mlp_gelu_out ? gelu : Act::None, x.fc2_pre, d.fc1, gw.fc2_w,
-                        gw.fc2_b);
+    const Act fc2_act = c.mlp_gelu_out ? gelu : Act::None;
+    const Tensor d_fc2 = branch_grad(kFc2Path, kFc2Drop, fc2_act != Act::None);
+    be_.linear_backward(d_fc2, x.fc1, w.fc2_w, fc2_act, x.fc2_pre, d.fc1, gw.fc2_w, gw.fc2_b);
     be_.dropout(d.fc1, d.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
     be_.linear_backward(d.fc1, x.ln2, w.fc1_w, gelu, x.fc1_pre, d.ln, gw.fc1_w, gw.fc1_b);
     be_.layernorm_backward(d.ln, x.mid, w.norm2_w, x.ln2_mean, x.ln2_rstd, d.res, gw.norm2_w, gw.norm2_b);
     // attention branch (d.res is now d mid = d res[l] + d proj)
-    be_.drop_path(d.res, d.branch, drop(dpr, block_site(l, kProjPath)));
-    be_.dropout(d.branch, d.branch, drop(c.drop_rate, block_site(l, kProjDrop)));
-    be_.linear_backward(d.branch, x.att, w.proj_w, Act::None, none, d.att, gw.proj_w, gw.proj_b);
+    const Tensor d_proj = branch_grad(kProjPath, kProjDrop, false);
+    be_.linear_backward(d_proj, x.att, w.proj_w, Act::None, none, d.att, gw.proj_w, gw.proj_b);
     be_.attention_backward(d.att, x.q, x.k, x.v, x.att, x.lse, c.attn_scale(),
                            drop(c.attn_drop_rate, block_site(l, kAttn)), d.q, d.k, d.v);
     be_.qkv_backward(d.q, d.k, d.v, x.ln1, w.qkv_w, d.qkv, d.ln, gw.qkv_w, gw.qkv_b);

@@ -75,6 +75,24 @@ TEST_F(StepTraceTest, CountsOfASmallModelArePinned) {
   EXPECT_EQ(ops.at("adamw_update"), 1);
 }
 
+// Without dropout and drop-path (timm's presets train so), the backward passes the residual
+// gradient into the branches as it is: no device copies, no dropout launches.
+TEST_F(StepTraceTest, BranchGradientsWithoutDropoutAreNotCopied) {
+  ViTConfig c = tiny_vit_config();
+  c.drop_rate = c.attn_drop_rate = c.drop_path_rate = 0.f;
+  auto be = make_cuda_backend(DType::BF16);
+  Model model(c, *be, 4);
+  model.init(1);
+  AdamW opt(model, AdamWConfig{});
+  const StepTrace train = trace_train_step(model, opt, 4);
+  EXPECT_EQ(train.total.d2d, 0);
+  for (const OpTrace& o : train.ops) {
+    if (std::string(o.op) == "drop_path" || std::string(o.op) == "dropout") {
+      EXPECT_EQ(o.runtime.launches + o.runtime.d2d, 0) << o.op;
+    }
+  }
+}
+
 // Every launch and matmul belongs to an op and is recorded with it; costs are positive where
 // the op computes.
 TEST_F(StepTraceTest, LaunchesAreAttributedToOps) {
