@@ -67,77 +67,64 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ((need_cuda_headers)); then
-  echo "setup: no CUDA toolkit headers (cuda_bf16.h): fetching ${cuda_wheels[*]} into $cuda_headers/include"
+# fetch_wheels <kind> <dest> <wheel>...: downloads NVIDIA's wheels from PyPI and unpacks what
+# <kind> needs into <dest> (replaced whole, with a .stamp naming the wheels), with each licence:
+#   headers  each wheel's nvidia/*/include tree but cccl's own (CUB, Thrust, libcu++: 14 MB that
+#            nothing here includes); must hold cuda_bf16.h, crt/host_defines.h, nv/target
+#   tools    bin/cuobjdump and bin/nvdisasm (executable; cuobjdump must run)
+fetch_wheels() {
+  local kind="$1" dest="$2"
+  shift 2
+  local work
   work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$work" "${cuda_wheels[@]}"
-  # Each wheel's nvidia/cu13/include (the CUDA 13 wheels' layout) but cccl's own tree (CUB,
-  # Thrust, libcu++: 14 MB nothing here includes), and each licence.
-  python3 - "$work/cuda" "$work"/*.whl <<'EOF_PY'
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$work" "$@"
+  python3 - "$kind" "$work/out" "$work"/*.whl <<'EOF_PY'
 import os, sys, zipfile
-dest, wheels = sys.argv[1], sys.argv[2:]
+kind, dest, wheels = sys.argv[1], sys.argv[2], sys.argv[3:]
+required = {"headers": ["include/cuda_bf16.h", "include/crt/host_defines.h", "include/nv/target"],
+            "tools": ["bin/cuobjdump", "bin/nvdisasm"]}[kind]
+def target(name, dist):  # (path under dest, mode) of a wheel member, or None to skip it
+    if name.endswith("/licenses/License.txt"):
+        return f"LICENSE.{dist}.txt", 0o644
+    if kind == "headers" and name.startswith("nvidia/") and "/include/" in name and not name.endswith("/"):
+        rel = os.path.join("include", name.split("/include/", 1)[1])
+        return None if rel.startswith("include/cccl/") else (rel, 0o644)
+    if kind == "tools" and name.endswith(("/bin/cuobjdump", "/bin/nvdisasm")):
+        return os.path.join("bin", os.path.basename(name)), 0o755
+    return None
 n = 0
 for wheel in wheels:
     dist = os.path.basename(wheel).split("-")[0]
     with zipfile.ZipFile(wheel) as z:
         for info in z.infolist():
-            name = info.filename
-            if name.startswith("nvidia/") and "/include/" in name and not name.endswith("/"):
-                rel = os.path.join("include", name.split("/include/", 1)[1])
-                if rel.startswith("include/cccl/"):
-                    continue
-            elif name.endswith("/licenses/License.txt"):
-                rel = f"LICENSE.{dist}.txt"
-            else:
+            t = target(info.filename, dist)
+            if t is None:
                 continue
-            out = os.path.join(dest, rel)
+            out = os.path.join(dest, t[0])
             os.makedirs(os.path.dirname(out), exist_ok=True)
             with z.open(info) as src, open(out, "wb") as dst:
                 dst.write(src.read())
+            os.chmod(out, t[1])
             n += 1
-for h in ("cuda_bf16.h", "crt/host_defines.h", "nv/target"):
-    if not os.path.isfile(os.path.join(dest, "include", h)):
-        sys.exit(f"setup: the CUDA wheels hold no include/{h}")
+for r in required:
+    if not os.path.exists(os.path.join(dest, r)):
+        sys.exit(f"setup: the wheels hold no {r}")
 print(f"setup: {n} files")
 EOF_PY
-  echo "${cuda_wheels[*]}" > "$work/cuda/.stamp"
-  mkdir -p "$(dirname "$cuda_headers")"
-  rm -rf "$cuda_headers"
-  mv "$work/cuda" "$cuda_headers"
+  [[ "$kind" != tools ]] || "$work/out/bin/cuobjdump" --version >/dev/null
+  echo "$*" > "$work/out/.stamp"
+  mkdir -p "$(dirname "$dest")"
+  rm -rf "$dest"
+  mv "$work/out" "$dest"
+  rm -rf "$work"
+}
+
+if ((need_cuda_headers)); then
+  echo "setup: no CUDA toolkit headers (cuda_bf16.h): fetching ${cuda_wheels[*]} into $cuda_headers/include"
+  fetch_wheels headers "$cuda_headers" "${cuda_wheels[@]}"
 fi
 if ((need_cuobjdump)); then
   echo "setup: nvcc without cuobjdump: fetching ${gates_wheels[*]} into $gates_dir/bin"
-  gates_work="$(mktemp -d)"
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$gates_work" "${gates_wheels[@]}"
-  python3 - "$gates_work/cuobjdump" "$gates_work"/*.whl <<'EOF_PY'
-import os, sys, zipfile
-dest, wheels = sys.argv[1], sys.argv[2:]
-for wheel in wheels:
-    dist = os.path.basename(wheel).split("-")[0]
-    with zipfile.ZipFile(wheel) as z:
-        for info in z.infolist():
-            name = info.filename
-            if name.endswith(("/bin/cuobjdump", "/bin/nvdisasm")):
-                rel, mode = os.path.join("bin", os.path.basename(name)), 0o755
-            elif name.endswith("/licenses/License.txt"):
-                rel, mode = f"LICENSE.{dist}.txt", 0o644
-            else:
-                continue
-            out = os.path.join(dest, rel)
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            with z.open(info) as src, open(out, "wb") as dst:
-                dst.write(src.read())
-            os.chmod(out, mode)
-for tool in ("cuobjdump", "nvdisasm"):
-    if not os.path.isfile(os.path.join(dest, "bin", tool)):
-        sys.exit(f"setup: the wheels hold no bin/{tool}")
-EOF_PY
-  "$gates_work/cuobjdump/bin/cuobjdump" --version >/dev/null
-  echo "${gates_wheels[*]}" > "$gates_work/cuobjdump/.stamp"
-  mkdir -p "$(dirname "$gates_dir")"
-  rm -rf "$gates_dir"
-  mv "$gates_work/cuobjdump" "$gates_dir"
-  rm -rf "$gates_work"
+  fetch_wheels tools "$gates_dir" "${gates_wheels[@]}"
 fi
 echo "setup: dependencies present"
