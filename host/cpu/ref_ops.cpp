@@ -352,6 +352,9 @@ namespace {
 inline uint64_t attn_index(int64_t bh, int64_t i, int64_t j, int64_t N) { return (uint64_t(bh) * N + i) * N + j; }
 }  // namespace
 
+// The call's Philox stream: spec.stream plus the offset it points to, if any (host memory here).
+uint64_t stream_of(const DropoutSpec& spec) { return spec.stream + (spec.stream_offset ? *spec.stream_offset : 0); }
+
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, T* lse,
                        int64_t B, int64_t H, int64_t N, int64_t d) {
@@ -377,7 +380,7 @@ void attention_forward(const T* q, const T* k, const T* v, float scale, const Dr
           for (int64_t j = 0; j < N; ++j) p[j] /= l;
           if (drop.active())
             for (int64_t j = 0; j < N; ++j)
-              p[j] = dropout_keep(drop.seed, drop.stream, attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
+              p[j] = dropout_keep(drop.seed, stream_of(drop), attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
         }
         // O = P' V into out [B, N, H, d]: rows of head h at stride H·d.
         gemm<T>(false, false, N, d, N, T(1), P.data(), N, V, d, T(0), out + (b * N * H + h) * d, H * d);
@@ -414,7 +417,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           if (drop.active())
             for (int64_t j = 0; j < N; ++j)
               Pz[i * N + j] =
-                  dropout_keep(drop.seed, drop.stream, attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
+                  dropout_keep(drop.seed, stream_of(drop), attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
         }
         const T* Pd = drop.active() ? Pz.data() : P.data();
         gemm<T>(true, false, N, d, N, T(1), Pd, N, dO, ld, T(0), dV, d);        // dV = P'ᵀ dO
@@ -445,7 +448,8 @@ void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec) {
   const uint32_t thr = dropout_threshold(spec.p);
   const T scale = T(1.0 / (1.0 - spec.p));
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = dropout_keep(spec.seed, spec.stream, uint64_t(i), thr) ? x[i] * scale : T(0);
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = dropout_keep(spec.seed, stream_of(spec), uint64_t(i), thr) ? x[i] * scale : T(0);
 }
 
 template <typename T>
@@ -458,7 +462,7 @@ void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpe
   const T scale = T(1.0 / (1.0 - spec.p));
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    const T f = dropout_keep(spec.seed, spec.stream, uint64_t(b), thr) ? scale : T(0);
+    const T f = dropout_keep(spec.seed, stream_of(spec), uint64_t(b), thr) ? scale : T(0);
     for (int64_t i = 0; i < per_sample; ++i) y[b * per_sample + i] = x[b * per_sample + i] * f;
   }
 }

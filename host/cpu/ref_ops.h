@@ -50,6 +50,8 @@ template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, float scale,
                         const DropoutSpec& drop, T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t N, int64_t d);
 
+// The Philox stream of a DropoutSpec: stream + *stream_offset (when set; host memory).
+uint64_t stream_of(const DropoutSpec& spec);
 template <typename T>
 void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec);
 template <typename T>

@@ -33,10 +33,14 @@ inline const char* act_name(Act a) {
 }
 
 // Where an op's random numbers come from. `stream` separates call sites and steps.
+// With `stream_offset` set, the call's stream is stream + *stream_offset, read where the op
+// runs and when it runs (device memory for "cuda", host memory otherwise): the model keeps the
+// step's offset there, so one captured CUDA Graph applies a new mask at every step.
 struct DropoutSpec {
   float p = 0.f;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  const uint64_t* stream_offset = nullptr;
   bool active() const { return p > 0.f; }
 };
 
@@ -73,12 +77,12 @@ struct AdamWSegment {
 // Counted by the runtime layer (kernels/runtime.h) of the "cuda" and "cuda-emu" backends, per
 // process since the last reset; the CPU backend has no device runtime and reports zeros.
 struct RuntimeCounters {
-  int64_t launches = 0;                    // kernels started (launch())
-  int64_t gemms = 0;                       // cuBLASLt matmuls (emulated ones too)
-  int64_t h2d = 0, d2h = 0, d2d = 0;       // copies by direction
-  int64_t memsets = 0;                     //
-  int64_t h2d_bytes = 0, d2h_bytes = 0;    //
-  int64_t syncs = 0;                       // blocking host waits: synchronise calls and copies to host
+  int64_t launches = 0;                  // kernels started (launch())
+  int64_t gemms = 0;                     // cuBLASLt matmuls (emulated ones too)
+  int64_t h2d = 0, d2h = 0, d2d = 0;     // copies by direction
+  int64_t memsets = 0;                   //
+  int64_t h2d_bytes = 0, d2h_bytes = 0;  //
+  int64_t syncs = 0;                     // blocking host waits: synchronise calls and copies to host
 };
 RuntimeCounters operator-(const RuntimeCounters& a, const RuntimeCounters& b);
 std::string to_string(const RuntimeCounters& c);  // "12 launches, 4 GEMMs, ..."
