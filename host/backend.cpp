@@ -54,6 +54,7 @@ RuntimeCounters operator-(const RuntimeCounters& a, const RuntimeCounters& b) {
   d.h2d_bytes = a.h2d_bytes - b.h2d_bytes;
   d.d2h_bytes = a.d2h_bytes - b.d2h_bytes;
   d.syncs = a.syncs - b.syncs;
+  d.graph_launches = a.graph_launches - b.graph_launches;
   return d;
 }
 
@@ -61,7 +62,8 @@ std::string to_string(const RuntimeCounters& c) {
   return std::to_string(c.launches) + " launches, " + std::to_string(c.gemms) + " GEMMs, " + std::to_string(c.h2d) +
          " host-to-device copies (" + std::to_string(c.h2d_bytes) + " B), " + std::to_string(c.d2h) +
          " device-to-host copies (" + std::to_string(c.d2h_bytes) + " B), " + std::to_string(c.d2d) +
-         " device copies, " + std::to_string(c.memsets) + " memsets, " + std::to_string(c.syncs) + " blocking syncs";
+         " device copies, " + std::to_string(c.memsets) + " memsets, " + std::to_string(c.syncs) + " blocking syncs, " +
+         std::to_string(c.graph_launches) + " graph launches";
 }
 
 void Backend::set_tracer(OpTracer* tracer) {

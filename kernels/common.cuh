@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -143,11 +144,23 @@ VITCUDA_KERNELS_BEGIN
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
-  rt::note_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x, block.y, block.z, smem_bytes);
+  const void* k = reinterpret_cast<const void*>(kernel);
+  if (rt::capturing_other_stream(stream))
+    rt::refuse_other_stream_while_capturing(stream, "launch of " + rt::kernel_name(k));
+  rt::note_launch(k, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem_bytes);
 #if defined(VITCUDA_EMU)
   using Closure = emu::LaunchClosure<void (*)(P...), std::tuple<std::decay_t<P>...>>;
+  if (emu::capturing(stream)) {  // a graph node: the closure moves to the heap, run at replay
+    emu::check_launch_config(k, grid, block, smem_bytes);
+    auto closure =
+        std::make_shared<const Closure>(Closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
+    emu::capture_node([k, grid, block, smem_bytes, stream, closure] {
+      emu::run_grid(k, grid, block, smem_bytes, stream, &Closure::invoke, closure.get());
+    });
+    return;
+  }
   const Closure closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  emu::run_grid(reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, stream, &Closure::invoke, &closure);
+  emu::run_grid(k, grid, block, smem_bytes, stream, &Closure::invoke, &closure);
 #else
   kernel<<<grid, block, smem_bytes, reinterpret_cast<cudaStream_t>(stream)>>>(std::forward<A>(args)...);
   rt::check_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x, block.y, block.z,

@@ -238,9 +238,20 @@ void store(void* p, GemmType t, size_t i, float v) {
 
 // The emulated cuBLASLt: fp32 products through the CPU reference GEMM (OpenBLAS), then the
 // epilogue with cuBLASLt's documented math, rounding once to D's type.
-bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
+void emulated_lt_matmul(const GemmArgs& a, const LtCall& call);
+bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream stream) {
+  rt::refuse_other_stream_while_capturing(stream, "gemm (cublasLtMatmul)");
   rt::note_gemm(a.M, a.N, a.K, a.batch);
-  if (rt::dry_run()) return true;
+  if (emu::capturing(stream)) {  // a graph node: the arguments are copied, the matmul runs at replay
+    emu::capture_node([a, call] {
+      if (!rt::dry_run()) emulated_lt_matmul(a, call);
+    });
+    return true;
+  }
+  if (!rt::dry_run()) emulated_lt_matmul(a, call);
+  return true;
+}
+void emulated_lt_matmul(const GemmArgs& a, const LtCall& call) {
   const int a_rows = a.trans_a ? a.K : a.M, a_cols = a.trans_a ? a.M : a.K;
   const int b_rows = a.trans_b ? a.N : a.K, b_cols = a.trans_b ? a.K : a.N;
   const GemmType dt = a.d_type;
@@ -286,7 +297,6 @@ bool lt_matmul(const GemmArgs& a, const LtCall& call, rt::Stream) {
       }
     }
   }
-  return true;
 }
 
 #else  // native: cuBLASLt

@@ -52,6 +52,7 @@ DeviceInfo device_info() {
 }
 
 void* device_malloc(size_t bytes) {
+  refuse_while_capturing("device_malloc");
   if (bytes == 0) return nullptr;
   void* p = nullptr;
   check(cudaMalloc(&p, bytes), ("cudaMalloc of " + std::to_string(bytes) + " bytes").c_str());
@@ -59,16 +60,34 @@ void* device_malloc(size_t bytes) {
 }
 
 void device_free(void* ptr) {
+  refuse_while_capturing("device_free");
   if (ptr) check(cudaFree(ptr), "cudaFree");
 }
 
+void* host_alloc_pinned(size_t bytes) {
+  refuse_while_capturing("host_alloc_pinned");
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  check(cudaHostAlloc(&p, bytes, cudaHostAllocDefault),
+        ("cudaHostAlloc of " + std::to_string(bytes) + " bytes").c_str());
+  return p;
+}
+void host_free_pinned(void* ptr) {
+  refuse_while_capturing("host_free_pinned");
+  if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
+}
+
+// Asynchronous on the stream: from pinned memory a true DMA the host does not wait for (and the
+// form a graph captures); from pageable memory CUDA stages it first.
 void copy_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
+  refuse_other_stream_while_capturing(stream, "copy_to_device");
   ++counters().h2d;
   counters().h2d_bytes += int64_t(bytes);
   if (bytes)
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)), "cudaMemcpyAsync host to device");
 }
 void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream) {
+  refuse_while_capturing("copy_to_host");
   ++counters().d2h;
   counters().d2h_bytes += int64_t(bytes);
   if (!bytes) return;
@@ -78,12 +97,14 @@ void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream) {
   check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize after a copy to host");
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) {
+  refuse_other_stream_while_capturing(stream, "copy_device_to_device");
   ++counters().d2d;
   if (bytes)
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)),
           "cudaMemcpyAsync device to device");
 }
 void memset_device(void* dst, int value, size_t bytes, Stream stream) {
+  refuse_other_stream_while_capturing(stream, "memset_device");
   ++counters().memsets;
   if (bytes) check(cudaMemsetAsync(dst, value, bytes, native(stream)), "cudaMemsetAsync");
 }
@@ -94,13 +115,16 @@ Stream stream_create() {
   return reinterpret_cast<Stream>(s);
 }
 void stream_destroy(Stream stream) {
+  if (capture_log().active && capture_log().stream == stream) refuse_while_capturing("stream_destroy");
   if (stream) check(cudaStreamDestroy(native(stream)), "cudaStreamDestroy");
 }
 void stream_synchronize(Stream stream) {
+  refuse_while_capturing("stream_synchronize");
   ++counters().syncs;
   check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize");
 }
 void device_synchronize() {
+  refuse_while_capturing("device_synchronize");
   ++counters().syncs;
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
@@ -114,9 +138,11 @@ void event_destroy(Event event) {
   if (event) check(cudaEventDestroy(native(event)), "cudaEventDestroy");
 }
 void event_record(Event event, Stream stream) {
+  refuse_other_stream_while_capturing(stream, "event_record");
   check(cudaEventRecord(native(event), native(stream)), "cudaEventRecord");
 }
 void event_synchronize(Event event) {
+  refuse_while_capturing("event_synchronize");
   ++counters().syncs;
   check(cudaEventSynchronize(native(event)), "cudaEventSynchronize");
 }
@@ -124,6 +150,66 @@ float event_elapsed_ms(Event start, Event stop) {
   float ms = 0.f;
   check(cudaEventElapsedTime(&ms, native(start), native(stop)), "cudaEventElapsedTime");
   return ms;
+}
+
+void stream_wait_event(Stream stream, Event event) {
+  refuse_other_stream_while_capturing(stream, "stream_wait_event");
+  if (!event) throw Error("stream_wait_event: the event is null");
+  check(cudaStreamWaitEvent(native(stream), native(event), 0), "cudaStreamWaitEvent");
+}
+
+// ---- CUDA Graphs --------------------------------------------------------------------------------
+struct GraphExec {
+  cudaGraphExec_t exec = nullptr;
+  CapturedWork work;
+};
+
+void stream_begin_capture(Stream stream) {
+  if (!stream)
+    throw Error("stream_begin_capture: the default stream cannot be captured; capture a stream from stream_create()");
+  if (capture_log().active) throw Error("stream_begin_capture: a capture is already open (one at a time)");
+  check(cudaStreamBeginCapture(native(stream), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  open_capture_log(stream);
+}
+
+Graph stream_end_capture(Stream stream) {
+  if (!capture_log().active || capture_log().stream != stream)
+    throw Error("stream_end_capture: this stream is not capturing (stream_begin_capture)");
+  std::string invalidated_by;
+  CapturedWork work = close_capture_log(invalidated_by);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(native(stream), &graph);
+  if (!invalidated_by.empty()) {
+    if (graph) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw Error("stream_end_capture: the capture was invalidated by " + invalidated_by + " while it was open");
+  }
+  check(end, "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);  // the executable graph is a copy
+  check(inst, "cudaGraphInstantiate");
+  return new GraphExec{exec, std::move(work)};
+}
+
+void graph_launch(Graph graph, Stream stream) {
+  if (!graph) throw Error("graph_launch: the graph is null");
+  refuse_other_stream_while_capturing(stream, "graph_launch");
+  check(cudaGraphLaunch(graph->exec, native(stream)), "cudaGraphLaunch");
+  count_replay(graph->work);
+}
+
+void graph_destroy(Graph graph) {
+  if (!graph) return;
+  const cudaError_t err = cudaGraphExecDestroy(graph->exec);
+  delete graph;
+  check(err, "cudaGraphExecDestroy");
+}
+
+bool stream_is_capturing(Stream stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(native(stream), &status), "cudaStreamIsCapturing");
+  return status != cudaStreamCaptureStatusNone;
 }
 
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {

@@ -83,6 +83,7 @@ struct RuntimeCounters {
   int64_t memsets = 0;                   //
   int64_t h2d_bytes = 0, d2h_bytes = 0;  //
   int64_t syncs = 0;                     // blocking host waits: synchronise calls and copies to host
+  int64_t graph_launches = 0;            // CUDA Graph replays (their work is counted above too)
 };
 RuntimeCounters operator-(const RuntimeCounters& a, const RuntimeCounters& b);
 std::string to_string(const RuntimeCounters& c);  // "12 launches, 4 GEMMs, ..."

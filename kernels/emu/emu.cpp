@@ -68,8 +68,36 @@ struct AsyncCopy {
   const void* src;
   int bytes;
   int src_bytes;
-  long group;  // -1 until committed
+  long group;     // -1 until committed
+  int countdown;  // random cp.async mode: lands after this many more entry points of its thread
 };
+
+// ---- adversarial modes --------------------------------------------------------------------------
+// SplitMix64: a small, well-mixed generator; the emulator is deterministic, so a seed reproduces.
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t env_seed(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  const unsigned long long seed = std::strtoull(v, &end, 10);
+  if (*end != '\0') throw Error(std::string("cuda-emu: ") + name + "=" + v + " is not a decimal seed (0: off)");
+  return seed;
+}
+struct AdversarialModes {
+  uint64_t block_order_seed = env_seed("VITCUDA_EMU_BLOCK_ORDER");
+  uint64_t launch_seq = 0;  // launches since the block-order seed was set
+  uint64_t cp_async_seed = env_seed("VITCUDA_EMU_CP_ASYNC");
+  uint64_t cp_async_rng = cp_async_seed;
+};
+AdversarialModes& modes() {
+  static AdversarialModes m;
+  return m;
+}
 
 // A suspended execution context: a saved stack pointer (fast switch) or a ucontext.
 struct Context {
@@ -296,19 +324,37 @@ void abort_block(Emulator& e, const std::string& message) {
   }
 }
 
+void land_copy(const AsyncCopy& c) {
+  std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+  if (c.src_bytes < c.bytes)
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+}
+
 void perform_copies(Fiber* f, long up_to_group, bool include_uncommitted) {
   auto& q = f->copies;
   size_t kept = 0;
   for (size_t i = 0; i < q.size(); ++i) {
     const AsyncCopy& c = q[i];
     const bool due = c.group < 0 ? include_uncommitted : c.group <= up_to_group;
-    if (due) {
-      std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
-      if (c.src_bytes < c.bytes)
-        std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
-    } else {
+    if (due)
+      land_copy(c);
+    else
       q[kept++] = c;
-    }
+  }
+  q.resize(kept);
+}
+
+// Random cp.async mode: the thread reached an emulator entry point; its copies whose countdown
+// runs out land now (the rest wait for their countdown or the covering wait).
+inline void tick_copies(Fiber* f) {
+  if (f->copies.empty() || modes().cp_async_seed == 0) return;
+  auto& q = f->copies;
+  size_t kept = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (--q[i].countdown <= 0)
+      land_copy(q[i]);
+    else
+      q[kept++] = q[i];
   }
   q.resize(kept);
 }
@@ -516,6 +562,21 @@ void validate_launch(Emulator& e, const void* kernel, dim3 grid, dim3 block, siz
 
 // ---- public entry points ---------------------------------------------------------------------
 
+void check_launch_config(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes) {
+  validate_launch(emu(), kernel, grid, block, smem_bytes);
+}
+
+void set_block_order_seed(uint64_t seed) {
+  modes().block_order_seed = seed;
+  modes().launch_seq = 0;
+}
+uint64_t block_order_seed() { return modes().block_order_seed; }
+void set_cp_async_seed(uint64_t seed) {
+  modes().cp_async_seed = seed;
+  modes().cp_async_rng = seed;
+}
+uint64_t cp_async_seed() { return modes().cp_async_seed; }
+
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {
   if (bytes > kMaxDynamicSmemOptIn)
     throw Error("cuda-emu: set_max_dynamic_smem(" + rt::kernel_name(kernel) + ", " + std::to_string(bytes) +
@@ -549,9 +610,22 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::
   g_grid_dim = grid;
   e.in_launch = true;
   try {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) run_block(e, make_uint3(x, y, z));
+    if (modes().block_order_seed == 0) {
+      for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+          for (unsigned x = 0; x < grid.x; ++x) run_block(e, make_uint3(x, y, z));
+    } else {
+      // A random permutation of the blocks (Fisher-Yates), drawn from the seed and the launch's
+      // number since the seed was set: reproducible, and different for every launch.
+      const uint64_t nx = grid.x, nxy = nx * grid.y, count = nxy * grid.z;
+      std::vector<uint64_t> order(count);
+      for (uint64_t i = 0; i < count; ++i) order[i] = i;
+      uint64_t rng = modes().block_order_seed ^ (0x632be59bd9b4e019ull * ++modes().launch_seq);
+      for (uint64_t i = count; i > 1; --i) std::swap(order[i - 1], order[splitmix64(rng) % i]);
+      for (const uint64_t i : order)
+        run_block(e, make_uint3(static_cast<unsigned>(i % nx), static_cast<unsigned>(i / nx % grid.y),
+                                static_cast<unsigned>(i / nxy)));
+    }
   } catch (...) {
     e.in_launch = false;
     e.launch = Launch{};
@@ -571,6 +645,7 @@ int block_barrier(BarrierOp op, int predicate, const char* file, int line) {
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) throw Error("cuda-emu: __syncthreads called outside a kernel");
+  tick_copies(self);
   BlockState& b = e.block;
   if (b.done > 0) {
     for (int i = 0; i < b.nthreads; ++i)
@@ -618,6 +693,7 @@ void warp_collective(const char* op_name, WarpCompleteFn complete, unsigned mask
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) throw Error(std::string("cuda-emu: ") + op_name + " called outside a kernel");
+  tick_copies(self);
   BlockState& b = e.block;
   const int lane = self->tid % kWarpSize;
   const int base = self->tid - lane;
@@ -768,13 +844,26 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
   if (src_bytes < 0 || src_bytes > bytes)
     fail("cp.async: src-size " + std::to_string(src_bytes) + " is not in [0, " + std::to_string(bytes) + "]");
   check_shared_range(dst, static_cast<size_t>(bytes), "cp.async");
-  self->copies.push_back(AsyncCopy{dst, src, bytes, src_bytes, -1});
+  tick_copies(self);
+  AsyncCopy c{dst, src, bytes, src_bytes, -1, 0};
+  if (modes().cp_async_seed != 0) {
+    // 1 in 4 lands at once; the others after 1..8 more entry points of this thread (or at the
+    // covering wait, whichever comes first)
+    const uint64_t r = splitmix64(modes().cp_async_rng);
+    if (r % 4 == 0) {
+      land_copy(c);
+      return;
+    }
+    c.countdown = 1 + static_cast<int>((r >> 8) % 8);
+  }
+  self->copies.push_back(c);
 }
 
 void cp_async_commit_group() {
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) throw Error("cuda-emu: cp.async.commit_group outside a kernel");
+  tick_copies(self);
   const long g = ++self->copy_group_seq;
   for (AsyncCopy& c : self->copies)
     if (c.group < 0) c.group = g;
@@ -784,6 +873,7 @@ void cp_async_wait_group(int n) {
   Emulator& e = emu();
   Fiber* self = e.current;
   if (!self) throw Error("cuda-emu: cp.async.wait_group outside a kernel");
+  tick_copies(self);
   if (n < 0)
     perform_copies(self, self->copy_group_seq, true);
   else

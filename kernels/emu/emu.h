@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -64,6 +65,28 @@ using InvokeFn = void (*)(const void* closure);  // runs the kernel body for the
 void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::Stream stream, InvokeFn invoke,
               const void* closure);
 void set_max_dynamic_smem(const void* kernel, size_t bytes);
+// The launch checks of run_grid (limits, shared-memory opt-in) without running anything: a
+// launch captured into a graph is checked when it is captured, as CUDA does.
+void check_launch_config(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes);
+
+// ---- graph capture (runtime_emu.cpp; the API is kernels/runtime.h's stream_begin_capture) -----
+// While `stream` captures, its work is recorded as a node instead of run; graph_launch runs the
+// nodes in order. A node checks rt::dry_run() when it runs.
+bool capturing(rt::Stream stream);
+void capture_node(std::function<void()> node);
+
+// ---- adversarial modes (README.md "Adversarial modes"; both off, 0, by default) -------------
+// Block order: 0 runs a grid's blocks in blockIdx order (x fastest); any other seed runs every
+// launch's blocks in a random permutation drawn from the seed and the launch's sequence number
+// since the seed was set. Initial value: env VITCUDA_EMU_BLOCK_ORDER (decimal), else 0.
+void set_block_order_seed(uint64_t seed);
+uint64_t block_order_seed();
+// cp.async landing: 0 performs each queued copy at the wait_group / wait_all that covers it (or at
+// thread exit); any other seed lands each copy at a random point between its issue and that
+// wait: immediately, or at one of the issuing thread's later emulator entry points (cp.async,
+// commit, wait, __syncthreads, a warp collective). Initial value: env VITCUDA_EMU_CP_ASYNC.
+void set_cp_async_seed(uint64_t seed);
+uint64_t cp_async_seed();
 
 // Throws vitcuda::Error "kernel K, block (..), thread (..): what" for the running thread.
 [[noreturn]] void fail(const std::string& what);
