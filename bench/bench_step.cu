@@ -47,6 +47,7 @@
 // sequence and the counters execute, their timings and values are meaningless (so are all smoke
 // timings).
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,7 @@
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
 #include "vitcuda/step_trace.h"
+#include "vitcuda/train_step.h"
 
 using namespace vitcuda;
 using namespace vitcuda::bench;
@@ -116,14 +118,22 @@ void bench_step(benchmark::State& st, const StepModel& m, bool train) {
 
   // The first step, traced: the runtime's counts per step (and the first warm-up).
   const StepTrace trace = train ? trace_train_step(model, opt, B, kSmoothing, kLr) : trace_inference_step(model, B);
-  uint64_t step = 1;
+  // Training: the step vit_train runs (TrainStep: pinned double-buffered staging, one CUDA Graph
+  // per step after the first). The synthetic batch is staged into both slots once.
+  TrainStepOptions so;
+  so.smoothing = kSmoothing;
+  so.seed = 1;
+  TrainStep stepper(model, &opt, so);
+  int64_t step = 1, staged = 0;
   auto one_step = [&] {
     if (train) {
-      model.forward(in.view, true, /*seed=*/1, step++);
-      model.loss(in.labels.data(), kSmoothing, true);
-      model.zero_grad();
-      model.backward();
-      opt.step(kLr);
+      uint8_t* images = stepper.images();
+      if (staged < 2) {
+        std::memcpy(images, in.images.data(), in.images.size());
+        std::memcpy(stepper.labels(), in.labels.data(), in.labels.size() * sizeof(int32_t));
+        ++staged;
+      }
+      stepper.run(B, kLr, step++);
     } else {
       model.forward(in.view, false);
       model.loss(in.labels.data(), 0.f, false);

@@ -2,6 +2,7 @@
 // backend's implementation. A check failure is one Error naming the op and the argument.
 #include "vitcuda/backend.h"
 
+#include <cmath>
 #include <exception>
 #include <string>
 #include <utility>
@@ -424,6 +425,35 @@ double Backend::sum_squares(const Tensor& t) {
   defined("sum_squares", "t", t);
   const OpScope scope(*this, "sum_squares", [&] { return op_cost::sum_squares(t); });
   return sum_squares_impl(t);
+}
+
+void* Backend::alloc_host(size_t bytes) { return bytes ? ::operator new(bytes) : nullptr; }
+void Backend::release_host(void* ptr) { ::operator delete(ptr); }
+void Backend::begin_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
+void* Backend::end_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
+void Backend::replay(void*) { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
+
+void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) {
+  const char* op = "step_metrics";
+  defined(op, "losses", losses);
+  defined(op, "hits", hits);
+  require(losses.dtype() == DType::F32, op, "losses must be f32");
+  require(hits.dtype() == DType::I32, op, "hits must be i32");
+  numel_is(op, "hits", hits, losses.numel());
+  require(state != nullptr, op, "state is null");
+  const OpScope scope(*this, op, [&] { return op_cost::step_metrics(losses, hits); });
+  step_metrics_impl(losses, hits, state, commit);
+}
+
+void Backend::grad_norm_clip(const Tensor& grads, float max_norm, StepState* state) {
+  const char* op = "grad_norm_clip";
+  defined(op, "grads", grads);
+  require(grads.dtype() == DType::F32 || grads.dtype() == DType::F64, op, "grads must be f32 or f64");
+  require(std::isfinite(max_norm) && max_norm >= 0.f, op,
+          "max_norm must be finite and >= 0, got " + std::to_string(max_norm));
+  require(state != nullptr, op, "state is null");
+  const OpScope scope(*this, op, [&] { return op_cost::sum_squares(grads); });
+  grad_norm_clip_impl(grads, max_norm, state);
 }
 
 void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,

@@ -32,7 +32,7 @@ struct SplitMix {
 // Dropout call sites; stream = step * kSites + site, so every mask of every step differs.
 enum Site : int { kPosDrop, kHeadDrop, kHeadMlp0, kBlockSites = 16 };
 enum BlockSite : int { kAttn, kProjDrop, kProjPath, kFc1Drop, kFc2Drop, kFc2Path, kPerBlock };
-constexpr int kSites = 1 << 12;
+constexpr int kSites = int(Model::kDropoutSites);
 int block_site(int l, BlockSite s) { return kBlockSites + l * kPerBlock + s; }
 
 }  // namespace
@@ -64,12 +64,16 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
     *s.grad = pview(grads_, param_specs_[s.spec]);
   }
   bind_activations();  // at batch 0 until the first forward
+  state_ = static_cast<StepState*>(be_.alloc(sizeof(StepState)));
+  const StepState initial{};
+  be_.copy_to_device(state_, &initial, sizeof initial);
 }
 
 Model::~Model() {
   be_.release(param_mem_);
   be_.release(grad_mem_);
   be_.release(act_mem_);
+  be_.release(state_);
 }
 
 // ---- planning: the parameter table (timm names and shapes) and the activation table -----
@@ -268,7 +272,8 @@ DropoutSpec Model::drop(float p, int site) const {
   DropoutSpec s;
   s.p = train_ ? p : 0.f;
   s.seed = seed_;
-  s.stream = step_ * kSites + uint64_t(site);
+  s.stream = uint64_t(site);
+  s.stream_offset = &state_->dropout_offset;  // step · kSites, where the op runs
   return s;
 }
 
@@ -317,22 +322,35 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
       images.size(3) != c.img_size)
     throw Error("Model::forward: images must be [B, " + std::to_string(c.in_chans) + ", " + std::to_string(c.img_size) +
                 ", " + std::to_string(c.img_size) + "], got " + images.shape_str());
-  if (images.size(0) < 1 || images.size(0) > max_batch_)
-    throw Error("Model::forward: batch " + std::to_string(images.size(0)) + " is outside [1, " +
-                std::to_string(max_batch_) + "]");
   if (images.dtype() != DType::U8) throw Error("Model::forward: images must be u8");
-  batch_ = images.size(0);
+  set_batch(images.size(0));
+  be_.copy_to_device(a_.input.data(), images.data(), images.nbytes());
+  if (train) {
+    offset_host_ = step * kSites;
+    be_.copy_to_device(&state_->dropout_offset, &offset_host_, sizeof offset_host_);
+  }
+  forward_staged(train, seed);
+  return a_.head.logits;
+}
+
+void Model::set_batch(int64_t n) {
+  if (n < 1 || n > max_batch_)
+    throw Error("Model: batch " + std::to_string(n) + " is outside [1, " + std::to_string(max_batch_) + "]");
+  batch_ = n;
+  bind_activations();
+}
+
+void Model::forward_staged(bool train, uint64_t seed) {
+  const ViTConfig& c = cfg_;
+  if (batch_ == 0) throw Error("Model::forward_staged: call set_batch first");
   train_ = train;
   seed_ = seed;
-  step_ = step;
-  bind_activations();
   const float eps = c.ln_eps;
   const Act gelu = gelu_act(c.gelu);
   const ParamTensors& p = p_;
   const ActTensors& a = a_;
   const Tensor none;
 
-  be_.copy_to_device(a.input.data(), images.data(), images.nbytes());
   be_.patch_extract(a.input, ImageLayout::NCHW, c.patch_size, c.pixel_mean.data(), c.pixel_std.data(), a.cols);
   be_.linear_forward(a.cols, p.patch_w, p.patch_b, Act::None, none, a.patches);
   be_.tokens_forward(a.patches, p.cls_token, p.pos_embed, a.res[0]);
@@ -390,7 +408,14 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
     feat = h.pre_logits.out;
   }
   be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
-  return h.logits;
+}
+
+void Model::loss_staged(float smoothing, bool train) {
+  if (batch_ == 0) throw Error("Model::loss_staged: call forward first");
+  const ActTensors& a = a_;
+  be_.softmax_xent(a.head.logits, a.labels, smoothing, 1.f / float(batch_), a.losses, train ? a.d.logits : Tensor{},
+                   a.hits);
+  be_.step_metrics(a.losses, a.hits, state_, /*commit=*/!train);
 }
 
 StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready) {

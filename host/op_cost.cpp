@@ -123,6 +123,9 @@ OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float, float, co
 }
 
 OpCost sum_squares(const Tensor& t) { return {2.0 * numel(t), bytes(t)}; }
+OpCost step_metrics(const Tensor& losses, const Tensor& hits) {
+  return {double(numel(losses)), bytes(losses) + bytes(hits)};
+}
 
 // Per parameter: master, m and v read and written, the gradient read, the compute-dtype copy
 // written (when separate); ~12 operations of the AdamW update.

@@ -37,6 +37,7 @@ OpCost pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor
 OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
                     const Tensor& dlogits, const Tensor& hits);
 OpCost sum_squares(const Tensor& t);
+OpCost step_metrics(const Tensor& losses, const Tensor& hits);
 OpCost adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
                     const AdamWHyper& h, const AdamWSegment* segments, int num_segments);
 

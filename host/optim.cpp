@@ -16,6 +16,9 @@ AdamW::AdamW(Model& model, const AdamWConfig& config) : model_(model), cfg_(conf
   mem_ = be.alloc(size_t(n) * 2 * sizeof(float));
   m_ = Tensor::view(mem_, {n}, DType::F32, be.device());
   v_ = Tensor::view(static_cast<float*>(mem_) + n, {n}, DType::F32, be.device());
+  // A new optimizer has taken no step (the count lives in the model's StepState, on the device).
+  const int64_t no_steps = 0;
+  be.copy_to_device(&model.step_state()->adam_step, &no_steps, sizeof no_steps);
   // One segment per run of tensors with the same decay flag (the table is in arena order).
   // Each tensor's segment runs up to the next tensor, covering the zero alignment gap
   // (zero gradients keep it zero), so neighbours merge into few segments.
@@ -32,19 +35,36 @@ AdamW::AdamW(Model& model, const AdamWConfig& config) : model_(model), cfg_(conf
 
 AdamW::~AdamW() { model_.backend().release(mem_); }
 
-double AdamW::step(float lr) {
+void AdamW::step(float lr) {
+  if (!(std::isfinite(lr) && lr >= 0.f))
+    throw Error("AdamW: learning rate must be finite and >= 0, got " + std::to_string(lr));
+  lr_host_ = lr;
+  model_.backend().copy_to_device(&model_.step_state()->lr, &lr_host_, sizeof lr_host_);
+  enqueue_step();
+}
+
+void AdamW::enqueue_step() {
   Backend& be = model_.backend();
-  const double norm = std::sqrt(be.sum_squares(model_.grad_arena()));
-  AdamWHyper h;
-  static_cast<AdamWCoefficients&>(h) = cfg_;  // betas, eps, weight decay
-  h.lr = lr;
-  h.step = ++step_;
+  StepState* state = model_.step_state();
   // Global-norm clipping as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6).
-  h.grad_scale = (cfg_.clip_grad > 0.f && norm > cfg_.clip_grad) ? float(cfg_.clip_grad / (norm + 1e-6)) : 1.f;
+  be.grad_norm_clip(model_.grad_arena(), cfg_.clip_grad, state);
+  AdamWHyper h;
+  static_cast<AdamWCoefficients&>(h) = cfg_;  // betas, eps, weight decay; lr and step from the state
+  h.state = state;
   be.adamw_update(model_.master_arena(), model_.grad_arena(), m_, v_, model_.param_arena(), h, segments_.data(),
                   int(segments_.size()));
-  return norm;
 }
+
+namespace {
+StepState read_state(const Model& model) {
+  StepState s;
+  model.backend().copy_to_host(&s, model.step_state(), sizeof s);
+  return s;
+}
+}  // namespace
+
+int64_t AdamW::steps_taken() const { return read_state(model_).adam_step; }
+double AdamW::last_grad_norm() const { return std::sqrt(read_state(model_).grad_sumsq); }
 
 std::vector<float> AdamW::exp_avg() const {
   std::vector<float> h(m_.numel());
@@ -64,7 +84,9 @@ void AdamW::set_state(const std::vector<float>& exp_avg, const std::vector<float
                 std::to_string(m_.numel()) + " parameters");
   model_.backend().copy_to_device(m_.data(), exp_avg.data(), exp_avg.size() * sizeof(float));
   model_.backend().copy_to_device(v_.data(), exp_avg_sq.data(), exp_avg_sq.size() * sizeof(float));
-  step_ = steps;
+  StepState s = read_state(model_);
+  s.adam_step = steps;
+  model_.backend().copy_to_device(model_.step_state(), &s, sizeof s);
 }
 
 float LrSchedule::at(int64_t step) const {

@@ -1,7 +1,11 @@
 // vitcuda — tracing one step (include/vitcuda/step_trace.h).
 #include "vitcuda/step_trace.h"
 
+#include "vitcuda/train_step.h"
+
 #include <cstdint>
+#include <cstring>
+#include <optional>
 #include <vector>
 
 namespace vitcuda {
@@ -60,31 +64,37 @@ double StepTrace::bytes() const {
   return b;
 }
 
-StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing, float lr) {
+namespace {
+// The steps vit_train and vit_infer run (TrainStep), op by op, from staging filled beforehand; a
+// first, untraced step of the same size sizes the backend's workspaces (a one-time growth whose
+// synchronisation is not part of a step).
+StepTrace trace_step(Model& model, AdamW* opt, int batch, float smoothing, float lr) {
   const SyntheticBatch in = synthetic_batch(model.config(), batch);
   StepTrace trace;
   trace.batch = batch;
-  {
-    const Tracing on(model.backend(), trace);
-    model.forward(in.view, true, /*seed=*/1, /*step=*/0);
-    model.loss(in.labels.data(), smoothing, true);
-    model.zero_grad();
-    model.backward();
-    opt.step(lr);
+  TrainStepOptions so;
+  so.smoothing = smoothing;
+  so.seed = 1;
+  so.graph = false;
+  TrainStep step(model, opt, so);
+  for (int s = 0; s < 2; ++s) {
+    std::memcpy(step.images(), in.images.data(), in.images.size());
+    std::memcpy(step.labels(), in.labels.data(), in.labels.size() * sizeof(int32_t));
+    std::optional<Tracing> on;
+    if (s == 1) on.emplace(model.backend(), trace);
+    if (opt)
+      step.run(batch, lr, /*step=*/s);
+    else
+      step.run_eval(batch, /*with_labels=*/true);
   }
   return trace;
+}
+}  // namespace
+
+StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing, float lr) {
+  return trace_step(model, &opt, batch, smoothing, lr);
 }
 
-StepTrace trace_inference_step(Model& model, int batch) {
-  const SyntheticBatch in = synthetic_batch(model.config(), batch);
-  StepTrace trace;
-  trace.batch = batch;
-  {
-    const Tracing on(model.backend(), trace);
-    model.forward(in.view, false);
-    model.loss(in.labels.data(), 0.f, false);
-  }
-  return trace;
-}
+StepTrace trace_inference_step(Model& model, int batch) { return trace_step(model, nullptr, batch, 0.f, 0.f); }
 
 }  // namespace vitcuda

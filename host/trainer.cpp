@@ -156,30 +156,36 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std:
   resize.out_height = resize.out_width = c.img_size;
   AugmentLoader loader(data, bs, /*shuffle=*/false, /*drop_last=*/false, 0, resize, o_.loader_threads);
   loader.start_epoch(0);
-  std::vector<uint8_t> images(size_t(bs) * loader.image_bytes());
-  std::vector<int32_t> labels(bs);
+  TrainStepOptions so;
+  so.graph = o_.graph;
+  TrainStep stepper(model_, nullptr, so);
+  stepper.take_metrics();  // from zero (a fit() in progress has read its own)
   ProgressBar bar(o_.progress, label, loader.num_batches());
-  double loss_sum = 0;
+  StepMetrics m;
   int64_t done = 0;
   if (predictions) predictions->clear();
-  for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
-    model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), false);
-    const StepStats st = model_.loss(labels.data(), 0.f, false);
+  for (int n; (n = loader.next(stepper.images(), stepper.labels())) > 0;) {
+    stepper.run_eval(n, /*with_labels=*/true);
     if (predictions) {
       const std::vector<int32_t> p = last_predictions(model_);
       predictions->insert(predictions->end(), p.begin(), p.end());
     }
-    loss_sum += st.loss * n;
-    r.top1 += double(st.top1);
-    r.top5 += double(st.top5);
-    r.count += n;
-    bar.update(++done, loss_sum / r.count, r.top1 / r.count, r.count);
+    if (++done % o_.log_interval == 0 || done == loader.num_batches()) {
+      const StepMetrics s = stepper.take_metrics();
+      m.loss_sum += s.loss_sum;
+      m.samples += s.samples;
+      m.top1 += s.top1;
+      m.top5 += s.top5;
+    }
+    const double seen = double(std::max<int64_t>(m.samples, 1));
+    bar.update(done, m.loss_sum / seen, double(m.top1) / seen, m.samples);
   }
   bar.finish();
+  r.count = m.samples;
   if (r.count > 0) {
-    r.loss = loss_sum / r.count;
-    r.top1 /= r.count;
-    r.top5 /= r.count;
+    r.loss = m.loss_sum / double(r.count);
+    r.top1 = double(m.top1) / double(r.count);
+    r.top5 = double(m.top5) / double(r.count);
   }
   r.seconds = seconds_since(t0);
   return r;
@@ -200,8 +206,12 @@ void Trainer::fit(std::ostream& log) {
   sched.warmup_steps = int64_t(o_.warmup_epochs * per_epoch + 0.5);
   sched.total_steps = int64_t(o_.epochs) * per_epoch;
   sched.cosine = o_.cosine;
-  std::vector<uint8_t> images(size_t(o_.batch_size) * loader.image_bytes());
-  std::vector<int32_t> labels(o_.batch_size);
+  if (o_.log_interval < 1) throw Error("log interval must be >= 1, got " + std::to_string(o_.log_interval));
+  TrainStepOptions so;
+  so.smoothing = o_.smoothing;
+  so.seed = o_.seed;
+  so.graph = o_.graph;
+  TrainStep stepper(model_, &opt_, so);
   // A resumed run first rewrites history.csv from the checkpoint: a kill between the
   // last.safetensors and history.csv writes leaves it an epoch behind, and resuming a finished
   // run trains no epoch that would rewrite it.
@@ -214,33 +224,38 @@ void Trainer::fit(std::ostream& log) {
     char label[64];
     std::snprintf(label, sizeof label, "epoch %d/%d", epoch_ + 1, o_.epochs);
     ProgressBar bar(o_.progress, label, per_epoch);
-    double loss_sum = 0, lr = 0;
-    int64_t correct = 0, correct5 = 0, seen = 0, batches = 0;
-    for (int n; (n = loader.next(images.data(), labels.data())) > 0;) {
+    double lr = 0;
+    StepMetrics epoch;  // what the device has reported so far this epoch
+    int64_t batches = 0;
+    auto collect = [&] {
+      const StepMetrics m = stepper.take_metrics();
+      epoch.loss_sum += m.loss_sum;
+      epoch.samples += m.samples;
+      epoch.top1 += m.top1;
+      epoch.top5 += m.top5;
+      epoch.skipped_steps += m.skipped_steps;
+    };
+    for (int n; (n = loader.next(stepper.images(), stepper.labels())) > 0;) {
       lr = sched.at(step_);
-      model_.forward(Tensor::view(images.data(), {n, c.in_chans, c.img_size, c.img_size}, DType::U8), true, o_.seed,
-                     uint64_t(step_));
-      const StepStats st = model_.loss(labels.data(), o_.smoothing, true);
-      if (!std::isfinite(st.loss))
-        throw Error("training diverged: loss is " + std::to_string(st.loss) + " at step " + std::to_string(step_) +
-                    " (try a lower --lr or --clip-grad)");
-      model_.zero_grad();
-      model_.backward();
-      opt_.step(lr);
+      stepper.run(n, lr, step_);
       ++step_;
-      loss_sum += st.loss * n;
-      correct += st.top1;
-      correct5 += st.top5;
-      seen += n;
-      bar.update(++batches, loss_sum / seen, double(correct) / seen, seen);
+      ++batches;
+      if (batches % o_.log_interval == 0 || batches == per_epoch) collect();
+      const int64_t seen = std::max<int64_t>(epoch.samples, 1);
+      bar.update(batches, epoch.loss_sum / seen, double(epoch.top1) / seen, batches * int64_t(o_.batch_size));
     }
+    collect();
     bar.finish();
+    if (epoch.samples == 0)
+      throw Error("training diverged: every step of epoch " + std::to_string(epoch_ + 1) +
+                  " had a non-finite loss or gradient and was skipped (try a lower --lr or --clip-grad)");
+    const int64_t seen = epoch.samples;
     const double train_seconds = seconds_since(t0);
     EpochRecord r;
     r.epoch = ++epoch_;
-    r.train_loss = loss_sum / seen;
-    r.train_top1 = double(correct) / seen;
-    r.train_top5 = double(correct5) / seen;
+    r.train_loss = epoch.loss_sum / double(seen);
+    r.train_top1 = double(epoch.top1) / double(seen);
+    r.train_top5 = double(epoch.top5) / double(seen);
     r.lr = lr;
     r.images_per_second = seen / train_seconds;
     if (val_.size() > 0) {
@@ -264,7 +279,11 @@ void Trainer::fit(std::ostream& log) {
                   "%.0f img/s  %.1fs%s\n",
                   r.epoch, o_.epochs, r.train_loss, 100 * r.train_top1, r.val_loss, 100 * r.val_top1, 100 * r.val_top5,
                   r.lr, r.images_per_second, r.seconds, is_best ? "  *best" : "");
-    log << line << std::flush;
+    log << line;
+    if (epoch.skipped_steps > 0)
+      log << "  " << epoch.skipped_steps << " of " << batches
+          << " steps skipped: non-finite loss or gradients (no update, as AMP's scaler does)\n";
+    log << std::flush;
     write_outputs(is_best);
   }
 }

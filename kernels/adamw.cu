@@ -83,10 +83,28 @@ __device__ __forceinline__ void adamw_one(int64_t i, float* master, const float*
   if (params) params[i] = from_float<TP>(e.p);
 }
 
+// ref::adamw_prepare on the device: one thread, before the update of a step with a StepState.
+__global__ void adamw_prepare_kernel(StepState* state, float beta1, float beta2, float weight_decay) {
+  if (state->skip) return;
+  const int64_t step = ++state->adam_step;
+  state->inv_bc1 = static_cast<float>(1.0 / (1.0 - pow(static_cast<double>(beta1), static_cast<double>(step))));
+  state->inv_bc2 = static_cast<float>(1.0 / (1.0 - pow(static_cast<double>(beta2), static_cast<double>(step))));
+  state->decay_factor = 1.f - state->lr * weight_decay;
+}
+
 template <typename TP>
 __global__ void __launch_bounds__(kAdamWThreads)
     adamw_kernel(float* __restrict__ master, const float* __restrict__ grads, float* __restrict__ m,
-                 float* __restrict__ v, TP* __restrict__ params, AdamWScalars s, AdamWTable table) {
+                 float* __restrict__ v, TP* __restrict__ params, AdamWScalars s, AdamWTable table,
+                 const StepState* __restrict__ state) {
+  if (state) {  // this step's scalars, written by adamw_prepare_kernel (uniform loads)
+    if (state->skip) return;
+    s.lr = state->lr;
+    s.grad_scale = state->grad_scale;
+    s.inv_bc1 = state->inv_bc1;
+    s.inv_bc2 = state->inv_bc2;
+    s.decay_factor = state->decay_factor;
+  }
   const int tile = static_cast<int>(blockIdx.x);
   int lo = 0, hi = table.num - 1;
   while (lo < hi) {
@@ -173,6 +191,57 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   if (threadIdx.x == 0) *result = total;
 }
 
+// ref::step_metrics: one block; per-thread fp64 sums over a fixed stride, then the block's fixed order.
+__global__ void __launch_bounds__(kSumSquaresThreads)
+    step_metrics_kernel(const float* __restrict__ losses, const int32_t* __restrict__ hits, int B,
+                        StepState* __restrict__ state, bool commit) {
+  double loss = 0;
+  int top1 = 0, top5 = 0;
+  for (int b = threadIdx.x; b < B; b += blockDim.x) {
+    loss += static_cast<double>(losses[b]);
+    top1 += hits[b] & 1;
+    top5 += (hits[b] >> 1) & 1;
+  }
+  const double total = block_sum_fixed_order(loss);
+  __shared__ int counts[2];
+  if (threadIdx.x == 0) counts[0] = counts[1] = 0;
+  __syncthreads();
+  atomicAdd(&counts[0], top1);  // integer sums: exact in any order
+  atomicAdd(&counts[1], top5);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    state->step_loss = total;
+    state->step_samples = B;
+    state->step_top1 = counts[0];
+    state->step_top5 = counts[1];
+    if (commit) {
+      state->loss_sum += total;
+      state->samples += B;
+      state->top1 += counts[0];
+      state->top5 += counts[1];
+    }
+  }
+}
+
+// ref::grad_norm_finish on the device (one thread; double arithmetic as the reference).
+__global__ void grad_norm_finish_kernel(const double* __restrict__ sumsq_in, float max_norm,
+                                        StepState* __restrict__ state) {
+  const double sumsq = *sumsq_in;
+  state->grad_sumsq = sumsq;
+  const double norm = sqrt(sumsq);
+  state->grad_scale = (max_norm > 0.f && norm > max_norm) ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.f;
+  const bool skip = !(std::isfinite(sumsq) && std::isfinite(state->step_loss));
+  state->skip = skip ? 1 : 0;
+  if (skip) {
+    ++state->skipped_steps;
+    return;
+  }
+  state->loss_sum += state->step_loss;
+  state->samples += state->step_samples;
+  state->top1 += state->step_top1;
+  state->top5 += state->step_top5;
+}
+
 // ------------------------------------------------------------------------------------------
 // kernel launchers
 // ------------------------------------------------------------------------------------------
@@ -181,11 +250,14 @@ namespace {
 
 void check_hyper(const AdamWHyper& h) {
   auto bad = [](const std::string& what) { throw Error("adamw_update: " + what); };
-  if (!(std::isfinite(h.lr) && h.lr >= 0.f)) bad("h.lr must be finite and >= 0, got " + std::to_string(h.lr));
+  if (h.state) require_pointer("adamw_update", "h.state", h.state, alignof(StepState));
+  if (!h.state && !(std::isfinite(h.lr) && h.lr >= 0.f))
+    bad("h.lr must be finite and >= 0, got " + std::to_string(h.lr));
   if (!(h.beta1 >= 0.f && h.beta1 < 1.f)) bad("h.beta1 must lie in [0, 1), got " + std::to_string(h.beta1));
   if (!(h.beta2 >= 0.f && h.beta2 < 1.f)) bad("h.beta2 must lie in [0, 1), got " + std::to_string(h.beta2));
   if (!(std::isfinite(h.eps) && h.eps >= 0.f)) bad("h.eps must be finite and >= 0, got " + std::to_string(h.eps));
   if (!std::isfinite(h.weight_decay)) bad("h.weight_decay must be finite");
+  if (h.state) return;  // lr, step and grad_scale come from the state
   if (!std::isfinite(h.grad_scale)) bad("h.grad_scale must be finite");
   if (h.step < 1) bad("h.step must be >= 1 (1-based), got " + std::to_string(h.step));
 }
@@ -260,6 +332,7 @@ void adamw_update(float* master, const float* grads, float* m, float* v, TP* par
   s.one_minus_beta2 = 1.f - h.beta2;
   s.eps = h.eps;
   s.grad_scale = h.grad_scale;
+  if (h.state) launch(adamw_prepare_kernel, dim3(1), dim3(1), 0, stream, h.state, h.beta1, h.beta2, h.weight_decay);
   s.inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(h.beta1), double(h.step))));
   s.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(double(h.beta2), double(h.step))));
   s.decay_factor = 1.f - h.lr * h.weight_decay;
@@ -279,7 +352,7 @@ void adamw_update(float* master, const float* grads, float* m, float* v, TP* par
     }
     table.first_tile[table.num] = static_cast<int>(tiles);
     launch(adamw_kernel<TP>, dim3(static_cast<unsigned>(tiles)), dim3(kAdamWThreads), 0, stream, master, grads, m, v,
-           params, s, table);
+           params, s, table, static_cast<const StepState*>(h.state));
   }
 }
 
@@ -314,6 +387,28 @@ double sum_squares(const T* x, int64_t n, double* scratch, rt::Stream stream) {
   return result;
 }
 
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit,
+                  rt::Stream stream) {
+  const char* op = "step_metrics";
+  require_nonnegative(op, "B", B);
+  if (B > INT32_MAX) throw Error("step_metrics: B = " + std::to_string(B) + " does not fit an int");
+  require_pointer(op, "state", state, alignof(StepState));
+  if (B > 0) {
+    require_pointer(op, "losses", losses, sizeof(float));
+    require_pointer(op, "hits", hits, sizeof(int32_t));
+  }
+  launch(step_metrics_kernel, dim3(1), dim3(kSumSquaresThreads), 0, stream, losses, hits, static_cast<int>(B), state,
+         commit);
+}
+
+template <typename T>
+void grad_norm_clip(const T* grads, int64_t n, float max_norm, StepState* state, double* scratch, rt::Stream stream) {
+  require_pointer("grad_norm_clip", "state", state, alignof(StepState));
+  sum_squares_async(grads, n, scratch, stream);
+  launch(grad_norm_finish_kernel, dim3(1), dim3(1), 0, stream, static_cast<const double*>(scratch), max_norm, state);
+}
+
+template void grad_norm_clip<float>(const float*, int64_t, float, StepState*, double*, rt::Stream);
 template void adamw_update<float>(float*, const float*, float*, float*, float*, int64_t, const AdamWHyper&,
                                   const AdamWSegment*, int, rt::Stream);
 template void adamw_update<__nv_bfloat16>(float*, const float*, float*, float*, __nv_bfloat16*, int64_t,

@@ -24,6 +24,9 @@ VITCUDA_KERNELS_BEGIN
 // two agree when the segments cover the arena, as AdamW builds them). Segments must lie in
 // [0, n) and not overlap; any order, any count (more than one launch past 128 after merging
 // adjacent segments with the same decay flag). params must be aligned to 4 elements.
+// With h.state (device memory): a one-thread kernel first applies the state's rules
+// (ref::adamw_prepare: nothing when state->skip; else adam_step += 1 and this update's scalars
+// from lr and adam_step), then the update reads lr, grad_scale and the scalars from the state.
 template <typename TP>
 void adamw_update(float* master, const float* grads, float* m, float* v, TP* params, int64_t n, const AdamWHyper& h,
                   const AdamWSegment* segments, int num_segments, rt::Stream stream);
@@ -42,6 +45,15 @@ void sum_squares_async(const T* x, int64_t n, double* scratch, rt::Stream stream
 // The same, copied to the host after synchronising `stream`.
 template <typename T>
 double sum_squares(const T* x, int64_t n, double* scratch, rt::Stream stream);
+
+// The StepState ops of Backend (vitcuda/backend.h), on a state in device memory, never
+// synchronising. step_metrics: one block sums the batch's losses in fp64 in a fixed order.
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit,
+                  rt::Stream stream);
+// Σ g² (sum_squares_async into scratch), then one thread: grad_scale, skip, commit or count
+// (ref::grad_norm_finish). scratch: sum_squares_scratch_doubles().
+template <typename T>
+void grad_norm_clip(const T* grads, int64_t n, float max_norm, StepState* state, double* scratch, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

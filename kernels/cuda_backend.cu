@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include <string>
+#include <vector>
 
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -55,8 +56,13 @@ class CudaBackend final : public Backend {
       throw Error(std::string(rt::backend_name()) + ": compute dtype must be bf16 or f32, got " + dtype_name(compute));
     if (rt::device_count() == 0) throw Error(std::string(rt::backend_name()) + ": no CUDA device is available");
     sumsq_scratch_ = rt::DeviceBuffer<double>(sum_squares_scratch_doubles());
+    stream_ = rt::stream_create();  // its own stream: capturable, unlike the default stream
   }
-  ~CudaBackend() override { rt::device_free(workspace_); }
+  ~CudaBackend() override {
+    for (rt::Event e : markers_) rt::event_destroy(e);
+    rt::device_free(workspace_);
+    rt::stream_destroy(stream_);
+  }
 
   std::string name() const override { return rt::backend_name(); }
   Device device() const override { return Device::CUDA; }
@@ -75,6 +81,25 @@ class CudaBackend final : public Backend {
   }
   void zero(const Tensor& t) override { rt::memset_device(t.data(), 0, t.nbytes(), stream_); }
   void synchronize() override { rt::stream_synchronize(stream_); }
+  void* alloc_host(size_t bytes) override { return rt::host_alloc_pinned(bytes); }
+  void release_host(void* ptr) override { rt::host_free_pinned(ptr); }
+  // A ring of events: a marker that has been reused makes wait_mark wait for later work, never less.
+  int mark() override {
+    if (markers_.size() < kMarkers) markers_.push_back(rt::event_create());
+    const int m = next_marker_;
+    next_marker_ = (next_marker_ + 1) % int(kMarkers);
+    rt::event_record(markers_[m], stream_);
+    return m;
+  }
+  void wait_mark(int marker) override {
+    require(marker >= 0 && marker < int(markers_.size()), "wait_mark", "unknown marker " + std::to_string(marker));
+    rt::event_synchronize(markers_[marker]);
+  }
+  bool graphs_supported() const override { return true; }
+  void begin_capture() override { rt::stream_begin_capture(stream_); }
+  void* end_capture() override { return rt::stream_end_capture(stream_); }
+  void replay(void* graph) override { rt::graph_launch(static_cast<rt::Graph>(graph), stream_); }
+  void destroy_graph(void* graph) override { rt::graph_destroy(static_cast<rt::Graph>(graph)); }
   RuntimeCounters runtime_counters() const override { return rt::counters(); }
   void reset_runtime_counters() override { rt::reset_counters(); }
 
@@ -296,6 +321,15 @@ class CudaBackend final : public Backend {
     return s;
   }
 
+  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) override {
+    vitcuda::step_metrics(p<float>(losses), p<int32_t>(hits), losses.numel(), state, commit, stream_);
+  }
+
+  void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) override {
+    require(grads.dtype() == DType::F32, "grad_norm_clip", "grads must be f32 on this backend");
+    vitcuda::grad_norm_clip<float>(p<float>(grads), grads.numel(), max_norm, state, sumsq_scratch_.get(), stream_);
+  }
+
   void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
                          const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
                          int num_segments) override {
@@ -335,8 +369,11 @@ class CudaBackend final : public Backend {
     return workspace_;
   }
 
+  static constexpr size_t kMarkers = 8;
   DType compute_;
   rt::Stream stream_ = nullptr;
+  std::vector<rt::Event> markers_;
+  int next_marker_ = 0;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   rt::DeviceBuffer<double> sumsq_scratch_;

@@ -23,6 +23,7 @@
 
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/data.h"
+#include "vitcuda/train_step.h"
 #include "vitcuda/trainer.h"
 #include "vitcuda/image.h"
 #include "vitcuda/inspect.h"
@@ -205,6 +206,8 @@ int main(int argc, char** argv) {
                  "write the logits of the image inputs as raw little-endian f32 [N, classes]");
   app.add_option("--export-weights", export_weights, "write the loaded weights as a vitcuda/timm safetensors file");
   app.add_flag("--no-progress", no_progress, "no progress bar");
+  bool no_graph = false;
+  app.add_flag("--no-graph", no_graph, "cuda: run each evaluation step op by op instead of replaying a CUDA Graph");
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
     return std::string("vit_infer: error: ") + e.what() + " (see --help)\n";
   });
@@ -309,33 +312,42 @@ int main(int argc, char** argv) {
       BatchLoader loader(data, batch, /*shuffle=*/false, /*drop_last=*/false, 0);
       loader.start_epoch(0);
       std::vector<uint8_t> raw(size_t(batch) * data.image_bytes());
-      std::vector<int32_t> labels(batch);
+      // Each batch is an evaluation step enqueued from pinned staging (a CUDA Graph per batch
+      // size on the GPU, unless --no-graph); the device accumulates the hits, read at the end.
+      TrainStepOptions so;
+      so.graph = !no_graph;
+      TrainStep stepper(model, nullptr, so);
       Progress bar(!no_progress, loader.num_batches());
-      int64_t top1 = 0, top5 = 0, count = 0, done = 0;
-      double seconds = 0;
-      for (int n; (n = loader.next(raw.data(), labels.data())) > 0;) {
+      int64_t count = 0, done = 0, top1 = 0, top5 = 0;
+      auto collect = [&] {  // waits for the device
+        const StepMetrics m = stepper.take_metrics();
+        top1 += m.top1;
+        top5 += m.top5;
+      };
+      const auto t0 = Clock::now();
+      for (int n; (n = loader.next(raw.data(), stepper.labels())) > 0;) {
+        uint8_t* staged = stepper.images();
         if (same) {
-          std::copy(raw.begin(), raw.begin() + size_t(n) * img_bytes, images.begin());
+          std::copy(raw.begin(), raw.begin() + size_t(n) * img_bytes, staged);
         } else {  // other size or channel count: resize like an image file
           for (int i = 0; i < n; ++i) {
             const std::vector<uint8_t> chw = model_input(
                 image_from_chw(raw.data() + i * data.image_bytes(), data.channels, data.height, data.width), cfg);
-            std::copy(chw.begin(), chw.end(), images.begin() + i * img_bytes);
+            std::copy(chw.begin(), chw.end(), staged + i * img_bytes);
           }
         }
-        const auto t0 = Clock::now();
-        model.forward(Tensor::view(images.data(), {n, cfg.in_chans, cfg.img_size, cfg.img_size}, DType::U8), false);
-        const StepStats st = model.loss(labels.data(), 0.f, false);
-        seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!attention_done) std::copy(staged, staged + img_bytes, images.begin());
+        stepper.run_eval(n, /*with_labels=*/true);
         if (!attention_done) {
           write_attention(attention_map, model, images.data());
           attention_done = true;
         }
-        top1 += st.top1;
-        top5 += st.top5;
         count += n;
-        bar.update(++done, count, double(top1) / count);
+        if (++done % 20 == 0) collect();  // the progress bar's accuracy, every 20 batches
+        bar.update(done, count, double(top1) / double(std::max<int64_t>(count, 1)));
       }
+      collect();
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       bar.finish();
       if (count == 0) throw Error("dataset '" + data.name + "' is empty");
       std::printf("%s %s: top-1 %.2f%% top-5 %.2f%% (%lld images, %.0f img/s on %s)\n", dataset.c_str(), split.c_str(),

@@ -214,6 +214,13 @@ int main(int argc, char** argv) {
   app.add_option("--depth", depth, "override the preset's depth");
   app.add_flag("--summary", summary, "print the parameter table and FLOPs per image, then exit");
   app.add_flag("--no-progress", no_progress, "no progress bar");
+  bool no_graph = false;
+  app.add_flag("--no-graph", no_graph,
+               "cuda: run each training step op by op instead of replaying it from a CUDA Graph");
+  app.add_option("--log-interval", o.log_interval,
+                 "read the device's loss and accuracy for the progress bar every this many steps")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--stop-after-epochs", o.stop_after_epochs,
                  "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
                  "preempted job would; for testing --resume")
@@ -246,6 +253,7 @@ int main(int argc, char** argv) {
     cfg.validate();
     o.cosine = sched == "cosine";
     o.progress = !no_progress;
+    o.graph = !no_graph;
     AdamWConfig ac;
     ac.lr = o.lr;
     ac.weight_decay = weight_decay;

@@ -241,9 +241,27 @@ class CpuBackend final : public Backend {
     return s;
   }
 
+  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) override {
+    ref::step_metrics(losses.ptr<float>(), hits.ptr<int32_t>(), losses.numel(), state, commit);
+  }
+
+  void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) override {
+    double sumsq = 0;
+    dispatch("grad_norm_clip", grads, [&](auto tag) {
+      using T = decltype(tag);
+      sumsq = ref::sum_squares<T>(p<T>(grads), grads.numel());
+    });
+    ref::grad_norm_finish(sumsq, max_norm, state);
+  }
+
   void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
-                         const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
+                         const Tensor& params, const AdamWHyper& given, const AdamWSegment* segments,
                          int num_segments) override {
+    AdamWHyper h = given;
+    if (h.state) {  // the StepState is host memory here
+      if (!ref::adamw_prepare(h, h.state)) return;
+      h.state = nullptr;
+    }
     ref::adamw_update(master.ptr<float>(), grads.ptr<float>(), m.ptr<float>(), v.ptr<float>(), h, segments,
                       num_segments);
     if (params.defined() && params.data() != master.data()) copy(master, params);

@@ -555,6 +555,52 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
   }
 }
 
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit) {
+  double loss = 0;
+  int64_t top1 = 0, top5 = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    loss += double(losses[b]);
+    top1 += hits[b] & 1;
+    top5 += (hits[b] >> 1) & 1;
+  }
+  state->step_loss = loss;
+  state->step_samples = B;
+  state->step_top1 = top1;
+  state->step_top5 = top5;
+  if (commit) {
+    state->loss_sum += loss;
+    state->samples += B;
+    state->top1 += top1;
+    state->top5 += top5;
+  }
+}
+
+void grad_norm_finish(double sumsq, float max_norm, StepState* state) {
+  state->grad_sumsq = sumsq;
+  const double norm = std::sqrt(sumsq);
+  state->grad_scale = (max_norm > 0.f && norm > max_norm) ? float(max_norm / (norm + 1e-6)) : 1.f;
+  state->skip = !(std::isfinite(sumsq) && std::isfinite(state->step_loss));
+  if (state->skip) {
+    ++state->skipped_steps;
+    return;
+  }
+  state->loss_sum += state->step_loss;
+  state->samples += state->step_samples;
+  state->top1 += state->step_top1;
+  state->top5 += state->step_top5;
+}
+
+bool adamw_prepare(AdamWHyper& h, StepState* state) {
+  if (state->skip) return false;
+  h.step = ++state->adam_step;
+  h.lr = state->lr;
+  h.grad_scale = state->grad_scale;
+  state->inv_bc1 = float(1.0 / (1.0 - std::pow(double(h.beta1), double(h.step))));
+  state->inv_bc2 = float(1.0 / (1.0 - std::pow(double(h.beta2), double(h.step))));
+  state->decay_factor = 1.f - h.lr * h.weight_decay;
+  return true;
+}
+
 // ---- explicit instantiations: float (the cpu backend) and double (gradient checks) ------
 #define VITCUDA_REF_INSTANTIATE(T)                                                                                     \
   template void patch_extract<T>(const void*, bool, ImageLayout, int64_t, int, int, int, int, const float*,            \

@@ -73,6 +73,15 @@ double sum_squares(const T* x, int64_t n);
 void adamw_update(float* master, const float* grads, float* m, float* v, const AdamWHyper& h,
                   const AdamWSegment* segments, int num_segments);
 
+// The StepState ops (vitcuda/backend.h) on a state in host memory; the device kernels follow
+// them step for step. step_metrics: Σ losses in fp64 in sample order, hit counts, and commit.
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit);
+// grad_norm_clip after Σ g²: grad_scale, skip, then commit the step's metrics or count the skip.
+void grad_norm_finish(double sumsq, float max_norm, StepState* state);
+// adamw_update with h.state: false when the step is skipped; else counts the update
+// (adam_step), fills the state's scalars and h's lr, step and grad_scale from the state.
+bool adamw_prepare(AdamWHyper& h, StepState* state);
+
 // Activation functions and their derivatives, shared by every backend's reference.
 double act_forward(Act act, double x);
 double act_derivative(Act act, double x);

@@ -59,9 +59,40 @@ struct AdamWCoefficients {
 
 // The arguments of one update (Backend::adamw_update): the coefficients, lr being this step's
 // rate, and what changes every step.
+// The state of a training step that lives where the step runs (device memory for "cuda"), so
+// that the host writes nothing into a step but its inputs and reads nothing back until it wants
+// to: one captured CUDA Graph serves every step. The host writes `lr` and `dropout_offset`
+// before each step (a copy from pinned memory that the graph replays; they come first so one
+// 16-byte copy does it); step_metrics, grad_norm_clip and adamw_update compute the rest. Plain
+// data, the same layout on every backend; the host reads it with copy_to_host.
+struct StepState {
+  // ---- written by the host before each step
+  float lr = 0.f;               // this step's learning rate
+  int32_t reserved0 = 0;        //
+  uint64_t dropout_offset = 0;  // DropoutSpec::stream_offset points here (the model: step · sites)
+  // ---- this step (device-computed)
+  double step_loss = 0;  // Σ of the batch's per-sample losses (step_metrics)
+  int64_t step_samples = 0, step_top1 = 0, step_top5 = 0;
+  double grad_sumsq = 0;   // Σ g² over the gradient arena (grad_norm_clip)
+  float grad_scale = 1.f;  // min(1, max_norm / (‖g‖ + 1e-6)), torch.nn.utils.clip_grad_norm_'s factor
+  int32_t skip = 0;        // 1: this step's loss or a gradient is not finite: no update (AMP's rule)
+  // ---- AdamW (device-computed by adamw_update)
+  int64_t adam_step = 0;  // updates applied: skipped steps do not count (torch's state['step'])
+  float inv_bc1 = 1.f, inv_bc2 = 1.f, decay_factor = 1.f;  // this update's scalars
+  int32_t reserved1 = 0;
+  // ---- accumulated over the applied steps since the host last cleared them
+  double loss_sum = 0;
+  int64_t samples = 0, top1 = 0, top5 = 0;
+  int64_t skipped_steps = 0;  // steps not applied (non-finite loss or gradients)
+};
+
 struct AdamWHyper : AdamWCoefficients {
   int64_t step = 1;        // 1-based, for bias correction
   float grad_scale = 1.f;  // multiplies every gradient first (global-norm clipping)
+  // When set (backend memory): lr, the step count and grad_scale come from the StepState where
+  // the op runs, and the update is skipped when state->skip is set. `lr`, `step` and
+  // `grad_scale` above are then ignored; the coefficients are used as given.
+  StepState* state = nullptr;
 };
 
 // A contiguous run of the parameter arena with one weight-decay setting.
@@ -137,6 +168,23 @@ class Backend {
   void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
   virtual void synchronize() {}
 
+  // ---- what a step that runs without the host needs (TrainStep, vitcuda/train_step.h) ----
+  // Host memory the device copies from asynchronously (pinned on "cuda"; plain elsewhere).
+  virtual void* alloc_host(size_t bytes);
+  virtual void release_host(void* ptr);
+  // Markers in the backend's stream: mark() after some work, wait_mark() blocks the host until
+  // the device has done it (no-ops where ops complete before they return, as on the CPU).
+  virtual int mark() { return 0; }
+  virtual void wait_mark(int marker) { (void)marker; }
+  // CUDA Graphs: the ops issued between begin_capture() and end_capture() are recorded, not run;
+  // replay() runs them again (reading their arguments' memory as it is then). Only where
+  // graphs_supported(); nothing may allocate, free or copy to the host while capturing.
+  virtual bool graphs_supported() const { return false; }
+  virtual void begin_capture();
+  virtual void* end_capture();
+  virtual void replay(void* graph);
+  virtual void destroy_graph(void* graph) { (void)graph; }
+
   // ---- tracing (the step model, --summary's counters) ----
   // The runtime's counters since the process started or the last reset (zeros on the CPU).
   virtual RuntimeCounters runtime_counters() const { return {}; }
@@ -204,6 +252,16 @@ class Backend {
   // ---- optimizer ----
   // Sum of squares of every element (for global grad-norm clipping). Synchronises.
   double sum_squares(const Tensor& t);
+  // The step's metrics into `state` (backend memory): step_loss = Σ losses[B] (fp32 per sample,
+  // summed in fp64 in sample order), step_top1/top5 from hits (softmax_xent's bits), step_samples
+  // = B. commit: also add them to the accumulators now (evaluation; a training step's are added by
+  // grad_norm_clip once the step is known to be applied).
+  void step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit);
+  // Global gradient norm on the device: grad_sumsq = Σ g² (in a fixed order, as sum_squares);
+  // grad_scale = max_norm / (‖g‖ + 1e-6) when max_norm > 0 and ‖g‖ > max_norm, else 1; skip = the
+  // step's loss or Σ g² is not finite; then the step's metrics are added to the accumulators, or
+  // skipped_steps counts it. Never synchronises.
+  void grad_norm_clip(const Tensor& grads, float max_norm, StepState* state);
   // AdamW with decoupled weight decay over the fp32 master arena; `params` (compute
   // dtype, may alias master) receives the updated weights.
   void adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
@@ -251,6 +309,8 @@ class Backend {
   virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
                                  const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
   virtual double sum_squares_impl(const Tensor& t) = 0;
+  virtual void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) = 0;
+  virtual void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) = 0;
   virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
                                  const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
                                  int num_segments) = 0;

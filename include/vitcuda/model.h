@@ -43,6 +43,10 @@ struct StepStats {
 
 class Model {
  public:
+  // Dropout streams per step: the masks of a train forward at step s use streams
+  // s · kDropoutSites + site, one site per dropout / drop-path call of the graph.
+  static constexpr uint64_t kDropoutSites = 1 << 12;
+
   // dtype: the activation/compute dtype (default: the backend's); F64 on the cpu backend is
   // for gradient checks. The arenas are allocated here, once.
   Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype);
@@ -70,6 +74,23 @@ class Model {
   // Gradients of the mean loss; accumulates into the gradient arena (call zero_grad first).
   void backward();
   void zero_grad();
+
+  // ---- the same step without host round trips (TrainStep, vitcuda/train_step.h) ----
+  // The step's state in backend memory: the dropout offset (every dropout mask of a train
+  // forward is drawn from stream step · sites + site, the step read from here), lr, metrics,
+  // clipping and AdamW's counters (vitcuda/backend.h StepState).
+  StepState* step_state() const { return state_; }
+  // Sets the batch size (1..max_batch) and returns the input buffers at that size in backend
+  // memory, images [n, C, H, W] u8 and labels [n] i32, for the caller to copy into.
+  void set_batch(int64_t n);
+  Tensor input_images() const { return a_.input; }
+  Tensor input_labels() const { return a_.labels; }
+  // forward() and the loss on what the buffers and the state hold, without a host transfer.
+  // loss_staged, train: the batch's metrics into the state (step_metrics, committed by
+  // grad_norm_clip once the step is applied) and the gradient of the mean loss for backward();
+  // else the metrics only, committed at once.
+  void forward_staged(bool train, uint64_t seed);
+  void loss_staged(float smoothing, bool train);
 
   // Parameter table, and views of one tensor in the arenas (backend memory).
   const std::vector<ParamSpec>& params() const { return param_specs_; }
@@ -178,10 +199,12 @@ class Model {
   Tensor params_, master_, grads_;
   ParamTensors p_, g_;  // compute-dtype parameters and their gradients
   ActTensors a_;
+  StepState* state_ = nullptr;  // backend memory
+  uint64_t offset_host_ = 0;    // the source of forward()'s dropout-offset upload
   // Forward state remembered for loss() and backward().
   int64_t batch_ = 0;
   bool train_ = false;
-  uint64_t seed_ = 0, step_ = 0;
+  uint64_t seed_ = 0;
 };
 
 }  // namespace vitcuda

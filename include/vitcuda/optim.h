@@ -23,10 +23,17 @@ class AdamW {
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
 
-  // One update from the model's gradients at learning rate `lr`. Returns the global gradient
-  // norm measured before clipping.
-  double step(float lr);
-  int64_t steps_taken() const { return step_; }
+  // One update from the model's gradients at learning rate `lr` (written into the model's
+  // StepState first). Never waits for the device.
+  void step(float lr);
+  // The same with the lr already in the model's StepState (TrainStep uploads it with the batch):
+  // the global gradient norm and clipping factor, then AdamW, all on the device. A step whose
+  // loss or gradients are not finite is skipped and counted (StepState::skipped_steps).
+  void enqueue_step();
+  // Read from the device (they wait for it): updates applied so far (skipped steps excluded),
+  // and the global gradient norm of the last step before clipping.
+  int64_t steps_taken() const;
+  double last_grad_norm() const;
   const AdamWConfig& config() const { return cfg_; }
 
   // Optimizer state on the host (checkpoints): first and second moments, fp32.
@@ -40,7 +47,7 @@ class AdamW {
   void* mem_ = nullptr;
   Tensor m_, v_;
   std::vector<AdamWSegment> segments_;
-  int64_t step_ = 0;
+  float lr_host_ = 0.f;  // the source of step()'s lr upload
 };
 
 // Linear warmup from 0 to base_lr over warmup_steps, then cosine decay to min_lr at

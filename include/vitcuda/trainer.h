@@ -12,6 +12,7 @@
 #include "vitcuda/data.h"
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
+#include "vitcuda/train_step.h"
 
 namespace vitcuda {
 
@@ -33,6 +34,11 @@ struct TrainOptions {
   // is set to the model's img_size. Evaluation only resizes to img_size.
   AugmentConfig augment;
   int loader_threads = 2;  // workers preparing batches ahead of the step (0: in the step)
+  // Steps run as TrainStep (vitcuda/train_step.h): replayed from CUDA Graphs where the backend
+  // supports them unless graph is false (--no-graph), the host reading the device's metrics
+  // every log_interval steps (and at the end of each epoch) for the progress bar.
+  bool graph = true;
+  int log_interval = 20;
   // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
   std::map<std::string, std::string> metadata;
 };

@@ -1,0 +1,138 @@
+// vitcuda — TrainStep (vitcuda/train_step.h).
+#include "vitcuda/train_step.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <string>
+
+namespace vitcuda {
+
+TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
+    : model_(model), opt_(opt), o_(options) {
+  Backend& be = model_.backend();
+  use_graph_ = o_.graph && be.graphs_supported();
+  const ViTConfig& c = model_.config();
+  image_bytes_ = size_t(c.in_chans) * c.img_size * c.img_size;
+  const size_t B = size_t(model_.max_batch());
+  const size_t labels_at = (sizeof(Inputs) + 63) / 64 * 64, images_at = (labels_at + B * 4 + 255) / 256 * 256;
+  for (Slot& s : slots_) {
+    s.mem = be.alloc_host(images_at + B * image_bytes_);
+    s.inputs = static_cast<Inputs*>(s.mem);
+    s.labels = reinterpret_cast<int32_t*>(static_cast<char*>(s.mem) + labels_at);
+    s.images = static_cast<uint8_t*>(s.mem) + images_at;
+    std::memset(s.mem, 0, images_at);
+  }
+}
+
+TrainStep::~TrainStep() {
+  Backend& be = model_.backend();
+  try {
+    be.synchronize();  // no replay may still read the staging memory
+  } catch (...) {
+  }
+  for (auto& [key, g] : graphs_) be.destroy_graph(g);
+  for (Slot& s : slots_) be.release_host(s.mem);
+}
+
+uint8_t* TrainStep::images() {
+  Slot& s = slots_[next_];
+  if (!waited_ && s.marker >= 0) model_.backend().wait_mark(s.marker);
+  waited_ = true;
+  return s.images;
+}
+
+int32_t* TrainStep::labels() {
+  images();  // the same wait
+  return slots_[next_].labels;
+}
+
+void TrainStep::enqueue(Kind kind, const Slot& slot, int n) {
+  Backend& be = model_.backend();
+  if (kind == kTrain) be.copy_to_device(model_.step_state(), slot.inputs, sizeof(Inputs));  // lr, dropout offset
+  if (kind != kEval) be.copy_to_device(model_.input_labels().data(), slot.labels, size_t(n) * sizeof(int32_t));
+  be.copy_to_device(model_.input_images().data(), slot.images, size_t(n) * image_bytes_);
+  if (kind != kTrain) {
+    model_.forward_staged(/*train=*/false, 0);
+    if (kind == kEvalLabels) model_.loss_staged(0.f, /*train=*/false);
+    return;
+  }
+  model_.forward_staged(/*train=*/true, o_.seed);
+  model_.loss_staged(o_.smoothing, /*train=*/true);
+  model_.zero_grad();
+  model_.backward();
+  opt_->enqueue_step();
+}
+
+void TrainStep::check_labels(const Slot& slot, int n) const {
+  const int classes = model_.config().num_classes;
+  for (int b = 0; b < n; ++b)
+    if (slot.labels[b] < 0 || slot.labels[b] >= classes)
+      throw Error("TrainStep: label " + std::to_string(slot.labels[b]) + " of sample " + std::to_string(b) +
+                  " is outside [0, " + std::to_string(classes) + ")");
+}
+
+void TrainStep::dispatch(Kind kind, int n) {
+  Backend& be = model_.backend();
+  Slot& slot = slots_[next_];
+  // The first step of each kind and batch size runs eagerly: it sizes the backend's workspaces,
+  // which must not grow while a graph is captured. Later steps replay their graph.
+  if (!use_graph_ || eager_runs_[{kind, n}]++ == 0) {
+    enqueue(kind, slot, n);
+  } else {
+    void*& g = graphs_[{kind, next_, n}];
+    if (!g) {
+      be.begin_capture();
+      try {
+        enqueue(kind, slot, n);
+      } catch (...) {
+        try {
+          be.destroy_graph(be.end_capture());
+        } catch (...) {
+        }
+        throw;
+      }
+      g = be.end_capture();
+      ++captured_;
+    }
+    be.replay(g);
+  }
+  slot.marker = be.mark();
+  next_ ^= 1;
+  waited_ = false;
+}
+
+void TrainStep::run(int n, float lr, int64_t step) {
+  if (!opt_) throw Error("TrainStep::run: this TrainStep has no optimizer (evaluation only)");
+  if (!(std::isfinite(lr) && lr >= 0.f))
+    throw Error("TrainStep: learning rate must be finite and >= 0, got " + std::to_string(lr));
+  images();  // the slot is free
+  Slot& slot = slots_[next_];
+  model_.set_batch(n);  // checks n
+  check_labels(slot, n);
+  slot.inputs->lr = lr;
+  slot.inputs->reserved = 0;
+  slot.inputs->dropout_offset = uint64_t(step) * Model::kDropoutSites;
+  dispatch(kTrain, n);
+}
+
+void TrainStep::run_eval(int n, bool with_labels) {
+  images();
+  model_.set_batch(n);
+  if (with_labels) check_labels(slots_[next_], n);
+  dispatch(with_labels ? kEvalLabels : kEval, n);
+}
+
+StepMetrics TrainStep::take_metrics() {
+  Backend& be = model_.backend();
+  StepState s;
+  be.copy_to_host(&s, model_.step_state(), sizeof s);  // waits for the device
+  StepMetrics m{s.loss_sum, s.samples, s.top1, s.top5, s.skipped_steps};
+  s.loss_sum = 0;
+  s.samples = s.top1 = s.top5 = s.skipped_steps = 0;
+  // Only the accumulators, which come last; the device is idle (copy_to_host waited for it).
+  be.copy_to_device(&model_.step_state()->loss_sum, &s.loss_sum, sizeof(StepState) - offsetof(StepState, loss_sum));
+  return m;
+}
+
+}  // namespace vitcuda

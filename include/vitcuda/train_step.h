@@ -1,0 +1,90 @@
+// vitcuda — TrainStep: one training step (upload, forward, loss, backward, clipping, AdamW) that
+// the host only enqueues: its inputs come from pinned, double-buffered host memory, every scalar
+// it needs lives in the model's StepState (vitcuda/backend.h), and on a backend with CUDA Graphs
+// the whole step is captured once per batch size and replayed. The host waits for the device
+// only when it reuses a staging buffer (the step two back must have read it) and when it reads
+// the metrics (take_metrics), which the device accumulates in the meantime.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "vitcuda/model.h"
+#include "vitcuda/optim.h"
+
+namespace vitcuda {
+
+struct TrainStepOptions {
+  float smoothing = 0.f;  // label smoothing
+  uint64_t seed = 0;      // dropout / drop-path masks: (seed, step, site)
+  bool graph = true;      // capture and replay where the backend supports it (--no-graph: false)
+};
+
+// Metrics of the applied steps since the last take_metrics, and the steps skipped for a
+// non-finite loss or gradient.
+struct StepMetrics {
+  double loss_sum = 0;  // Σ per-sample losses
+  int64_t samples = 0, top1 = 0, top5 = 0;
+  int64_t skipped_steps = 0;
+};
+
+class TrainStep {
+ public:
+  // opt may be null for a TrainStep that only evaluates (run_eval).
+  TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options);
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
+
+  // The staging buffers of the next step, pinned host memory: images [max_batch, C, H, W] u8 and
+  // labels [max_batch]. Fill the first n of each, then run(n, ...). May wait for the step that
+  // last used these buffers (two steps back) to have uploaded them.
+  uint8_t* images();
+  int32_t* labels();
+  // Enqueues one step on the first n staged samples at learning rate lr; `step` (0-based, the
+  // schedule's step) selects the dropout masks. Labels are checked here. Returns at once.
+  void run(int n, float lr, int64_t step);
+  // An evaluation step on the first n staged samples: forward without dropout and, with labels,
+  // the loss and hits, accumulated at once (step_metrics with commit). Captured and replayed
+  // like run(); the logits stay in the model until the next step (Model::activation("logits")).
+  void run_eval(int n, bool with_labels);
+  // Waits for the device, returns the metrics accumulated since the last call and clears them.
+  StepMetrics take_metrics();
+  // Whether steps are replayed from CUDA Graphs (the backend supports them and options.graph).
+  bool graphs() const { return use_graph_; }
+  int64_t graphs_captured() const { return captured_; }
+
+ private:
+  // What the host writes before each step, copied into the head of StepState (16 bytes).
+  struct Inputs {
+    float lr;
+    int32_t reserved;
+    uint64_t dropout_offset;
+  };
+  struct Slot {
+    void* mem = nullptr;  // pinned: Inputs, labels, images
+    Inputs* inputs = nullptr;
+    int32_t* labels = nullptr;
+    uint8_t* images = nullptr;
+    int marker = -1;  // the backend marker after the last step that used this slot
+  };
+  enum Kind : int { kTrain, kEvalLabels, kEval };
+  void check_labels(const Slot& slot, int n) const;
+  void enqueue(Kind kind, const Slot& slot, int n);  // the step's ops, eager or while capturing
+  void dispatch(Kind kind, int n);                   // eager, capture or replay, then the slot's marker
+
+  Model& model_;
+  AdamW* opt_;
+  TrainStepOptions o_;
+  bool use_graph_ = false;
+  size_t image_bytes_ = 0;  // per sample
+  Slot slots_[2];
+  int next_ = 0;                                       // the slot images()/labels()/run() use
+  bool waited_ = false;                                // the next slot's marker has been waited for
+  std::map<std::tuple<int, int, int>, void*> graphs_;  // (kind, slot, n) -> executable graph
+  std::map<std::pair<int, int>, int> eager_runs_;      // (kind, n) -> steps so far (the first runs eagerly)
+  int64_t captured_ = 0;
+};
+
+}  // namespace vitcuda
