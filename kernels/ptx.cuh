@@ -235,6 +235,11 @@ __device__ __forceinline__ uint32_t f32_to_tf32(float x) {
 }
 
 // ---- ldmatrix -----------------------------------------------------------------------------------
+// ldmatrix, cp.async and its commit/wait carry a "memory" clobber: the asm reads or writes shared
+// memory through an address the compiler cannot see, so without it the compiler may keep a
+// shared-memory value in a register or move an ordinary shared load or store across the asm (e.g.
+// read a tile before the wait_group that completes it, or store into a buffer ldmatrix is still
+// to read).
 
 #if !defined(VITCUDA_EMU)
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -251,9 +256,9 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 #define VITCUDA_LDMATRIX_OUT1 "=r"(r[0])
 #define VITCUDA_LDMATRIX_OUT2 "=r"(r[0]), "=r"(r[1])
 #define VITCUDA_LDMATRIX_OUT4 "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                    \
-  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row) {  \
-    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row))); \
+#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                               \
+  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row) {             \
+    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row)) : "memory"); \
   }
 #endif
 
@@ -275,8 +280,8 @@ __device__ __forceinline__ void cp_async(void* smem_dst, const void* gmem_src) {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, kBytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
-               "n"(kBytes));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src), "n"(kBytes)
+               : "memory");
 #else
   __trap();
 #endif
@@ -290,7 +295,8 @@ __device__ __forceinline__ void cp_async_zfill(void* smem_dst, const void* gmem_
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, src_bytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
-               "n"(kBytes), "r"(src_bytes));
+               "n"(kBytes), "r"(src_bytes)
+               : "memory");
 #else
   __trap();
 #endif
@@ -300,7 +306,7 @@ __device__ __forceinline__ void cp_async_commit_group() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_commit_group();
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 
@@ -311,7 +317,7 @@ __device__ __forceinline__ void cp_async_wait_group() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_wait_group(kPending);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 
@@ -319,7 +325,7 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_wait_group(-1);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::);
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
 }
 
