@@ -4,14 +4,16 @@
 // accesses when C is a multiple of 8 (bf16) or 4 (fp32) and the row fits (C <= 2048 bf16,
 // 1024 fp32), the ViT case; otherwise (odd C, misaligned tensors) a general kernel stages the
 // row in shared memory with element-wide accesses. The backward does the same (registers and
-// 16-byte accesses, or the general kernel) and shares the dgamma/dbeta partial sums through
-// shared memory.
+// 16-byte accesses, or the general kernel), keeps per-warp dgamma/dbeta partials in shared memory
+// (conflict-free layouts), writes one partial per block, and a second kernel sums the blocks'
+// partials in a fixed order (no atomics: bitwise reproducible) into the accumulating dgamma/dbeta.
 #include "kernels/layernorm.h"
 
 #include <algorithm>
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/ptx.cuh"
 #include "kernels/vec.cuh"
 
 namespace vitcuda {
@@ -26,6 +28,9 @@ constexpr int kMaxBackwardBlocks = 512;
 // Registers of the vectorised forward and backward: up to 8 chunks of 16 bytes per lane (C <= 2048 in bf16,
 // 1024 in fp32; ViT-H's 1280 in fp32 takes the general kernel).
 constexpr int kMaxForwardChunks = 8;
+// Row slices of layernorm_param_grad_kernel: 32 × 16 = 512 threads per CTA, each summing
+// blocks / 16 partials (32 for the 512 blocks of a ViT step).
+constexpr int kParamGradSlices = 16;
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
@@ -151,8 +156,9 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
   }
 }
 
-// The end of both backward kernels: after a barrier, the block sums its warps' [dgamma | dbeta]
-// partials (smem[w·2C ...]) in warp order into scratch[blockIdx.x]: reproducible.
+// The end of the general backward kernel: after a barrier, the block sums its warps' [dgamma | dbeta]
+// partials (smem[w·2C ...]; consecutive threads read consecutive floats: conflict-free) in warp
+// order into scratch[blockIdx.x]: reproducible.
 template <typename Smem>
 __device__ __forceinline__ void store_block_partials(const Smem& smem, int warps, int C, float* scratch) {
   __syncthreads();
@@ -207,45 +213,75 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
   store_block_partials(smem, warps, C, scratch);
 }
 
-// The vectorised backward: the same work split as layernorm_backward_kernel (below), but lane l
-// holds the 16-byte chunks l, l + 32, ... of its row: dy and x are read once with 16-byte loads
-// and kept in registers (as dy and xhat) between the two reductions, dx is read and written with
-// 16-byte accesses. The per-warp dgamma/dbeta partials stay in shared memory, each lane updating
-// only its own chunks, in the same row order: deterministic. Same conditions as the forward.
+// Resident 256-thread CTAs per SM the vectorised backward is compiled for (register cap
+// 65536 / (256·n), rounded down to 8): at 1-2 chunks per lane the float4 partials' addressing
+// would otherwise take ptxas to 56 registers, below the occupancy of the earlier feature-order
+// layout (fp32: 40 registers, 48 warps/SM at 1 chunk, 48 and 40 at 2; bf16: 48, 40 warps at 1,
+// 64 at 2, where 48 spills); at 3-8 chunks 2 (<= 128 registers: 16 warps/SM), which without
+// the cap nvcc reaches anyway (91-127), except bf16 at 8 chunks under a 256-thread bound (135).
+template <typename T>
+constexpr int backward_vec_min_blocks(int chunks) {
+  if (chunks == 1) return sizeof(T) == 4 ? 6 : 5;
+  if (chunks == 2) return sizeof(T) == 4 ? 5 : 4;
+  return 2;
+}
+
+// Makes nvcc forget the values it derived from v (ptx::register_barrier).
+template <typename T>
+__device__ __forceinline__ void opaque(Vec16<T>& v) {
+  uint4 raw;
+  memcpy(&raw, &v, sizeof(raw));
+  ptx::register_barrier(raw);
+  memcpy(&v, &raw, sizeof(raw));
+}
+
+// The vectorised backward: the same work split as layernorm_backward_kernel, but lane l holds the
+// 16-byte chunks l, l + 32, ... of its row: dy and x are read once with 16-byte loads and kept in
+// registers, still packed in T (bf16: half the registers of fp32 copies; xhat is recomputed, two
+// FMAs), between the two reductions; dx is read and written with 16-byte accesses.
+//
+// Each warp's dgamma/dbeta partials stay in shared memory, each lane updating only its own
+// chunks, in the same row order: deterministic. The layout makes every access conflict-free:
+// a chunk's V features are V/4 float4s, and float4 (half h, quarter q, chunk c) sits at
+// (h·V/4 + q)·chunks + c, so for a given (h, q) the 32 lanes (c = lane + 32k) touch 32
+// consecutive float4s: LDS.128/STS.128 at 4 wavefronts, the minimum for 512 bytes. (The
+// feature-order layout, float c·V + j, put lane l at a stride of V floats: 8-way bank
+// conflicts for bf16, 4-way for fp32, on every scalar access.)
 template <typename T, int kChunks>
-__global__ void layernorm_backward_vec_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                              const T* __restrict__ gamma, const float* __restrict__ mean,
-                                              const float* __restrict__ rstd, T* __restrict__ dx,
-                                              float* __restrict__ scratch, int rows, int C) {
+__global__ void __launch_bounds__(kMaxWarpsPerBlock* kWarp, backward_vec_min_blocks<T>(kChunks))
+    layernorm_backward_vec_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+                                  const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                                  float* __restrict__ scratch, int rows, int C) {
   constexpr int V = Vec16<T>::kVec;
+  constexpr int Q = V / 4;  // float4s per chunk
   VITCUDA_DYNAMIC_SMEM(float, smem);
   const int warps = blockDim.x / kWarp;
   const int warp = threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   const int chunks = C / V;
-  SmemPtr<float> acc = smem + warp * 2 * C;  // [dgamma partial | dbeta partial]
-  for (int i = lane; i < 2 * C; i += kWarp) acc[i] = 0.f;
+  const int units = C / 2;  // float4s of one warp's [dgamma | dbeta]: 2C / 4
+  SmemPtr<float4> all = smem_cast<float4>(smem);
+  SmemPtr<float4> acc = all + warp * units;
+  for (int u = lane; u < units; u += kWarp) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
 
   for (int row = blockIdx.x * warps + warp; row < rows; row += gridDim.x * warps) {
     const size_t base = static_cast<size_t>(row) * C;
     const float m = mean[row];
     const float r = rstd[row];
-    float d[kChunks][V], xh[kChunks][V];
+    Vec16<T> dv[kChunks], xv[kChunks];
     float g_sum = 0.f, gx_sum = 0.f;
     VITCUDA_UNROLL
     for (int k = 0; k < kChunks; ++k) {
       const int c = lane + k * kWarp;
       if (c >= chunks) continue;
-      const Vec16<T> dv = load_vec16(dy + base + static_cast<size_t>(c) * V);
-      const Vec16<T> xv = load_vec16(x + base + static_cast<size_t>(c) * V);
+      dv[k] = load_vec16(dy + base + static_cast<size_t>(c) * V);
+      xv[k] = load_vec16(x + base + static_cast<size_t>(c) * V);
       const Vec16<T> gv = load_vec16(gamma + static_cast<size_t>(c) * V);
       VITCUDA_UNROLL
       for (int j = 0; j < V; ++j) {
-        d[k][j] = to_float(dv.v[j]);
-        xh[k][j] = (to_float(xv.v[j]) - m) * r;
-        const float g = d[k][j] * to_float(gv.v[j]);
+        const float g = to_float(dv[k].v[j]) * to_float(gv.v[j]);
         g_sum += g;
-        gx_sum += g * xh[k][j];
+        gx_sum += g * ((to_float(xv[k].v[j]) - m) * r);
       }
     }
     const float g_mean = warp_reduce_sum(g_sum) / C;
@@ -254,39 +290,92 @@ __global__ void layernorm_backward_vec_kernel(const T* __restrict__ dy, const T*
     for (int k = 0; k < kChunks; ++k) {
       const int c = lane + k * kWarp;
       if (c >= chunks) continue;
+      opaque(dv[k]);  // convert again below: keeping the fp32 copies costs twice the registers
+      opaque(xv[k]);
+      float d[V], xh[V];
+      VITCUDA_UNROLL
+      for (int j = 0; j < V; ++j) {
+        d[j] = to_float(dv[k].v[j]);
+        xh[j] = (to_float(xv[k].v[j]) - m) * r;
+      }
       if (dx) {
         const Vec16<T> gv = load_vec16(gamma + static_cast<size_t>(c) * V);
         Vec16<T> o = load_vec16(dx + base + static_cast<size_t>(c) * V);
         VITCUDA_UNROLL
         for (int j = 0; j < V; ++j) {
-          const float g = d[k][j] * to_float(gv.v[j]);
-          o.v[j] = from_float<T>(to_float(o.v[j]) + r * (g - g_mean - xh[k][j] * gx_mean));
+          const float g = d[j] * to_float(gv.v[j]);
+          o.v[j] = from_float<T>(to_float(o.v[j]) + r * (g - g_mean - xh[j] * gx_mean));
         }
         store_vec16(dx + base + static_cast<size_t>(c) * V, o);
       }
       VITCUDA_UNROLL
-      for (int j = 0; j < V; ++j) {
-        acc[c * V + j] += d[k][j] * xh[k][j];
-        acc[C + c * V + j] += d[k][j];
+      for (int q = 0; q < Q; ++q) {
+        float4 a = acc[q * chunks + c];
+        a.x += d[4 * q] * xh[4 * q];
+        a.y += d[4 * q + 1] * xh[4 * q + 1];
+        a.z += d[4 * q + 2] * xh[4 * q + 2];
+        a.w += d[4 * q + 3] * xh[4 * q + 3];
+        acc[q * chunks + c] = a;
+        float4 b = acc[(Q + q) * chunks + c];
+        b.x += d[4 * q];
+        b.y += d[4 * q + 1];
+        b.z += d[4 * q + 2];
+        b.w += d[4 * q + 3];
+        acc[(Q + q) * chunks + c] = b;
       }
     }
   }
-  store_block_partials(smem, warps, C, scratch);
+
+  // The block's sum of its warps' partials, in warp order, float4 u of the layout above at a
+  // time (consecutive threads, consecutive float4s: conflict-free), into scratch[blockIdx.x] in
+  // feature order [dgamma | dbeta].
+  __syncthreads();
+  float* out = scratch + static_cast<size_t>(blockIdx.x) * 2 * C;
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    float4 s = all[u];
+    for (int w = 1; w < warps; ++w) {
+      const float4 p = all[w * units + u];
+      s.x += p.x;
+      s.y += p.y;
+      s.z += p.z;
+      s.w += p.w;
+    }
+    const int hq = u / chunks, c = u - hq * chunks;  // 32-bit: u < C/2
+    const int h = hq / Q, q = hq - h * Q;
+    float* o = out + h * C + c * V + 4 * q;
+    o[0] = s.x;
+    o[1] = s.y;
+    o[2] = s.z;
+    o[3] = s.w;
+  }
 }
 
-// One thread per feature: sums the per-block partials in block order and accumulates.
+// The parameter gradients from the per-block partials scratch[blocks][2C] ([dgamma | dbeta]):
+// block (32, kParamGradSlices) takes 32 consecutive columns of the 2C; thread (x, y) sums blocks
+// y, y + kParamGradSlices, ... in that order, then thread (x, 0) sums the slices in y order and
+// accumulates. The order depends on `blocks` only, never on scheduling: bitwise reproducible.
+// 2C/32 CTAs of 512 threads (48 for ViT-B's C = 768) read the partials with 128-byte rows,
+// where one thread per column (C/256 = 3 CTAs for ViT-B) walked 512 dependent-latency rows.
 template <typename TG>
 __global__ void layernorm_param_grad_kernel(const float* __restrict__ scratch, int blocks, int C,
                                             TG* __restrict__ dgamma, TG* __restrict__ dbeta) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= C) return;
-  float sg = 0.f, sb = 0.f;
-  for (int b = 0; b < blocks; ++b) {
-    sg += scratch[static_cast<size_t>(b) * 2 * C + i];
-    sb += scratch[static_cast<size_t>(b) * 2 * C + C + i];
+  __shared__ float part[kParamGradSlices][kWarp];
+  const int col = blockIdx.x * kWarp + threadIdx.x;  // < 2C
+  const int width = 2 * C;
+  float s = 0.f;
+  if (col < width)
+    for (int b = threadIdx.y; b < blocks; b += kParamGradSlices) s += scratch[static_cast<size_t>(b) * width + col];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= width) return;
+  float t = 0.f;
+  VITCUDA_UNROLL
+  for (int y = 0; y < kParamGradSlices; ++y) t += part[y][threadIdx.x];
+  if (col < C) {
+    if (dgamma) dgamma[col] = from_float<TG>(to_float(dgamma[col]) + t);
+  } else if (dbeta) {
+    dbeta[col - C] = from_float<TG>(to_float(dbeta[col - C]) + t);
   }
-  if (dgamma) dgamma[i] = from_float<TG>(to_float(dgamma[i]) + sg);
-  if (dbeta) dbeta[i] = from_float<TG>(to_float(dbeta[i]) + sb);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -385,8 +474,7 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const float* me
     run(layernorm_backward_kernel<T>);
   }
   if (dgamma || dbeta) {
-    constexpr int kThreads = 256;
-    launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(C, kThreads)), dim3(kThreads), 0, stream,
+    launch(layernorm_param_grad_kernel<TG>, dim3(ceil_div(2 * C, kWarp)), dim3(kWarp, kParamGradSlices), 0, stream,
            static_cast<const float*>(scratch), blocks, C, dgamma, dbeta);
   }
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "kernels/common.cuh"
@@ -25,25 +26,37 @@ struct PatchNorm {
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
 
+// grid (B·Np, ceil(C·P² / blockDim.x)): block (row, y) writes columns y·blockDim.x + threadIdx.x of
+// cols row `row` = b·Np + p. All index math is 32-bit (the launcher checks B·Np and C·P² fit an
+// int; the image offsets are 64-bit products, no division), and the channel's mean and 1/std are
+// picked from the by-value parameter with compile-time indices: a run-time index into it made
+// nvcc copy the 64-byte struct to local memory (64 bytes stack, 10-14 LDL/STL per kernel), and
+// the 64-bit element index cost 2-7 64-bit divisions.
 template <typename T, typename Pixel, bool kNHWC>
-__global__ void patch_extract_kernel(const Pixel* __restrict__ images, PatchNorm norm, int B, int C, int H, int W,
-                                     int P, T* __restrict__ cols) {
-  const int gw = W / P, np = (H / P) * gw, pp = P * P, pd = C * pp;
-  const int64_t total = static_cast<int64_t>(B) * np * pd;
+__global__ void patch_extract_kernel(const Pixel* __restrict__ images, PatchNorm norm, int C, int H, int W, int P,
+                                     T* __restrict__ cols) {
+  const int pp = P * P, pd = C * pp;
+  const int col = blockIdx.y * blockDim.x + threadIdx.x;
+  if (col >= pd) return;
+  const int row = blockIdx.x;  // b·Np + p
+  const int gw = W / P, np = (H / P) * gw;
+  const int b = row / np, p = row - b * np;
+  const int c = col / pp, kyx = col - c * pp;
+  const int ky = kyx / P, kx = kyx - ky * P;
+  const int py = p / gw;
+  const int y = py * P + ky, x = (p - py * gw) * P + kx;
+  const int64_t idx =
+      kNHWC ? ((static_cast<int64_t>(b) * H + y) * W + x) * C + c : ((static_cast<int64_t>(b) * C + c) * H + y) * W + x;
+  float mean = 0.f, inv_std = 0.f;
+  VITCUDA_UNROLL
+  for (int k = 0; k < kPatchMaxChannels; ++k)
+    if (k == c) {
+      mean = norm.mean[k];
+      inv_std = norm.inv_std[k];
+    }
   const float scale = std::is_same<Pixel, uint8_t>::value ? 1.f / 255.f : 1.f;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / pd;  // b·Np + p
-    const int col = static_cast<int>(i - row * pd);
-    const int64_t b = row / np;
-    const int p = static_cast<int>(row - b * np);
-    const int c = col / pp, kyx = col - c * pp;
-    const int ky = kyx / P, kx = kyx - ky * P;
-    const int y = (p / gw) * P + ky, x = (p % gw) * P + kx;
-    const int64_t idx = kNHWC ? ((b * H + y) * W + x) * C + c : ((b * C + c) * H + y) * W + x;
-    const float v = static_cast<float>(images[idx]) * scale;
-    cols[i] = from_float<T>((v - norm.mean[c]) * norm.inv_std[c]);
-  }
+  const float v = static_cast<float>(images[idx]) * scale;
+  cols[static_cast<int64_t>(row) * pd + col] = from_float<T>((v - mean) * inv_std);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -75,23 +88,30 @@ void patch_extract(const void* images, bool images_u8, ImageLayout layout, int B
     norm.mean[c] = mean[c];
     norm.inv_std[c] = static_cast<float>(1.0 / stdev[c]);
   }
-  const int64_t total = static_cast<int64_t>(B) * (H / P) * (W / P) * C * P * P;
-  if (total == 0) return;
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + 255) / 256, 132 * 16))));
-  const dim3 block(256);
+  // The kernel's 32-bit index math: rows B·Np on grid.x, C·P² per row (grid.y <= 65535 blocks).
+  const int64_t rows = static_cast<int64_t>(B) * (H / P) * (W / P);
+  const int64_t pd = static_cast<int64_t>(C) * P * P;
+  if (rows > std::numeric_limits<int>::max())
+    fail("B·(H/P)·(W/P) = " + std::to_string(rows) + " patches exceed 2^31 - 1");
+  if (pd > 65535LL * 256) fail("C·P² = " + std::to_string(pd) + " exceeds 65535·256");
+  if (rows == 0) return;
+  // 256 threads, or the row's columns rounded up to a warp when fewer (small patches).
+  const int threads = static_cast<int>(std::min<int64_t>(256, (pd + 31) / 32 * 32));
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((pd + threads - 1) / threads));
+  const dim3 block(threads);
   const bool nhwc = layout == ImageLayout::NHWC;
   if (images_u8) {
     const auto* px = static_cast<const uint8_t*>(images);
     if (nhwc)
-      launch(patch_extract_kernel<T, uint8_t, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+      launch(patch_extract_kernel<T, uint8_t, true>, grid, block, 0, stream, px, norm, C, H, W, P, cols);
     else
-      launch(patch_extract_kernel<T, uint8_t, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+      launch(patch_extract_kernel<T, uint8_t, false>, grid, block, 0, stream, px, norm, C, H, W, P, cols);
   } else {
     const auto* px = static_cast<const float*>(images);
     if (nhwc)
-      launch(patch_extract_kernel<T, float, true>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+      launch(patch_extract_kernel<T, float, true>, grid, block, 0, stream, px, norm, C, H, W, P, cols);
     else
-      launch(patch_extract_kernel<T, float, false>, grid, block, 0, stream, px, norm, B, C, H, W, P, cols);
+      launch(patch_extract_kernel<T, float, false>, grid, block, 0, stream, px, norm, C, H, W, P, cols);
   }
 }
 

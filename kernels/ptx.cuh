@@ -16,6 +16,7 @@
 //       addresses of matrix i (16 bytes each, 16-byte aligned); r[i] of lane l holds
 //       {M_i[l/4][2(l%4)], M_i[l/4][2(l%4)+1]}, or with .trans {M_i[2(l%4)][l/4], M_i[2(l%4)+1][l/4]}.
 //   cp_async<4|8|16>, cp_async_commit_group, cp_async_wait_group<N>, cp_async_wait_all
+//   register_barrier           no instruction: stops nvcc reusing values derived from 4 registers
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -235,6 +236,11 @@ __device__ __forceinline__ uint32_t f32_to_tf32(float x) {
 }
 
 // ---- ldmatrix -----------------------------------------------------------------------------------
+// ldmatrix, cp.async and its commit/wait carry a "memory" clobber: the asm reads or writes shared
+// memory through an address the compiler cannot see, so without it the compiler may keep a
+// shared-memory value in a register or move an ordinary shared load or store across the asm (e.g.
+// read a tile before the wait_group that completes it, or store into a buffer ldmatrix is still
+// to read).
 
 #if !defined(VITCUDA_EMU)
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -251,9 +257,9 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 #define VITCUDA_LDMATRIX_OUT1 "=r"(r[0])
 #define VITCUDA_LDMATRIX_OUT2 "=r"(r[0]), "=r"(r[1])
 #define VITCUDA_LDMATRIX_OUT4 "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                    \
-  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row) {  \
-    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row))); \
+#define VITCUDA_LDMATRIX(NAME, NUM, TRANS, PTX)                                               \
+  __device__ __forceinline__ void NAME(uint32_t(&r)[NUM], const void* smem_row) {             \
+    asm volatile(PTX : VITCUDA_LDMATRIX_OUT##NUM : "r"(shared_address(smem_row)) : "memory"); \
   }
 #endif
 
@@ -275,8 +281,8 @@ __device__ __forceinline__ void cp_async(void* smem_dst, const void* gmem_src) {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, kBytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
-               "n"(kBytes));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src), "n"(kBytes)
+               : "memory");
 #else
   __trap();
 #endif
@@ -290,7 +296,8 @@ __device__ __forceinline__ void cp_async_zfill(void* smem_dst, const void* gmem_
   vitcuda::emu::cp_async(smem_dst, gmem_src, kBytes, src_bytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared_address(smem_dst)), "l"(gmem_src),
-               "n"(kBytes), "r"(src_bytes));
+               "n"(kBytes), "r"(src_bytes)
+               : "memory");
 #else
   __trap();
 #endif
@@ -300,7 +307,7 @@ __device__ __forceinline__ void cp_async_commit_group() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_commit_group();
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 
@@ -311,7 +318,7 @@ __device__ __forceinline__ void cp_async_wait_group() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_wait_group(kPending);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 
@@ -319,7 +326,21 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #if defined(VITCUDA_EMU)
   vitcuda::emu::cp_async_wait_group(-1);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::);
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+// ---- register barrier ---------------------------------------------------------------------------
+// An empty asm that "changes" the 4 registers: the compiler must forget what it derived from them,
+// so values computed from them before it are recomputed after it rather than kept alive (no
+// common-subexpression elimination across it). The LayerNorm backward stages a row as packed bf16
+// and converts it twice: without the barrier nvcc keeps the converted fp32 copies instead (twice
+// the registers: 190 instead of 127 at 8 bf16 chunks per lane, sm_90a). No instruction is emitted.
+__device__ __forceinline__ void register_barrier(uint4& v) {
+#if defined(VITCUDA_EMU)
+  (void)v;
+#else
+  asm volatile("" : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w));
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/tokens.h"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "kernels/common.cuh"
@@ -18,36 +19,37 @@ VITCUDA_KERNELS_BEGIN
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
 
+// grid (ceil(Tn·D / blockDim.x), min(B, 65535)): thread tj = t·D + j of a token row, for samples
+// b = blockIdx.y, + gridDim.y, ...: (t, j) is computed once, in 32-bit (the launcher checks
+// Tn·D < 2^31), and no 64-bit division is left (the grid-stride loop over the flat B·Tn·D index
+// divided by Tn·D and D in 64 bits: 11 divisions in the fp32 kernel).
 template <typename T>
 __global__ void tokens_forward_kernel(const T* __restrict__ patches, const T* __restrict__ cls,
                                       const T* __restrict__ pos, T* __restrict__ out, int B, int Np, int D) {
-  const int off = cls ? 1 : 0, Tn = Np + off;
-  const int64_t row_len = static_cast<int64_t>(Tn) * D;
-  const int64_t total = static_cast<int64_t>(B) * row_len;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / row_len;
-    const int64_t tj = i - b * row_len;  // t·D + j
-    const int t = static_cast<int>(tj / D);
-    const int j = static_cast<int>(tj - static_cast<int64_t>(t) * D);
-    const float src = t < off ? to_float(cls[j]) : to_float(patches[(b * Np + t - off) * D + j]);
-    out[i] = from_float<T>(src + to_float(pos[tj]));
+  const int off = cls ? 1 : 0;
+  const int row_len = (Np + off) * D;
+  const int tj = blockIdx.x * blockDim.x + threadIdx.x;
+  if (tj >= row_len) return;
+  const int t = tj / D, j = tj - t * D;
+  const float p = to_float(pos[tj]);
+  for (int b = blockIdx.y; b < B; b += gridDim.y) {
+    const float src = t < off ? to_float(cls[j]) : to_float(patches[(static_cast<int64_t>(b) * Np + t - off) * D + j]);
+    out[static_cast<int64_t>(b) * row_len + tj] = from_float<T>(src + p);
   }
 }
 
+// One thread per (t, j) column of dout (Tn·D < 2^31, checked by the launcher: 32-bit index math).
 template <typename T, typename TG>
 __global__ void tokens_backward_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, TG* __restrict__ dcls,
                                        TG* __restrict__ dpos, int off, int B, int Np, int D) {
-  const int Tn = Np + off;
-  const int64_t row_len = static_cast<int64_t>(Tn) * D;
-  const int64_t tj = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int row_len = (Np + off) * D;
+  const int tj = blockIdx.x * blockDim.x + threadIdx.x;
   if (tj >= row_len) return;
-  const int t = static_cast<int>(tj / D);
-  const int j = static_cast<int>(tj - static_cast<int64_t>(t) * D);
+  const int t = tj / D, j = tj - t * D;
   const bool patch_row = t >= off;
   float s = 0.f;
   for (int b = 0; b < B; ++b) {
-    const T g = dout[b * row_len + tj];
+    const T g = dout[static_cast<int64_t>(b) * row_len + tj];
     s += to_float(g);
     if (dpatches && patch_row) dpatches[(static_cast<int64_t>(b) * Np + t - off) * D + j] = g;
   }
@@ -65,6 +67,13 @@ void check(const char* op, int B, int Np, int D) {
     throw Error(std::string(op) + ": B, Np must be >= 0 and D > 0 (got B=" + std::to_string(B) +
                 ", Np=" + std::to_string(Np) + ", D=" + std::to_string(D) + ")");
 }
+// The kernels index a token row (Tn·D elements) with 32-bit ints.
+int64_t checked_row_len(const char* op, int Np, int off, int D) {
+  const int64_t row_len = (static_cast<int64_t>(Np) + off) * D;
+  if (row_len > std::numeric_limits<int>::max())
+    throw Error(std::string(op) + ": (Np + cls)·D = " + std::to_string(row_len) + " exceeds 2^31 - 1");
+  return row_len;
+}
 void require(const char* op, const void* p, const char* name) {
   if (!p) throw Error(std::string(op) + ": " + name + " is null");
 }
@@ -77,10 +86,12 @@ void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int B,
   require(op, patches, "patches");
   require(op, pos, "pos");
   require(op, out, "out");
-  const int64_t total = static_cast<int64_t>(B) * (Np + (cls ? 1 : 0)) * D;
-  if (total == 0) return;
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + 255) / 256, 132 * 16))));
-  launch(tokens_forward_kernel<T>, grid, dim3(256), 0, stream, patches, cls, pos, out, B, Np, D);
+  const int64_t row_len = checked_row_len(op, Np, cls ? 1 : 0, D);
+  if (B == 0 || row_len == 0) return;
+  // 256 threads, or the token row rounded up to a warp when shorter (tiny models).
+  const int threads = static_cast<int>(std::min<int64_t>(256, (row_len + 31) / 32 * 32));
+  const dim3 grid(static_cast<unsigned>((row_len + threads - 1) / threads), static_cast<unsigned>(std::min(B, 65535)));
+  launch(tokens_forward_kernel<T>, grid, dim3(threads), 0, stream, patches, cls, pos, out, B, Np, D);
 }
 
 template <typename T, typename TG>
@@ -91,7 +102,7 @@ void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* dpos, bool has_cl
   require(op, dout, "dout");
   if (dcls && !has_cls) throw Error("tokens_backward: dcls is given but has_cls is false");
   const int off = has_cls ? 1 : 0;
-  const int64_t row_len = static_cast<int64_t>(Np + off) * D;
+  const int64_t row_len = checked_row_len(op, Np, off, D);
   if (row_len == 0 || (!dpatches && !dcls && !dpos)) return;
   constexpr int kThreads = 128;
   launch(tokens_backward_kernel<T, TG>, dim3(static_cast<unsigned>((row_len + kThreads - 1) / kThreads)),

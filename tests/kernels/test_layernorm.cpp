@@ -22,6 +22,17 @@ struct Shape {
 const Shape kShapes[] = {{1, 64},   {7, 64},  {197, 64}, {3, 192},   {65, 192}, {5, 384},
                          {51, 384}, {1, 768}, {29, 768}, {13, 1024}, {3, 70},   {2, 1280}};
 
+// The backward's parameter-gradient paths on top of kShapes: every model width (ViT-Ti 192, S 384,
+// B 768, L 1024, H 1280) and odd widths (10, 33: the general kernel) at 1 and 17 rows, and row
+// counts past 512 blocks × 8 warps = 4096 (the block cap: warps take several rows, and the
+// parameter-gradient kernel sums 512 partials per column, 32 per slice): 4100 rows in the vectorised
+// kernel with 1 chunk per lane (C = 64) and 1-2 chunks with idle lanes (C = 192: 24 bf16 or 48
+// fp32 chunks), and in the general kernel (C = 33). ViT-B's 768 at 4099 rows runs in the bf16 test
+// only, to keep the emulated time reasonable.
+const Shape kBackwardShapes[] = {{1, 10},   {17, 10},   {1, 33},   {17, 33},   {17, 192},  {17, 384},  {1, 768},
+                                 {17, 768}, {17, 1024}, {1, 1280}, {17, 1280}, {4100, 64}, {4100, 33}, {4103, 192}};
+const Shape kLargeBf16Shape{4099, 768};
+
 class LayerNorm : public BackendTest {};
 
 template <typename T>
@@ -161,34 +172,56 @@ TEST_P(LayerNorm, ForwardBf16) {
 
 TEST_P(LayerNorm, BackwardF32) {
   for (const Shape& s : kShapes) check_backward<float, float>(s);
+  for (const Shape& s : kBackwardShapes) check_backward<float, float>(s);
 }
 
 TEST_P(LayerNorm, BackwardBf16) {
   for (const Shape& s : kShapes) check_backward<__nv_bfloat16, __nv_bfloat16>(s);
+  for (const Shape& s : kBackwardShapes) check_backward<__nv_bfloat16, __nv_bfloat16>(s);
 }
 
 TEST_P(LayerNorm, BackwardBf16WithF32ParamGrads) {
   for (const Shape& s : kShapes) check_backward<__nv_bfloat16, float>(s);
+  for (const Shape& s : kBackwardShapes) check_backward<__nv_bfloat16, float>(s);
+  check_backward<__nv_bfloat16, float>(kLargeBf16Shape);
 }
 
-TEST_P(LayerNorm, BackwardIsBitwiseReproducible) {
-  const Shape s{77, 384};
-  const Data<float> d = make_data<float>(s, 7);
-  std::vector<float> mean(s.rows, 0.1f), rstd(s.rows, 1.3f);
-  std::vector<float> first;
+// Two runs give the same bits, with the scratch holding different garbage before each (zeros, then
+// NaNs): every partial the parameter-gradient kernel reads was written by this call. On the GPU
+// this also catches an order that depends on block scheduling; the emulator runs blocks in order.
+template <typename T, typename TG>
+void check_reproducible(const Shape& s) {
+  SCOPED_TRACE("rows=" + std::to_string(s.rows) + " C=" + std::to_string(s.C));
+  const Data<T> d = make_data<T>(s, 7);
+  const std::vector<float> mean(s.rows, 0.1f), rstd(s.rows, 1.3f);
+  std::vector<uint8_t> first;
   for (int run = 0; run < 2; ++run) {
-    rt::DeviceBuffer<float> dy(d.dy), x(d.x), gamma(d.gamma), dx(d.dx0), dg(d.dg0), db(d.db0), m(mean), r(rstd),
-        scratch(layernorm_backward_scratch_floats(s.rows, s.C));
-    layernorm_backward<float, float>(dy.get(), x.get(), gamma.get(), m.get(), r.get(), dx.get(), dg.get(), db.get(),
-                                     scratch.get(), s.rows, s.C, nullptr);
-    std::vector<float> all = dx.download();
-    for (float v : dg.download()) all.push_back(v);
-    for (float v : db.download()) all.push_back(v);
+    const size_t scratch_n = layernorm_backward_scratch_floats(s.rows, s.C);
+    rt::DeviceBuffer<T> dy(convert<T>(d.dy)), x(convert<T>(d.x)), gamma(convert<T>(d.gamma)), dx(convert<T>(d.dx0));
+    rt::DeviceBuffer<TG> dg(convert<TG>(d.dg0)), db(convert<TG>(d.db0));
+    rt::DeviceBuffer<float> m(mean), r(rstd), scratch(std::vector<float>(scratch_n, run == 0 ? 0.f : NAN));
+    layernorm_backward<T, TG>(dy.get(), x.get(), gamma.get(), m.get(), r.get(), dx.get(), dg.get(), db.get(),
+                              scratch.get(), s.rows, s.C, nullptr);
+    std::vector<uint8_t> all;
+    auto append = [&](const auto& v) {
+      const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+      all.insert(all.end(), p, p + v.size() * sizeof(v[0]));
+    };
+    append(dx.download());
+    append(dg.download());
+    append(db.download());
     if (run == 0)
       first = all;
     else
-      EXPECT_EQ(std::memcmp(first.data(), all.data(), all.size() * sizeof(float)), 0);
+      EXPECT_TRUE(first == all) << "the second run differs";
   }
+}
+
+TEST_P(LayerNorm, BackwardIsBitwiseReproducible) {
+  check_reproducible<float, float>({77, 384});           // vectorised, fp32
+  check_reproducible<float, float>({4100, 33});          // general kernel, 512 blocks
+  check_reproducible<__nv_bfloat16, float>({4100, 64});  // vectorised bf16, 512 blocks
+  check_reproducible<__nv_bfloat16, __nv_bfloat16>({33, 1280});
 }
 
 TEST_P(LayerNorm, ResidualNeedsSumOut) {

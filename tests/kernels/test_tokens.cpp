@@ -96,6 +96,13 @@ TEST_P(Tokens, ForwardBf16) {
   for (const Shape& s : kShapes)
     for (bool cls : {true, false}) check_forward<__nv_bfloat16>(s, cls);
 }
+// More samples than a grid's y dimension holds (65535): the forward's blocks take samples
+// blockIdx.y, + gridDim.y, ...; short rows (Tn·D = 2 or 3) keep the emulated time small.
+TEST_P(Tokens, ForwardBatchBeyondGridY) {
+  check_forward<float>({65537, 1, 2}, true);
+  check_forward<__nv_bfloat16>({65538, 3, 1}, false);
+}
+
 TEST_P(Tokens, BackwardF32) {
   for (const Shape& s : kShapes)
     for (bool cls : {true, false}) check_backward<float, float>(s, cls, true, true);
