@@ -83,7 +83,7 @@ Snapshot run_step(const StepCase& c, uint64_t block_order_seed, const std::strin
   cfg.img_size = c.img_size;
   cfg.pool = c.pool;
   cfg.gelu = c.gelu;
-  constexpr int kBatch = 2;
+  constexpr int kBatch = 2;  // 2 x 170 rows: several blocks in every row-parallel reduction
   auto be = make_cuda_backend(c.dtype);
   Model m(cfg, *be, kBatch);
   m.init(7);

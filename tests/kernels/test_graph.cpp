@@ -5,6 +5,7 @@
 // Both builds: natively (on a GPU) these check the real cudaGraph path.
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "kernel_test.h"
@@ -208,6 +209,12 @@ TEST_F(KernelTest, CaptureRefusesWhatCudaRefusesByName) {
     EXPECT_FALSE(rt::stream_is_capturing(s));
   }
   rt::device_free(to_free);  // not freed during capture: still ours
+  // A DeviceBuffer destroyed while a capture is open does not throw from its destructor; it
+  // invalidates the capture (and leaks its memory).
+  auto doomed = std::make_unique<rt::DeviceBuffer<float>>(8);
+  rt::stream_begin_capture(s);
+  doomed.reset();
+  expect_error([&] { rt::graph_destroy(rt::stream_end_capture(s)); }, {"stream_end_capture", "device_free"});
   expect_error([&] { rt::stream_begin_capture(nullptr); }, {"stream_begin_capture", "default stream"});
   expect_error([&] { (void)rt::stream_end_capture(s); }, {"stream_end_capture", "not capturing"});
   rt::stream_begin_capture(s);
