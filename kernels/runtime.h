@@ -314,7 +314,7 @@ class DeviceBuffer {
   }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
-      device_free(ptr_);
+      release();
       n_ = o.n_;
       ptr_ = o.ptr_;
       o.n_ = 0;
@@ -322,7 +322,7 @@ class DeviceBuffer {
     }
     return *this;
   }
-  ~DeviceBuffer() { device_free(ptr_); }
+  ~DeviceBuffer() { release(); }
 
   T* get() const { return ptr_; }
   size_t size() const { return n_; }
@@ -338,6 +338,14 @@ class DeviceBuffer {
   void zero() { memset_device(ptr_, 0, n_ * sizeof(T)); }
 
  private:
+  // A destructor must not throw: a free refused while a capture is open (which invalidates the
+  // capture; stream_end_capture then names device_free) leaks the memory instead.
+  void release() noexcept {
+    try {
+      device_free(ptr_);
+    } catch (const Error&) {
+    }
+  }
   size_t n_ = 0;
   T* ptr_ = nullptr;
 };

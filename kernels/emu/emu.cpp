@@ -90,6 +90,8 @@ uint64_t env_seed(const char* name) {
 }
 struct AdversarialModes {
   uint64_t block_order_seed = env_seed("VITCUDA_EMU_BLOCK_ORDER");
+  std::string block_order_kernels =
+      std::getenv("VITCUDA_EMU_BLOCK_ORDER_KERNELS") ? std::getenv("VITCUDA_EMU_BLOCK_ORDER_KERNELS") : "";
   uint64_t launch_seq = 0;  // launches since the block-order seed was set
   uint64_t cp_async_seed = env_seed("VITCUDA_EMU_CP_ASYNC");
   uint64_t cp_async_rng = cp_async_seed;
@@ -571,6 +573,8 @@ void set_block_order_seed(uint64_t seed) {
   modes().launch_seq = 0;
 }
 uint64_t block_order_seed() { return modes().block_order_seed; }
+void set_block_order_kernels(const std::string& name_part) { modes().block_order_kernels = name_part; }
+std::string block_order_kernels() { return modes().block_order_kernels; }
 void set_cp_async_seed(uint64_t seed) {
   modes().cp_async_seed = seed;
   modes().cp_async_rng = seed;
@@ -610,7 +614,10 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, rt::
   g_grid_dim = grid;
   e.in_launch = true;
   try {
-    if (modes().block_order_seed == 0) {
+    const AdversarialModes& m = modes();
+    if (m.block_order_seed == 0 ||
+        (!m.block_order_kernels.empty() &&
+         rt::short_kernel_name(rt::kernel_name(kernel)).find(m.block_order_kernels) == std::string::npos)) {
       for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
           for (unsigned x = 0; x < grid.x; ++x) run_block(e, make_uint3(x, y, z));

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -81,6 +82,12 @@ void capture_node(std::function<void()> node);
 // since the seed was set. Initial value: env VITCUDA_EMU_BLOCK_ORDER (decimal), else 0.
 void set_block_order_seed(uint64_t seed);
 uint64_t block_order_seed();
+// Restricts the shuffle to kernels whose name (rt::short_kernel_name, e.g.
+// "vitcuda::(anonymous namespace)::ln_fwd<float>") contains `name_part`; "" (the default, or env
+// VITCUDA_EMU_BLOCK_ORDER_KERNELS): every kernel. Finds which kernel of a computation depends on
+// the block order.
+void set_block_order_kernels(const std::string& name_part);
+std::string block_order_kernels();
 // cp.async landing: 0 performs each queued copy at the wait_group / wait_all that covers it (or at
 // thread exit); any other seed lands each copy at a random point between its issue and that
 // wait: immediately, or at one of the issuing thread's later emulator entry points (cp.async,
