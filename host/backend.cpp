@@ -429,6 +429,10 @@ double Backend::sum_squares(const Tensor& t) {
 
 void* Backend::alloc_host(size_t bytes) { return bytes ? ::operator new(bytes) : nullptr; }
 void Backend::release_host(void* ptr) { ::operator delete(ptr); }
+void Backend::upload(void* dst, const void* src, size_t bytes, int channel) {
+  (void)channel;
+  copy_to_device(dst, src, bytes);
+}
 void Backend::begin_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 void* Backend::end_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 void Backend::replay(void*) { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }

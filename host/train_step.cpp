@@ -15,13 +15,15 @@ TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
   const ViTConfig& c = model_.config();
   image_bytes_ = size_t(c.in_chans) * c.img_size * c.img_size;
   const size_t B = size_t(model_.max_batch());
-  const size_t labels_at = (sizeof(Inputs) + 63) / 64 * 64, images_at = (labels_at + B * 4 + 255) / 256 * 256;
+  labels_at_ = (sizeof(Inputs) + 63) / 64 * 64;
+  images_at_ = (labels_at_ + B * 4 + 255) / 256 * 256;
   for (Slot& s : slots_) {
-    s.mem = be.alloc_host(images_at + B * image_bytes_);
+    s.mem = be.alloc_host(images_at_ + B * image_bytes_);
+    s.dmem = be.alloc(images_at_ + B * image_bytes_);
     s.inputs = static_cast<Inputs*>(s.mem);
-    s.labels = reinterpret_cast<int32_t*>(static_cast<char*>(s.mem) + labels_at);
-    s.images = static_cast<uint8_t*>(s.mem) + images_at;
-    std::memset(s.mem, 0, images_at);
+    s.labels = reinterpret_cast<int32_t*>(static_cast<char*>(s.mem) + labels_at_);
+    s.images = static_cast<uint8_t*>(s.mem) + images_at_;
+    std::memset(s.mem, 0, images_at_);
   }
 }
 
@@ -32,7 +34,10 @@ TrainStep::~TrainStep() {
   } catch (...) {
   }
   for (auto& [key, g] : graphs_) be.destroy_graph(g);
-  for (Slot& s : slots_) be.release_host(s.mem);
+  for (Slot& s : slots_) {
+    be.release_host(s.mem);
+    be.release(s.dmem);
+  }
 }
 
 uint8_t* TrainStep::images() {
@@ -47,11 +52,24 @@ int32_t* TrainStep::labels() {
   return slots_[next_].labels;
 }
 
+namespace {
+// A device-to-device copy of `bytes` through the Backend (u8 views).
+void copy_bytes(Backend& be, void* dst, const void* src, size_t bytes) {
+  const Device dev = be.device();
+  be.copy(Tensor::view(const_cast<void*>(src), {int64_t(bytes)}, DType::U8, dev),
+          Tensor::view(dst, {int64_t(bytes)}, DType::U8, dev));
+}
+}  // namespace
+
 void TrainStep::enqueue(Kind kind, const Slot& slot, int n) {
   Backend& be = model_.backend();
-  if (kind == kTrain) be.copy_to_device(model_.step_state(), slot.inputs, sizeof(Inputs));  // lr, dropout offset
-  if (kind != kEval) be.copy_to_device(model_.input_labels().data(), slot.labels, size_t(n) * sizeof(int32_t));
-  be.copy_to_device(model_.input_images().data(), slot.images, size_t(n) * image_bytes_);
+  const char* d = static_cast<const char*>(slot.dmem);
+  // The slot's upload (run() issued it on the copy stream), then the step's inputs from the
+  // slot's device copy: lr and the dropout offset (the head of StepState), labels, images.
+  be.wait_upload(int(&slot - slots_));
+  if (kind == kTrain) copy_bytes(be, model_.step_state(), d, sizeof(Inputs));
+  if (kind != kEval) copy_bytes(be, model_.input_labels().data(), d + labels_at_, size_t(n) * sizeof(int32_t));
+  copy_bytes(be, model_.input_images().data(), d + images_at_, size_t(n) * image_bytes_);
   if (kind != kTrain) {
     model_.forward_staged(/*train=*/false, 0);
     if (kind == kEvalLabels) model_.loss_staged(0.f, /*train=*/false);
@@ -75,6 +93,8 @@ void TrainStep::check_labels(const Slot& slot, int n) const {
 void TrainStep::dispatch(Kind kind, int n) {
   Backend& be = model_.backend();
   Slot& slot = slots_[next_];
+  // The used part of the slot, in one copy on the copy stream: it overlaps the step before.
+  be.upload(slot.dmem, slot.mem, images_at_ + size_t(n) * image_bytes_, next_);
   // The first step of each kind and batch size runs eagerly: it sizes the backend's workspaces,
   // which must not grow while a graph is captured. Later steps replay their graph.
   if (!use_graph_ || eager_runs_[{kind, n}]++ == 0) {

@@ -57,9 +57,12 @@ class CudaBackend final : public Backend {
     if (rt::device_count() == 0) throw Error(std::string(rt::backend_name()) + ": no CUDA device is available");
     sumsq_scratch_ = rt::DeviceBuffer<double>(sum_squares_scratch_doubles());
     stream_ = rt::stream_create();  // its own stream: capturable, unlike the default stream
+    copy_stream_ = rt::stream_create();
   }
   ~CudaBackend() override {
     for (rt::Event e : markers_) rt::event_destroy(e);
+    for (rt::Event e : uploaded_) rt::event_destroy(e);
+    rt::stream_destroy(copy_stream_);
     rt::device_free(workspace_);
     rt::stream_destroy(stream_);
   }
@@ -94,6 +97,18 @@ class CudaBackend final : public Backend {
   void wait_mark(int marker) override {
     require(marker >= 0 && marker < int(markers_.size()), "wait_mark", "unknown marker " + std::to_string(marker));
     rt::event_synchronize(markers_[marker]);
+  }
+  void upload(void* dst, const void* src, size_t bytes, int channel) override {
+    require(channel >= 0 && channel < int(kChannels), "upload",
+            "channel " + std::to_string(channel) + " is not in [0, 8)");
+    while (uploaded_.size() <= size_t(channel)) uploaded_.push_back(rt::event_create());
+    rt::copy_to_device(dst, src, bytes, copy_stream_);
+    rt::event_record(uploaded_[channel], copy_stream_);
+  }
+  void wait_upload(int channel) override {
+    require(channel >= 0 && channel < int(uploaded_.size()), "wait_upload",
+            "channel " + std::to_string(channel) + " has had no upload");
+    rt::stream_wait_event(stream_, uploaded_[channel]);
   }
   bool graphs_supported() const override { return true; }
   void begin_capture() override { rt::stream_begin_capture(stream_); }
@@ -369,9 +384,11 @@ class CudaBackend final : public Backend {
     return workspace_;
   }
 
-  static constexpr size_t kMarkers = 8;
+  static constexpr size_t kMarkers = 8, kChannels = 8;
   DType compute_;
   rt::Stream stream_ = nullptr;
+  rt::Stream copy_stream_ = nullptr;  // upload()
+  std::vector<rt::Event> uploaded_;   // per upload channel
   std::vector<rt::Event> markers_;
   int next_marker_ = 0;
   void* workspace_ = nullptr;

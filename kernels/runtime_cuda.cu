@@ -155,7 +155,10 @@ float event_elapsed_ms(Event start, Event stop) {
 void stream_wait_event(Stream stream, Event event) {
   refuse_other_stream_while_capturing(stream, "stream_wait_event");
   if (!event) throw Error("stream_wait_event: the event is null");
-  check(cudaStreamWaitEvent(native(stream), native(event), 0), "cudaStreamWaitEvent");
+  // While capturing, an event recorded outside the capture is waited for as an external event
+  // node: each launch of the graph waits for the event's latest record.
+  const unsigned flags = stream_is_capturing(stream) ? cudaEventWaitExternal : cudaEventWaitDefault;
+  check(cudaStreamWaitEvent(native(stream), native(event), flags), "cudaStreamWaitEvent");
 }
 
 // ---- CUDA Graphs --------------------------------------------------------------------------------

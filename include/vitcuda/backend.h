@@ -172,6 +172,13 @@ class Backend {
   // Host memory the device copies from asynchronously (pinned on "cuda"; plain elsewhere).
   virtual void* alloc_host(size_t bytes);
   virtual void release_host(void* ptr);
+  // Uploads that overlap the work already queued: upload() copies `bytes` of alloc_host memory to
+  // backend memory on a copy stream and marks `channel` (0..7) when they have landed;
+  // wait_upload(channel) makes the backend's later work wait for that (on the device; while
+  // capturing, the graph waits for the channel's latest upload each time it runs). Where ops
+  // complete before they return (the CPU), a plain copy and a no-op.
+  virtual void upload(void* dst, const void* src, size_t bytes, int channel);
+  virtual void wait_upload(int channel) { (void)channel; }
   // Markers in the backend's stream: mark() after some work, wait_mark() blocks the host until
   // the device has done it (no-ops where ops complete before they return, as on the CPU).
   virtual int mark() { return 0; }

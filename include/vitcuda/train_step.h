@@ -1,5 +1,6 @@
 // vitcuda — TrainStep: one training step (upload, forward, loss, backward, clipping, AdamW) that
-// the host only enqueues: its inputs come from pinned, double-buffered host memory, every scalar
+// the host only enqueues: its inputs come from pinned, double-buffered host memory, uploaded on a
+// copy stream while the step before runs, every scalar
 // it needs lives in the model's StepState (vitcuda/backend.h), and on a backend with CUDA Graphs
 // the whole step is captured once per batch size and replayed. The host waits for the device
 // only when it reuses a staging buffer (the step two back must have read it) and when it reads
@@ -62,13 +63,18 @@ class TrainStep {
     int32_t reserved;
     uint64_t dropout_offset;
   };
+  // A staging slot: pinned host memory the host fills, uploaded on the backend's copy stream
+  // (overlapping the step before) to a device copy that the step reads. Layout of both: Inputs,
+  // labels [max_batch], images [max_batch, C, H, W].
   struct Slot {
-    void* mem = nullptr;  // pinned: Inputs, labels, images
+    void* mem = nullptr;   // pinned host memory
+    void* dmem = nullptr;  // backend memory
     Inputs* inputs = nullptr;
     int32_t* labels = nullptr;
     uint8_t* images = nullptr;
     int marker = -1;  // the backend marker after the last step that used this slot
   };
+  size_t labels_at_ = 0, images_at_ = 0;  // byte offsets in a slot
   enum Kind : int { kTrain, kEvalLabels, kEval };
   void check_labels(const Slot& slot, int n) const;
   void enqueue(Kind kind, const Slot& slot, int n);  // the step's ops, eager or while capturing
