@@ -55,19 +55,19 @@ size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // ------------------------------------------------------------------------------------------
 
 // One thread per 16-byte chunk of a row (kVec = 8 bf16 or 4 fp32 columns from c0), grid.x over
-// the column chunks and grid.y walking the rows: (row, column) without any division, 16-byte loads
-// and stores when `vec` (N and ld multiples of kVec, every pointer 16-byte aligned), else the same
-// chunk element by element. Rows past 65535 blocks loop (grid-stride in y).
+// the column chunks and grid.y (with threadIdx.y) walking the rows: (row, column) without any
+// division, 16-byte loads and stores when `vec` (N and ld multiples of kVec, every pointer 16-byte
+// aligned), else the same chunk element by element. The rows loop (grid-stride in y).
 // p = in[m, n] (+ bias[n]); with pre_out the rounded p is stored there and is what act sees (so
 // backward differentiates at exactly the stored pre-activation); y = act(p) rounded to T, then,
 // with kDrop, dropout of that stored value: keep(m·N + n) ? y·scale : 0, rounded to T — the bits
 // of the separate dropout op over the [M, N] output (kernels/dropout.cu). in may alias pre_out or
 // y.
-// __launch_bounds__: at most 40 registers without dropout (6 CTAs of 256 threads, 48 warps per SM),
-// 64 with it (at least 4 CTAs; the bf16 GELU-tanh and tanh forms spill at 48). Unbounded, nvcc gave
-// up to 44 and 48.
+// __launch_bounds__: at most 48 registers without dropout (5 CTAs of 256 threads, 40 warps per SM;
+// the bf16 forms spill at 40), 64 with it (at least 4 CTAs; the bf16 GELU-tanh and tanh forms spill
+// at 48). Unbounded, nvcc gave up to 44 and 48.
 template <typename T, Act A, bool kDrop>
-__global__ void __launch_bounds__(kElementwiseThreads, kDrop ? 4 : 6)
+__global__ void __launch_bounds__(kElementwiseThreads, kDrop ? 4 : 5)
     bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M, int N, int64_t ld, bool vec,
                     DropoutParams drop) {
   constexpr int kVec = Vec16<T>::kVec;
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kElementwiseThreads, kDrop ? 4 : 6)
   uint64_t stream_id = 0;
   if constexpr (kDrop) stream_id = drop.stream_id();
   VITCUDA_NO_UNROLL
-  for (int m = blockIdx.y; m < M; m += gridDim.y) {
+  for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
     const int64_t at = static_cast<int64_t>(m) * ld + c0;
     Vec16<T> v;
     if (vec) {
@@ -249,14 +249,16 @@ void launch_bias_act_as(const T* in, const T* bias, T* pre_out, T* y, int M, int
   constexpr int kVec = Vec16<T>::kVec;
   check_int_columns("bias_act", N);
   const bool vec = vec16_ok<T>(N, ld, {in, bias, pre_out, y});
-  // Threads over the row's chunks (a multiple of 32, at most 256), blocks over the rest of the row;
-  // grid.y takes enough rows for ~16 blocks per SM of a 132-SM H100, at most 65535 (CUDA's limit),
-  // each block walking its rows with stride grid.y.
+  // threads.x over the row's chunks (a multiple of 32, at most 256), blocks over the rest of the row;
+  // narrow rows stack rows in threads.y so a block stays 256 threads (a 32-thread block would cap
+  // an SM at 32 warps: 32 blocks). grid.y takes enough rows for ~16 blocks per SM of a 132-SM H100,
+  // at most 65535 (CUDA's limit), each block walking its rows with stride grid.y·threads.y.
   const int chunks = ceil_div(N, kVec);
-  const int threads = std::min(kElementwiseThreads, ceil_div(chunks, 32) * 32);
-  const int grid_x = ceil_div(chunks, threads);
-  const int grid_y = std::max(1, std::min({M, 65535, ceil_div(132 * 16, grid_x) * 4}));
-  const dim3 grid(grid_x, grid_y), block(threads);
+  const int tx = std::min(kElementwiseThreads, ceil_div(chunks, 32) * 32);
+  const int ty = kElementwiseThreads / tx;
+  const int grid_x = ceil_div(chunks, tx);
+  const int grid_y = std::max(1, std::min({ceil_div(M, ty), 65535, ceil_div(132 * 16, grid_x) * 4}));
+  const dim3 grid(grid_x, grid_y), block(tx, ty);
   const DropoutParams d = drop.active() ? dropout_params(drop) : DropoutParams{};
   if (drop.active())
     launch(bias_act_kernel<T, A, true>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld, vec, d);
