@@ -19,6 +19,7 @@
 #include "kernels/adamw.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"  // act_forward / act_backward: the linear epilogues
 #include "kernels/softmax_xent.h"
 
 using namespace vitcuda;
@@ -280,6 +281,35 @@ void bench_adamw(benchmark::State& st) {
   st.counters["vs_unfused"] = unfused_s / s;
 }
 
+// ---- the exact-erf GELU epilogues of fc1 [B·197, 3072] with dropout 0.1 -----------------------
+// Fused (one pass: act_forward / act_backward with the dropout spec, what linear_forward and
+// linear_backward run) beside unfused (the activation pass, then the separate dropout op over the
+// output, as before the fusion). Bytes: the fused pass's (forward: read pre, write y; backward:
+// read dy and pre, write dy; the bias-gradient partials are small).
+void bench_gelu_dropout(benchmark::State& st, int64_t B, bool backward) {
+  const int M = int(B * kTokens), N = 3072;
+  const int64_t n = int64_t(M) * N;
+  auto pre = filled<bf16>(n, -3.f, 3.f, 12), y = filled<bf16>(n, -1.f, 1.f, 13);
+  rt::DeviceBuffer<float> db(N);
+  rt::DeviceBuffer<unsigned char> ws(act_backward_workspace_bytes(M, N));
+  const DropoutSpec spec{0.1f, 7, 5};
+  auto run = [&](bool fused) {
+    if (!backward) {
+      act_forward<bf16>(pre.get(), y.get(), Act::GeluErf, M, N, N, nullptr, fused ? spec : DropoutSpec{});
+      if (!fused) dropout<bf16>(y.get(), y.get(), n, spec, nullptr);
+    } else {
+      if (!fused) dropout<bf16>(y.get(), y.get(), n, spec, nullptr);
+      act_backward<bf16, float>(y.get(), pre.get(), Act::GeluErf, M, N, N, db.get(), ws.get(), ws.size(), nullptr,
+                                fused ? spec : DropoutSpec{});
+    }
+  };
+  const double unfused_s = seconds_per_call([&] { run(false); }, 2, 20);
+  const double s = run_timed(st, [&] { run(true); });
+  report(st, (backward ? 3.0 : 2.0) * n * sizeof(bf16), s);
+  st.counters["unfused_ms"] = unfused_s * 1e3;
+  st.counters["vs_unfused"] = unfused_s / s;
+}
+
 void bench_sum_squares(benchmark::State& st) {
   const int64_t n = vit_b_segments().back().offset + vit_b_segments().back().count;
   auto g = filled<float>(n, -1e-3f, 1e-3f, 11);
@@ -314,6 +344,9 @@ void register_all() {
   register_timed("softmax_xent/f32/B256xC1000",
                  [](benchmark::State& st) { bench_softmax_xent<float>(st, bench_batch(256), 1000); });
   register_timed("adamw/f32_master_bf16_params/vit_b", bench_adamw, benchmark::kMillisecond);
+  for (bool backward : {false, true})
+    register_timed(std::string("gelu_erf_dropout/") + (backward ? "backward" : "forward") + "/bf16/fc1_B64x197x3072",
+                   [backward](benchmark::State& st) { bench_gelu_dropout(st, bench_batch(64), backward); });
   register_timed("sum_squares/f32/vit_b_grads", bench_sum_squares);
 }
 

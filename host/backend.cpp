@@ -153,7 +153,7 @@ void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch,
 }
 
 void Backend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
-                             const Tensor& y) {
+                             const Tensor& y, const DropoutSpec& drop) {
   const char* op = "linear_forward";
   defined(op, "x", x);
   defined(op, "w", w);
@@ -166,12 +166,13 @@ void Backend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   require(act == Act::None || pre.defined(), op, "an activation needs the pre-activation buffer");
   numel_is(op, "pre", pre, R * N);
   same_dtype(op, x, {{"w", &w}, {"b", &b}, {"pre", &pre}, {"y", &y}});
-  const OpScope scope(*this, "linear_forward", [&] { return op_cost::linear_forward(x, w, b, act, pre, y); });
-  linear_forward_impl(x, w, b, act, pre, y);
+  require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
+  const OpScope scope(*this, "linear_forward", [&] { return op_cost::linear_forward(x, w, b, act, pre, y, drop); });
+  linear_forward_impl(x, w, b, act, pre, y, drop);
 }
 
 void Backend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
-                              const Tensor& dx, const Tensor& dw, const Tensor& db) {
+                              const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) {
   const char* op = "linear_backward";
   defined(op, "dy", dy);
   defined(op, "w", w);
@@ -187,9 +188,10 @@ void Backend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w
   numel_is(op, "pre", pre, R * N);
   same_dtype(op, dy, {{"x", &x}, {"w", &w}, {"pre", &pre}, {"dx", &dx}});
   same_dtype(op, dw, {{"db", &db}});
+  require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
   const OpScope scope(*this, "linear_backward",
-                      [&] { return op_cost::linear_backward(dy, x, w, act, pre, dx, dw, db); });
-  linear_backward_impl(dy, x, w, act, pre, dx, dw, db);
+                      [&] { return op_cost::linear_backward(dy, x, w, act, pre, dx, dw, db, drop); });
+  linear_backward_impl(dy, x, w, act, pre, dx, dw, db, drop);
 }
 
 void Backend::tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) {

@@ -375,8 +375,7 @@ void Model::forward_staged(bool train, uint64_t seed) {
     // norm2 on mid = res + proj
     be_.layernorm_forward(a.res[l], x.proj, x.mid, w.norm2_w, w.norm2_b, eps, x.ln2, x.ln2_mean, x.ln2_rstd);
     // MLP
-    be_.linear_forward(x.ln2, w.fc1_w, w.fc1_b, gelu, x.fc1_pre, x.fc1);
-    be_.dropout(x.fc1, x.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
+    be_.linear_forward(x.ln2, w.fc1_w, w.fc1_b, gelu, x.fc1_pre, x.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
     be_.linear_forward(x.fc1, w.fc2_w, w.fc2_b, c.mlp_gelu_out ? gelu : Act::None, x.fc2_pre, x.fc2);
     be_.dropout(x.fc2, x.fc2, drop(c.drop_rate, block_site(l, kFc2Drop)));
     be_.drop_path(x.fc2, x.fc2, drop(dpr, block_site(l, kFc2Path)));
@@ -399,9 +398,9 @@ void Model::forward_staged(bool train, uint64_t seed) {
   Tensor feat = features();
   be_.dropout(feat, feat, drop(c.head_drop_rate, kHeadDrop));
   for (size_t j = 0; j < hp.mlp.size(); ++j) {
-    be_.linear_forward(feat, hp.mlp[j].w, hp.mlp[j].b, gelu, h.mlp[j].pre, h.mlp[j].out);
+    be_.linear_forward(feat, hp.mlp[j].w, hp.mlp[j].b, gelu, h.mlp[j].pre, h.mlp[j].out,
+                       drop(c.head_drop_rate, kHeadMlp0 + int(j)));
     feat = h.mlp[j].out;
-    be_.dropout(feat, feat, drop(c.head_drop_rate, kHeadMlp0 + int(j)));
   }
   if (c.pre_logits > 0) {
     be_.linear_forward(feat, hp.pre_logits.w, hp.pre_logits.b, Act::Tanh, h.pre_logits.pre, h.pre_logits.out);
@@ -479,10 +478,10 @@ void Model::backward() {
     dy = dx;
   }
   for (int j = nmlp - 1; j >= 0; --j) {
-    be_.dropout(dy, dy, drop(c.head_drop_rate, kHeadMlp0 + j));
     const Tensor in = j > 0 ? h.mlp[j - 1].out : pooled_feat;
     dx = scratch(in.size(1));
-    be_.linear_backward(dy, in, hp.mlp[j].w, gelu, h.mlp[j].pre, dx, hg.mlp[j].w, hg.mlp[j].b);
+    be_.linear_backward(dy, in, hp.mlp[j].w, gelu, h.mlp[j].pre, dx, hg.mlp[j].w, hg.mlp[j].b,
+                        drop(c.head_drop_rate, kHeadMlp0 + j));
     dy = dx;
   }
   be_.dropout(dy, dy, drop(c.head_drop_rate, kHeadDrop));
@@ -513,16 +512,20 @@ void Model::backward() {
     auto branch_grad = [&](BlockSite path_site, BlockSite drop_site, bool dy_overwritten) {
       const DropoutSpec path = drop(dpr, block_site(l, path_site)), dr = drop(c.drop_rate, block_site(l, drop_site));
       if (path.p <= 0.f && dr.p <= 0.f && !dy_overwritten) return d.res;
-      be_.drop_path(d.res, d.branch, path);
-      be_.dropout(d.branch, d.branch, dr);
+      if (path.p <= 0.f) {  // one pass: the dropout (or, at rate 0, the copy) from d.res
+        be_.dropout(d.res, d.branch, dr);
+      } else {
+        be_.drop_path(d.res, d.branch, path);
+        be_.dropout(d.branch, d.branch, dr);
+      }
       return d.branch;
     };
     // MLP branch
     const Act fc2_act = c.mlp_gelu_out ? gelu : Act::None;
     const Tensor d_fc2 = branch_grad(kFc2Path, kFc2Drop, fc2_act != Act::None);
     be_.linear_backward(d_fc2, x.fc1, w.fc2_w, fc2_act, x.fc2_pre, d.fc1, gw.fc2_w, gw.fc2_b);
-    be_.dropout(d.fc1, d.fc1, drop(c.drop_rate, block_site(l, kFc1Drop)));
-    be_.linear_backward(d.fc1, x.ln2, w.fc1_w, gelu, x.fc1_pre, d.ln, gw.fc1_w, gw.fc1_b);
+    be_.linear_backward(d.fc1, x.ln2, w.fc1_w, gelu, x.fc1_pre, d.ln, gw.fc1_w, gw.fc1_b,
+                        drop(c.drop_rate, block_site(l, kFc1Drop)));
     be_.layernorm_backward(d.ln, x.mid, w.norm2_w, x.ln2_mean, x.ln2_rstd, d.res, gw.norm2_w, gw.norm2_b);
     // attention branch (d.res is now d mid = d res[l] + d proj)
     const Tensor d_proj = branch_grad(kProjPath, kProjDrop, false);

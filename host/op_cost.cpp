@@ -25,20 +25,26 @@ OpCost patch_extract(const Tensor& images, ImageLayout, int, const float*, const
   return {2.0 * numel(cols), bytes(images) + bytes(cols)};  // (x - mean) * (1 / std)
 }
 
-OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y) {
+// Dropout fused into the linear (drop active): its compare and scale per output element; no bytes,
+// the ideal implementation applies it while the output is in registers.
+OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y,
+                      const DropoutSpec& drop) {
   const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
-  const double epilogue = R * N * ((b.defined() ? 1 : 0) + (act != Act::None ? 8 : 0));
+  const double epilogue = R * N * ((b.defined() ? 1 : 0) + (act != Act::None ? 8 : 0) + (drop.active() ? 2 : 0));
   return {2.0 * R * K * N + epilogue, bytes(x) + bytes(w) + bytes(b) + bytes(pre) + bytes(y)};
 }
 
 OpCost linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
-                       const Tensor& dw, const Tensor& db) {
+                       const Tensor& dw, const Tensor& db, const DropoutSpec& drop) {
   const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
   double flops = act != Act::None ? 8.0 * R * N : 0.0;  // dy *= act'(pre)
+  if (drop.active()) flops += 2.0 * R * N;              // dy = dropout(dy)
   if (dx.defined()) flops += 2.0 * R * N * K;
   if (dw.defined()) flops += 2.0 * R * N * K;
   if (db.defined()) flops += R * N;
-  const double act_bytes = act != Act::None ? bytes(pre) + bytes(dy) : 0.0;  // pre read, dy rewritten
+  // pre read (act), dy rewritten (act or dropout)
+  const double act_bytes =
+      (act != Act::None ? bytes(pre) : 0.0) + (act != Act::None || drop.active() ? bytes(dy) : 0.0);
   return {flops, bytes(dy) + bytes(x) + bytes(w) + act_bytes + bytes(dx) + 2 * bytes(dw) + 2 * bytes(db)};
 }
 

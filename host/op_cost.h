@@ -12,9 +12,10 @@ OpCost copy(const Tensor& src, const Tensor& dst);
 OpCost add(const Tensor& a, const Tensor& b, const Tensor& out);
 OpCost patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
                      const Tensor& cols);
-OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y);
+OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y,
+                      const DropoutSpec& drop = DropoutSpec{});
 OpCost linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
-                       const Tensor& dw, const Tensor& db);
+                       const Tensor& dw, const Tensor& db, const DropoutSpec& drop = DropoutSpec{});
 OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out);
 OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos);
 OpCost layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,

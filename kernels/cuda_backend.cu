@@ -155,7 +155,7 @@ class CudaBackend final : public Backend {
   }
 
   void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
-                           const Tensor& y) override {
+                           const Tensor& y, const DropoutSpec& drop) override {
     const char* op = "linear_forward";
     const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
     dispatch(op, x, [&](auto tag) {
@@ -163,12 +163,12 @@ class CudaBackend final : public Backend {
       const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
       const size_t ws = linear_workspace_bytes(r, k, n);
       vitcuda::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), r, k, n, workspace(ws), ws,
-                                 stream_);
+                                 stream_, drop);
     });
   }
 
   void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
-                            const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+                            const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) override {
     const char* op = "linear_backward";
     const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
     dtype_is(op, "dw", dw, DType::F32);
@@ -178,7 +178,7 @@ class CudaBackend final : public Backend {
       const int r = narrow(op, "rows", R), k = narrow(op, "K", K), n = narrow(op, "N", N);
       const size_t ws = linear_workspace_bytes(r, k, n);
       vitcuda::linear_backward<T, float>(p<T>(dy), p<T>(x), p<T>(w), act, p<T>(pre), p<T>(dx), p<float>(dw),
-                                         p<float>(db), r, k, n, workspace(ws), ws, stream_);
+                                         p<float>(db), r, k, n, workspace(ws), ws, stream_, drop);
     });
   }
 

@@ -9,6 +9,7 @@
 
 #include <cuda_bf16.h>
 
+#include "kernels/philox.h"
 #include "kernels/runtime.h"
 #include "vitcuda/backend.h"
 
@@ -18,6 +19,12 @@ VITCUDA_KERNELS_BEGIN
 // y[i] = keep(i) ? x[i]·(1/(1-p)) : 0 over n elements, keep(i) = dropout_keep(seed, stream, i,
 // dropout_threshold(p)). y may alias x (exactly; a partial overlap is refused). p == 0 copies
 // (nothing to do when y == x). p must lie in [0, 1).
+// The kernels' form of a DropoutSpec: seed, stream, the stream-offset pointer (read by the
+// kernels, on the device), threshold and scale. Also what the fused linear epilogues take
+// (kernels/gemm.h).
+DropoutParams dropout_params(const DropoutSpec& spec);
+
+// With spec.stream_offset set, the stream is spec.stream + *spec.stream_offset, read by the kernel.
 template <typename T>
 void dropout(const T* x, T* y, int64_t n, const DropoutSpec& spec, rt::Stream stream);
 

@@ -18,18 +18,22 @@ VITCUDA_KERNELS_BEGIN
 // ------------------------------------------------------------------------------------------
 
 // Vectors [0, n_vec) of kVec elements (n_vec = 0 when a pointer is not 16-byte aligned), then
-// the rest element by element. No __restrict__: out may be a or b.
+// the rest element by element. No __restrict__: out may be a or b. The grid-stride loops here
+// carry VITCUDA_NO_UNROLL: unrolled, nvcc computes their 64-bit trip count with a 64-bit
+// division (the div64 gate), for no gain in a loop that waits on memory.
 template <typename T>
 __global__ void add_kernel(const T* a, const T* b, T* out, int64_t n, int64_t n_vec) {
   constexpr int kVec = Vec16<T>::kVec;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  VITCUDA_NO_UNROLL
   for (int64_t i = tid; i < n_vec; i += stride) {
     const Vec16<T> va = load_vec16(a + i * kVec), vb = load_vec16(b + i * kVec);
     Vec16<T> vo;
     for (int k = 0; k < kVec; ++k) vo.v[k] = from_float<T>(to_float(va.v[k]) + to_float(vb.v[k]));
     store_vec16(out + i * kVec, vo);
   }
+  VITCUDA_NO_UNROLL
   for (int64_t i = n_vec * kVec + tid; i < n; i += stride) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
@@ -38,6 +42,7 @@ template <typename Src, typename Dst>
 __global__ void convert_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n, int64_t n_vec8) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  VITCUDA_NO_UNROLL
   for (int64_t i = tid; i < n_vec8; i += stride) {
     Src in[8];
     Dst out[8];
@@ -52,6 +57,7 @@ __global__ void convert_kernel(const Src* __restrict__ src, Dst* __restrict__ ds
       store_vec16(dst + i * 8 + h, v);
     }
   }
+  VITCUDA_NO_UNROLL
   for (int64_t i = n_vec8 * 8 + tid; i < n; i += stride) dst[i] = from_float<Dst>(to_float(src[i]));
 }
 

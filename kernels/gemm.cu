@@ -9,11 +9,15 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <climits>
+#include <initializer_list>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/dropout.h"  // dropout_params: the fused dropout of the epilogues
+#include "kernels/vec.cuh"
 // act_value / act_derivative_value: the activation formulas of the CPU reference, in both builds
 // and on the host (the emulated cuBLASLt epilogue).
 #include "kernels/activation.h"
@@ -50,61 +54,154 @@ size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
 
+// One thread per 16-byte chunk of a row (kVec = 8 bf16 or 4 fp32 columns from c0), grid.x over
+// the column chunks and grid.y (with threadIdx.y) walking the rows: (row, column) without any
+// division, 16-byte loads and stores when `vec` (N and ld multiples of kVec, every pointer 16-byte
+// aligned), else the same chunk element by element. The rows loop (grid-stride in y).
 // p = in[m, n] (+ bias[n]); with pre_out the rounded p is stored there and is what act sees (so
-// backward differentiates at exactly the stored pre-activation); y = act(p). in may alias pre_out
-// or y. Elementwise and memory-bound: consecutive threads take consecutive columns, so every
-// access is coalesced.
-template <typename T, Act A>
-__global__ void bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M, int N, int64_t ld) {
-  const int64_t total = static_cast<int64_t>(M) * N;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t m = i / N;
-    const int n = static_cast<int>(i - m * N);
-    const int64_t at = m * ld + n;
-    float p = to_float(in[at]);
-    if (bias) p += to_float(bias[n]);
-    if (pre_out) {
-      const T stored = from_float<T>(p);
-      pre_out[at] = stored;
-      p = to_float(stored);
+// backward differentiates at exactly the stored pre-activation); y = act(p) rounded to T, then,
+// with kDrop, dropout of that stored value: keep(m·N + n) ? y·scale : 0, rounded to T — the bits
+// of the separate dropout op over the [M, N] output (kernels/dropout.cu). in may alias pre_out or
+// y.
+// __launch_bounds__: at most 48 registers without dropout (5 CTAs of 256 threads, 40 warps per SM;
+// the bf16 forms spill at 40), 64 with it (at least 4 CTAs; the bf16 GELU-tanh and tanh forms spill
+// at 48). Unbounded, nvcc gave up to 44 and 48.
+template <typename T, Act A, bool kDrop>
+__global__ void __launch_bounds__(kElementwiseThreads, kDrop ? 4 : 5)
+    bias_act_kernel(const T* in, const T* __restrict__ bias, T* pre_out, T* y, int M, int N, int64_t ld, bool vec,
+                    DropoutParams drop) {
+  constexpr int kVec = Vec16<T>::kVec;
+  const int c0 = (blockIdx.x * blockDim.x + threadIdx.x) * kVec;  // the launcher checks N + kVec·threads fits
+  if (c0 >= N) return;
+  const int valid = min(kVec, N - c0);
+  float bv[kVec];
+  VITCUDA_UNROLL
+  for (int k = 0; k < kVec; ++k) bv[k] = 0.f;
+  if (bias) {
+    if (vec) {
+      const Vec16<T> b = load_vec16(bias + c0);
+      VITCUDA_UNROLL
+      for (int k = 0; k < kVec; ++k) bv[k] = to_float(b.v[k]);
+    } else {
+      VITCUDA_UNROLL
+      for (int k = 0; k < kVec; ++k)
+        if (k < valid) bv[k] = to_float(bias[c0 + k]);
     }
-    y[at] = from_float<T>(act_value<A>(p));
+  }
+  uint64_t stream_id = 0;
+  if constexpr (kDrop) stream_id = drop.stream_id();
+  VITCUDA_NO_UNROLL
+  for (int m = blockIdx.y * blockDim.y + threadIdx.y; m < M; m += gridDim.y * blockDim.y) {
+    const int64_t at = static_cast<int64_t>(m) * ld + c0;
+    Vec16<T> v;
+    if (vec) {
+      v = load_vec16(in + at);
+    } else {
+      VITCUDA_UNROLL
+      for (int k = 0; k < kVec; ++k) v.v[k] = k < valid ? in[at + k] : from_float<T>(0.f);
+    }
+    uint32_t keep = 0;
+    if constexpr (kDrop) keep = dropout_keep_bits<kVec>(drop, stream_id, static_cast<uint64_t>(m) * N + c0);
+    Vec16<T> pv, yv;
+    VITCUDA_UNROLL
+    for (int k = 0; k < kVec; ++k) {
+      float p = to_float(v.v[k]);
+      if (bias) p += bv[k];  // not + 0.f without a bias: -0 stays -0, as in the reference
+      pv.v[k] = from_float<T>(p);
+      if (pre_out) p = to_float(pv.v[k]);
+      yv.v[k] = from_float<T>(act_value<A>(p));
+      if constexpr (kDrop)
+        yv.v[k] = (keep >> k) & 1u ? from_float<T>(to_float(yv.v[k]) * drop.scale) : from_float<T>(0.f);
+    }
+    if (vec) {
+      if (pre_out) store_vec16(pre_out + at, pv);
+      store_vec16(y + at, yv);
+    } else {
+      VITCUDA_UNROLL
+      for (int k = 0; k < kVec; ++k)
+        if (k < valid) {
+          if (pre_out) pre_out[at + k] = pv.v[k];
+          y[at + k] = yv.v[k];
+        }
+    }
   }
 }
 
-// Block (32, 8) covers columns blockIdx.x·32 .. +32 and rows of chunk blockIdx.y. Each thread
-// walks its column down the chunk (stride 8 rows): dz ⊙= act'(pre) when kApply (written back,
-// rounded to T), and sums the stored values in fp32. The 8 partial sums of a column are added in
-// row order through shared memory and written to partials[chunk][col]; a second kernel adds the
-// chunks in order. No atomics: the result is bitwise reproducible.
-template <typename T, Act A, bool kApply>
-__global__ void act_backward_colsum_kernel(T* dz, const T* __restrict__ pre, int M, int N, int64_t ld,
-                                           int rows_per_chunk, float* __restrict__ partials) {
-  __shared__ float part[kColsumRows][kColsumCols];
-  const int col = blockIdx.x * kColsumCols + threadIdx.x;
+// Block (32, 8): thread x covers the kVec columns c0 = (blockIdx.x·32 + x)·kVec .. + kVec (16-byte
+// accesses when `vec`, as bias_act_kernel), thread y every 8th row of chunk blockIdx.y. Each
+// thread walks its columns down the chunk: with kDrop, dz ← dropout(dz) (keep(r·N + c), rounded to
+// T as the separate dropout op stores it); when A != None, dz ⊙= act'(pre) (rounded to T); the
+// result is written back when either applies, and the stored values are summed in fp32. The 8
+// partial sums of a column are added in row order through shared memory and written to
+// partials[chunk][col]; a second kernel adds the chunks in order. No atomics: the result is bitwise
+// reproducible.
+// __launch_bounds__(256, 4): at most 64 registers (32 warps per SM, each thread with two 16-byte
+// loads in flight); unbounded, the activation forms took 58-72 (3 CTAs).
+template <typename T, Act A, bool kDrop>
+__global__ void __launch_bounds__(kColsumCols* kColsumRows, 4)
+    act_backward_colsum_kernel(T* dz, const T* __restrict__ pre, int M, int N, int64_t ld, int rows_per_chunk,
+                               float* __restrict__ partials, bool vec, DropoutParams drop) {
+  constexpr int kVec = Vec16<T>::kVec;
+  constexpr bool kWrite = A != Act::None || kDrop;
+  __shared__ float part[kColsumRows][kVec][kColsumCols];  // [row][k][x]: conflict-free
+  const int c0 = (blockIdx.x * kColsumCols + threadIdx.x) * kVec;
+  const int valid = min(kVec, N - c0);  // <= 0: no column of this thread
   const int row0 = blockIdx.y * rows_per_chunk;
   const int row1 = min(M, row0 + rows_per_chunk);
-  float sum = 0.f;
-  if (col < N) {
+  uint64_t stream_id = 0;
+  if constexpr (kDrop) stream_id = drop.stream_id();
+  float sum[kVec];
+  VITCUDA_UNROLL
+  for (int k = 0; k < kVec; ++k) sum[k] = 0.f;
+  if (valid > 0) {
+    VITCUDA_NO_UNROLL
     for (int r = row0 + threadIdx.y; r < row1; r += kColsumRows) {
-      const int64_t at = static_cast<int64_t>(r) * ld + col;
-      float v = to_float(dz[at]);
-      if constexpr (kApply) {
-        const T stored = from_float<T>(v * act_derivative_value<A>(to_float(pre[at])));
-        dz[at] = stored;
-        v = to_float(stored);
+      const int64_t at = static_cast<int64_t>(r) * ld + c0;
+      Vec16<T> v, pv;
+      if (vec) {
+        v = load_vec16(dz + at);
+        if constexpr (A != Act::None) pv = load_vec16(pre + at);
+      } else {
+        VITCUDA_UNROLL
+        for (int k = 0; k < kVec; ++k) {
+          v.v[k] = k < valid ? dz[at + k] : from_float<T>(0.f);
+          if constexpr (A != Act::None) pv.v[k] = k < valid ? pre[at + k] : from_float<T>(0.f);
+        }
       }
-      sum += v;
+      if constexpr (kWrite) {
+        uint32_t keep = 0;
+        if constexpr (kDrop) keep = dropout_keep_bits<kVec>(drop, stream_id, static_cast<uint64_t>(r) * N + c0);
+        VITCUDA_UNROLL
+        for (int k = 0; k < kVec; ++k) {
+          float g = to_float(v.v[k]);
+          if constexpr (kDrop) g = (keep >> k) & 1u ? to_float(from_float<T>(g * drop.scale)) : 0.f;
+          if constexpr (A != Act::None) g *= act_derivative_value<A>(to_float(pv.v[k]));
+          v.v[k] = from_float<T>(g);
+        }
+        if (vec) {
+          store_vec16(dz + at, v);
+        } else {
+          VITCUDA_UNROLL
+          for (int k = 0; k < kVec; ++k)
+            if (k < valid) dz[at + k] = v.v[k];
+        }
+      }
+      VITCUDA_UNROLL
+      for (int k = 0; k < kVec; ++k) sum[k] += to_float(v.v[k]);
     }
   }
   if (partials == nullptr) return;  // uniform over the block: no barrier is skipped by some
-  part[threadIdx.y][threadIdx.x] = sum;
+  VITCUDA_UNROLL
+  for (int k = 0; k < kVec; ++k) part[threadIdx.y][k][threadIdx.x] = sum[k];
   __syncthreads();
-  if (threadIdx.y == 0 && col < N) {
-    float s = 0.f;
-    for (int j = 0; j < kColsumRows; ++j) s += part[j][threadIdx.x];
-    partials[static_cast<size_t>(blockIdx.y) * N + col] = s;
+  if (threadIdx.y == 0 && valid > 0) {
+    VITCUDA_UNROLL
+    for (int k = 0; k < kVec; ++k) {
+      float s = 0.f;
+      VITCUDA_UNROLL
+      for (int j = 0; j < kColsumRows; ++j) s += part[j][k][threadIdx.x];
+      if (k < valid) partials[static_cast<size_t>(blockIdx.y) * N + c0 + k] = s;
+    }
   }
 }
 
@@ -127,63 +224,93 @@ namespace {
 
 size_t type_size(GemmType t) { return t == GemmType::F32 ? 4 : 2; }
 
-int elementwise_blocks(int64_t total) {
-  // Grid-stride loop: a few waves of 256-thread blocks on a 132-SM H100 is enough to saturate
-  // HBM; more blocks only add scheduling.
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>((total + kElementwiseThreads - 1) / kElementwiseThreads, 132 * 16)));
-}
-
 int colsum_rows_per_chunk(int M) { return std::max(kColsumMinRowsPerChunk, ceil_div(M, kColsumMaxChunks)); }
 int colsum_chunks(int M) { return std::max(1, ceil_div(M, colsum_rows_per_chunk(M))); }
 
+// 16-byte accesses for the [M, N] matrix with leading dimension ld at these pointers?
+template <typename T>
+bool vec16_ok(int N, int64_t ld, std::initializer_list<const void*> ptrs) {
+  constexpr int kVec = Vec16<T>::kVec;
+  if (N % kVec != 0 || ld % kVec != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned_to(p, 16)) return false;
+  return true;
+}
+
+void check_int_columns(const char* op, int N) {
+  // c0 = (block·threads + thread)·kVec must stay an int: N plus one block of columns.
+  if (N > INT_MAX - kElementwiseThreads * 8)
+    throw Error(std::string(op) + ": N is too large for 32-bit column indices");
+}
+
+template <typename T, Act A>
+void launch_bias_act_as(const T* in, const T* bias, T* pre_out, T* y, int M, int N, int64_t ld, const DropoutSpec& drop,
+                        rt::Stream stream) {
+  constexpr int kVec = Vec16<T>::kVec;
+  check_int_columns("bias_act", N);
+  const bool vec = vec16_ok<T>(N, ld, {in, bias, pre_out, y});
+  // threads.x over the row's chunks (a multiple of 32, at most 256), blocks over the rest of the row;
+  // narrow rows stack rows in threads.y so a block stays 256 threads (a 32-thread block would cap
+  // an SM at 32 warps: 32 blocks). grid.y takes enough rows for ~16 blocks per SM of a 132-SM H100,
+  // at most 65535 (CUDA's limit), each block walking its rows with stride grid.y·threads.y.
+  const int chunks = ceil_div(N, kVec);
+  const int tx = std::min(kElementwiseThreads, ceil_div(chunks, 32) * 32);
+  const int ty = kElementwiseThreads / tx;
+  const int grid_x = ceil_div(chunks, tx);
+  const int grid_y = std::max(1, std::min({ceil_div(M, ty), 65535, ceil_div(132 * 16, grid_x) * 4}));
+  const dim3 grid(grid_x, grid_y), block(tx, ty);
+  const DropoutParams d = drop.active() ? dropout_params(drop) : DropoutParams{};
+  if (drop.active())
+    launch(bias_act_kernel<T, A, true>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld, vec, d);
+  else
+    launch(bias_act_kernel<T, A, false>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld, vec, d);
+}
+
+// y = dropout(act(in + bias)) over [M, N] (dropout when drop is active).
 template <typename T>
 void launch_bias_act(const T* in, const T* bias, T* pre_out, T* y, Act act, int M, int N, int64_t ld,
-                     rt::Stream stream) {
-  const dim3 grid(elementwise_blocks(static_cast<int64_t>(M) * N)), block(kElementwiseThreads);
+                     const DropoutSpec& drop, rt::Stream stream) {
+  if (M == 0 || N == 0) return;
   switch (act) {
-    case Act::None:
-      launch(bias_act_kernel<T, Act::None>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
-      break;
-    case Act::GeluErf:
-      launch(bias_act_kernel<T, Act::GeluErf>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
-      break;
-    case Act::GeluTanh:
-      launch(bias_act_kernel<T, Act::GeluTanh>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
-      break;
-    case Act::Tanh:
-      launch(bias_act_kernel<T, Act::Tanh>, grid, block, 0, stream, in, bias, pre_out, y, M, N, ld);
-      break;
+    case Act::None: launch_bias_act_as<T, Act::None>(in, bias, pre_out, y, M, N, ld, drop, stream); break;
+    case Act::GeluErf: launch_bias_act_as<T, Act::GeluErf>(in, bias, pre_out, y, M, N, ld, drop, stream); break;
+    case Act::GeluTanh: launch_bias_act_as<T, Act::GeluTanh>(in, bias, pre_out, y, M, N, ld, drop, stream); break;
+    case Act::Tanh: launch_bias_act_as<T, Act::Tanh>(in, bias, pre_out, y, M, N, ld, drop, stream); break;
   }
 }
 
-// dz ⊙= act'(pre) (apply) and/or the column sums of dz into bias_grad (when given); the partials
-// go to `partials` (colsum_chunks(M)·N floats).
+template <typename T, Act A>
+void launch_colsum_as(T* dz, const T* pre, int M, int N, int64_t ld, float* out, const DropoutSpec& drop,
+                      rt::Stream stream) {
+  constexpr int kVec = Vec16<T>::kVec;
+  check_int_columns("act_backward", N);
+  const bool vec = vec16_ok<T>(N, ld, {dz, A == Act::None ? nullptr : pre});
+  const int rpc = colsum_rows_per_chunk(M), chunks = colsum_chunks(M);
+  const dim3 grid(ceil_div(N, kColsumCols * kVec), chunks), block(kColsumCols, kColsumRows);
+  const DropoutParams d = drop.active() ? dropout_params(drop) : DropoutParams{};
+  if (drop.active())
+    launch(act_backward_colsum_kernel<T, A, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out, vec, d);
+  else
+    launch(act_backward_colsum_kernel<T, A, false>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out, vec, d);
+}
+
+// dz ← dropout(dz) (drop active), dz ⊙= act'(pre) (act != None), and/or the column sums of dz into
+// bias_grad (when given); the partials go to `partials` (colsum_chunks(M)·N floats).
 template <typename T, typename TG>
 void launch_act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, float* partials,
-                         rt::Stream stream) {
-  const bool apply = act != Act::None;
-  if (!apply && !bias_grad) return;
-  const int rpc = colsum_rows_per_chunk(M), chunks = colsum_chunks(M);
-  const dim3 grid(ceil_div(N, kColsumCols), chunks), block(kColsumCols, kColsumRows);
+                         rt::Stream stream, const DropoutSpec& drop = DropoutSpec{}) {
+  if (act == Act::None && !drop.active() && !bias_grad) return;
+  if (M == 0 || N == 0) return;
   float* out = bias_grad ? partials : nullptr;
   switch (act) {
-    case Act::None:
-      launch(act_backward_colsum_kernel<T, Act::None, false>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
-      break;
-    case Act::GeluErf:
-      launch(act_backward_colsum_kernel<T, Act::GeluErf, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
-      break;
-    case Act::GeluTanh:
-      launch(act_backward_colsum_kernel<T, Act::GeluTanh, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
-      break;
-    case Act::Tanh:
-      launch(act_backward_colsum_kernel<T, Act::Tanh, true>, grid, block, 0, stream, dz, pre, M, N, ld, rpc, out);
-      break;
+    case Act::None: launch_colsum_as<T, Act::None>(dz, pre, M, N, ld, out, drop, stream); break;
+    case Act::GeluErf: launch_colsum_as<T, Act::GeluErf>(dz, pre, M, N, ld, out, drop, stream); break;
+    case Act::GeluTanh: launch_colsum_as<T, Act::GeluTanh>(dz, pre, M, N, ld, out, drop, stream); break;
+    case Act::Tanh: launch_colsum_as<T, Act::Tanh>(dz, pre, M, N, ld, out, drop, stream); break;
   }
   if (bias_grad) {
     launch(bias_grad_accumulate_kernel<TG>, dim3(ceil_div(N, 256)), dim3(256), 0, stream,
-           static_cast<const float*>(partials), chunks, N, bias_grad);
+           static_cast<const float*>(partials), colsum_chunks(M), N, bias_grad);
   }
 }
 
@@ -495,10 +622,11 @@ void plain_matmul(const GemmArgs& a, void* d, const void* bias, rt::Stream strea
     if (lt_matmul(a, call, stream)) {
       if (a.d_type == GemmType::F32)
         launch_bias_act<float>(static_cast<float*>(d), static_cast<const float*>(bias), nullptr, static_cast<float*>(d),
-                               Act::None, a.M, a.N, a.ldd, stream);
+                               Act::None, a.M, a.N, a.ldd, DropoutSpec{}, stream);
       else
         launch_bias_act<__nv_bfloat16>(static_cast<__nv_bfloat16*>(d), static_cast<const __nv_bfloat16*>(bias), nullptr,
-                                       static_cast<__nv_bfloat16*>(d), Act::None, a.M, a.N, a.ldd, stream);
+                                       static_cast<__nv_bfloat16*>(d), Act::None, a.M, a.N, a.ldd, DropoutSpec{},
+                                       stream);
       return;
     }
   }
@@ -531,6 +659,9 @@ void validate(const GemmArgs& a) {
   if (a.batch > 1 && a.epilogue != GemmEpilogue::None) fail("batch > 1 is supported with epilogue None only");
   if (a.bias && !aligned(a.bias, ed)) fail("bias is not aligned to its element size");
   if (a.aux && !aligned(a.aux, ed)) fail("aux is not aligned to its element size");
+  if (!(a.drop.p >= 0.f && a.drop.p < 1.f)) fail("drop.p must lie in [0, 1)");
+  if (a.drop.active() && (a.epilogue != GemmEpilogue::BiasAct || a.batch != 1))
+    fail("dropout (drop) is an epilogue of BiasAct, unbatched");
   switch (a.epilogue) {
     case GemmEpilogue::None:
       if (a.act != Act::None) fail("epilogue None takes act None (use BiasAct)");
@@ -588,8 +719,19 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
     case GemmEpilogue::None: plain_matmul(a, a.D, a.bias, stream); return;
 
     case GemmEpilogue::BiasAct: {
+      // The dropout pass alone, in place on D, when the activation did not run as our kernel.
+      auto dropout_d = [&] {
+        if (!a.drop.active()) return;
+        if (bf16)
+          launch_bias_act<__nv_bfloat16>(static_cast<__nv_bfloat16*>(a.D), nullptr, nullptr,
+                                         static_cast<__nv_bfloat16*>(a.D), Act::None, a.M, a.N, a.ldd, a.drop, stream);
+        else
+          launch_bias_act<float>(static_cast<float*>(a.D), nullptr, nullptr, static_cast<float*>(a.D), Act::None, a.M,
+                                 a.N, a.ldd, a.drop, stream);
+      };
       if (a.act == Act::None) {
         plain_matmul(a, a.D, a.bias, stream);
+        dropout_d();
         return;
       }
       // cuBLASLt's GELU_AUX epilogues need the aux leading dimension to be a multiple of 8 and
@@ -600,15 +742,18 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
         call.d = a.D;
         call.bias = a.bias;
         call.aux = a.aux;
-        if (lt_matmul(a, call, stream)) return;
+        if (lt_matmul(a, call, stream)) {
+          dropout_d();
+          return;
+        }
       }
       plain_matmul(a, a.aux, a.bias, stream);  // aux = pre-activation
       if (bf16)
         launch_bias_act<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(a.aux), nullptr, nullptr,
-                                       static_cast<__nv_bfloat16*>(a.D), a.act, a.M, a.N, a.ldd, stream);
+                                       static_cast<__nv_bfloat16*>(a.D), a.act, a.M, a.N, a.ldd, a.drop, stream);
       else
         launch_bias_act<float>(static_cast<const float*>(a.aux), nullptr, nullptr, static_cast<float*>(a.D), a.act, a.M,
-                               a.N, a.ldd, stream);
+                               a.N, a.ldd, a.drop, stream);
       return;
     }
 
@@ -677,18 +822,19 @@ void gemm(const GemmArgs& a, rt::Stream stream) {
 }
 
 template <typename T>
-void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stream stream) {
+void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stream stream, const DropoutSpec& drop) {
   if (M < 0 || N < 0) throw Error("act_forward: M and N must be >= 0");
   if (M == 0 || N == 0) return;
   if (!pre) throw Error("act_forward: pre is null");
   if (!y) throw Error("act_forward: y is null");
   if (ld < N) throw Error("act_forward: ld is less than N");
-  launch_bias_act<T>(pre, nullptr, nullptr, y, act, M, N, ld, stream);
+  if (!(drop.p >= 0.f && drop.p < 1.f)) throw Error("act_forward: dropout p must lie in [0, 1)");
+  launch_bias_act<T>(pre, nullptr, nullptr, y, act, M, N, ld, drop, stream);
 }
 
 template <typename T, typename TG>
 void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, void* workspace,
-                  size_t workspace_bytes, rt::Stream stream) {
+                  size_t workspace_bytes, rt::Stream stream, const DropoutSpec& drop) {
   if (M < 0 || N < 0) throw Error("act_backward: M and N must be >= 0");
   if (M == 0 || N == 0) return;
   if (!dz) throw Error("act_backward: dz is null");
@@ -702,17 +848,19 @@ void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bi
                   std::to_string(need) + " bytes needed");
     if (!aligned(workspace, alignof(float))) throw Error("act_backward: workspace is misaligned");
   }
-  launch_act_backward<T, TG>(dz, pre, act, M, N, ld, bias_grad, static_cast<float*>(workspace), stream);
+  if (!(drop.p >= 0.f && drop.p < 1.f)) throw Error("act_backward: dropout p must lie in [0, 1)");
+  launch_act_backward<T, TG>(dz, pre, act, M, N, ld, bias_grad, static_cast<float*>(workspace), stream, drop);
 }
 
-template void act_forward<float>(const float*, float*, Act, int, int, int64_t, rt::Stream);
-template void act_forward<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, Act, int, int, int64_t, rt::Stream);
+template void act_forward<float>(const float*, float*, Act, int, int, int64_t, rt::Stream, const DropoutSpec&);
+template void act_forward<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, Act, int, int, int64_t, rt::Stream,
+                                         const DropoutSpec&);
 template void act_backward<float, float>(float*, const float*, Act, int, int, int64_t, float*, void*, size_t,
-                                         rt::Stream);
+                                         rt::Stream, const DropoutSpec&);
 template void act_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, Act, int, int, int64_t, float*,
-                                                 void*, size_t, rt::Stream);
+                                                 void*, size_t, rt::Stream, const DropoutSpec&);
 template void act_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, Act, int, int, int64_t,
-                                                         __nv_bfloat16*, void*, size_t, rt::Stream);
+                                                         __nv_bfloat16*, void*, size_t, rt::Stream, const DropoutSpec&);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -83,6 +83,12 @@ struct GemmArgs {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
+  // BiasAct only (unbatched): D = dropout(act(pre)) when drop is active, the mask that of
+  // Backend::dropout with this spec over the [M, N] output (element m·N + n), applied to D as
+  // stored. With the exact-erf GELU or tanh it rides in the activation kernel; after cuBLASLt's
+  // fused GELU-tanh or with act None it is one extra in-place pass over D.
+  DropoutSpec drop;
+
   // false: never use cuBLASLt's fused epilogues, run them as project kernels (tests compare the
   // two paths; also the automatic fallback when cuBLASLt has no algorithm for the fused form).
   bool fuse_epilogue = true;
@@ -122,17 +128,21 @@ size_t gemm_workspace_bytes(const GemmArgs& args);
 void gemm(const GemmArgs& args, rt::Stream stream);
 
 // ---- the epilogue kernels, usable alone -----------------------------------------------------
-// y[m, n] = act(pre[m, n]) over an [M, N] matrix with leading dimension ld (T: float or bf16).
+// y[m, n] = act(pre[m, n]) over an [M, N] matrix with leading dimension ld (T: float or bf16); with
+// drop active, then dropout of the stored y (the mask of Backend::dropout at element m·N + n).
 template <typename T>
-void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stream stream);
+void act_forward(const T* pre, T* y, Act act, int M, int N, int64_t ld, rt::Stream stream,
+                 const DropoutSpec& drop = DropoutSpec{});
 
 // dz[m, n] ⊙= act'(pre[m, n]) in place (act = None leaves dz as is) and, with bias_grad,
 // bias_grad[n] += Σ_m dz[m, n] (after the product, as stored in T), summed in a fixed order:
-// deterministic. TG: float or T. Needs act_backward_workspace_bytes(M, N) of workspace when
-// bias_grad is given.
+// deterministic. With drop active, dz[m, n] first goes through dropout (the mask of
+// Backend::dropout with that spec at element m·N + n, the dropped-out value rounded to T as that op
+// stores it): the backward of y = dropout(act(pre)), in the same pass. TG: float or T. Needs
+// act_backward_workspace_bytes(M, N) of workspace when bias_grad is given.
 template <typename T, typename TG>
 void act_backward(T* dz, const T* pre, Act act, int M, int N, int64_t ld, TG* bias_grad, void* workspace,
-                  size_t workspace_bytes, rt::Stream stream);
+                  size_t workspace_bytes, rt::Stream stream, const DropoutSpec& drop = DropoutSpec{});
 size_t act_backward_workspace_bytes(int M, int N);
 
 VITCUDA_KERNELS_END

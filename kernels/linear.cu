@@ -1,7 +1,10 @@
 // vitcuda — linear forward/backward: three GEMMs and the activation epilogues of kernels/gemm.h.
-//   forward            y = act(x·wᵀ + b)   one GEMM; bias fused, GELU-tanh fused (cuBLASLt), erf
-//                                          GELU / tanh one extra elementwise pass (gemm.h)
-//   backward, act      dy ⊙= act'(pre), db += Σ dy   one fused elementwise + column-sum pass
+//   forward            y = drop(act(x·wᵀ + b))  one GEMM; bias fused, GELU-tanh fused (cuBLASLt), erf
+//                                          GELU / tanh one extra elementwise pass (gemm.h) that
+//                                          also applies the dropout (an extra in-place pass after
+//                                          cuBLASLt's GELU-tanh or without an activation)
+//   backward, act      dy ← act'(pre) ⊙ drop(dy), db += Σ dy   one fused elementwise + column-sum
+//                                          pass (also when only the dropout applies)
 //   backward, dx       dx = dy·w            GEMM [R, N]·[N, K]
 //   backward, dw (db)  dw += dyᵀ·x          GEMM with beta = 1 into TG; without an activation the
 //                                          bias gradient rides on it (cuBLASLt BGRADB)
@@ -33,6 +36,11 @@ void check_workspace(const char* op, const void* ws, size_t bytes, int R, int K,
                 std::to_string(need) + " bytes needed (linear_workspace_bytes)");
 }
 
+void check_drop(const char* op, const DropoutSpec& drop) {
+  if (!(drop.p >= 0.f && drop.p < 1.f))
+    throw Error(std::string(op) + ": dropout p must lie in [0, 1), got " + std::to_string(drop.p));
+}
+
 // Re-throws a gemm() error with the linear op and the GEMM's role in front.
 template <typename Fn>
 void run_gemm(const char* op, const char* role, Fn fn) {
@@ -59,13 +67,14 @@ size_t linear_workspace_bytes(int R, int K, int N) {
 
 template <typename T>
 void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int R, int K, int N, void* workspace,
-                    size_t workspace_bytes, rt::Stream stream) {
+                    size_t workspace_bytes, rt::Stream stream, const DropoutSpec& drop) {
   constexpr const char* op = "linear_forward";
   check_sizes(op, R, K, N);
   require(op, x, "x");
   require(op, w, "w");
   require(op, y, "y");
   if (act != Act::None) require(op, pre, "pre (needed when act != None)");
+  check_drop(op, drop);
   check_workspace(op, workspace, workspace_bytes, R, K, N);
   if (R == 0) return;
   // y = x · wᵀ
@@ -75,26 +84,29 @@ void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, i
   g.act = act;
   g.bias = b;
   g.aux = act == Act::None ? nullptr : pre;
-  run_gemm(op, "y = act(x·wᵀ + b)", [&] { gemm(g, stream); });
+  g.drop = drop;
+  if (drop.active()) g.epilogue = GemmEpilogue::BiasAct;  // act None: bias, then the dropout pass
+  run_gemm(op, "y = drop(act(x·wᵀ + b))", [&] { gemm(g, stream); });
 }
 
 template <typename T, typename TG>
 void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, TG* dw, TG* db, int R, int K, int N,
-                     void* workspace, size_t workspace_bytes, rt::Stream stream) {
+                     void* workspace, size_t workspace_bytes, rt::Stream stream, const DropoutSpec& drop) {
   constexpr const char* op = "linear_backward";
   check_sizes(op, R, K, N);
   require(op, dy, "dy");
   if (act != Act::None) require(op, pre, "pre (needed when act != None)");
   if (dx) require(op, w, "w (needed for dx)");
   if (dw) require(op, x, "x (needed for dw)");
+  check_drop(op, drop);
   check_workspace(op, workspace, workspace_bytes, R, K, N);
   if (R == 0) return;
 
-  // 1. dy ⊙= act'(pre), with db += Σ dy in the same pass.
+  // 1. dy ← act'(pre) ⊙ dropout(dy), with db += Σ dy in the same pass.
   bool db_done = false;
-  if (act != Act::None) {
-    run_gemm(op, "dy ⊙= act'(pre)",
-             [&] { act_backward<T, TG>(dy, pre, act, R, N, N, db, workspace, workspace_bytes, stream); });
+  if (act != Act::None || drop.active()) {
+    run_gemm(op, "dy ← act'(pre) ⊙ drop(dy)",
+             [&] { act_backward<T, TG>(dy, pre, act, R, N, N, db, workspace, workspace_bytes, stream, drop); });
     db_done = true;
   }
   // 2. dx[R, K] = dy[R, N] · w[N, K].
@@ -124,17 +136,19 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
 }
 
 template void linear_forward<float>(const float*, const float*, const float*, Act, float*, float*, int, int, int, void*,
-                                    size_t, rt::Stream);
+                                    size_t, rt::Stream, const DropoutSpec&);
 template void linear_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, Act,
-                                            __nv_bfloat16*, __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream);
+                                            __nv_bfloat16*, __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream,
+                                            const DropoutSpec&);
 template void linear_backward<float, float>(float*, const float*, const float*, Act, const float*, float*, float*,
-                                            float*, int, int, int, void*, size_t, rt::Stream);
+                                            float*, int, int, int, void*, size_t, rt::Stream, const DropoutSpec&);
 template void linear_backward<__nv_bfloat16, float>(__nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, Act,
                                                     const __nv_bfloat16*, __nv_bfloat16*, float*, float*, int, int, int,
-                                                    void*, size_t, rt::Stream);
+                                                    void*, size_t, rt::Stream, const DropoutSpec&);
 template void linear_backward<__nv_bfloat16, __nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                                             Act, const __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*,
-                                                            __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream);
+                                                            __nv_bfloat16*, int, int, int, void*, size_t, rt::Stream,
+                                                            const DropoutSpec&);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -9,6 +9,16 @@
 
 #include "kernels/common.cuh"
 
+// Keep a grid-stride loop rolled: unrolled, nvcc computes the trip count of a loop with a 64-bit
+// counter by a 64-bit division (the div64 gate of tests/gates), for no gain in a loop that waits
+// on memory. Nothing for the host compiler of the emulation build (VITCUDA_UNROLL's counterpart,
+// kernels/common.cuh).
+#if defined(__CUDACC__)
+#define VITCUDA_NO_UNROLL _Pragma("unroll 1")
+#else
+#define VITCUDA_NO_UNROLL
+#endif
+
 namespace vitcuda {
 VITCUDA_KERNELS_BEGIN
 

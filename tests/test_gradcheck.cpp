@@ -196,6 +196,36 @@ INSTANTIATE_TEST_SUITE_P(GradCheck, GradCheckLinear,
                                            LinearCase{Act::Tanh, true}, LinearCase{Act::Tanh, false}),
                          linear_case_name);
 
+// Dropout fused into the linear (the fc1 / head-MLP form): y = dropout(act(x·wᵀ + b)); backward
+// with the same spec regenerates the mask. Finite differences of that forward check dx, dw, db.
+TEST_F(GradCheck, LinearWithFusedDropout) {
+  const int64_t R = 6, K = 5, N = 8;  // 48 outputs: at p = 0.5 both kept and dropped ones
+  const DropoutSpec spec{0.5f, 11, 12};
+  for (Act act : {Act::None, Act::GeluErf}) {
+    SCOPED_TRACE(act_name(act));
+    Vec x = random_vec(R * K, rng, -1.5, 1.5), w = random_vec(N * K, rng, -1.5, 1.5), b = random_vec(N, rng);
+    const Vec Rw = random_vec(R * N, rng);
+    Vec pre(R * N), y(R * N);
+    auto Pre = [&]() { return act == Act::None ? Tensor{} : f64(pre, {R, N}); };
+    auto forward = [&]() {
+      be->linear_forward(f64(x, {R, K}), f64(w, {N, K}), f64(b, {N}), act, Pre(), f64(y, {R, N}), spec);
+      return dot(y, Rw);
+    };
+    forward();
+    int dropped = 0;
+    for (double v : y) dropped += v == 0.0;
+    EXPECT_GT(dropped, 0);
+    EXPECT_LT(dropped, R * N);
+    Vec dy = Rw, dx(R * K, kNaN), dw(N * K, 0.0), db(N, 0.0);
+    be->linear_backward(f64(dy, {R, N}), f64(x, {R, K}), f64(w, {N, K}), act, Pre(), f64(dx, {R, K}), f64(dw, {N, K}),
+                        f64(db, {N}), spec);
+    expect_all_finite("dx", dx);
+    expect_grad("dx", x, dx, forward);
+    expect_grad("dw", w, dw, forward);
+    expect_grad("db", b, db, forward);
+  }
+}
+
 // ---- tokens --------------------------------------------------------------------------------
 void check_tokens(Backend& be, std::mt19937_64& rng, bool with_cls) {
   SCOPED_TRACE(with_cls ? "with cls" : "without cls");

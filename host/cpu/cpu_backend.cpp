@@ -87,23 +87,23 @@ class CpuBackend final : public Backend {
   }
 
   void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
-                           const Tensor& y) override {
+                           const Tensor& y, const DropoutSpec& drop) override {
     const int64_t N = w.size(0), K = w.size(1), R = x.numel() / K;
     dispatch("linear_forward", x, [&](auto tag) {
       using T = decltype(tag);
-      ref::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), R, K, N);
+      ref::linear_forward<T>(p<T>(x), p<T>(w), p<T>(b), act, p<T>(pre), p<T>(y), R, K, N, drop);
     });
   }
 
   void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
-                            const Tensor& dx, const Tensor& dw, const Tensor& db) override {
+                            const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) override {
     const char* op = "linear_backward";
     const int64_t N = w.size(0), K = w.size(1), R = dy.numel() / N;
     for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dw", &dw}, {"db", &db}})
       require(!t->defined() || t->dtype() == dy.dtype(), op, std::string(name) + " must have dy's dtype on the cpu");
     dispatch(op, dy, [&](auto tag) {
       using T = decltype(tag);
-      ref::linear_backward<T>(p<T>(dy), p<T>(x), p<T>(w), act, p<T>(pre), p<T>(dx), p<T>(dw), p<T>(db), R, K, N);
+      ref::linear_backward<T>(p<T>(dy), p<T>(x), p<T>(w), act, p<T>(pre), p<T>(dx), p<T>(dw), p<T>(db), R, K, N, drop);
     });
   }
 

@@ -184,22 +184,26 @@ void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64
 
 // ---- linear ------------------------------------------------------------------------------
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N) {
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N,
+                    const DropoutSpec& drop) {
   T* out = act == Act::None ? y : pre;
   gemm<T>(false, true, R, N, K, T(1), x, K, w, K, T(0), out, N);
-  if (!b && act == Act::None) return;
+  if (b || act != Act::None) {
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < R; ++r) {
-    T* o = out + r * N;  // pre when act != None, else y
-    if (b)
-      for (int64_t n = 0; n < N; ++n) o[n] += b[n];
-    if (act != Act::None) act_forward_n(act, o, y + r * N, N);
+    for (int64_t r = 0; r < R; ++r) {
+      T* o = out + r * N;  // pre when act != None, else y
+      if (b)
+        for (int64_t n = 0; n < N; ++n) o[n] += b[n];
+      if (act != Act::None) act_forward_n(act, o, y + r * N, N);
+    }
   }
+  if (drop.active()) dropout<T>(y, y, R * N, drop);
 }
 
 template <typename T>
 void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db, int64_t R, int64_t K,
-                     int64_t N) {
+                     int64_t N, const DropoutSpec& drop) {
+  if (drop.active()) dropout<T>(dy, dy, R * N, drop);
   if (act != Act::None) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) act_backward_n(act, pre + r * N, dy + r * N, N);
@@ -605,8 +609,10 @@ bool adamw_prepare(AdamWHyper& h, StepState* state) {
 #define VITCUDA_REF_INSTANTIATE(T)                                                                                     \
   template void patch_extract<T>(const void*, bool, ImageLayout, int64_t, int, int, int, int, const float*,            \
                                  const float*, T*);                                                                    \
-  template void linear_forward<T>(const T*, const T*, const T*, Act, T*, T*, int64_t, int64_t, int64_t);               \
-  template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t, int64_t, int64_t);      \
+  template void linear_forward<T>(const T*, const T*, const T*, Act, T*, T*, int64_t, int64_t, int64_t,                \
+                                  const DropoutSpec&);                                                                 \
+  template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t, int64_t, int64_t,       \
+                                   const DropoutSpec&);                                                                \
   template void tokens_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);                        \
   template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);                                   \
   template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, T*, int64_t, int64_t); \

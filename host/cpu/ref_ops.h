@@ -18,11 +18,14 @@ template <typename T>
 void patch_extract(const void* images, bool images_u8, ImageLayout layout, int64_t B, int C, int H, int W, int P,
                    const float* mean, const float* stdev, T* cols);
 
+// With drop active: y = dropout(act(...)) over the [R, N] output (ref::dropout's mask and values);
+// backward first applies that dropout to dy in place (dy is then overwritten, also for act None).
 template <typename T>
-void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N);
+void linear_forward(const T* x, const T* w, const T* b, Act act, T* pre, T* y, int64_t R, int64_t K, int64_t N,
+                    const DropoutSpec& drop = DropoutSpec{});
 template <typename T>
 void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db, int64_t R, int64_t K,
-                     int64_t N);
+                     int64_t N, const DropoutSpec& drop = DropoutSpec{});
 
 template <typename T>
 void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np, int64_t D);

@@ -208,9 +208,13 @@ class Backend {
 
   // ---- linear: y[R, N] = act(x[R, K] · w[N, K]ᵀ + b[N]); pre (if act != None) keeps
   // x·wᵀ+b. Backward: when act != None, dy is overwritten with the gradient of pre.
-  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y);
+  // With drop active, y = dropout(act(...)): the mask and values of dropout(y, y, drop) over the
+  // [R, N] output, in the same pass; backward then overwrites dy with act'(pre) ⊙ dropout(dy)
+  // (the same regenerated mask), also when act is None.
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y,
+                      const DropoutSpec& drop = DropoutSpec{});
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
-                       const Tensor& dw, const Tensor& db);
+                       const Tensor& dw, const Tensor& db, const DropoutSpec& drop = DropoutSpec{});
 
   // ---- tokens: out[b] = [cls; patches[b]] + pos   (no cls row when cls is undefined) ----
   void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out);
@@ -288,9 +292,9 @@ class Backend {
   virtual void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean,
                                   const float* stdev, const Tensor& cols) = 0;
   virtual void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
-                                   const Tensor& y) = 0;
+                                   const Tensor& y, const DropoutSpec& drop) = 0;
   virtual void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
-                                    const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
+                                    const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) = 0;
   virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) = 0;
   virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
                                     const Tensor& dpos) = 0;

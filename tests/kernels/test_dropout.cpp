@@ -94,6 +94,19 @@ TEST_P(Dropout, ZeroProbabilityCopies) {
   check_drop_path<float>(3, 7, {0.f, 5, 6}, false, 0);
 }
 
+// Rate 0 moves nothing in place and is exactly one device copy out of place (no kernel).
+TEST_P(Dropout, ZeroProbabilityIssuesAtMostOneCopy) {
+  rt::DeviceBuffer<float> x(std::vector<float>(96, 1.f)), y(96);
+  const DropoutSpec off{0.f, 5, 6};
+  rt::reset_counters();
+  dropout<float>(x.get(), x.get(), 96, off, nullptr);
+  drop_path<float>(x.get(), x.get(), 4, 24, off, nullptr);
+  EXPECT_EQ(rt::counters().launches + rt::counters().d2d, 0);
+  drop_path<float>(x.get(), y.get(), 4, 24, off, nullptr);
+  EXPECT_EQ(rt::counters().launches, 0);
+  EXPECT_EQ(rt::counters().d2d, 1);
+}
+
 TEST_P(Dropout, KeepsAboutOneMinusP) {
   // 8192 Bernoulli(0.7) draws: sd of the kept fraction is sqrt(0.21/8192) = 0.005; 5 sd allowed.
   const int64_t n = 8192;
@@ -146,6 +159,84 @@ TEST_P(Dropout, ArgumentChecks) {
   expect_error([&] { drop_path<float>(p, nullptr, 2, 4, s, nullptr); }, {"drop_path", "y is null"});
   expect_error([&] { drop_path<float>(p, p, -2, 4, s, nullptr); }, {"drop_path", "B must be >= 0"});
   dropout<float>(nullptr, nullptr, 0, s, nullptr);  // nothing to do: no pointer needed
+}
+
+// philox4_block gives the 4 words philox_bits returns for elements 4·block .. 4·block+3, and
+// dropout_keep_bits (both forms) the keep decisions dropout_keep makes, over many counters (low and
+// high 32-bit halves), streams and seeds. Host code: the same header the kernels compile.
+TEST(Philox, FourWideEqualsFourScalarCalls) {
+  const uint64_t seeds[] = {0, 1, 0x123456789abcdefull, ~0ull};
+  const uint64_t streams[] = {0, 7, 1ull << 32, 0xfedcba9876543210ull};
+  // Blocks below 2^62 - 16: element 4·block + 3 must fit in 64 bits.
+  const uint64_t bases[] = {0, 1, 1000, (1ull << 32) - 2, (1ull << 40) + 3, (1ull << 62) - 16};
+  int checked = 0;
+  for (uint64_t seed : seeds)
+    for (uint64_t stream : streams)
+      for (uint64_t base : bases)
+        for (uint64_t blk = base; blk < base + 16; ++blk) {
+          const Philox4 r = philox4_block(seed, stream, blk);
+          for (uint32_t k = 0; k < 4; ++k) {
+            ASSERT_EQ(r.x[k], philox_bits(seed, stream, 4 * blk + k)) << "block " << blk << " word " << k;
+            ASSERT_EQ(philox_word(r, k), r.x[k]);
+            ++checked;
+          }
+        }
+  EXPECT_EQ(checked, 4 * 4 * 6 * 16 * 4);
+}
+
+TEST(Philox, KeepBitsEqualDropoutKeep) {
+  DropoutParams d;
+  d.seed = 0x0123456789abcdefull;
+  d.stream = 99;
+  d.threshold = dropout_threshold(0.37f);
+  int kept = 0;
+  // Every start position modulo 4 (rows of any width start anywhere in a Philox block).
+  for (uint64_t first : {uint64_t(0), uint64_t(1), uint64_t(2), uint64_t(3), uint64_t(4), uint64_t(1021),
+                         (uint64_t(1) << 33) + 2, (uint64_t(1) << 34) - 1}) {
+    for (uint64_t start = first; start < first + 64; start += 7) {
+      const uint32_t b8 = dropout_keep_bits<8>(d, d.stream, start), b4 = dropout_keep_bits<4>(d, d.stream, start);
+      for (int k = 0; k < 8; ++k) {
+        const bool want = dropout_keep(d.seed, d.stream, start + k, d.threshold);
+        kept += want;
+        ASSERT_EQ(((b8 >> k) & 1u) != 0, want) << start + k;
+        if (k < 4) {
+          ASSERT_EQ(((b4 >> k) & 1u) != 0, want) << start + k;
+        }
+      }
+      ASSERT_EQ(b8 >> 8, 0u) << "bits past kVec must stay clear";
+      ASSERT_EQ(b4 >> 4, 0u) << "bits past kVec must stay clear";
+    }
+  }
+  EXPECT_GT(kept, 0);
+}
+
+// DropoutSpec::stream_offset: the kernels read *stream_offset from device memory when they run.
+// The mask equals the reference's with the same effective stream (stream + offset), and changing
+// the device value alone (same spec) changes the mask to that of the new stream.
+TEST_P(Dropout, StreamOffsetIsReadOnTheDevice) {
+  const int64_t n = 1029, B = 9, per = 37;
+  const uint64_t host_offset[2] = {5, 0x100000003ull};
+  rt::DeviceBuffer<uint64_t> dev_offset(std::vector<uint64_t>{host_offset[0]});
+  const std::vector<float> x = random_floats(n, -3.f, 3.f, 5);
+  const std::vector<float> xp = random_floats(B * per, -3.f, 3.f, 6);
+  rt::DeviceBuffer<float> xb(x), yb(n), xpb(xp), ypb(B * per);
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE("offset=" + std::to_string(host_offset[step]));
+    if (step == 1) dev_offset.upload({host_offset[step]});
+    DropoutSpec dev{0.4f, 77, 1000, dev_offset.get()};
+    DropoutSpec host{0.4f, 77, 1000, &host_offset[step]};  // the reference reads host memory
+    DropoutSpec folded{0.4f, 77, 1000 + host_offset[step]};
+    dropout<float>(xb.get(), yb.get(), n, dev, nullptr);
+    drop_path<float>(xpb.get(), ypb.get(), B, per, dev, nullptr);
+    const std::vector<float> want = ref_dropout<float>(x, host);
+    EXPECT_EQ(first_bit_mismatch(yb.download(), want), -1);
+    EXPECT_EQ(first_bit_mismatch(want, ref_dropout<float>(x, folded)), -1);
+    EXPECT_EQ(first_bit_mismatch(ypb.download(), ref_drop_path<float>(xp, B, host)), -1);
+  }
+  // The two offsets give different masks (else this test could not fail).
+  EXPECT_NE(first_bit_mismatch(ref_dropout<float>(x, {0.4f, 77, 1000 + host_offset[0]}),
+                               ref_dropout<float>(x, {0.4f, 77, 1000 + host_offset[1]})),
+            -1);
 }
 
 // ViT-B/16 activations at batch 32 ([32, 197, 768], bf16): the grid-stride loops at full size.

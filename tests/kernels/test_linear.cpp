@@ -7,6 +7,7 @@
 
 #include "host/cpu/ref_ops.h"
 #include "kernel_test.h"
+#include "kernels/dropout.h"
 #include "kernels/linear.h"
 
 namespace vitcuda::test {
@@ -135,7 +136,134 @@ void check_backward(const Shape& s, Act act, bool want_dx, bool want_dw, bool wa
   }
 }
 
+// ---- dropout fused into the epilogues ---------------------------------------------------------
+// The fused forward must give exactly (bitwise) the reference dropout (vitcuda::ref::dropout, the
+// spec over the [R, N] output, element r·N + n) of the un-dropped output, rounded to T as the
+// separate op stores it; pre is unchanged. Shapes cover N a multiple of 8 (16-byte path), N % 4 == 0
+// but not of 8 (bf16 scalar path, whole Philox blocks), odd N (a Philox call per element), and
+// `offset` shifts y and pre by one element (scalar path for every N; the un-dropped run gets the
+// same offset, since it decides between cuBLASLt's fused GELU-tanh and our kernel).
+const Shape kDropShapes[] = {{1, 8, 8}, {7, 13, 5}, {37, 24, 40}, {9, 8, 12}, {50, 3, 17}, {33, 16, 264}};
+
+template <typename T>
+std::vector<float> ref_dropout_of(const std::vector<float>& v, const DropoutSpec& spec) {
+  std::vector<float> out(v.size());
+  ref::dropout<float>(v.data(), out.data(), int64_t(v.size()), spec);
+  return to_floats(convert<T>(out));
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+template <typename T>
+void check_forward_dropout(const Shape& s, Act act, const DropoutSpec& spec, const DropoutSpec& ref_spec, int offset) {
+  SCOPED_TRACE(describe(s) + " act=" + act_name(act) + " p=" + std::to_string(spec.p) +
+               " offset=" + std::to_string(offset));
+  const size_t rn = size_t(s.R) * s.N;
+  rt::DeviceBuffer<T> dx(convert<T>(rnd<T>(size_t(s.R) * s.K, -1.f, 1.f, 30))),
+      dw(convert<T>(rnd<T>(size_t(s.N) * s.K, -1.f, 1.f, 31))), db(convert<T>(rnd<T>(s.N, -1.f, 1.f, 32))),
+      pre0(rn + offset), y0(rn + offset), pre1(rn + offset), y1(rn + offset);
+  rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(s.R, s.K, s.N));
+  const bool has_pre = act != Act::None;
+  linear_forward<T>(dx.get(), dw.get(), db.get(), act, has_pre ? pre0.get() + offset : nullptr, y0.get() + offset, s.R,
+                    s.K, s.N, ws.get(), ws.size(), nullptr);
+  linear_forward<T>(dx.get(), dw.get(), db.get(), act, has_pre ? pre1.get() + offset : nullptr, y1.get() + offset, s.R,
+                    s.K, s.N, ws.get(), ws.size(), nullptr, spec);
+  std::vector<T> got_y(rn), got_pre(rn), y_plain(rn), pre_plain(rn);
+  rt::copy_to_host(got_y.data(), y1.get() + offset, rn * sizeof(T));
+  rt::copy_to_host(got_pre.data(), pre1.get() + offset, rn * sizeof(T));
+  rt::copy_to_host(y_plain.data(), y0.get() + offset, rn * sizeof(T));
+  rt::copy_to_host(pre_plain.data(), pre0.get() + offset, rn * sizeof(T));
+  EXPECT_TRUE(bitwise_equal(to_floats(got_y), ref_dropout_of<T>(to_floats(y_plain), ref_spec)))
+      << "y must be the reference dropout of the un-dropped y";
+  if (has_pre) EXPECT_TRUE(bitwise_equal(to_floats(got_pre), to_floats(pre_plain))) << "pre must not change";
+}
+
+// Backward: dy ← act'(pre) ⊙ dropout(dy). Checked three ways: the elements the reference drops are
+// exactly zero and the others are the reference's dropout(dy)·act'(pre) (act' in fp32, one
+// rounding: the tolerance of check_backward); the whole result (dy, dx, dw, db) is bitwise that of
+// the separate dropout op followed by the unfused backward (same kernels, same order; with act None
+// the unfused db comes from the GEMM's bias-gradient epilogue, so db there gets the fp32 tolerance).
+template <typename T, typename TG>
+void check_backward_dropout(const Shape& s, Act act, const DropoutSpec& spec, const DropoutSpec& ref_spec) {
+  SCOPED_TRACE(describe(s) + " act=" + act_name(act) + " p=" + std::to_string(spec.p));
+  const size_t rn = size_t(s.R) * s.N, rk = size_t(s.R) * s.K, nk = size_t(s.N) * s.K;
+  const std::vector<float> dy0 = rnd<T>(rn, -1.f, 1.f, 40 + s.R), x = rnd<T>(rk, -1.f, 1.f, 41),
+                           w = rnd<T>(nk, -1.f, 1.f, 42), pre = rnd<T>(rn, -3.f, 3.f, 43);
+  const bool has_pre = act != Act::None;
+  rt::DeviceBuffer<T> dxin(convert<T>(x)), dwt(convert<T>(w)), dpre(convert<T>(pre));
+  rt::DeviceBuffer<unsigned char> ws(linear_workspace_bytes(s.R, s.K, s.N));
+  std::vector<float> out[2][4];  // [fused?][dy, dx, dw, db]
+  for (int fused = 0; fused < 2; ++fused) {
+    rt::DeviceBuffer<T> ddy(convert<T>(dy0)), ddx(rk);
+    rt::DeviceBuffer<TG> ddw(std::vector<TG>(nk, from_float<TG>(0.f))), ddb(std::vector<TG>(s.N, from_float<TG>(0.f)));
+    if (!fused) dropout<T>(ddy.get(), ddy.get(), int64_t(rn), spec, nullptr);
+    linear_backward<T, TG>(ddy.get(), dxin.get(), dwt.get(), act, has_pre ? dpre.get() : nullptr, ddx.get(), ddw.get(),
+                           ddb.get(), s.R, s.K, s.N, ws.get(), ws.size(), nullptr, fused ? spec : DropoutSpec{});
+    out[fused][0] = to_floats(ddy.download());
+    out[fused][1] = to_floats(ddx.download());
+    out[fused][2] = to_floats(ddw.download());
+    out[fused][3] = to_floats(ddb.download());
+  }
+  const std::vector<float> dropped = ref_dropout_of<T>(dy0, ref_spec);
+  const double round = kIsBf16<T> ? 2 * kUBf16 : 0.0;
+  for (size_t i = 0; i < rn; ++i) {
+    if (dropped[i] == 0.f && dy0[i] != 0.f) {
+      ASSERT_EQ(out[1][0][i], 0.f) << "dy[" << i << "] is dropped by the reference";
+      continue;
+    }
+    const double want = dropped[i] * ref::act_derivative(act, pre[i]);
+    const double tol = 16 * kU32 * std::fabs(dropped[i]) * (1 + std::fabs(pre[i])) + round * std::fabs(want);
+    ASSERT_NEAR(out[1][0][i], want, tol) << "dy (d pre)[" << i << "]";
+  }
+  EXPECT_TRUE(bitwise_equal(out[1][0], out[0][0])) << "dy differs from the separate dropout + backward";
+  EXPECT_TRUE(bitwise_equal(out[1][1], out[0][1])) << "dx differs from the separate dropout + backward";
+  EXPECT_TRUE(bitwise_equal(out[1][2], out[0][2])) << "dw differs from the separate dropout + backward";
+  if (has_pre) {
+    EXPECT_TRUE(bitwise_equal(out[1][3], out[0][3])) << "db differs from the separate dropout + backward";
+  } else {
+    for (int n = 0; n < s.N; ++n) {  // R terms summed in two fp32 orders
+      double abs_sum = 0;
+      for (int r = 0; r < s.R; ++r) abs_sum += std::fabs(out[1][0][size_t(r) * s.N + n]);
+      const double tol = 4.0 * (s.R + 2) * kU32 * abs_sum + (kIsBf16<TG> ? 2 * kUBf16 * abs_sum : 0.0) + 1e-7;
+      ASSERT_NEAR(out[1][3][n], out[0][3][n], tol) << "db[" << n << "]";
+    }
+  }
+}
+
 class Linear : public BackendTest {};
+
+TEST_P(Linear, ForwardFusedDropoutIsTheReferenceMask) {
+  const DropoutSpec spec{0.3f, 0x123456789abcdefull, 0xfedcba98ull << 20};
+  for (const Shape& s : kDropShapes)
+    for (Act act : kActs)
+      for (int offset : {0, 1}) {
+        check_forward_dropout<float>(s, act, spec, spec, offset);
+        check_forward_dropout<__nv_bfloat16>(s, act, spec, spec, offset);
+      }
+}
+
+TEST_P(Linear, BackwardFusedDropout) {
+  const DropoutSpec spec{0.25f, 17, 3};
+  for (const Shape& s : kDropShapes)
+    for (Act act : kActs) {
+      check_backward_dropout<float, float>(s, act, spec, spec);
+      check_backward_dropout<__nv_bfloat16, float>(s, act, spec, spec);
+    }
+  check_backward_dropout<__nv_bfloat16, __nv_bfloat16>({37, 24, 40}, Act::GeluErf, spec, spec);
+}
+
+// stream_offset in device memory, read by the fused kernels: the same result as the stream folded in.
+TEST_P(Linear, FusedDropoutReadsStreamOffsetOnDevice) {
+  const uint64_t offset = 0x100000007ull;
+  rt::DeviceBuffer<uint64_t> dev_offset(std::vector<uint64_t>{offset});
+  const DropoutSpec dev{0.5f, 9, 40, dev_offset.get()}, folded{0.5f, 9, 40 + offset};
+  for (Act act : {Act::None, Act::GeluErf, Act::GeluTanh}) {
+    check_forward_dropout<__nv_bfloat16>({37, 24, 40}, act, dev, folded, 0);
+    check_backward_dropout<__nv_bfloat16, float>({37, 24, 40}, act, dev, folded);
+  }
+}
 
 TEST_P(Linear, ForwardF32) {
   for (const Shape& s : kShapes)
@@ -219,6 +347,12 @@ TEST_P(Linear, RejectsBadArguments) {
   expect_error(fwd(x.get(), Act::None, nullptr, nullptr, 0, K), {"linear_forward", "workspace"});
   expect_error(fwd(x.get(), Act::None, nullptr, ws.get(), 4096, K), {"linear_forward", "workspace_bytes"});
   expect_error(fwd(x.get(), Act::None, nullptr, ws.get(), ws.size(), 0), {"linear_forward", "K"});
+  expect_error(
+      [&] {
+        linear_forward<float>(x.get(), wp, bp, Act::GeluErf, pre.get(), yp, R, K, N, ws.get(), ws.size(), nullptr,
+                              DropoutSpec{1.f, 1, 2});
+      },
+      {"linear_forward", "dropout p"});
   expect_error(
       [&] {
         linear_backward<float, float>(y.get(), x.get(), w.get(), Act::Tanh, nullptr, dx.get(), dw.get(), db.get(), R, K,
