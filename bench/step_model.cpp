@@ -258,9 +258,8 @@ int run(const Options& o) {
       "per op: time = max(FLOPs / peak, DRAM bytes / HBM) + host bytes / host link + runtime calls × "
       "launch overhead;\n        peak = %s; runtime calls = kernels + cuBLASLt matmuls + copies + memsets, "
       "from the dry-run trace of the real host graph\n",
-      o.precision == Precision::BF16
-          ? "dense bf16 tensor for linear/attention ops, fp32 for the others (memory-bound)"
-          : "fp32 for every op (fp32 GEMMs: CUBLAS_COMPUTE_32F, no TF32)");
+      o.precision == Precision::BF16 ? "dense bf16 tensor for linear/attention ops, fp32 for the others (memory-bound)"
+                                     : "fp32 for every op (fp32 GEMMs: CUBLAS_COMPUTE_32F, no TF32)");
 
   print_step("training step (forward with dropout, loss, zero_grad, backward, AdamW)", train, pt, model, gpu, o, true);
   print_step("inference step (forward without dropout, loss)", infer, pi, model, gpu, o, false);

@@ -292,8 +292,8 @@ void Backend::attention_backward(const Tensor& dout, const Tensor& qkv, const Te
                                  int num_heads, float scale, const DropoutSpec& drop, const Tensor& dqkv) {
   const char* op = "attention_backward";
   packed_qkv(op, "qkv", qkv, num_heads);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dout", &dout}, {"out", &out}, {"lse", &lse},
-                         {"dqkv", &dqkv}})
+  for (auto [name, t] :
+       {std::pair<const char*, const Tensor*>{"dout", &dout}, {"out", &out}, {"lse", &lse}, {"dqkv", &dqkv}})
     defined(op, name, *t);
   const int64_t B = qkv.size(0), N = qkv.size(1), A = qkv.size(2) / 3;
   numel_is(op, "dout", dout, B * N * A);

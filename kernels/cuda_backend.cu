@@ -194,8 +194,8 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop,
-                              const Tensor& out, const Tensor& lse) override {
+  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                              const Tensor& lse) override {
     const char* op = "attention_forward";
     const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
     dtype_is(op, "lse", lse, DType::F32);

@@ -295,7 +295,9 @@ TEST_F(GradCheck, PackedQkvLayoutIsTimms) {
   Vec qkv = random_vec(B * N * 3 * A, rng), out(B * N * A), lse(B * H * N);
   be->attention_forward(f64(qkv, {B, N, 3 * A}), int(H), float(scale), DropoutSpec{}, f64(out, {B, N, A}),
                         f64(lse, {B, H, N}));
-  auto at = [&](int64_t b, int64_t t, int s, int64_t h, int64_t c) { return qkv[(((b * N + t) * 3 + s) * H + h) * d + c]; };
+  auto at = [&](int64_t b, int64_t t, int s, int64_t h, int64_t c) {
+    return qkv[(((b * N + t) * 3 + s) * H + h) * d + c];
+  };
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < N; ++i) {

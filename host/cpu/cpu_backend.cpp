@@ -146,8 +146,8 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop,
-                              const Tensor& out, const Tensor& lse) override {
+  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                              const Tensor& lse) override {
     const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
     require(lse.dtype() == qkv.dtype(), "attention_forward", "lse must have qkv's dtype on the cpu");
     dispatch("attention_forward", qkv, [&](auto tag) {

@@ -346,7 +346,7 @@ void attention_forward(const T* qkv, float scale, const DropoutSpec& drop, T* ou
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
         const int64_t bh = b * H + h, A = H * d, L = 3 * A;
-        const T *Q = qkv + b * N * L + h * d, *K = Q + A, *V = K + A;                // rows at stride L
+        const T *Q = qkv + b * N * L + h * d, *K = Q + A, *V = K + A;            // rows at stride L
         gemm<T>(false, true, N, N, d, T(scale), Q, L, K, L, T(0), P.data(), N);  // S = scale·Q Kᵀ
         for (int64_t i = 0; i < N; ++i) {
           T* p = P.data() + i * N;
@@ -544,8 +544,7 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
   template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);                                   \
   template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, T*, int64_t, int64_t); \
   template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
-  template void attention_forward<T>(const T*, float, const DropoutSpec&, T*, T*, int64_t, int64_t, int64_t,         \
-                                     int64_t);                                                                         \
+  template void attention_forward<T>(const T*, float, const DropoutSpec&, T*, T*, int64_t, int64_t, int64_t, int64_t); \
   template void attention_backward<T>(const T*, const T*, const T*, const T*, float, const DropoutSpec&, T*, int64_t,  \
                                       int64_t, int64_t, int64_t);                                                      \
   template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                                                 \
