@@ -78,8 +78,11 @@ constexpr int dkdv_query_step() {
 }
 // The CTAs per SM __launch_bounds__ asks of the bf16 kernels (ptxas then stays within
 // 65536 / (128 · n) registers), chosen per kernel and head dim from ptxas's output (sm_90a):
-// 3 (≤ 168 registers, 12 warps per SM) where that compiles without spilling, else no
-// constraint (ptxas spilled 32-160 bytes at the 168 cap for those; they run 2 CTAs per SM).
+// 3 (≤ 168 registers, 12 warps per SM) where that compiles without spilling (and for the dQ
+// kernel at d = 64, the ViT-B/S head dim, which spills 12 bytes there: 12 warps per SM are worth
+// it), else no constraint (ptxas spilled 32-160 bytes at the 168 cap for those; they run 2 CTAs
+// per SM). The fp32 kernels say (256, 1): with the thread count alone, ptxas capped the dQ
+// kernel at d = 128 to 80 registers and spilled.
 template <int D>
 constexpr int forward_min_ctas() {
   return D <= 64 ? 3 : 1;
@@ -414,8 +417,7 @@ __global__ void __launch_bounds__(kThreads, dq_min_ctas<D>())
   const PackedHead ph = packed_head(b, h, H, N, D);
   const bf16 *q = qkv + ph.q, *k = q + ph.A, *v = k + ph.A;
   const int n_tiles = (N + kTile - 1) / kTile;
-  __shared__ uint64_t s_stream;  // the resolved Philox stream: shared, not a register across the loop
-  if (threadIdx.x == 0) s_stream = resolve_stream(drop);
+  const uint64_t stream = resolve_stream(drop);
 
   load_tile_async<D>(sQ, q, ph.ld, q0, N);
   load_tile_async<D>(sdO, dout + ph.o, ph.A, q0, N);
@@ -482,7 +484,7 @@ __global__ void __launch_bounds__(kThreads, dq_min_ctas<D>())
           const int rl = warp * 16 + g + 8 * (c >> 1);  // row within the CTA
           const float p = exp2f(s[nb][c] * scale_log2 - sL[rl]);
           float z = 1.f;
-          if (drop.active) z = attn_dropout_factor(drop, s_stream, (static_cast<uint64_t>(bh) * N + i) * N + j);
+          if (drop.active) z = attn_dropout_factor(drop, stream, (static_cast<uint64_t>(bh) * N + i) * N + j);
           ds = p * (dp[nb][c] * z - sD[rl]) * scale;
         }
         dp[nb][c] = ds;
