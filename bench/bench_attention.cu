@@ -175,21 +175,63 @@ struct Problem {
   double forward_flops() const { return 4.0 * B * H * double(N) * N * d; }
 };
 
+// q, k, v [B, H, N, d] (the baselines' layout) <-> the packed qkv [B, N, 3, H, d] our kernels
+// read and write (the qkv projection's output); s = 0, 1, 2 for q, k, v.
+__device__ __forceinline__ int64_t packed_offset(int64_t i, int s, int H, int N, int d) {
+  const int64_t c = i % d, r = i / d;
+  const int64_t n = r % N, bh = r / N;
+  const int64_t h = bh % H, b = bh / H;
+  return (((b * N + n) * 3 + s) * H + h) * d + c;
+}
+
+__global__ void pack_qkv_kernel(const bf16* q, const bf16* k, const bf16* v, bf16* qkv, int64_t n, int H, int N,
+                                int d) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    qkv[packed_offset(i, 0, H, N, d)] = q[i];
+    qkv[packed_offset(i, 1, H, N, d)] = k[i];
+    qkv[packed_offset(i, 2, H, N, d)] = v[i];
+  }
+}
+
+__global__ void unpack_qkv_kernel(const bf16* qkv, bf16* q, bf16* k, bf16* v, int64_t n, int H, int N, int d) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    q[i] = qkv[packed_offset(i, 0, H, N, d)];
+    k[i] = qkv[packed_offset(i, 1, H, N, d)];
+    v[i] = qkv[packed_offset(i, 2, H, N, d)];
+  }
+}
+
 struct Tensors {
   rt::DeviceBuffer<bf16> q, k, v, out, dout, dq, dk, dv;
+  rt::DeviceBuffer<bf16> qkv, dqkv;  // packed [B, N, 3, H, d]: what our kernels take
   rt::DeviceBuffer<float> lse;
   rt::DeviceBuffer<unsigned char> ws;
-  explicit Tensors(const Problem& p)
-      : q(filled<bf16>(p.elems(), -2.f, 2.f, 1)),
-        k(filled<bf16>(p.elems(), -2.f, 2.f, 2)),
-        v(filled<bf16>(p.elems(), -1.f, 1.f, 3)),
-        out(p.elems()),
-        dout(filled<bf16>(p.elems(), -1.f, 1.f, 4)),
-        dq(p.elems()),
-        dk(p.elems()),
-        dv(p.elems()),
-        lse(p.rows()),
-        ws(attention_backward_workspace_bytes(p.B, p.H, p.N, p.d)) {}
+  Problem p;
+  explicit Tensors(const Problem& p_)
+      : q(filled<bf16>(p_.elems(), -2.f, 2.f, 1)),
+        k(filled<bf16>(p_.elems(), -2.f, 2.f, 2)),
+        v(filled<bf16>(p_.elems(), -1.f, 1.f, 3)),
+        out(p_.elems()),
+        dout(filled<bf16>(p_.elems(), -1.f, 1.f, 4)),
+        dq(p_.elems()),
+        dk(p_.elems()),
+        dv(p_.elems()),
+        qkv(3 * p_.elems()),
+        dqkv(3 * p_.elems()),
+        lse(p_.rows()),
+        ws(attention_backward_workspace_bytes(p_.B, p_.H, p_.N, p_.d)),
+        p(p_) {
+    launch(pack_qkv_kernel, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, static_cast<const bf16*>(q.get()),
+           static_cast<const bf16*>(k.get()), static_cast<const bf16*>(v.get()), qkv.get(), int64_t(p.elems()), p.H,
+           p.N, p.d);
+  }
+  // dq, dk, dv [B, H, N, d] from our packed dqkv, for the comparisons with the baselines.
+  void unpack_gradients() {
+    launch(unpack_qkv_kernel, dim3(kSmoke ? 8 : 1024), dim3(256), 0, nullptr, static_cast<const bf16*>(dqkv.get()),
+           dq.get(), dk.get(), dv.get(), int64_t(p.elems()), p.H, p.N, p.d);
+  }
 };
 
 // ---- comparing layouts -----------------------------------------------------------------------
@@ -473,8 +515,7 @@ void bench_forward(benchmark::State& st, Problem p, float drop_p) {
   }
 #endif
   const double s = run_timed(st, [&] {
-    attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d,
-                            nullptr);
+    attention_forward<bf16>(t.qkv.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d, nullptr);
   });
   report(st, p.forward_flops(), s, base_s);
   // The baseline's O (in t.dq, [B, H, N, d]) against ours; it has no dropout.
@@ -504,8 +545,7 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
   const float scale = 1.f / std::sqrt(float(p.d));
   const DropoutSpec drop{drop_p, kDropSeed, kDropStream};
   Tensors t(p);
-  attention_forward<bf16>(t.q.get(), t.k.get(), t.v.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d,
-                          nullptr);
+  attention_forward<bf16>(t.qkv.get(), scale, drop, t.out.get(), t.lse.get(), p.B, p.H, p.N, p.d, nullptr);
   Unfused base(p.B * p.H, p.N, p.d, scale);
   base.forward(t.q.get(), t.k.get(), t.v.get(), t.dq.get());  // P for the baseline's backward
   // The baseline's dO: our dout [B, N, H·d] as [B, H, N, d]; its gradients in buffers of its own.
@@ -531,9 +571,10 @@ void bench_backward(benchmark::State& st, Problem p, float drop_p) {
   }
 #endif
   const double s = run_timed(st, [&] {
-    attention_backward<bf16>(t.dout.get(), t.q.get(), t.k.get(), t.v.get(), t.out.get(), t.lse.get(), scale, drop,
-                             t.dq.get(), t.dk.get(), t.dv.get(), t.ws.get(), t.ws.size(), p.B, p.H, p.N, p.d, nullptr);
+    attention_backward<bf16>(t.dout.get(), t.qkv.get(), t.out.get(), t.lse.get(), scale, drop, t.dqkv.get(), t.ws.get(),
+                             t.ws.size(), p.B, p.H, p.N, p.d, nullptr);
   });
+  t.unpack_gradients();
   report(st, 2.0 * p.forward_flops(), s, base_s);
   if (drop_p == 0) {  // the baseline has no dropout
     const int64_t n = int64_t(p.elems());

@@ -89,24 +89,22 @@ void BM_layernorm_backward(benchmark::State& st) {
 void BM_attention_forward(benchmark::State& st) {
   const Shape s = kShapes[st.range(0)];
   const int64_t d = s.D / s.H, n = s.B * s.H * s.T * d;
-  auto q = randn(n), k = randn(n, 2), v = randn(n, 3);
+  auto qkv = randn(3 * n);  // packed [B, T, 3, H, d]
   std::vector<float> out(n), lse(s.B * s.H * s.T);
   for (auto _ : st)
-    ref::attention_forward<float>(q.data(), k.data(), v.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B, s.H,
-                                  s.T, d);
+    ref::attention_forward<float>(qkv.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B, s.H, s.T, d);
   counters(st, 4.0 * s.B * s.H * s.T * s.T * d, 4.0 * 4 * n);
 }
 
 void BM_attention_backward(benchmark::State& st) {
   const Shape s = kShapes[st.range(0)];
   const int64_t d = s.D / s.H, n = s.B * s.H * s.T * d;
-  auto q = randn(n), k = randn(n, 2), v = randn(n, 3), dout = randn(n, 4);
-  std::vector<float> out(n), lse(s.B * s.H * s.T), dq(n), dk(n), dv(n);
-  ref::attention_forward<float>(q.data(), k.data(), v.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B, s.H,
-                                s.T, d);
+  auto qkv = randn(3 * n), dout = randn(n, 4);  // qkv packed [B, T, 3, H, d]
+  std::vector<float> out(n), lse(s.B * s.H * s.T), dqkv(3 * n);
+  ref::attention_forward<float>(qkv.data(), 0.125f, DropoutSpec{}, out.data(), lse.data(), s.B, s.H, s.T, d);
   for (auto _ : st)
-    ref::attention_backward<float>(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), 0.125f,
-                                   DropoutSpec{}, dq.data(), dk.data(), dv.data(), s.B, s.H, s.T, d);
+    ref::attention_backward<float>(dout.data(), qkv.data(), out.data(), lse.data(), 0.125f, DropoutSpec{}, dqkv.data(),
+                                   s.B, s.H, s.T, d);
   counters(st, 10.0 * s.B * s.H * s.T * s.T * d, 4.0 * 8 * n);  // recompute S, dP, dV, dQ, dK
 }
 

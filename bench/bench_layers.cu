@@ -1,6 +1,7 @@
 // vitcuda — the bandwidth-bound layer kernels of a ViT at its shapes: LayerNorm (alone and fused
 // with the residual add), token assembly (cls prepend + position embedding), patch extraction
-// (im2col with the input normalisation fused), the qkv head split / merge and pooling. Each
+// (im2col with the input normalisation fused) and pooling (attention reads the packed qkv
+// projection in place: there is no head split / merge kernel any more). Each
 // reports the bytes it must move and the fraction of the device's measured device-to-device copy
 // bandwidth it reaches (of_copy, measured in this binary); the fused ops also time their unfused
 // form in the same benchmark (vs_unfused = unfused time / fused time) and check that both give
@@ -16,7 +17,6 @@
 //   tokens_fwd               out = [cls; patches] + pos  vs  a concat kernel + a broadcast add
 //   tokens_bwd               dpatches = dout rows, dcls/dpos += Σ_b (fp32)
 //   patch_extract            uint8 NCHW images -> normalised bf16 columns [B·196, 768]
-//   qkv_split / qkv_merge    [B, T, 3, H, 64] <-> q, k, v [B, H, T, 64]
 //   pool_avg_fwd / pool_avg_bwd   mean over the 196 patch tokens and its gradient
 // Bytes count each tensor the op must read or write once (dx of layernorm_bwd accumulates: read
 // and written); parameters (gamma, beta, pos, cls) are counted once per call. bf16 storage, fp32
@@ -30,7 +30,6 @@
 #include "kernels/layernorm.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
-#include "kernels/qkv.h"
 #include "kernels/tokens.h"
 
 using namespace vitcuda;
@@ -39,7 +38,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr int kImage = 224, kPatch = 16, kChannels = 3, kHeadDim = 64;
+constexpr int kImage = 224, kPatch = 16, kChannels = 3;
 constexpr int kPatches = (kImage / kPatch) * (kImage / kPatch);  // 196
 constexpr float kEps = 1e-6f;
 
@@ -195,21 +194,7 @@ void bench_patch_extract(benchmark::State& st, int B) {
   report(st, double(pixels) + double(cols.size()) * sizeof(bf16), t);
 }
 
-// ---- qkv split / merge, pooling ------------------------------------------------------------------
-
-void bench_qkv(benchmark::State& st, Shape s, bool merge) {
-  const int H = s.D / kHeadDim;
-  auto qkv = filled<bf16>(3 * s.elems(), -1.f, 1.f, 11), bias = filled<bf16>(3 * s.D, -0.1f, 0.1f, 12);
-  auto q = filled<bf16>(s.elems(), -1.f, 1.f, 13), k = filled<bf16>(s.elems(), -1.f, 1.f, 14),
-       v = filled<bf16>(s.elems(), -1.f, 1.f, 15);
-  const double t = run_timed(st, [&] {
-    if (merge)
-      qkv_merge<bf16>(q.get(), k.get(), v.get(), qkv.get(), s.B, kTokens, H, kHeadDim, nullptr);
-    else
-      qkv_split<bf16>(qkv.get(), bias.get(), q.get(), k.get(), v.get(), s.B, kTokens, H, kHeadDim, nullptr);
-  });
-  report(st, 6.0 * s.elems() * sizeof(bf16), t);
-}
+// ---- pooling ------------------------------------------------------------------------------------
 
 void bench_pool(benchmark::State& st, Shape s, bool backward) {
   auto x = filled<bf16>(s.elems(), -1.f, 1.f, 16), dout = filled<bf16>(int64_t(s.B) * s.D, -1.f, 1.f, 17);
@@ -246,8 +231,6 @@ void register_all() {
       register_timed(p + "layernorm_bwd", [s](benchmark::State& st) { bench_layernorm_backward(st, s); });
       register_timed(p + "tokens_fwd", [s](benchmark::State& st) { bench_tokens_forward(st, s); });
       register_timed(p + "tokens_bwd", [s](benchmark::State& st) { bench_tokens_backward(st, s); });
-      register_timed(p + "qkv_split", [s](benchmark::State& st) { bench_qkv(st, s, false); });
-      register_timed(p + "qkv_merge", [s](benchmark::State& st) { bench_qkv(st, s, true); });
       register_timed(p + "pool_avg_fwd", [s](benchmark::State& st) { bench_pool(st, s, false); });
       register_timed(p + "pool_avg_bwd", [s](benchmark::State& st) { bench_pool(st, s, true); });
     }

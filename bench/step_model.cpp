@@ -188,12 +188,12 @@ void print_step(const char* title, const StepTrace& trace, const Prediction& p, 
       gpu.sm_count, static_cast<long long>(p.underfilled), static_cast<long long>(p.kernel_launches));
 }
 
-// The linear and qkv ops' counted FLOPs against the matmuls they launched (2·m·n·k·batch): the
+// The linear ops' counted FLOPs against the matmuls they launched (2·m·n·k·batch): the
 // counted figure adds only the epilogues (bias, activation), a few percent. 0: agree.
 int check_gemm_flops(const Prediction& p, const char* what) {
   int bad = 0;
   for (const Row& r : p.ops) {
-    if (r.op.rfind("linear_", 0) != 0 && r.op.rfind("qkv_", 0) != 0) continue;
+    if (r.op.rfind("linear_", 0) != 0) continue;
     const bool ok =
         r.matmul_flops > 0 && r.matmul_flops <= r.cost.flops * (1 + 1e-12) && r.cost.flops <= 1.25 * r.matmul_flops;
     if (!ok) {
@@ -208,7 +208,7 @@ int check_gemm_flops(const Prediction& p, const char* what) {
     ++bad;
   }
   if (bad == 0)
-    std::printf("check (%s): every linear/qkv op's counted FLOPs are within [1, 1.25] × its launched matmuls'\n", what);
+    std::printf("check (%s): every linear op's counted FLOPs are within [1, 1.25] × its launched matmuls'\n", what);
   return bad;
 }
 
@@ -258,9 +258,8 @@ int run(const Options& o) {
       "per op: time = max(FLOPs / peak, DRAM bytes / HBM) + host bytes / host link + runtime calls × "
       "launch overhead;\n        peak = %s; runtime calls = kernels + cuBLASLt matmuls + copies + memsets, "
       "from the dry-run trace of the real host graph\n",
-      o.precision == Precision::BF16
-          ? "dense bf16 tensor for linear/qkv/attention ops, fp32 for the others (memory-bound)"
-          : "fp32 for every op (fp32 GEMMs: CUBLAS_COMPUTE_32F, no TF32)");
+      o.precision == Precision::BF16 ? "dense bf16 tensor for linear/attention ops, fp32 for the others (memory-bound)"
+                                     : "fp32 for every op (fp32 GEMMs: CUBLAS_COMPUTE_32F, no TF32)");
 
   print_step("training step (forward with dropout, loss, zero_grad, backward, AdamW)", train, pt, model, gpu, o, true);
   print_step("inference step (forward without dropout, loss)", infer, pi, model, gpu, o, false);

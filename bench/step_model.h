@@ -8,7 +8,7 @@
 // where
 //   flops, dram_bytes  the op's cost from its arguments (host/op_cost.cpp: 2 FLOPs per
 //                      multiply-add; each input read once, each output written once);
-//   peak               the dense tensor-core bf16 peak for the GEMM ops (linear_*, qkv_*,
+//   peak               the dense tensor-core bf16 peak for the GEMM ops (linear_*,
 //                      attention_*: cuBLASLt and the mma attention kernels) in bf16; the fp32
 //                      (non-tensor) peak for every other op, and for every op in fp32 (the fp32
 //                      GEMMs use CUBLAS_COMPUTE_32F, no TF32; the fp32 attention kernel no mma);

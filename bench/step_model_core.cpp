@@ -136,7 +136,7 @@ const Gpu& find_gpu(const std::vector<Gpu>& gpus, const std::string& id) {
 const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 
 bool is_gemm_op(const std::string& op) {
-  for (const char* prefix : {"linear_", "qkv_", "attention_"})
+  for (const char* prefix : {"linear_", "attention_"})
     if (op.rfind(prefix, 0) == 0) return true;
   return false;
 }

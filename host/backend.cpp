@@ -35,10 +35,12 @@ void same_dtype(const char* op, const Tensor& ref, std::initializer_list<std::pa
       require(false, op, std::string(name) + " is " + dtype_name(t->dtype()) + ", expected " + dtype_name(ref.dtype()));
 }
 
-// [B, H, T, d] of q (or dq), the shape of every head-major tensor.
-void head_major(const char* op, const char* name, const Tensor& t) {
+// The packed qkv projection [B, T, 3A] with A = num_heads · d.
+void packed_qkv(const char* op, const char* name, const Tensor& t, int num_heads) {
   defined(op, name, t);
-  require(t.ndim() == 4, op, std::string(name) + " must be [B, H, T, d], got " + t.shape_str());
+  require(num_heads > 0, op, "num_heads must be > 0, got " + std::to_string(num_heads));
+  require(t.ndim() == 3 && t.size(2) % (3 * int64_t(num_heads)) == 0, op,
+          std::string(name) + " must be [B, T, 3*H*d] with H=" + std::to_string(num_heads) + ", got " + t.shape_str());
 }
 
 }  // namespace
@@ -275,90 +277,40 @@ void Backend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor
   layernorm_backward_impl(dy, x, gamma, mean, rstd, dx, dgamma, dbeta);
 }
 
-void Backend::qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                          const Tensor& k, const Tensor& v) {
-  const char* op = "qkv_forward";
-  head_major(op, "q", q);
-  defined(op, "x", x);
-  defined(op, "w", w);
-  defined(op, "qkv_scratch", qkv_scratch);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
-  numel_is(op, "k", k, B * H * T * d);
-  numel_is(op, "v", v, B * H * T * d);
-  numel_is(op, "qkv_scratch", qkv_scratch, B * T * 3 * H * d);
-  require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
-  numel_is(op, "b", b, 3 * H * d);
-  numel_is(op, "x", x, B * T * w.size(1));
-  same_dtype(op, x, {{"w", &w}, {"b", &b}, {"qkv_scratch", &qkv_scratch}, {"q", &q}, {"k", &k}, {"v", &v}});
-  const OpScope scope(*this, "qkv_forward", [&] { return op_cost::qkv_forward(x, w, b, qkv_scratch, q, k, v); });
-  qkv_forward_impl(x, w, b, qkv_scratch, q, k, v);
-}
-
-void Backend::qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                           const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) {
-  const char* op = "qkv_backward";
-  head_major(op, "dq", dq);
-  defined(op, "dk", dk);
-  defined(op, "dv", dv);
-  defined(op, "w", w);
-  defined(op, "dqkv_scratch", dqkv_scratch);
-  const int64_t B = dq.size(0), H = dq.size(1), T = dq.size(2), d = dq.size(3);
-  numel_is(op, "dk", dk, B * H * T * d);
-  numel_is(op, "dv", dv, B * H * T * d);
-  numel_is(op, "dqkv_scratch", dqkv_scratch, B * T * 3 * H * d);
-  require(w.ndim() == 2 && w.size(0) == 3 * H * d, op, "w " + w.shape_str() + " must be [3*H*d, D]");
-  same_dtype(op, dq, {{"dk", &dk}, {"dv", &dv}, {"x", &x}, {"w", &w}, {"dqkv_scratch", &dqkv_scratch}, {"dx", &dx}});
-  const OpScope scope(*this, "qkv_backward",
-                      [&] { return op_cost::qkv_backward(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db); });
-  qkv_backward_impl(dq, dk, dv, x, w, dqkv_scratch, dx, dw, db);
-}
-
-void Backend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
+void Backend::attention_forward(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop,
                                 const Tensor& out, const Tensor& lse) {
   const char* op = "attention_forward";
-  head_major(op, "q", q);
-  defined(op, "k", k);
-  defined(op, "v", v);
+  packed_qkv(op, "qkv", qkv, num_heads);
   defined(op, "out", out);
   defined(op, "lse", lse);
-  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-  numel_is(op, "k", k, B * H * N * d);
-  numel_is(op, "v", v, B * H * N * d);
-  numel_is(op, "out", out, B * N * H * d);
-  numel_is(op, "lse", lse, B * H * N);
+  const int64_t B = qkv.size(0), N = qkv.size(1), A = qkv.size(2) / 3;
+  numel_is(op, "out", out, B * N * A);
+  numel_is(op, "lse", lse, B * num_heads * N);
   require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
-  same_dtype(op, q, {{"k", &k}, {"v", &v}, {"out", &out}});
+  same_dtype(op, qkv, {{"out", &out}});
   const OpScope scope(*this, "attention_forward",
-                      [&] { return op_cost::attention_forward(q, k, v, scale, drop, out, lse); });
-  attention_forward_impl(q, k, v, scale, drop, out, lse);
+                      [&] { return op_cost::attention_forward(qkv, num_heads, scale, drop, out, lse); });
+  attention_forward_impl(qkv, num_heads, scale, drop, out, lse);
 }
 
-void Backend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                 const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop,
-                                 const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+void Backend::attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                 int num_heads, float scale, const DropoutSpec& drop, const Tensor& dqkv) {
   const char* op = "attention_backward";
-  head_major(op, "q", q);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dout", &dout},
-                         {"k", &k},
-                         {"v", &v},
-                         {"out", &out},
-                         {"lse", &lse},
-                         {"dq", &dq},
-                         {"dk", &dk},
-                         {"dv", &dv}})
+  packed_qkv(op, "qkv", qkv, num_heads);
+  for (auto [name, t] :
+       {std::pair<const char*, const Tensor*>{"dout", &dout}, {"out", &out}, {"lse", &lse}, {"dqkv", &dqkv}})
     defined(op, name, *t);
-  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-  numel_is(op, "dout", dout, B * N * H * d);
-  numel_is(op, "out", out, B * N * H * d);
-  numel_is(op, "lse", lse, B * H * N);
-  numel_is(op, "dq", dq, B * H * N * d);
-  numel_is(op, "dk", dk, B * H * N * d);
-  numel_is(op, "dv", dv, B * H * N * d);
+  const int64_t B = qkv.size(0), N = qkv.size(1), A = qkv.size(2) / 3;
+  numel_is(op, "dout", dout, B * N * A);
+  numel_is(op, "out", out, B * N * A);
+  numel_is(op, "lse", lse, B * num_heads * N);
+  numel_is(op, "dqkv", dqkv, B * N * 3 * A);
+  require(dqkv.data() != qkv.data(), op, "dqkv must not alias qkv");
   require(drop.p >= 0.f && drop.p < 1.f, op, "dropout p must be in [0, 1)");
-  same_dtype(op, q, {{"dout", &dout}, {"k", &k}, {"v", &v}, {"out", &out}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}});
+  same_dtype(op, qkv, {{"dout", &dout}, {"out", &out}, {"dqkv", &dqkv}});
   const OpScope scope(*this, "attention_backward",
-                      [&] { return op_cost::attention_backward(dout, q, k, v, out, lse, scale, drop, dq, dk, dv); });
-  attention_backward_impl(dout, q, k, v, out, lse, scale, drop, dq, dk, dv);
+                      [&] { return op_cost::attention_backward(dout, qkv, out, lse, num_heads, scale, drop, dqkv); });
+  attention_backward_impl(dout, qkv, out, lse, num_heads, scale, drop, dqkv);
 }
 
 void Backend::dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {

@@ -67,17 +67,18 @@ std::vector<float> attention_probs(const Model& model, int layer, int index) {
     throw Error("attention_probs: layer " + std::to_string(layer) + " is outside [0, " + std::to_string(c.depth) + ")");
   const std::string pre = "blocks." + std::to_string(layer) + ".";
   Backend& be = model.backend();
-  const std::vector<float> q = to_host_f32(be, batch_item(model.activation(pre + "q"), index));
-  const std::vector<float> k = to_host_f32(be, batch_item(model.activation(pre + "k"), index));
+  // The packed projection [T, 3, H, d] of this image: q of head h at row offset h·d, k at A + h·d.
+  const std::vector<float> qkv = to_host_f32(be, batch_item(model.activation(pre + "qkv"), index));
   const std::vector<float> lse = to_host_f32(be, batch_item(model.activation(pre + "lse"), index));
   const int H = c.num_heads, T = c.num_tokens(), d = c.attn_head_dim();
+  const size_t A = size_t(H) * d;
   const double scale = c.attn_scale();
   std::vector<float> P(size_t(H) * T * T);
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < T; ++i) {
-      const float* qi = q.data() + (size_t(h) * T + i) * d;
+      const float* qi = qkv.data() + size_t(i) * 3 * A + size_t(h) * d;
       for (int j = 0; j < T; ++j) {
-        const float* kj = k.data() + (size_t(h) * T + j) * d;
+        const float* kj = qkv.data() + size_t(j) * 3 * A + A + size_t(h) * d;
         double dot = 0;
         for (int e = 0; e < d; ++e) dot += double(qi[e]) * kj[e];
         P[(size_t(h) * T + i) * T + j] = float(std::exp(scale * dot - lse[size_t(h) * T + i]));

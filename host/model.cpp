@@ -140,7 +140,7 @@ void Model::plan() {
   arena_size_ = (arena_size_ + 63) / 64 * 64;
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
-  const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads, hd = c.attn_head_dim();
+  const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads;
   const DType stats = dtype_ == DType::F64 ? DType::F64 : DType::F32;
   ActTensors& a = a_;
   a.res.resize(c.depth + 1);
@@ -165,9 +165,7 @@ void Model::plan() {
     act(blk(l, "ln1"), {B, T, D}, dtype_, x.ln1);
     act(blk(l, "ln1.mean"), {B, T}, stats, x.ln1_mean);
     act(blk(l, "ln1.rstd"), {B, T}, stats, x.ln1_rstd);
-    act(blk(l, "q"), {B, H, T, hd}, dtype_, x.q);
-    act(blk(l, "k"), {B, H, T, hd}, dtype_, x.k);
-    act(blk(l, "v"), {B, H, T, hd}, dtype_, x.v);
+    act(blk(l, "qkv"), {B, T, 3 * A}, dtype_, x.qkv);  // [B, T, 3, H, d]: attention reads q, k, v in place
     act(blk(l, "lse"), {B, H, T}, stats, x.lse);
     act(blk(l, "att"), {B, T, A}, dtype_, x.att);
     act(blk(l, "proj"), {B, T, D}, dtype_, x.proj);
@@ -180,7 +178,6 @@ void Model::plan() {
     if (c.mlp_gelu_out) act(blk(l, "fc2.pre"), {B, T, D}, dtype_, x.fc2_pre);
     act(blk(l, "fc2"), {B, T, D}, dtype_, x.fc2);
   }
-  act("qkv", {B, T, 3 * A}, dtype_, a.qkv);  // packed projection, consumed at once by the split
   HeadActs& h = a.head;
   act("norm", {B, T, D}, dtype_, h.norm);
   act("norm.mean", {B, T}, stats, h.norm_mean);
@@ -212,9 +209,6 @@ void Model::plan() {
   act("d_ln", {B, T, D}, dtype_, d.ln);
   act("d_fc1", {B, T, Hm}, dtype_, d.fc1);
   act("d_att", {B, T, A}, dtype_, d.att);
-  act("d_q", {B, H, T, hd}, dtype_, d.q);
-  act("d_k", {B, H, T, hd}, dtype_, d.k);
-  act("d_v", {B, H, T, hd}, dtype_, d.v);
   act("d_qkv", {B, T, 3 * A}, dtype_, d.qkv);
   act("d_patches", {B, Np, D}, dtype_, d.patches);
 }
@@ -367,8 +361,9 @@ void Model::forward_staged(bool train, uint64_t seed) {
       be_.layernorm_forward(a.blocks[l - 1].mid, a.blocks[l - 1].fc2, a.res[l], w.norm1_w, w.norm1_b, eps, x.ln1,
                             x.ln1_mean, x.ln1_rstd);
     // attention
-    be_.qkv_forward(x.ln1, w.qkv_w, w.qkv_b, a.qkv, x.q, x.k, x.v);
-    be_.attention_forward(x.q, x.k, x.v, c.attn_scale(), drop(c.attn_drop_rate, block_site(l, kAttn)), x.att, x.lse);
+    be_.linear_forward(x.ln1, w.qkv_w, w.qkv_b, Act::None, none, x.qkv);
+    be_.attention_forward(x.qkv, int(c.num_heads), c.attn_scale(), drop(c.attn_drop_rate, block_site(l, kAttn)), x.att,
+                          x.lse);
     be_.linear_forward(x.att, w.proj_w, w.proj_b, Act::None, none, x.proj);
     be_.dropout(x.proj, x.proj, drop(c.drop_rate, block_site(l, kProjDrop)));
     be_.drop_path(x.proj, x.proj, drop(dpr, block_site(l, kProjPath)));
@@ -530,9 +525,9 @@ void Model::backward() {
     // attention branch (d.res is now d mid = d res[l] + d proj)
     const Tensor d_proj = branch_grad(kProjPath, kProjDrop, false);
     be_.linear_backward(d_proj, x.att, w.proj_w, Act::None, none, d.att, gw.proj_w, gw.proj_b);
-    be_.attention_backward(d.att, x.q, x.k, x.v, x.att, x.lse, c.attn_scale(),
-                           drop(c.attn_drop_rate, block_site(l, kAttn)), d.q, d.k, d.v);
-    be_.qkv_backward(d.q, d.k, d.v, x.ln1, w.qkv_w, d.qkv, d.ln, gw.qkv_w, gw.qkv_b);
+    be_.attention_backward(d.att, x.qkv, x.att, x.lse, int(c.num_heads), c.attn_scale(),
+                           drop(c.attn_drop_rate, block_site(l, kAttn)), d.qkv);
+    be_.linear_backward(d.qkv, x.ln1, w.qkv_w, Act::None, none, d.ln, gw.qkv_w, gw.qkv_b);
     be_.layernorm_backward(d.ln, a.res[l], w.norm1_w, x.ln1_mean, x.ln1_rstd, d.res, gw.norm1_w, gw.norm1_b);
   }
 

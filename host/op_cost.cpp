@@ -69,41 +69,24 @@ OpCost layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
                                2 * bytes(dgamma) + 2 * bytes(dbeta)};
 }
 
-OpCost qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                   const Tensor& k, const Tensor& v) {
-  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
-  return {2.0 * R * K * N + (b.defined() ? R * N : 0.0),
-          bytes(x) + bytes(w) + bytes(b) + 2 * bytes(qkv_scratch) + bytes(q) + bytes(k) + bytes(v)};
+// qkv: [B, N, 3, H, d]. Forward: S = q·kᵀ and O = P·v, 2·N²·d each per head, and the softmax at
+// ~5 operations per score. Backward, as the kernels do it (kernels/attention.cu: deterministic,
+// no dQ atomics): the dQ kernel recomputes S = q·kᵀ and dP = dO·vᵀ and forms dQ = dS·k; the dK-dV
+// kernel recomputes S and dP again and forms dV = Pᵀ·dO, dK = dSᵀ·q: seven N²·d products (FA2's
+// atomics version does five), the softmax recomputation twice.
+OpCost attention_forward(const Tensor& qkv, int num_heads, float, const DropoutSpec& drop, const Tensor& out,
+                         const Tensor& lse) {
+  const double B = double(qkv.size(0)), N = double(qkv.size(1)), H = num_heads, d = double(qkv.size(2)) / (3 * H);
+  const double scores = B * H * N * N;
+  return {4.0 * scores * d + (5.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores, bytes(qkv) + bytes(out) + bytes(lse)};
 }
 
-OpCost qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) {
-  const double N = double(w.size(0)), K = double(w.size(1)), R = numel(x) / K;
-  double flops = 2.0 * R * N * K;  // dw
-  if (dx.defined()) flops += 2.0 * R * N * K;
-  if (db.defined()) flops += R * N;
-  return {flops, bytes(dq) + bytes(dk) + bytes(dv) + 2 * bytes(dqkv_scratch) + bytes(x) + bytes(w) + bytes(dx) +
-                     2 * bytes(dw) + 2 * bytes(db)};
-}
-
-// q, k, v: [B, H, N, d]. Forward: S = q·kᵀ and O = P·v, 2·N²·d each per head, and the softmax at
-// ~5 operations per score. Backward (FlashAttention-2): S recomputed, dV = Pᵀ·dO, dP = dO·vᵀ,
-// dQ = dS·k, dK = dSᵀ·q: five N²·d products.
-OpCost attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float, const DropoutSpec& drop,
-                         const Tensor& out, const Tensor& lse) {
-  const double BH = double(q.size(0)) * q.size(1), N = double(q.size(2)), d = double(q.size(3));
-  const double scores = BH * N * N;
-  return {4.0 * scores * d + (5.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores,
-          bytes(q) + bytes(k) + bytes(v) + bytes(out) + bytes(lse)};
-}
-
-OpCost attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, float, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
-                          const Tensor& dv) {
-  const double BH = double(q.size(0)) * q.size(1), N = double(q.size(2)), d = double(q.size(3));
-  const double scores = BH * N * N;
-  return {10.0 * scores * d + (7.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores,
-          bytes(dout) + bytes(q) + bytes(k) + bytes(v) + bytes(out) + bytes(lse) + bytes(dq) + bytes(dk) + bytes(dv)};
+OpCost attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int num_heads,
+                          float, const DropoutSpec& drop, const Tensor& dqkv) {
+  const double B = double(qkv.size(0)), N = double(qkv.size(1)), H = num_heads, d = double(qkv.size(2)) / (3 * H);
+  const double scores = B * H * N * N;
+  return {14.0 * scores * d + 2 * (7.0 + (drop.p > 0 ? 2.0 : 0.0)) * scores,
+          bytes(dout) + bytes(qkv) + bytes(out) + bytes(lse) + bytes(dqkv)};
 }
 
 OpCost dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec) {

@@ -22,15 +22,10 @@ OpCost layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& 
                          const Tensor& beta, float eps, const Tensor& y, const Tensor& mean, const Tensor& rstd);
 OpCost layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                           const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta);
-OpCost qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                   const Tensor& k, const Tensor& v);
-OpCost qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db);
-OpCost attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
-                         const Tensor& out, const Tensor& lse);
-OpCost attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
-                          const Tensor& dv);
+OpCost attention_forward(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                         const Tensor& lse);
+OpCost attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int num_heads,
+                          float scale, const DropoutSpec& drop, const Tensor& dqkv);
 OpCost dropout(const Tensor& x, const Tensor& y, const DropoutSpec& spec);
 OpCost drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec);
 OpCost pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out);

@@ -18,7 +18,6 @@
 #include "kernels/linear.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
-#include "kernels/qkv.h"
 #include "kernels/softmax_xent.h"
 #include "kernels/tokens.h"
 
@@ -235,53 +234,28 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                        const Tensor& k, const Tensor& v) override {
-    const char* op = "qkv_forward";
-    const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
-    // The GEMM writes the packed projection; the split adds the bias while permuting.
-    linear_forward(x, w, Tensor{}, Act::None, Tensor{}, qkv_scratch);
-    dispatch(op, x, [&](auto tag) {
-      using T = decltype(tag);
-      vitcuda::qkv_split<T>(p<T>(qkv_scratch), p<T>(b), p<T>(q), p<T>(k), p<T>(v), int(B), int(T_), int(H), int(d),
-                            stream_);
-    });
-  }
-
-  void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                         const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
-    const char* op = "qkv_backward";
-    const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
-    dispatch(op, dq, [&](auto tag) {
-      using T = decltype(tag);
-      vitcuda::qkv_merge<T>(p<T>(dq), p<T>(dk), p<T>(dv), p<T>(dqkv_scratch), int(B), int(T_), int(H), int(d), stream_);
-    });
-    linear_backward(dqkv_scratch, x, w, Act::None, Tensor{}, dx, dw, db);
-  }
-
-  void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
-                              const Tensor& out, const Tensor& lse) override {
+  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                              const Tensor& lse) override {
     const char* op = "attention_forward";
-    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+    const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
     dtype_is(op, "lse", lse, DType::F32);
-    dispatch(op, q, [&](auto tag) {
+    dispatch(op, qkv, [&](auto tag) {
       using T = decltype(tag);
-      vitcuda::attention_forward<T>(p<T>(q), p<T>(k), p<T>(v), scale, drop, p<T>(out), p<float>(lse), int(B), int(H),
-                                    int(N), int(d), stream_);
+      vitcuda::attention_forward<T>(p<T>(qkv), scale, drop, p<T>(out), p<float>(lse), int(B), int(H), int(N), int(d),
+                                    stream_);
     });
   }
 
-  void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                               const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq,
-                               const Tensor& dk, const Tensor& dv) override {
+  void attention_backward_impl(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                               int num_heads, float scale, const DropoutSpec& drop, const Tensor& dqkv) override {
     const char* op = "attention_backward";
-    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-    dispatch(op, q, [&](auto tag) {
+    const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
+    dtype_is(op, "lse", lse, DType::F32);
+    dispatch(op, qkv, [&](auto tag) {
       using T = decltype(tag);
       const size_t ws = attention_backward_workspace_bytes(int(B), int(H), int(N), int(d));
-      vitcuda::attention_backward<T>(p<T>(dout), p<T>(q), p<T>(k), p<T>(v), p<T>(out), p<float>(lse), scale, drop,
-                                     p<T>(dq), p<T>(dk), p<T>(dv), workspace(ws), ws, int(B), int(H), int(N), int(d),
-                                     stream_);
+      vitcuda::attention_backward<T>(p<T>(dout), p<T>(qkv), p<T>(out), p<float>(lse), scale, drop, p<T>(dqkv),
+                                     workspace(ws), ws, int(B), int(H), int(N), int(d), stream_);
     });
   }
 

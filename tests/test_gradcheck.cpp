@@ -316,56 +316,35 @@ TEST_F(GradCheck, LayerNormFusedResidual) {
   expect_grad("dbeta", beta, db, forward);
 }
 
-// ---- qkv -----------------------------------------------------------------------------------
-void check_qkv(Backend& be, std::mt19937_64& rng, bool with_bias) {
-  SCOPED_TRACE(with_bias ? "with bias" : "without bias");
-  const int64_t B = 2, T = 3, D = 4, H = 2, d = 3, A = H * d;
-  Vec x = random_vec(B * T * D, rng), w = random_vec(3 * A * D, rng), b = random_vec(3 * A, rng);
-  const Vec Rq = random_vec(B * H * T * d, rng), Rk = random_vec(B * H * T * d, rng),
-            Rv = random_vec(B * H * T * d, rng);
-  Vec scratch(B * T * 3 * A), q(B * H * T * d), k(q.size()), v(q.size());
-  auto forward = [&]() {
-    be.qkv_forward(f64(x, {B, T, D}), f64(w, {3 * A, D}), with_bias ? f64(b, {3 * A}) : Tensor{},
-                   f64(scratch, {B, T, 3 * A}), f64(q, {B, H, T, d}), f64(k, {B, H, T, d}), f64(v, {B, H, T, d}));
-    return dot(q, Rq) + dot(k, Rk) + dot(v, Rv);
+// ---- attention on the packed qkv ------------------------------------------------------------
+// The packed layout is timm's: qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4) gives q, k, v;
+// the attention output, computed here by hand from that indexing, matches.
+TEST_F(GradCheck, PackedQkvLayoutIsTimms) {
+  const int64_t B = 2, N = 3, H = 2, d = 2, A = H * d;
+  const double scale = 0.7;
+  Vec qkv = random_vec(B * N * 3 * A, rng), out(B * N * A), lse(B * H * N);
+  be->attention_forward(f64(qkv, {B, N, 3 * A}), int(H), float(scale), DropoutSpec{}, f64(out, {B, N, A}),
+                        f64(lse, {B, H, N}));
+  auto at = [&](int64_t b, int64_t t, int s, int64_t h, int64_t c) {
+    return qkv[(((b * N + t) * 3 + s) * H + h) * d + c];
   };
-  forward();
-  Vec dq = Rq, dk = Rk, dv = Rv, dscratch(scratch.size(), kNaN), dx(x.size(), kNaN);
-  const Vec dw0 = random_vec(w.size(), rng), db0 = random_vec(b.size(), rng);
-  Vec dw = dw0, db = db0;
-  be.qkv_backward(f64(dq, {B, H, T, d}), f64(dk, {B, H, T, d}), f64(dv, {B, H, T, d}), f64(x, {B, T, D}),
-                  f64(w, {3 * A, D}), f64(dscratch, {B, T, 3 * A}), f64(dx, {B, T, D}), f64(dw, {3 * A, D}),
-                  with_bias ? f64(db, {3 * A}) : Tensor{});
-  expect_all_finite("dx", dx);
-  expect_grad("dx", x, dx, forward);
-  expect_grad("dw", w, minus(dw, dw0), forward);
-  if (with_bias)
-    expect_grad("db", b, minus(db, db0), forward);
-  else
-    EXPECT_EQ(db, db0);
-}
-
-TEST_F(GradCheck, QkvWithBias) { check_qkv(*be, rng, true); }
-TEST_F(GradCheck, QkvWithoutBias) { check_qkv(*be, rng, false); }
-
-// qkv_forward's head-major layout is timm's reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).
-TEST_F(GradCheck, QkvLayoutIsTimms) {
-  const int64_t B = 2, T = 3, D = 2, H = 2, d = 2, A = H * d;
-  Vec x = random_vec(B * T * D, rng), w = random_vec(3 * A * D, rng), b = random_vec(3 * A, rng);
-  Vec scratch(B * T * 3 * A), q(B * H * T * d), k(q.size()), v(q.size());
-  be->qkv_forward(f64(x, {B, T, D}), f64(w, {3 * A, D}), f64(b, {3 * A}), f64(scratch, {B, T, 3 * A}),
-                  f64(q, {B, H, T, d}), f64(k, {B, H, T, d}), f64(v, {B, H, T, d}));
-  const Vec* outs[3] = {&q, &k, &v};
-  for (int64_t bb = 0; bb < B; ++bb)
-    for (int64_t t = 0; t < T; ++t)
-      for (int s = 0; s < 3; ++s)
-        for (int64_t h = 0; h < H; ++h)
-          for (int64_t c = 0; c < d; ++c) {
-            const int64_t row = (s * H + h) * d + c;  // output feature of the packed projection
-            double ref = b[row];
-            for (int64_t j = 0; j < D; ++j) ref += x[(bb * T + t) * D + j] * w[row * D + j];
-            EXPECT_NEAR((*outs[s])[((bb * H + h) * T + t) * d + c], ref, 1e-14);
-          }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < N; ++i) {
+        std::vector<double> p(N);
+        double m = -1e300, sum = 0;
+        for (int64_t j = 0; j < N; ++j) {
+          p[j] = 0;
+          for (int64_t c = 0; c < d; ++c) p[j] += at(b, i, 0, h, c) * at(b, j, 1, h, c) * double(float(scale));
+          m = std::max(m, p[j]);
+        }
+        for (int64_t j = 0; j < N; ++j) sum += (p[j] = std::exp(p[j] - m));
+        for (int64_t c = 0; c < d; ++c) {
+          double o = 0;
+          for (int64_t j = 0; j < N; ++j) o += p[j] / sum * at(b, j, 2, h, c);
+          EXPECT_NEAR(out[((b * N + i) * H + h) * d + c], o, 1e-12);  // out [B, N, H, d]
+        }
+      }
 }
 
 // ---- attention -----------------------------------------------------------------------------
@@ -382,13 +361,20 @@ TEST_P(GradCheckAttention, MatchesFiniteDifferences) {
   // The mask is a pure function of the DropoutSpec, so with a fixed spec the op is a smooth
   // function of q, k, v and has an ordinary gradient.
   const DropoutSpec drop{GetParam().p, 777, 31};
-  Vec q = random_vec(B * H * N * d, rng, -1.5, 1.5), k = random_vec(q.size(), rng, -1.5, 1.5),
-      v = random_vec(q.size(), rng);
+  const int64_t A = H * d;
+  // The packed projection [B, N, 3, H, d]: q and k in [-1.5, 1.5], v in the default range.
+  Vec qkv(B * N * 3 * A);
+  {
+    const Vec qk = random_vec(2 * B * N * A, rng, -1.5, 1.5), v = random_vec(B * N * A, rng);
+    size_t e = 0, f = 0;
+    for (size_t r = 0; r < size_t(B * N); ++r)
+      for (int s = 0; s < 3; ++s)
+        for (int64_t c = 0; c < A; ++c) qkv[(r * 3 + s) * A + c] = s < 2 ? qk[e++] : v[f++];
+  }
   const Vec Rw = random_vec(B * N * H * d, rng);
   Vec out(B * N * H * d), lse(B * H * N);
   auto forward = [&]() {
-    be->attention_forward(f64(q, {B, H, N, d}), f64(k, {B, H, N, d}), f64(v, {B, H, N, d}), scale, drop,
-                          f64(out, {B, N, H * d}), f64(lse, {B, H, N}));
+    be->attention_forward(f64(qkv, {B, N, 3 * A}), int(H), scale, drop, f64(out, {B, N, H * d}), f64(lse, {B, H, N}));
     return dot(out, Rw);
   };
   forward();
@@ -398,27 +384,22 @@ TEST_P(GradCheckAttention, MatchesFiniteDifferences) {
     std::vector<double> sc(N);
     for (int64_t j = 0; j < N; ++j) {
       sc[j] = 0;
-      for (int64_t c = 0; c < d; ++c) sc[j] += q[c] * k[j * d + c] * double(scale);
+      for (int64_t c = 0; c < d; ++c) sc[j] += qkv[c] * qkv[j * 3 * A + A + c] * double(scale);  // q_0 · k_j
       m = std::max(m, sc[j]);
     }
     for (int64_t j = 0; j < N; ++j) s += std::exp(sc[j] - m);
     EXPECT_NEAR(lse[0], m + std::log(s), 1e-12);
   }
-  Vec dout = Rw, dq(q.size(), kNaN), dk(q.size(), kNaN), dv(q.size(), kNaN);
-  be->attention_backward(f64(dout, {B, N, H * d}), f64(q, {B, H, N, d}), f64(k, {B, H, N, d}), f64(v, {B, H, N, d}),
-                         f64(out, {B, N, H * d}), f64(lse, {B, H, N}), scale, drop, f64(dq, {B, H, N, d}),
-                         f64(dk, {B, H, N, d}), f64(dv, {B, H, N, d}));
-  expect_all_finite("dq", dq);
-  expect_all_finite("dk", dk);
-  expect_all_finite("dv", dv);
-  expect_grad("dq", q, dq, forward);
-  expect_grad("dk", k, dk, forward);
-  expect_grad("dv", v, dv, forward);
+  Vec dout = Rw, dqkv(qkv.size(), kNaN);  // NaN: every element must be overwritten
+  be->attention_backward(f64(dout, {B, N, H * d}), f64(qkv, {B, N, 3 * A}), f64(out, {B, N, H * d}),
+                         f64(lse, {B, H, N}), int(H), scale, drop, f64(dqkv, {B, N, 3 * A}));
+  expect_all_finite("dqkv", dqkv);
+  expect_grad("dqkv", qkv, dqkv, forward);
 
   if (drop.active()) {  // the mask really changes the output
     Vec out0(out.size()), lse0(lse.size());
-    be->attention_forward(f64(q, {B, H, N, d}), f64(k, {B, H, N, d}), f64(v, {B, H, N, d}), scale, DropoutSpec{},
-                          f64(out0, {B, N, H * d}), f64(lse0, {B, H, N}));
+    be->attention_forward(f64(qkv, {B, N, 3 * A}), int(H), scale, DropoutSpec{}, f64(out0, {B, N, H * d}),
+                          f64(lse0, {B, H, N}));
     EXPECT_NE(out0, out);
     EXPECT_EQ(lse0, lse) << "lse is taken before dropout";
   }

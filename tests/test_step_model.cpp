@@ -93,15 +93,15 @@ TEST(StepModelCost, LinearBackwardIsTwoGemmsAndTheBiasSum) {
   EXPECT_EQ(t.cost.bytes, 4.0 * (R * N + R * K + N * K + R * K + 2 * N * K + 2 * N));
 }
 
-// Attention forward, q, k, v [B, H, N, d]: S = q·kᵀ and O = P·v, 2·N²·d FLOPs each per head,
-// plus the softmax at 5 operations per score (and 2 more per score with dropout). Bytes: q, k, v
-// read, out [B, N, H·d] and lse [B, H, N] (f32) written.
+// Attention forward on the packed qkv [B, N, 3, H, d]: S = q·kᵀ and O = P·v, 2·N²·d FLOPs each per
+// head, plus the softmax at 5 operations per score (and 2 more per score with dropout). Bytes:
+// qkv read, out [B, N, H·d] and lse [B, H, N] (f32) written.
 TEST(StepModelCost, AttentionForwardIsFourBHN2dPlusSoftmax) {
   const int64_t B = 2, H = 2, N = 5, d = 16;
-  Tensor q = filled({B, H, N, d}), k = filled({B, H, N, d}), v = filled({B, H, N, d});
+  Tensor qkv = filled({B, N, 3 * H * d});
   Tensor out = filled({B, N, H * d}), lse = filled({B, H, N});
   const double scores = double(B * H * N * N);  // 100
-  const OpTrace t = trace_one([&](Backend& be) { be.attention_forward(q, k, v, 0.25f, DropoutSpec{}, out, lse); });
+  const OpTrace t = trace_one([&](Backend& be) { be.attention_forward(qkv, H, 0.25f, DropoutSpec{}, out, lse); });
   EXPECT_STREQ(t.op, "attention_forward");
   EXPECT_EQ(t.cost.flops, 4.0 * scores * d + 5.0 * scores);  // 6900
   EXPECT_EQ(t.cost.flops, 6900.0);
@@ -110,21 +110,22 @@ TEST(StepModelCost, AttentionForwardIsFourBHN2dPlusSoftmax) {
   DropoutSpec drop;
   drop.p = 0.1f;
   drop.seed = 3;
-  const OpTrace td = trace_one([&](Backend& be) { be.attention_forward(q, k, v, 0.25f, drop, out, lse); });
+  const OpTrace td = trace_one([&](Backend& be) { be.attention_forward(qkv, H, 0.25f, drop, out, lse); });
   EXPECT_EQ(td.cost.flops, 4.0 * scores * d + 7.0 * scores);  // 7100
 }
 
-// Backward (FlashAttention-2): S recomputed, dV, dP, dQ, dK: five N²·d products = 10·N²·d FLOPs
-// per head, and 7 operations per score.
-TEST(StepModelCost, AttentionBackwardIsTenBHN2dPlusSoftmax) {
+// Backward as the kernels do it, deterministically (kernels/attention.cu): the dQ kernel
+// recomputes S and dP and forms dQ; the dK-dV kernel recomputes S and dP and forms dV and dK:
+// seven N²·d products = 14·N²·d FLOPs per head, and the 7 operations per score twice.
+TEST(StepModelCost, AttentionBackwardIsFourteenBHN2dPlusSoftmaxTwice) {
   const int64_t B = 2, H = 2, N = 5, d = 16;
-  Tensor q = filled({B, H, N, d}), k = filled({B, H, N, d}), v = filled({B, H, N, d});
+  Tensor qkv = filled({B, N, 3 * H * d});
   Tensor out = filled({B, N, H * d}), dout = filled({B, N, H * d}), lse = filled({B, H, N});
-  Tensor dq = filled({B, H, N, d}), dk = filled({B, H, N, d}), dv = filled({B, H, N, d});
+  Tensor dqkv = filled({B, N, 3 * H * d});
   const OpTrace t =
-      trace_one([&](Backend& be) { be.attention_backward(dout, q, k, v, out, lse, 0.25f, DropoutSpec{}, dq, dk, dv); });
+      trace_one([&](Backend& be) { be.attention_backward(dout, qkv, out, lse, H, 0.25f, DropoutSpec{}, dqkv); });
   const double scores = double(B * H * N * N);
-  EXPECT_EQ(t.cost.flops, 10.0 * scores * d + 7.0 * scores);  // 16700
+  EXPECT_EQ(t.cost.flops, 14.0 * scores * d + 14.0 * scores);  // 23800
   EXPECT_EQ(t.cost.bytes, 4.0 * (2 * B * N * H * d + 6 * B * H * N * d + B * H * N));
 }
 
@@ -175,8 +176,7 @@ TEST(StepModelRoofline, GemmOpsUseTheTensorPeakInBf16Only) {
   Gpu g;
   g.bf16_tensor_flops = 1000e12;
   g.fp32_flops = 60e12;
-  for (const char* op : {"linear_forward", "linear_backward", "qkv_forward", "qkv_backward", "attention_forward",
-                         "attention_backward"}) {
+  for (const char* op : {"linear_forward", "linear_backward", "attention_forward", "attention_backward"}) {
     EXPECT_TRUE(is_gemm_op(op)) << op;
     EXPECT_EQ(op_peak(op, Precision::BF16, g), 1000e12) << op;
     EXPECT_EQ(op_peak(op, Precision::F32, g), 60e12) << op;

@@ -168,16 +168,18 @@ TEST(AttentionRollout, FromAForwardPass) {
     for (int l = 0; l < c.depth; ++l) {
       const std::vector<float> P = attention_probs(model, l, 1);
       ASSERT_EQ(P.size(), size_t(H) * T * T);
-      const std::vector<float> q = to_host_f32(*be, model.activation("blocks." + std::to_string(l) + ".q"));
-      const std::vector<float> k = to_host_f32(*be, model.activation("blocks." + std::to_string(l) + ".k"));
+      // The packed projection [B, T, 3, H, d]: q and k of image 1, head h, read here by hand.
+      const std::vector<float> qkv = to_host_f32(*be, model.activation("blocks." + std::to_string(l) + ".qkv"));
+      auto at = [&](int s, int h, int t, int e) {
+        return double(qkv[(((size_t(1) * T + t) * 3 + s) * H + h) * d + e]);
+      };
       for (int h = 0; h < H; ++h)
         for (int i = 0; i < T; ++i) {
           std::vector<double> s(T);
           double mx = -1e300, sum = 0, row = 0;
           for (int j = 0; j < T; ++j) {
             double dot = 0;
-            for (int e = 0; e < d; ++e)
-              dot += double(q[((size_t(1) * H + h) * T + i) * d + e]) * k[((size_t(1) * H + h) * T + j) * d + e];
+            for (int e = 0; e < d; ++e) dot += at(0, h, i, e) * at(1, h, j, e);
             s[j] = dot * c.attn_scale();
             mx = std::max(mx, s[j]);
           }

@@ -146,45 +146,23 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                        const Tensor& k, const Tensor& v) override {
-    const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), d = q.size(3);
-    linear_forward(x, w, b, Act::None, Tensor{}, qkv_scratch);
-    dispatch("qkv_forward", x, [&](auto tag) {
+  void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                              const Tensor& lse) override {
+    const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
+    require(lse.dtype() == qkv.dtype(), "attention_forward", "lse must have qkv's dtype on the cpu");
+    dispatch("attention_forward", qkv, [&](auto tag) {
       using T = decltype(tag);
-      ref::qkv_split<T>(p<T>(qkv_scratch), p<T>(q), p<T>(k), p<T>(v), B, T_, H, d);
+      ref::attention_forward<T>(p<T>(qkv), scale, drop, p<T>(out), p<T>(lse), B, H, N, d);
     });
   }
 
-  void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                         const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) override {
-    const int64_t B = dq.size(0), H = dq.size(1), T_ = dq.size(2), d = dq.size(3);
-    dispatch("qkv_backward", dq, [&](auto tag) {
+  void attention_backward_impl(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                               int num_heads, float scale, const DropoutSpec& drop, const Tensor& dqkv) override {
+    const int64_t B = qkv.size(0), N = qkv.size(1), H = num_heads, d = qkv.size(2) / (3 * H);
+    require(lse.dtype() == qkv.dtype(), "attention_backward", "lse must have qkv's dtype on the cpu");
+    dispatch("attention_backward", qkv, [&](auto tag) {
       using T = decltype(tag);
-      ref::qkv_merge<T>(p<T>(dq), p<T>(dk), p<T>(dv), p<T>(dqkv_scratch), B, T_, H, d);
-    });
-    linear_backward(dqkv_scratch, x, w, Act::None, Tensor{}, dx, dw, db);
-  }
-
-  void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
-                              const Tensor& out, const Tensor& lse) override {
-    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-    require(lse.dtype() == q.dtype(), "attention_forward", "lse must have q's dtype on the cpu");
-    dispatch("attention_forward", q, [&](auto tag) {
-      using T = decltype(tag);
-      ref::attention_forward<T>(p<T>(q), p<T>(k), p<T>(v), scale, drop, p<T>(out), p<T>(lse), B, H, N, d);
-    });
-  }
-
-  void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                               const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq,
-                               const Tensor& dk, const Tensor& dv) override {
-    const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
-    require(lse.dtype() == q.dtype(), "attention_backward", "lse must have q's dtype on the cpu");
-    dispatch("attention_backward", q, [&](auto tag) {
-      using T = decltype(tag);
-      ref::attention_backward<T>(p<T>(dout), p<T>(q), p<T>(k), p<T>(v), p<T>(out), p<T>(lse), scale, drop, p<T>(dq),
-                                 p<T>(dk), p<T>(dv), B, H, N, d);
+      ref::attention_backward<T>(p<T>(dout), p<T>(qkv), p<T>(out), p<T>(lse), scale, drop, p<T>(dqkv), B, H, N, d);
     });
   }
 

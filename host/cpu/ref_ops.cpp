@@ -320,31 +320,10 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
   }
 }
 
-// ---- qkv head-major split ------------------------------------------------------------------
-template <typename T>
-void qkv_split(const T* qkv, T* q, T* k, T* v, int64_t B, int64_t N, int64_t H, int64_t d) {
-  T* dst[3] = {q, k, v};
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < N; ++t)
-      for (int s = 0; s < 3; ++s)
-        for (int64_t h = 0; h < H; ++h)
-          std::memcpy(dst[s] + ((b * H + h) * N + t) * d, qkv + (((b * N + t) * 3 + s) * H + h) * d, d * sizeof(T));
-}
-
-template <typename T>
-void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t N, int64_t H, int64_t d) {
-  const T* src[3] = {dq, dk, dv};
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < N; ++t)
-      for (int s = 0; s < 3; ++s)
-        for (int64_t h = 0; h < H; ++h)
-          std::memcpy(dqkv + (((b * N + t) * 3 + s) * H + h) * d, src[s] + ((b * H + h) * N + t) * d, d * sizeof(T));
-}
-
 // ---- attention -----------------------------------------------------------------------------
-// Row-wise softmax attention per (batch, head). P is never kept between calls: backward
+// Row-wise softmax attention per (batch, head), q, k, v read in place from the packed qkv
+// [B, N, 3, H, d] (rows at stride 3·H·d) and dq, dk, dv written in place into dqkv. P is never
+// kept between calls: backward
 // recomputes it from the saved logsumexp, as FlashAttention does, and regenerates the dropout
 // mask. Per head the products are single-threaded BLAS calls on [N, N] and [N, d] matrices
 // (S = Q Kᵀ, O = P V; dV = P'ᵀ dO, dP' = dO Vᵀ, dQ = dS K, dK = dSᵀ Q) inside one OpenMP loop
@@ -360,8 +339,8 @@ inline uint64_t attn_index(int64_t bh, int64_t i, int64_t j, int64_t N) { return
 uint64_t stream_of(const DropoutSpec& spec) { return spec.stream + (spec.stream_offset ? *spec.stream_offset : 0); }
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, T* lse,
-                       int64_t B, int64_t H, int64_t N, int64_t d) {
+void attention_forward(const T* qkv, float scale, const DropoutSpec& drop, T* out, T* lse, int64_t B, int64_t H,
+                       int64_t N, int64_t d) {
   const uint32_t thr = dropout_threshold(drop.p);
   const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
 #pragma omp parallel
@@ -370,9 +349,9 @@ void attention_forward(const T* q, const T* k, const T* v, float scale, const Dr
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t bh = b * H + h;
-        const T *Q = q + bh * N * d, *K = k + bh * N * d, *V = v + bh * N * d;
-        gemm<T>(false, true, N, N, d, T(scale), Q, d, K, d, T(0), P.data(), N);  // S = scale·Q Kᵀ
+        const int64_t bh = b * H + h, A = H * d, L = 3 * A;
+        const T *Q = qkv + b * N * L + h * d, *K = Q + A, *V = K + A;            // rows at stride L
+        gemm<T>(false, true, N, N, d, T(scale), Q, L, K, L, T(0), P.data(), N);  // S = scale·Q Kᵀ
         for (int64_t i = 0; i < N; ++i) {
           T* p = P.data() + i * N;
           const T m = *std::max_element(p, p + N);
@@ -387,15 +366,15 @@ void attention_forward(const T* q, const T* k, const T* v, float scale, const Dr
               p[j] = dropout_keep(drop.seed, stream_of(drop), attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
         }
         // O = P' V into out [B, N, H, d]: rows of head h at stride H·d.
-        gemm<T>(false, false, N, d, N, T(1), P.data(), N, V, d, T(0), out + (b * N * H + h) * d, H * d);
+        gemm<T>(false, false, N, d, N, T(1), P.data(), N, V, L, T(0), out + (b * N * H + h) * d, H * d);
       }
     }
   }
 }
 
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, float scale,
-                        const DropoutSpec& drop, T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t N, int64_t d) {
+void attention_backward(const T* dout, const T* qkv, const T* out, const T* lse, float scale, const DropoutSpec& drop,
+                        T* dqkv, int64_t B, int64_t H, int64_t N, int64_t d) {
   const uint32_t thr = dropout_threshold(drop.p);
   const T keep_scale = drop.active() ? T(1.0 / (1.0 - drop.p)) : T(1);
 #pragma omp parallel
@@ -405,11 +384,11 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t bh = b * H + h, ld = H * d;
-        const T *Q = q + bh * N * d, *K = k + bh * N * d, *V = v + bh * N * d;
+        const int64_t bh = b * H + h, ld = H * d, A = H * d, L = 3 * A;
+        const T *Q = qkv + b * N * L + h * d, *K = Q + A, *V = K + A;              // rows at stride L
         const T *dO = dout + (b * N * H + h) * d, *O = out + (b * N * H + h) * d;  // rows at stride H·d
-        T *dQ = dq + bh * N * d, *dK = dk + bh * N * d, *dV = dv + bh * N * d;
-        gemm<T>(false, true, N, N, d, T(scale), Q, d, K, d, T(0), P.data(), N);  // S
+        T *dQ = dqkv + b * N * L + h * d, *dK = dQ + A, *dV = dK + A;
+        gemm<T>(false, true, N, N, d, T(scale), Q, L, K, L, T(0), P.data(), N);  // S
         for (int64_t i = 0; i < N; ++i) {
           T Di = 0;  // rowsum(dP' ∘ P') = dO_i · O_i, also with dropout
           for (int64_t c = 0; c < d; ++c) Di += dO[i * ld + c] * O[i * ld + c];
@@ -424,8 +403,8 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
                   dropout_keep(drop.seed, stream_of(drop), attn_index(bh, i, j, N), thr) ? p[j] * keep_scale : T(0);
         }
         const T* Pd = drop.active() ? Pz.data() : P.data();
-        gemm<T>(true, false, N, d, N, T(1), Pd, N, dO, ld, T(0), dV, d);        // dV = P'ᵀ dO
-        gemm<T>(false, true, N, N, d, T(1), dO, ld, V, d, T(0), dP.data(), N);  // dP' = dO Vᵀ
+        gemm<T>(true, false, N, d, N, T(1), Pd, N, dO, ld, T(0), dV, L);        // dV = P'ᵀ dO
+        gemm<T>(false, true, N, N, d, T(1), dO, ld, V, L, T(0), dP.data(), N);  // dP' = dO Vᵀ
         // dS = P ∘ (dP'∘Z − D)·scale = (P'∘dP' − P·D)·scale.
         for (int64_t i = 0; i < N; ++i) {
           const T* p = P.data() + i * N;
@@ -435,8 +414,8 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 #pragma omp simd
           for (int64_t j = 0; j < N; ++j) ds[j] = (pz[j] * ds[j] - p[j] * Di) * T(scale);
         }
-        gemm<T>(false, false, N, d, N, T(1), dP.data(), N, K, d, T(0), dQ, d);  // dQ = dS K
-        gemm<T>(true, false, N, d, N, T(1), dP.data(), N, Q, d, T(0), dK, d);   // dK = dSᵀ Q
+        gemm<T>(false, false, N, d, N, T(1), dP.data(), N, K, L, T(0), dQ, L);  // dQ = dS K
+        gemm<T>(true, false, N, d, N, T(1), dP.data(), N, Q, L, T(0), dK, L);   // dK = dSᵀ Q
       }
     }
   }
@@ -617,12 +596,9 @@ bool adamw_prepare(AdamWHyper& h, StepState* state) {
   template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);                                   \
   template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, T*, int64_t, int64_t); \
   template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
-  template void qkv_split<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);                                \
-  template void qkv_merge<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t);                    \
-  template void attention_forward<T>(const T*, const T*, const T*, float, const DropoutSpec&, T*, T*, int64_t,         \
-                                     int64_t, int64_t, int64_t);                                                       \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, float,               \
-                                      const DropoutSpec&, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);             \
+  template void attention_forward<T>(const T*, float, const DropoutSpec&, T*, T*, int64_t, int64_t, int64_t, int64_t); \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, float, const DropoutSpec&, T*, int64_t,  \
+                                      int64_t, int64_t, int64_t);                                                      \
   template void dropout<T>(const T*, T*, int64_t, const DropoutSpec&);                                                 \
   template void drop_path<T>(const T*, T*, int64_t, int64_t, const DropoutSpec&);                                      \
   template void pool_forward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);                                   \

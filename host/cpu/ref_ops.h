@@ -40,18 +40,15 @@ template <typename T>
 void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
                         T* dbeta, int64_t R, int64_t C);
 
-// qkv [B, T, 3, H, d] -> q, k, v [B, H, T, d], and back.
+// Attention on the packed qkv projection [B, N, 3, H, d] (the qkv linear's output [B, N, 3A]):
+// out [B, N, H·d], lse [B, H, N]; the backward writes dq, dk, dv in place into dqkv [B, N, 3A]
+// (overwritten: every element is written).
 template <typename T>
-void qkv_split(const T* qkv, T* q, T* k, T* v, int64_t B, int64_t T_, int64_t H, int64_t d);
+void attention_forward(const T* qkv, float scale, const DropoutSpec& drop, T* out, T* lse, int64_t B, int64_t H,
+                       int64_t N, int64_t d);
 template <typename T>
-void qkv_merge(const T* dq, const T* dk, const T* dv, T* dqkv, int64_t B, int64_t T_, int64_t H, int64_t d);
-
-template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, float scale, const DropoutSpec& drop, T* out, T* lse,
-                       int64_t B, int64_t H, int64_t N, int64_t d);
-template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, float scale,
-                        const DropoutSpec& drop, T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t N, int64_t d);
+void attention_backward(const T* dout, const T* qkv, const T* out, const T* lse, float scale, const DropoutSpec& drop,
+                        T* dqkv, int64_t B, int64_t H, int64_t N, int64_t d);
 
 // The Philox stream of a DropoutSpec: stream + *stream_offset (when set; host memory).
 uint64_t stream_of(const DropoutSpec& spec);

@@ -228,20 +228,14 @@ class Backend {
   void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                           const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta);
 
-  // ---- qkv: x[B, T, D] · w[3A, D]ᵀ + b -> q, k, v head-major [B, H, T, A/H] ----
-  // qkv_scratch [B, T, 3A] holds the packed projection.
-  void qkv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch, const Tensor& q,
-                   const Tensor& k, const Tensor& v);
-  void qkv_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                    const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db);
-
-  // ---- attention: out[B, T, H*d] = softmax(q kᵀ · scale) v per head, with dropout on the
-  // probabilities; lse [B, H, T] (fp32) saved for the backward recomputation of P.
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, const DropoutSpec& drop,
-                         const Tensor& out, const Tensor& lse);
-  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, float scale, const DropoutSpec& drop, const Tensor& dq, const Tensor& dk,
-                          const Tensor& dv);
+  // ---- attention on the packed qkv projection (linear_forward's output [B, T, 3A], read as
+  // [B, T, 3, H, d], A = H·d): out[B, T, A] = softmax(q kᵀ · scale) v per head, with dropout on
+  // the probabilities; lse [B, H, T] (fp32) saved for the backward recomputation of P. Backward
+  // OVERWRITES dqkv [B, T, 3A] (dq, dk, dv in place: the dy of the qkv linear_backward).
+  void attention_forward(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop, const Tensor& out,
+                         const Tensor& lse);
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int num_heads,
+                          float scale, const DropoutSpec& drop, const Tensor& dqkv);
 
   // ---- dropout: y = x * mask / (1 - p), element-wise; forward and backward are the same
   // call (the mask is regenerated). y may alias x. p == 0 copies.
@@ -304,15 +298,10 @@ class Backend {
   virtual void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                        const Tensor& rstd, const Tensor& dx, const Tensor& dgamma,
                                        const Tensor& dbeta) = 0;
-  virtual void qkv_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& qkv_scratch,
-                                const Tensor& q, const Tensor& k, const Tensor& v) = 0;
-  virtual void qkv_backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& x, const Tensor& w,
-                                 const Tensor& dqkv_scratch, const Tensor& dx, const Tensor& dw, const Tensor& db) = 0;
-  virtual void attention_forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                      const DropoutSpec& drop, const Tensor& out, const Tensor& lse) = 0;
-  virtual void attention_backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                       const Tensor& out, const Tensor& lse, float scale, const DropoutSpec& drop,
-                                       const Tensor& dq, const Tensor& dk, const Tensor& dv) = 0;
+  virtual void attention_forward_impl(const Tensor& qkv, int num_heads, float scale, const DropoutSpec& drop,
+                                      const Tensor& out, const Tensor& lse) = 0;
+  virtual void attention_backward_impl(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                       int num_heads, float scale, const DropoutSpec& drop, const Tensor& dqkv) = 0;
   virtual void dropout_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
   virtual void drop_path_impl(const Tensor& x, const Tensor& y, const DropoutSpec& spec) = 0;
   virtual void pool_forward_impl(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) = 0;

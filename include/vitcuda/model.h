@@ -97,7 +97,7 @@ class Model {
   const std::vector<ActivationSpec>& activations() const { return act_specs_; }
   const ParamSpec& param_spec(const std::string& name) const;  // throws Error if unknown
   // A view of a saved activation of the last forward (backend memory) by its table name,
-  // e.g. "blocks.0.q", "blocks.0.lse", "logits"; throws Error if unknown.
+  // e.g. "blocks.0.qkv", "blocks.0.lse", "logits"; throws Error if unknown.
   Tensor activation(const std::string& name) const;
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
@@ -146,7 +146,7 @@ class Model {
     Tensor pre, out;
   };  // pre-activation (for the backward of the activation), output
   struct BlockActs {
-    Tensor ln1, ln1_mean, ln1_rstd, q, k, v, lse, att, proj, mid, ln2, ln2_mean, ln2_rstd, fc1_pre, fc1, fc2_pre, fc2;
+    Tensor ln1, ln1_mean, ln1_rstd, qkv, lse, att, proj, mid, ln2, ln2_mean, ln2_rstd, fc1_pre, fc1, fc2_pre, fc2;
   };
   struct HeadActs {
     Tensor norm, norm_mean, norm_rstd, pooled, fc_norm, fc_norm_mean, fc_norm_rstd;
@@ -156,13 +156,12 @@ class Model {
   };
   struct GradActs {                 // gradient scratch ("d_*" in the table), shared by all blocks
     Tensor logits, head_a, head_b,  // head_a / head_b alternate as dy / dx through the head
-        pooled, res, branch, ln, fc1, att, q, k, v, qkv, patches;
+        pooled, res, branch, ln, fc1, att, qkv, patches;
   };
   struct ActTensors {
     Tensor input, labels, losses, hits, cols, patches;
     std::vector<Tensor> res;  // block inputs res[0..depth]; res[depth] is the final norm's input
     std::vector<BlockActs> blocks;
-    Tensor qkv;  // packed projection, consumed at once by the split
     HeadActs head;
     GradActs d;  // gradients
   };
