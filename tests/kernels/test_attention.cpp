@@ -316,7 +316,9 @@ void check_mask(uint64_t offset) {
             << "dv h=" << h << " key=" << j << " query=" << i;
       }
   EXPECT_GT(dropped, 0);
-  if (offset) EXPECT_GT(differs_from_no_offset, 0) << "the offset must change the mask for this test to mean anything";
+  if (offset) {
+    EXPECT_GT(differs_from_no_offset, 0) << "the offset must change the mask for this test to mean anything";
+  }
 }
 
 TEST_P(Attention, DropoutMaskMatchesPhiloxF32) { check_mask<float>(0); }

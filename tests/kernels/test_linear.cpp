@@ -177,7 +177,9 @@ void check_forward_dropout(const Shape& s, Act act, const DropoutSpec& spec, con
   rt::copy_to_host(pre_plain.data(), pre0.get() + offset, rn * sizeof(T));
   EXPECT_TRUE(bitwise_equal(to_floats(got_y), ref_dropout_of<T>(to_floats(y_plain), ref_spec)))
       << "y must be the reference dropout of the un-dropped y";
-  if (has_pre) EXPECT_TRUE(bitwise_equal(to_floats(got_pre), to_floats(pre_plain))) << "pre must not change";
+  if (has_pre) {
+    EXPECT_TRUE(bitwise_equal(to_floats(got_pre), to_floats(pre_plain))) << "pre must not change";
+  }
 }
 
 // Backward: dy ← act'(pre) ⊙ dropout(dy). Checked three ways: the elements the reference drops are

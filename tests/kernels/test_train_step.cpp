@@ -133,7 +133,9 @@ TEST_P(TrainStepTest, NonFiniteStepIsSkippedAndCounted) {
   EXPECT_EQ(opt.steps_taken(), 0);
   const std::vector<float> after = model.get_master();
   for (size_t i = 0; i < w.size(); ++i)
-    if (!std::isnan(w[i])) ASSERT_EQ(after[i], w[i]) << "element " << i << " changed in a skipped step";
+    if (!std::isnan(w[i])) {
+      ASSERT_EQ(after[i], w[i]) << "element " << i << " changed in a skipped step";
+    }
   // Repaired, the next step applies.
   w[model.param_spec("head.bias").offset] = 0.f;
   model.set_master(w);
