@@ -125,8 +125,10 @@ __global__ void __launch_bounds__(kAdamWThreads)
   if (vbegin > end) vbegin = end;
   int64_t vend = end & ~int64_t(3);
   if (vend < vbegin) vend = vbegin;
-  for (int64_t i = begin + threadIdx.x; i < vbegin; i += blockDim.x)
-    adamw_one(i, master, grads, m, v, params, s, decay);
+  VITCUDA_NO_UNROLL  // unrolled, nvcc computes the trip count with a 64-bit division
+      for (int64_t i = begin + threadIdx.x; i < vbegin; i += blockDim.x)
+          adamw_one(i, master, grads, m, v, params, s, decay);
+  VITCUDA_NO_UNROLL
   for (int64_t i = vbegin + 4 * static_cast<int64_t>(threadIdx.x); i < vend; i += 4 * blockDim.x) {
     const float4 p4 = *reinterpret_cast<const float4*>(master + i);
     const float4 g4 = *reinterpret_cast<const float4*>(grads + i);
@@ -134,16 +136,19 @@ __global__ void __launch_bounds__(kAdamWThreads)
     float4 v4 = *reinterpret_cast<const float4*>(v + i);
     AdamWState e[4] = {
         {p4.x, g4.x, m4.x, v4.x}, {p4.y, g4.y, m4.y, v4.y}, {p4.z, g4.z, m4.z, v4.z}, {p4.w, g4.w, m4.w, v4.w}};
+#pragma unroll
     for (int k = 0; k < 4; ++k) adamw_step(e[k], s, decay);
     *reinterpret_cast<float4*>(master + i) = make_float4(e[0].p, e[1].p, e[2].p, e[3].p);
     *reinterpret_cast<float4*>(m + i) = make_float4(e[0].m, e[1].m, e[2].m, e[3].m);
     *reinterpret_cast<float4*>(v + i) = make_float4(e[0].v, e[1].v, e[2].v, e[3].v);
     if (params) {
       Vec4<TP> out;
+#pragma unroll
       for (int k = 0; k < 4; ++k) out.v[k] = from_float<TP>(e[k].p);
       store_vec4(params + i, out);
     }
   }
+  VITCUDA_NO_UNROLL
   for (int64_t i = vend + threadIdx.x; i < end; i += blockDim.x) adamw_one(i, master, grads, m, v, params, s, decay);
 }
 
@@ -168,6 +173,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   double acc = 0;
+  VITCUDA_NO_UNROLL
   for (int64_t i = tid; i < n_vec; i += stride) {
     const Vec16<T> val = load_vec16(x + i * kVec);
     for (int k = 0; k < kVec; ++k) {
@@ -175,6 +181,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
       acc += e * e;
     }
   }
+  VITCUDA_NO_UNROLL
   for (int64_t i = n_vec * kVec + tid; i < n; i += stride) {
     const double e = to_float(x[i]);
     acc += e * e;
