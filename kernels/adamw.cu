@@ -92,8 +92,10 @@ __global__ void adamw_prepare_kernel(StepState* state, float beta1, float beta2,
   state->decay_factor = 1.f - state->lr * weight_decay;
 }
 
+// 5 CTAs (40 warps) per SM: enough 16-byte loads in flight to stream at full bandwidth; the
+// StepState reads cost a few registers over the 48 this leaves.
 template <typename TP>
-__global__ void __launch_bounds__(kAdamWThreads)
+__global__ void __launch_bounds__(kAdamWThreads, 5)
     adamw_kernel(float* __restrict__ master, const float* __restrict__ grads, float* __restrict__ m,
                  float* __restrict__ v, TP* __restrict__ params, AdamWScalars s, AdamWTable table,
                  const StepState* __restrict__ state) {
@@ -136,14 +138,14 @@ __global__ void __launch_bounds__(kAdamWThreads)
     float4 v4 = *reinterpret_cast<const float4*>(v + i);
     AdamWState e[4] = {
         {p4.x, g4.x, m4.x, v4.x}, {p4.y, g4.y, m4.y, v4.y}, {p4.z, g4.z, m4.z, v4.z}, {p4.w, g4.w, m4.w, v4.w}};
-#pragma unroll
+    VITCUDA_UNROLL
     for (int k = 0; k < 4; ++k) adamw_step(e[k], s, decay);
     *reinterpret_cast<float4*>(master + i) = make_float4(e[0].p, e[1].p, e[2].p, e[3].p);
     *reinterpret_cast<float4*>(m + i) = make_float4(e[0].m, e[1].m, e[2].m, e[3].m);
     *reinterpret_cast<float4*>(v + i) = make_float4(e[0].v, e[1].v, e[2].v, e[3].v);
     if (params) {
       Vec4<TP> out;
-#pragma unroll
+      VITCUDA_UNROLL
       for (int k = 0; k < 4; ++k) out.v[k] = from_float<TP>(e[k].p);
       store_vec4(params + i, out);
     }
