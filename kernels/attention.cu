@@ -78,9 +78,10 @@ constexpr int dkdv_query_step() {
 }
 // The CTAs per SM __launch_bounds__ asks of the bf16 kernels (ptxas then stays within
 // 65536 / (128 · n) registers), chosen per kernel and head dim from ptxas's output (sm_90a):
-// 3 (≤ 168 registers, 12 warps per SM) where that compiles without spilling (and for the dQ
-// kernel at d = 64, the ViT-B/S head dim, which spills 12 bytes there: 12 warps per SM are worth
-// it), else no constraint (ptxas spilled 32-160 bytes at the 168 cap for those; they run 2 CTAs
+// 3 (≤ 168 registers, 12 warps per SM) where that compiles without spilling (and for the dQ and
+// forward kernels at d = 64, the ViT-B/S head dim, which spill 16 and 48 bytes there since the
+// "memory" clobbers of kernels/ptx.cuh: 12 warps per SM judged worth it, unmeasured; the gate
+// tables record the spill), else no constraint (ptxas spilled 32-160 bytes at the 168 cap for those; they run 2 CTAs
 // per SM). The fp32 kernels say (256, 1): with the thread count alone, ptxas capped the dQ
 // kernel at d = 128 to 80 registers and spilled.
 template <int D>
