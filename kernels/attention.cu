@@ -169,6 +169,26 @@ __device__ __forceinline__ void load_tile_async(SmemPtr<bf16> dst, const bf16* s
   }
 }
 
+// The key/value pipeline of the forward and dQ kernels, double-buffered one tile ahead: starts the
+// loads of key tile kt + 1 into the other buffer (released by the barrier that ended tile kt - 1),
+// waits for tile kt's, and synchronises the block. Returns tile kt's buffer (0 or 1).
+template <int D>
+__device__ __forceinline__ int kv_tile_ready(SmemPtr<bf16> sK, SmemPtr<bf16> sV, const bf16* k, const bf16* v,
+                                             size_t ld, int kt, int n_tiles, int N) {
+  constexpr int kTileElems = kTile * tile_stride<D>();
+  const int buf = kt & 1;
+  if (kt + 1 < n_tiles) {
+    load_tile_async<D>(sK + (buf ^ 1) * kTileElems, k, ld, (kt + 1) * kTile, N);
+    load_tile_async<D>(sV + (buf ^ 1) * kTileElems, v, ld, (kt + 1) * kTile, N);
+    ptx::cp_async_commit_group();
+    ptx::cp_async_wait_group<1>();
+  } else {
+    ptx::cp_async_wait_group<0>();
+  }
+  __syncthreads();
+  return buf;
+}
+
 // COUNT fp32 values src[row0 + r] (zero past N) by threads [first, first + COUNT).
 template <int COUNT>
 __device__ __forceinline__ void load_row_floats_async(SmemPtr<float> dst, const float* src, int row0, int N,
@@ -291,16 +311,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_ctas<D>())
   float l[2] = {0.f, 0.f};              // this thread's part of the running sum
 
   for (int kt = 0; kt < n_tiles; ++kt) {
-    const int buf = kt & 1;
-    if (kt + 1 < n_tiles) {  // the buffer it fills was released by the barrier ending kt-1
-      load_tile_async<D>(sK + (buf ^ 1) * kTileElems, k, ph.ld, (kt + 1) * kTile, N);
-      load_tile_async<D>(sV + (buf ^ 1) * kTileElems, v, ph.ld, (kt + 1) * kTile, N);
-      ptx::cp_async_commit_group();
-      ptx::cp_async_wait_group<1>();
-    } else {
-      ptx::cp_async_wait_group<0>();
-    }
-    __syncthreads();
+    const int buf = kv_tile_ready<D>(sK, sV, k, v, ph.ld, kt, n_tiles, N);
 
     if (active) {
       if (kt == 0) VITCUDA_UNROLL
@@ -456,16 +467,7 @@ __global__ void __launch_bounds__(kThreads, dq_min_ctas<D>())
   for (int c = 0; c < 4; ++c) dq[nb][c] = 0.f;
 
   for (int kt = 0; kt < n_tiles; ++kt) {
-    const int buf = kt & 1;
-    if (kt + 1 < n_tiles) {  // the buffer it fills was released by the barrier ending kt-1
-      load_tile_async<D>(sK + (buf ^ 1) * kTileElems, k, ph.ld, (kt + 1) * kTile, N);
-      load_tile_async<D>(sV + (buf ^ 1) * kTileElems, v, ph.ld, (kt + 1) * kTile, N);
-      ptx::cp_async_commit_group();
-      ptx::cp_async_wait_group<1>();
-    } else {
-      ptx::cp_async_wait_group<0>();
-    }
-    __syncthreads();
+    const int buf = kv_tile_ready<D>(sK, sV, k, v, ph.ld, kt, n_tiles, N);
 
     if (active) {
       const SmemPtr<bf16> tK = sK + buf * kTileElems, tV = sV + buf * kTileElems;
