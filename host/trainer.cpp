@@ -170,13 +170,7 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std:
       const std::vector<int32_t> p = last_predictions(model_);
       predictions->insert(predictions->end(), p.begin(), p.end());
     }
-    if (++done % o_.log_interval == 0 || done == loader.num_batches()) {
-      const StepMetrics s = stepper.take_metrics();
-      m.loss_sum += s.loss_sum;
-      m.samples += s.samples;
-      m.top1 += s.top1;
-      m.top5 += s.top5;
-    }
+    if (++done % o_.log_interval == 0 || done == loader.num_batches()) m += stepper.take_metrics();
     const double seen = double(std::max<int64_t>(m.samples, 1));
     bar.update(done, m.loss_sum / seen, double(m.top1) / seen, m.samples);
   }
@@ -227,24 +221,16 @@ void Trainer::fit(std::ostream& log) {
     double lr = 0;
     StepMetrics epoch;  // what the device has reported so far this epoch
     int64_t batches = 0;
-    auto collect = [&] {
-      const StepMetrics m = stepper.take_metrics();
-      epoch.loss_sum += m.loss_sum;
-      epoch.samples += m.samples;
-      epoch.top1 += m.top1;
-      epoch.top5 += m.top5;
-      epoch.skipped_steps += m.skipped_steps;
-    };
     for (int n; (n = loader.next(stepper.images(), stepper.labels())) > 0;) {
       lr = sched.at(step_);
       stepper.run(n, lr, step_);
       ++step_;
       ++batches;
-      if (batches % o_.log_interval == 0 || batches == per_epoch) collect();
+      if (batches % o_.log_interval == 0 || batches == per_epoch) epoch += stepper.take_metrics();
       const int64_t seen = std::max<int64_t>(epoch.samples, 1);
       bar.update(batches, epoch.loss_sum / seen, double(epoch.top1) / seen, batches * int64_t(o_.batch_size));
     }
-    collect();
+    epoch += stepper.take_metrics();
     bar.finish();
     if (epoch.samples == 0)
       throw Error("training diverged: every step of epoch " + std::to_string(epoch_ + 1) +

@@ -318,12 +318,8 @@ int main(int argc, char** argv) {
       so.graph = !no_graph;
       TrainStep stepper(model, nullptr, so);
       Progress bar(!no_progress, loader.num_batches());
-      int64_t count = 0, done = 0, top1 = 0, top5 = 0;
-      auto collect = [&] {  // waits for the device
-        const StepMetrics m = stepper.take_metrics();
-        top1 += m.top1;
-        top5 += m.top5;
-      };
+      int64_t count = 0, done = 0;
+      StepMetrics m;
       const auto t0 = Clock::now();
       for (int n; (n = loader.next(raw.data(), stepper.labels())) > 0;) {
         uint8_t* staged = stepper.images();
@@ -343,10 +339,11 @@ int main(int argc, char** argv) {
           attention_done = true;
         }
         count += n;
-        if (++done % 20 == 0) collect();  // the progress bar's accuracy, every 20 batches
-        bar.update(done, count, double(top1) / double(std::max<int64_t>(count, 1)));
+        if (++done % 20 == 0) m += stepper.take_metrics();  // the progress bar's accuracy, every 20 batches
+        bar.update(done, count, double(m.top1) / double(std::max<int64_t>(count, 1)));
       }
-      collect();
+      m += stepper.take_metrics();  // waits for the last step
+      const int64_t top1 = m.top1, top5 = m.top5;
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       bar.finish();
       if (count == 0) throw Error("dataset '" + data.name + "' is empty");

@@ -28,6 +28,14 @@ struct StepMetrics {
   double loss_sum = 0;  // Σ per-sample losses
   int64_t samples = 0, top1 = 0, top5 = 0;
   int64_t skipped_steps = 0;
+  StepMetrics& operator+=(const StepMetrics& o) {
+    loss_sum += o.loss_sum;
+    samples += o.samples;
+    top1 += o.top1;
+    top5 += o.top5;
+    skipped_steps += o.skipped_steps;
+    return *this;
+  }
 };
 
 class TrainStep {
