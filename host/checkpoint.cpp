@@ -305,6 +305,22 @@ SafeTensor f32_tensor(const std::vector<int64_t>& shape, const float* data, int6
   return t;
 }
 
+// Refuses a loaded tensor holding NaN or an infinity, naming the file, the tensor and the first
+// bad element (one pass; a finite check is far cheaper than reading the file).
+void check_finite(const char* kind, const std::string& path, const std::string& name, const float* v, int64_t n) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) {
+      bad = i;
+      break;
+    }
+  if (bad < 0) return;
+  char value[32];
+  std::snprintf(value, sizeof value, "%g", double(v[bad]));
+  throw Error(std::string(kind) + " '" + path + "': tensor '" + name + "' holds a non-finite value (" + value +
+              " at index " + std::to_string(bad) + ")");
+}
+
 }  // namespace
 
 // ---- training state ------------------------------------------------------------------------------
@@ -346,6 +362,7 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
       throw Error("checkpoint '" + path + "': tensor '" + name + "' has shape " + shape_string(t.shape) +
                   ", the model expects " + shape_string(s.shape));
     std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
+    check_finite("checkpoint", path, name, dst.data() + s.offset, s.numel);
   };
   for (const ParamSpec& s : model.params()) {
     take(s.name, s, w);
@@ -448,6 +465,7 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
       throw Error("weights '" + path + "' have no tensor '" + s.name + "' (model " + cfg.name + ")");
     const SafeTensor& t = it->second;
     std::vector<float> v = weights_f32(t, path, s.name);
+    check_finite("weights", path, s.name, v.data(), int64_t(v.size()));
     if (t.shape != s.shape) {
       const int prefix = cfg.class_token ? 1 : 0;
       const int64_t old_grid =
