@@ -356,8 +356,8 @@ std::vector<FlagRow> flag_rows() {
     add_bad(rows, "vit_train", flag, bad);
   }
   // --scale's second value.
-  for (const std::string& hi : {"1.5", "nan", "inf", "0", "x"})
-    rows.push_back({"vit_train", {{"--scale", "0.5 " + hi}}, {"--scale", hi}});
+  for (const char* hi : {"1.5", "nan", "inf", "0", "x"})
+    rows.push_back({"vit_train", {{"--scale", std::string("0.5 ") + hi}}, {"--scale", hi}});
   // vit_train integer flags (-b's error names --batch-size).
   const std::vector<std::tuple<std::string, std::string, std::vector<std::string>>> train_ints = {
       {"-b", "--batch-size", {"0", "-1", "65537"}},
@@ -386,7 +386,7 @@ std::vector<FlagRow> flag_rows() {
   rows.push_back({"vit_train", {{"--lr", "0.001"}, {"--min-lr", "0.01"}}, {"--min-lr", "0.01", "above --lr 0.001"}});
   rows.push_back({"vit_train", {{"--warmup-epochs", "3"}}, {"--warmup-epochs", "3", "above --epochs 2"}});
   rows.push_back({"vit_train", {{"--warmup-epochs", "2.5"}}, {"--warmup-epochs", "2.5", "above --epochs 2"}});
-  rows.push_back({"vit_train", {{"--scale", "0.9 0.5"}}, {"--scale", "0.9", "0.5"}});
+  rows.push_back({"vit_train", {{"--scale", "0.9 0.5"}}, {"--scale", "above HI 0.5, got 0.9"}});
   // Accepted: boundaries, and a default --min-lr above a small --lr (it follows --lr down).
   for (const Flags& good : std::vector<Flags>{{{"--lr", "1e-6"}},
                                               {{"--lr", "0.001"}, {"--min-lr", "0.001"}},

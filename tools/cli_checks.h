@@ -80,8 +80,7 @@ inline CLI::Validator integer(long long lo, unsigned long long hi) {
 // A relation between two flags (given or default): refused, not clamped.
 inline void require_at_most(const std::string& flag_a, double a, const std::string& flag_b, double b) {
   if (!(a <= b))
-    throw CLI::ValidationError(flag_a,
-                               fmt_number(a) + " is above " + flag_b + " " + fmt_number(b) + " (it must not be)");
+    throw CLI::ValidationError(flag_a, "must not be above " + flag_b + " " + fmt_number(b) + ", got " + fmt_number(a));
 }
 
 // Parses the flags. Returns -1 to go on, else the exit status: 0 after --help, 1 after a flag
