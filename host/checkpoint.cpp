@@ -373,12 +373,15 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
   }
   model.set_master(w);
   if (opt) {
+    // All of the text, a non-negative integer ("12abc", "-3" and "1e300" are not).
+    const std::string text = checkpoint_metadata(f.metadata, "optimizer.steps", path);
     int64_t steps = 0;
-    try {
-      steps = std::stoll(checkpoint_metadata(f.metadata, "optimizer.steps", path));
-    } catch (const std::logic_error&) {
-      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a number");
-    }
+    bool ok = !text.empty() && text.size() <= 18;
+    for (char c : text) ok = ok && c >= '0' && c <= '9';
+    if (!ok)
+      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a non-negative integer: '" + text +
+                  "'");
+    for (char c : text) steps = steps * 10 + (c - '0');
     opt->set_state(m, v, steps);
   }
   return f.metadata;

@@ -525,6 +525,16 @@ TEST_F(BadCheckpoint, NonFiniteOptimizerMomentRefusedByResume) {
   }
 }
 
+TEST_F(BadCheckpoint, BadOptimizerStepsRefusedByResume) {
+  for (const char* steps : {"-3", "12abc", "1e300", "", "99999999999999999999"}) {
+    const fs::path p =
+        edited("bad_steps.safetensors", [&](SafeTensorsFile& f) { f.metadata["optimizer.steps"] = steps; });
+    EXPECT_TRUE(Fails(run(with(tiny_flags(), {{"--resume", p.string()}})),
+                      {p.string(), "'optimizer.steps'", std::string("'") + steps + "'"}, "vit_train"))
+        << steps;
+  }
+}
+
 TEST_F(BadCheckpoint, BadConfigMetadataRefusedByVitInfer) {
   const std::vector<std::tuple<std::string, nlohmann::json, std::vector<std::string>>> rows = {
       {"pixel_std", nlohmann::json::parse("[1e39]"), {"pixel_std[0]", "1e+39"}},
