@@ -313,6 +313,17 @@ ViTConfig ViTConfig::from_json(const std::string& text) {
       bad(key, "has " + std::to_string(v.size()) + " values, at most " + std::to_string(max_size));
     return &v;
   };
+  // A key this version does not read would be silently lost (a typo, or a newer field).
+  static const char* const kKeys[] = {
+      "name",           "img_size",    "in_chans",    "patch_size",     "pixel_mean", "pixel_std",    "embed_dim",
+      "depth",          "num_heads",   "head_dim",    "mlp_ratio",      "mlp_hidden", "mlp_gelu_out", "qkv_bias",
+      "qk_scale",       "class_token", "global_pool", "ln_eps",         "gelu",       "drop_rate",    "attn_drop_rate",
+      "drop_path_rate", "pre_logits",  "head_mlp",    "head_drop_rate", "num_classes"};
+  for (const auto& item : j.items()) {
+    bool known = false;
+    for (const char* k : kKeys) known = known || item.key() == k;
+    if (!known) throw Error("invalid model config: unknown field '" + item.key() + "'");
+  }
   get_string("name", c.name);
   get_int("img_size", c.img_size);
   get_int("in_chans", c.in_chans);

@@ -271,6 +271,7 @@ std::vector<JsonRow> json_rows() {
       {"head_mlp_17", R"({"head_mlp": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]})", {"head_mlp", "17 values"}},
       {"drop_rate_1e300", R"({"drop_rate": 1e300})", {"drop_rate", "float range"}},
       {"global_pool_empty", R"({"global_pool": ""})", {"global_pool"}},
+      {"unknown_field", R"({"embed_dimm": 128})", {"unknown field 'embed_dimm'"}},
   };
 }
 
