@@ -199,6 +199,9 @@ void ViTConfig::validate() const {
                              {"drop_path_rate", drop_path_rate},
                              {"head_drop_rate", head_drop_rate}})
     real_in(field, rate, 0, 1, false, /*hi_open=*/true);
+  if (pool != Pool::Token && pool != Pool::Avg && pool != Pool::Flatten)
+    bad("pool", "must be token, avg or flatten, got " + s(int(pool)));
+  if (gelu != Gelu::Erf && gelu != Gelu::Tanh) bad("gelu", "must be erf or tanh, got " + s(int(gelu)));
   if (pool == Pool::Token && !class_token) bad("pool", "'token' needs class_token = true");
   int_in("pre_logits", pre_logits, 0, L::kHeadWidth);
   if (head_mlp.size() > size_t(L::kHeadLayers))
