@@ -390,13 +390,14 @@ std::vector<FlagRow> flag_rows() {
   rows.push_back({"vit_train", {{"--lr", "0.001"}, {"--min-lr", "0.01"}}, {"--min-lr", "0.01", "above --lr 0.001"}});
   rows.push_back({"vit_train", {{"--warmup-epochs", "3"}}, {"--warmup-epochs", "3", "above --epochs 2"}});
   rows.push_back({"vit_train", {{"--warmup-epochs", "2.5"}}, {"--warmup-epochs", "2.5", "above --epochs 2"}});
-  rows.push_back({"vit_train", {{"--scale", "0.9 0.5"}}, {"--scale", "above HI 0.5, got 0.9"}});
+  rows.push_back({"vit_train", {{"--rrc", ""}, {"--scale", "0.9 0.5"}}, {"--scale", "above HI 0.5, got 0.9"}});
+  rows.push_back({"vit_train", {{"--scale", "0.5 1"}}, {"--scale", "needs --rrc"}});  // would be ignored
   // Accepted: boundaries, and a default --min-lr above a small --lr (it follows --lr down).
   for (const Flags& good : std::vector<Flags>{{{"--lr", "1e-6"}},
                                               {{"--lr", "0.001"}, {"--min-lr", "0.001"}},
                                               {{"--warmup-epochs", "2"}},
                                               {{"--hflip", "1"}, {"--rotation", "0"}, {"--zoom", "0.999"}},
-                                              {{"--scale", "0.5 0.5"}, {"--smoothing", "0.999"}},
+                                              {{"--rrc", ""}, {"--scale", "0.5 0.5"}, {"--smoothing", "0.999"}},
                                               {{"--seed", "18446744073709551615"}, {"--val-split", "0.9"}},
                                               {{"--mean", "1"}, {"--std", "0.001"}},
                                               {{"--drop", "0"}, {"--drop-path", "0.5"}, {"--clip-grad", "1e6"}},

@@ -232,6 +232,8 @@ int main(int argc, char** argv) {
     cli::require_at_most("--min-lr", o.min_lr, "--lr", o.lr);
     cli::require_at_most("--warmup-epochs", o.warmup_epochs, "--epochs", o.epochs);
     if (rrc_scale.size() == 2) cli::require_at_most("--scale LO", rrc_scale[0], "HI", rrc_scale[1]);
+    if (app.count("--scale") && !aug.rrc)
+      throw CLI::ValidationError("--scale", "needs --rrc (it is the crop's area range)");
   });
   // One line per error and exit status 1 (0 after --help), like every other error of vit_train.
   if (const int rc = cli::parse_flags(app, "vit_train", argc, argv); rc >= 0) return rc;
