@@ -215,6 +215,21 @@ TEST_P(ConfigLimits, Validate) {
 INSTANTIATE_TEST_SUITE_P(BadNumbers, ConfigLimits, ::testing::ValuesIn(config_rows()),
                          [](const auto& info) { return info.param.name; });
 
+// Derived sizes of an unvalidated config are defined: no float-to-int overflow.
+TEST(BadNumbersConfig, MlpHiddenDimOfAbsurdRatios) {
+  ViTConfig c = preset("vit_fmnist");
+  for (float r : {kNaN, kInf, -2.f, 1e30f}) {
+    c.mlp_ratio = r;
+    EXPECT_EQ(c.mlp_hidden_dim(), -1) << r;
+  }
+  c.mlp_ratio = 2.f;
+  EXPECT_EQ(c.mlp_hidden_dim(), 128);
+  c.embed_dim = 1 << 30;
+  EXPECT_EQ(c.mlp_hidden_dim(), -1);
+  const std::string e = error_of([&] { c.validate(); });
+  EXPECT_NE(e.find("embed_dim must be 1 to 16384, got 1073741824"), std::string::npos) << e;
+}
+
 // The 64-bit count is the model's own.
 TEST(BadNumbersConfig, ParamCountIsTheModels) {
   auto backend = make_backend("cpu");

@@ -72,7 +72,13 @@ struct ViTConfig {
   int num_tokens() const { return num_patches() + (class_token ? 1 : 0); }
   int attn_head_dim() const { return head_dim > 0 ? head_dim : embed_dim / num_heads; }
   int attn_dim() const { return num_heads * attn_head_dim(); }
-  int mlp_hidden_dim() const { return mlp_hidden > 0 ? mlp_hidden : static_cast<int>(mlp_ratio * embed_dim + 0.5f); }
+  // -1 when mlp_ratio * embed_dim is NaN, negative or beyond int (validate() refuses it) rather
+  // than an undefined float-to-int conversion.
+  int mlp_hidden_dim() const {
+    if (mlp_hidden > 0) return mlp_hidden;
+    const float h = mlp_ratio * static_cast<float>(embed_dim) + 0.5f;
+    return h >= 0.f && h < 2147483520.f ? static_cast<int>(h) : -1;  // 2147483520: the last float below 2^31
+  }
   float attn_scale() const;
   int patch_dim() const { return in_chans * patch_size * patch_size; }
   // Width of the features the head sees after pooling.
