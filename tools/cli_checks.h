@@ -46,7 +46,7 @@ inline CLI::Validator real(double lo, double hi, bool lo_open = false, bool hi_o
         if (!ok) return "must be " + phrase + ", got " + s;
         return std::string();
       },
-      "FLOAT " + phrase);
+      phrase);
 }
 
 // An integer flag: optional sign and decimal digits only (no 1e3, 0x10, 2.5 or true), within
@@ -74,7 +74,7 @@ inline CLI::Validator integer(long long lo, unsigned long long hi) {
         if (!ok) return "must be an integer from " + phrase + ", got " + s;
         return std::string();
       },
-      "INT " + phrase);
+      phrase);
 }
 
 // A relation between two flags (given or default): refused, not clamped.
