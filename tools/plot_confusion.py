@@ -6,9 +6,10 @@
 RUN_DIR is a vit_train --output folder (or the confusion_matrix.csv itself: a header
 "true\\pred,<class>,...", then one row per true class, "<class>,<count>,..."). True classes on
 the y axis, predictions on the x axis, each cell coloured by its share of the true class (row
-percentage: per-class recall on the diagonal) with a colour bar; up to 30 classes each cell
-shows its count and row percentage, more classes show colours only and every n-th class name.
-The title gives the overall top-1 accuracy and, with --weights, which weights made the matrix.
+percentage: per-class recall on the diagonal) with a colour bar. Up to 30 classes each cell
+shows its count and row percentage (an empty cell: 0); more classes show colours only, and
+every n-th class name. The title gives the overall top-1 and, with --weights, which weights
+made the matrix.
 Needs matplotlib (Debian: apt-get install python3-matplotlib). vit_train runs this at the end
 of training, over the built-in colour grid it writes first. The PNG is written atomically.
 """
@@ -121,8 +122,8 @@ def main():
                     continue
                 r, g, b, _ = cmap(share[t, p])
                 colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-                ax.text(p, t, f"{cm[t, p]}\n{100 * share[t, p]:.0f}%", ha="center", va="center", color=colour,
-                        fontsize=size)
+                text = f"{cm[t, p]}\n{100 * share[t, p]:.0f}%" if cm[t, p] else "0"
+                ax.text(p, t, text, ha="center", va="center", color=colour, fontsize=size)
     title = f"confusion matrix: top-1 {100 * accuracy:.2f}% of {total} test images"
     if args.weights:
         title += f"\nweights: {args.weights}"
