@@ -365,6 +365,50 @@ TEST_F(TestMetrics, ResumedRunTestsTheBestEpochFromBeforeTheResume) {
   expect_same_results(b.out / "results.json", out / "results.json");
 }
 
+TEST_F(TestMetrics, WithoutOutputFolderBothAreTestedToo) {
+  // The best weights live in memory: no --output needed; the same lines as the run with one.
+  Flags flags = best_run_flags(dir_ / "unused");
+  flags.erase(std::find_if(flags.begin(), flags.end(), [](const auto& kv) { return kv.first == "--output"; }));
+  const RunResult r = run(with(flags));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_FALSE(fs::exists(dir_ / "unused"));
+  auto test_lines = [](const std::string& out) {
+    std::vector<std::string> lines;
+    const std::regex line(kTestLine);
+    for (auto it = std::sregex_iterator(out.begin(), out.end(), line); it != std::sregex_iterator(); ++it)
+      lines.push_back(it->str());
+    return lines;
+  };
+  const auto lines = test_lines(r.out);
+  EXPECT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines, test_lines(best_run().result.out)) << r.out;
+}
+
+TEST_F(TestMetrics, BestWeightsNotAvailableAreSaidSo) {
+  // Stopped after the best epoch, resumed into another folder: the best epoch's weights are
+  // neither in memory nor in that folder. The last weights are tested, and the line says why
+  // the best are not.
+  const BestRun& b = best_run();
+  const int best_epoch = nlohmann::json::parse(read_text(b.out / "results.json")).at("best_epoch").get<int>();
+  ASSERT_LT(best_epoch, 4);
+  const fs::path first = dir_ / "first", second = dir_ / "second";
+  RunResult r = run(with(best_run_flags(first), {{"--stop-after-epochs", std::to_string(best_epoch)}}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  r = run(with(best_run_flags(second), {{"--resume", (first / "last.safetensors").string()}}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("test (best, epoch " + std::to_string(best_epoch) +
+                       "): not evaluated, its weights are not available: "),
+            std::string::npos)
+      << r.out;
+  const auto res = nlohmann::json::parse(read_text(second / "results.json"));
+  const auto ref = nlohmann::json::parse(read_text(b.out / "results.json"));
+  EXPECT_EQ(res.at("test_weights").get<std::string>(), "last");
+  EXPECT_FALSE(res.contains("test_best"));
+  EXPECT_EQ(res.at("test_last"), ref.at("test_last"));
+  EXPECT_EQ(res.at("test_top1"), ref.at("test_last").at("top1"));
+  EXPECT_NE(r.out.find("(report of the last, epoch 4 weights)"), std::string::npos) << r.out;
+}
+
 // ---- confusion_matrix.png ------------------------------------------------------------------------
 
 TEST_F(TestMetrics, ConfusionMatrixPngIsDrawnByMatplotlib) {

@@ -94,7 +94,7 @@ void check_output_outside_data(const std::string& output, const std::string& dat
 void lock_output(const std::string& dir) {
   const std::string path = dir + "/.vit_train.lock";
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error("cannot create lock file '" + path + "': " + std::strerror(errno));
+  if (fd < 0) throw Error("cannot open lock file '" + path + "': " + std::strerror(errno));
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
