@@ -258,6 +258,7 @@ void Trainer::fit(std::ostream& log) {
     if (is_best) {
       best_top1_ = score;
       best_epoch_ = r.epoch;
+      best_master_ = model_.get_master();  // for load_best_weights() after the last epoch
     }
     char line[320];
     std::snprintf(line, sizeof line,
@@ -272,6 +273,35 @@ void Trainer::fit(std::ostream& log) {
     log << std::flush;
     write_outputs(is_best);
   }
+}
+
+bool Trainer::load_best_weights(std::string* why) {
+  auto unavailable = [why](const std::string& reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  if (best_epoch_ <= 0) return unavailable("no epoch has been trained");
+  if (!best_master_.empty()) {
+    model_.set_master(best_master_);
+    return true;
+  }
+  if (best_epoch_ == epoch_) return true;  // a resumed run whose best epoch is its last: the model holds it
+  if (o_.output_dir.empty())
+    return unavailable("epoch " + std::to_string(best_epoch_) +
+                       " was trained before the resume and there is no output folder to read it from");
+  const std::string path = o_.output_dir + "/best.safetensors";
+  const std::vector<float> current = model_.get_master();
+  try {
+    const auto md = load_checkpoint(path, model_, nullptr);
+    const std::string epoch = checkpoint_metadata(md, "epoch", path);
+    if (epoch != std::to_string(best_epoch_))
+      throw Error("'" + path + "' holds epoch " + epoch + ", not the best epoch " + std::to_string(best_epoch_));
+  } catch (const std::exception& e) {
+    model_.set_master(current);
+    return unavailable(e.what());
+  }
+  best_master_ = model_.get_master();
+  return true;
 }
 
 void Trainer::write_outputs(bool is_best, bool checkpoints) {

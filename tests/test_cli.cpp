@@ -226,7 +226,7 @@ TEST_F(CliRun, NormalRunWritesAllOutputs) {
   EXPECT_EQ(r.err, "") << "nothing on stderr with --no-progress";
   EXPECT_NE(r.out.find("epoch   1/2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("epoch   2/2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("\ntest: loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ntest (best"), std::string::npos) << r.out;  // the best weights' test line
 
   for (const char* f : {"config.json", "history.csv", "last.safetensors", "best.safetensors", "results.json"})
     EXPECT_TRUE(fs::is_regular_file(out / f)) << f;
@@ -357,7 +357,7 @@ TEST_F(CliRun, ResumeEqualsUninterrupted) {
   EXPECT_NE(r.out.find("after epoch 3"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("epoch   4/4"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("epoch   3/4"), std::string::npos) << "epoch 3 was done already:\n" << r.out;
-  EXPECT_NE(r.out.find("\ntest: loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ntest (best"), std::string::npos) << r.out;  // the best weights' test line
   expect_same_run(ref.dir, out);
 
   // Resuming a finished run trains nothing and gives the same results again.

@@ -71,6 +71,13 @@ class Trainer {
 
   int epochs_done() const { return epoch_; }
   double best_top1() const { return best_top1_; }
+  int best_epoch() const { return best_epoch_; }  // 0 before the first epoch
+  // Puts the weights of best_epoch() into the model, where they stay (the optimizer state is
+  // left as it is: this is for evaluating after fit(), not for more training). They come from
+  // the host copy fit() keeps of the fp32 master weights of the best epoch, or, for a best
+  // epoch before a resume, from output_dir/best.safetensors when that file holds that epoch.
+  // Returns false, the model unchanged and the reason in *why, when they are not available.
+  bool load_best_weights(std::string* why = nullptr);
   const std::vector<EpochRecord>& history() const { return history_; }
 
  private:
@@ -86,6 +93,7 @@ class Trainer {
   int64_t step_ = 0;
   double best_top1_ = -1;
   int best_epoch_ = 0;
+  std::vector<float> best_master_;  // master weights of best_epoch_ when fit() reached it
   std::vector<EpochRecord> history_;
 };
 
