@@ -10,10 +10,6 @@
 //   * confusion_matrix.png is drawn by tools/plot_confusion.py when python3 has matplotlib, and
 //     is the built-in colour grid when it has not (VITCUDA_PLOT_PYTHON=none).
 
-// cli_harness.h defines idx_file and CleanError without `inline` and test_cli.cpp includes it
-// too: this file's copies get names of their own (harmless once the header marks them inline).
-#define idx_file outputs_idx_file
-#define CleanError OutputsCleanError
 #include "tests/cli_harness.h"
 #include "vitcuda/image.h"
 #include "vitcuda/metrics.h"
