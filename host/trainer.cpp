@@ -142,20 +142,6 @@ uint64_t fnv(uint64_t h, const void* data, size_t n) {
   return h;
 }
 
-// The data a run trains and validates on, independent of where it is stored.
-std::string data_fingerprint(const Dataset& train, const Dataset& val) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (const Dataset* d : {&train, &val}) {
-    h = fnv(h, d->images.data(), d->images.size());
-    h = fnv(h, d->labels.data(), d->labels.size() * sizeof(int32_t));
-  }
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "%lld+%lld images %dx%dx%d %d classes #%016llx", (long long)train.size(),
-                (long long)val.size(), train.channels, train.height, train.width, train.num_classes,
-                (unsigned long long)h);
-  return buf;
-}
-
 // The model config's fields under the flags that set them.
 void add_config(RunRecord& r, const ViTConfig& c) {
   static const std::map<std::string, std::string> flag{{"name", "--model"},
@@ -277,6 +263,21 @@ std::string RunRecord::num(double v) {
   return buf;
 }
 
+std::string data_fingerprint(const std::vector<const Dataset*>& sets) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  std::string sizes;
+  for (const Dataset* d : sets) {
+    h = fnv(h, d->images.data(), d->images.size());
+    h = fnv(h, d->labels.data(), d->labels.size() * sizeof(int32_t));
+    sizes += (sizes.empty() ? "" : "+") + std::to_string(d->size());
+  }
+  const Dataset& d = *sets.at(0);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%s images %dx%dx%d %d classes #%016llx", sizes.c_str(), d.channels, d.height, d.width,
+                d.num_classes, (unsigned long long)h);
+  return buf;
+}
+
 // ---- trainer ------------------------------------------------------------------------------
 Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options)
     : model_(model), opt_(opt), train_(train), val_(val), o_(options) {
@@ -327,10 +328,11 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
            {"--device", model.backend().device() == Device::CPU ? "cpu" : "cuda"},
            {"--precision", model.dtype() == DType::BF16  ? "bf16"
                            : model.dtype() == DType::F32 ? "fp32"
+                           : model.dtype() == DType::F64 ? "fp64"
                                                          : dtype_name(model.dtype())}})
     run_.set(k, v);
+  run_.set("data", data_fingerprint({&train, &val}));
   for (const auto& [k, v] : o_.run_flags.entries) run_.set(k, v);
-  run_.set("data", data_fingerprint(train, val));
   run_.set(kEpochs, std::to_string(o_.epochs));
 }
 

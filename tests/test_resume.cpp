@@ -18,6 +18,7 @@
 #include <string>
 
 #include "vitcuda/backend.h"
+#include "vitcuda/trainer.h"
 
 namespace vitcuda::cli_test {
 namespace {
@@ -65,7 +66,7 @@ const ChangedFlag kChanged[] = {
     {"Smoothing", {{"--smoothing", "0.2"}}, {}, {"--smoothing 0.1", "--smoothing 0.2"}},
     {"ClipGrad", {{"--clip-grad", "1"}}, {}, {"--clip-grad 0", "--clip-grad 1"}},
     {"BatchSize", {{"-b", "16"}}, {}, {"--batch-size 32", "--batch-size 16"}},
-    {"ValSplit", {{"--val-split", "0.5"}}, {}, {"--val-split 0.25", "--val-split 0.5", "data 192+64", "data 128+128"}},
+    {"ValSplit", {{"--val-split", "0.5"}}, {}, {"--val-split 0.25", "--val-split 0.5"}},
     {"Hflip", {{"--hflip", "0.5"}}, {}, {"--hflip 0,", "--hflip 0.5"}},
     {"Rotation", {{"--rotation", "0.1"}}, {}, {"--rotation 0,", "--rotation 0.1"}},
     {"Zoom", {{"--zoom", "0.1"}}, {}, {"--zoom 0,", "--zoom 0.1"}},
@@ -103,7 +104,7 @@ TEST_F(Resume, OtherDataIsRefusedMovedDataIsNot) {
   const fs::path other = dir_ / "other_data";
   write_dataset(other, 260, 64);
   EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--data-dir", other.string()}, {"--resume", good.string()}})),
-                         {"data 192+64 images 28x28x1 10 classes #", "data 195+65 images 28x28x1 10 classes #"}));
+                         {"data 256+64 images 1x28x28 10 classes #", "data 260+64 images 1x28x28 10 classes #"}));
   // Same sizes, other pixels and labels: only the hash differs.
   const fs::path same_size = dir_ / "same_size";
   write_dataset(same_size, 256, 64);
@@ -112,7 +113,7 @@ TEST_F(Resume, OtherDataIsRefusedMovedDataIsNot) {
     write_bytes(same_size / "train-labels-idx1-ubyte", idx_file_test_resume({256u}, labels));
   }
   const RunResult r = run(with(tiny_flags(), {{"--data-dir", same_size.string()}, {"--resume", good.string()}}));
-  EXPECT_TRUE(CleanError(r, {"data 192+64 images 28x28x1 10 classes #"}));
+  EXPECT_TRUE(CleanError(r, {"data 256+64 images 1x28x28 10 classes #"}));
 
   const RunResult moved = run(with(tiny_flags(), {{"--data-dir", data_copy().string()}, {"--resume", good.string()}}));
   EXPECT_EQ(moved.exit_code, 0) << moved.describe();
@@ -272,6 +273,125 @@ TEST_F(Resume, ChainOfOneEpochRunsWithTiedValidationAccuracyEqualsUninterrupted)
   const auto mb = load_safetensors(last.string()).metadata;
   EXPECT_EQ(ma.at("run"), mb.at("run"));
   EXPECT_EQ(val_top1_of(ref / "last.safetensors"), val_top1_of(last));
+}
+
+// ---- the run record in the library -------------------------------------------------------------------
+
+Dataset tiny_dataset(int n, uint32_t seed) {
+  Dataset d;
+  d.name = "tiny";
+  d.channels = 1;
+  d.height = d.width = 8;
+  d.num_classes = 4;
+  std::mt19937 rng(seed);
+  for (int i = 0; i < n; ++i) {
+    const int label = int(rng() % 4);
+    d.labels.push_back(label);
+    for (int k = 0; k < 64; ++k) d.images.push_back(uint8_t(label * 50 + rng() % 50));
+  }
+  return d;
+}
+
+ViTConfig tiny_config() {
+  ViTConfig c;
+  c.name = "tiny";
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.embed_dim = 8;
+  c.depth = 1;
+  c.num_heads = 2;
+  c.num_classes = 4;
+  return c;
+}
+
+// What the Trainer records, and what it leaves out: every option that changes the math is a
+// difference; the ones that do not (progress, loader threads, graph, log interval, output,
+// stop-after) are not; --epochs is recorded (and allowed to differ by resume).
+TEST(ResumeRecord, HoldsWhatShapesTheRunAndNothingElse) {
+  const Dataset train = tiny_dataset(16, 1), val = tiny_dataset(4, 2);
+  auto backend = make_backend("cpu");
+  auto record = [&](const ViTConfig& cfg, const TrainOptions& o, DType dtype = DType::F32,
+                    const AdamWConfig& ac = AdamWConfig{}) {
+    Model model(cfg, *backend, 8, dtype);
+    AdamW opt(model, ac);
+    return Trainer(model, opt, train, val, o).run_record();
+  };
+  TrainOptions o;
+  o.batch_size = 8;
+  const RunRecord base = record(tiny_config(), o);
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(base.differences(base), Names{});
+  EXPECT_EQ(base.get("--precision"), "fp32");
+  EXPECT_EQ(base.get("--device"), "cpu");
+  EXPECT_EQ(RunRecord::from_json(base.to_json()).entries, base.entries);
+
+  EXPECT_EQ(base.differences(record(tiny_config(), o, DType::F64)), Names{"--precision"});
+  AdamWConfig ac;
+  ac.weight_decay = 0.01f;
+  ac.beta2 = 0.99f;
+  EXPECT_EQ(base.differences(record(tiny_config(), o, DType::F32, ac)), (Names{"--weight-decay", "adamw.betas"}));
+  ViTConfig c = tiny_config();
+  c.qkv_bias = false;
+  c.mlp_ratio = 2.f;
+  EXPECT_EQ(base.differences(record(c, o)), (Names{"model.mlp_ratio", "model.qkv_bias"}));
+  TrainOptions changed = o;
+  changed.seed = 7;
+  changed.lr = 0.5f;
+  changed.augment.rotation = 0.1f;
+  changed.epochs = 3;
+  changed.run_flags.set("--val-split", "0.2");
+  EXPECT_EQ(base.differences(record(tiny_config(), changed)),
+            (Names{"--seed", "--lr", "--rotation", "--epochs", "--val-split"}));
+  TrainOptions same = o;
+  same.progress = false;
+  same.loader_threads = 0;
+  same.graph = false;
+  same.log_interval = 3;
+  same.output_dir = "/nonexistent";
+  same.stop_after_epochs = 1;
+  same.metadata["class_names"] = "[]";
+  EXPECT_EQ(base.differences(record(tiny_config(), same)), Names{});
+  // Other data of the same sizes: the fingerprint differs.
+  Model model(tiny_config(), *backend, 8);
+  AdamW opt(model, AdamWConfig{});
+  const Dataset other = tiny_dataset(16, 3);
+  EXPECT_EQ(base.differences(Trainer(model, opt, other, val, o).run_record()), Names{"data"});
+}
+
+// Trainer::resume itself refuses a checkpoint of another precision (fp64 on the cpu backend
+// here, as bf16 and fp32 on cuda) before loading anything.
+TEST(ResumeRecord, TrainerResumeRefusesAnotherPrecision) {
+  const Dataset train = tiny_dataset(16, 1), val = tiny_dataset(4, 2);
+  auto backend = make_backend("cpu");
+  const fs::path dir = scratch_root() / "ResumeRecord.precision";
+  fs::create_directories(dir);
+  TrainOptions o;
+  o.batch_size = 8;
+  o.epochs = 2;
+  o.progress = false;
+  o.stop_after_epochs = 1;
+  o.output_dir = dir.string();
+  {
+    Model model(tiny_config(), *backend, 8);
+    AdamW opt(model, AdamWConfig{});
+    Trainer t(model, opt, train, val, o);
+    std::ostringstream log;
+    t.fit(log);
+  }
+  const std::string last = (dir / "last.safetensors").string();
+  Model model(tiny_config(), *backend, 8, DType::F64);
+  AdamW opt(model, AdamWConfig{});
+  Trainer t(model, opt, train, val, o);
+  std::string error;
+  try {
+    t.resume(last);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("checkpoint '" + last + "' was trained with --precision fp32, this run has --precision fp64"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(t.epochs_done(), 0);
 }
 
 }  // namespace

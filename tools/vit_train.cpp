@@ -446,6 +446,7 @@ int main(int argc, char** argv) {
     if (train.channels != cfg.in_chans)
       throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
                   cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
+    const std::string data = data_fingerprint({&train, &test});  // for the run record
     Dataset val = split_validation(train, val_split, o.seed);
     // Augmentation: the Keras CIFAR-100 tutorial's set by default for its preset.
     const bool keras = model_name == "vit_keras_cifar100";
@@ -519,6 +520,7 @@ int main(int argc, char** argv) {
     o.run_flags.set("--dataset", dataset);
     if (dataset == "cifar100") o.run_flags.set("--cifar100-labels", cifar100_labels);
     o.run_flags.set("--val-split", RunRecord::num(val_split));
+    o.run_flags.set("data", data);
     Trainer trainer(model, opt, train, val, o);
     if (!resume.empty()) {
       const std::string note = trainer.resume(resume);

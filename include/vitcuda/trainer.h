@@ -36,6 +36,13 @@ struct RunRecord {
   static std::string num(double v);
 };
 
+// A fingerprint of datasets' contents, independent of where they are stored: their sizes,
+// the first one's image shape and classes, and a hash of every pixel and label, e.g.
+// "192+64 images 1x28x28 10 classes #0123456789abcdef". The Trainer records its training and
+// validation sets under "data"; a caller may set "data" in TrainOptions::run_flags instead
+// (vit_train: the whole training set before the validation split, and the test set).
+std::string data_fingerprint(const std::vector<const Dataset*>& sets);
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 128;
@@ -62,7 +69,8 @@ struct TrainOptions {
   // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
   std::map<std::string, std::string> metadata;
   // Settings of the caller that shape the run beyond what the Trainer sees (vit_train:
-  // --dataset, --val-split, --cifar100-labels); added to the Trainer's run record.
+  // --dataset, --val-split, --cifar100-labels, data); added to the Trainer's run record,
+  // replacing its own entries of the same name.
   RunRecord run_flags;
 };
 
