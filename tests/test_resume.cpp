@@ -5,14 +5,7 @@
 // history) round-trips exactly, so a chain of one-epoch invocations picks the same best epoch
 // as an uninterrupted run even when validation accuracies tie.
 
-// cli_harness.h defines two functions without `inline`; renamed here so that this suite and
-// test_cli.cpp can both include it and still link.
-#define idx_file idx_file_test_resume
-#define CleanError CleanError_test_resume
 #include "cli_harness.h"
-#undef idx_file
-#undef CleanError
-#define CleanError CleanError_test_resume
 
 #include <cmath>
 #include <string>
@@ -110,7 +103,7 @@ TEST_F(Resume, OtherDataIsRefusedMovedDataIsNot) {
   write_dataset(same_size, 256, 64);
   {
     const std::vector<uint8_t> labels = synthetic(256, 28, 99).second;
-    write_bytes(same_size / "train-labels-idx1-ubyte", idx_file_test_resume({256u}, labels));
+    write_bytes(same_size / "train-labels-idx1-ubyte", idx_file({256u}, labels));
   }
   const RunResult r = run(with(tiny_flags(), {{"--data-dir", same_size.string()}, {"--resume", good.string()}}));
   EXPECT_TRUE(CleanError(r, {"data 256+64 images 1x28x28 10 classes #"}));
