@@ -180,6 +180,25 @@ TEST_F(Resume, CheckpointWithAnExtraTensorIsRefused) {
       CleanError(run(with(tiny_flags(), {{"--resume", p.string()}})), {p.string(), "'optimizer.exp_avg.head.extra'"}));
 }
 
+// A checkpoint whose run record matches but whose tensors do not (a damaged or edited file):
+// load_checkpoint's own checks still name the tensor (the record is checked first, so
+// test_cli.cpp's ResumeCheckpointOfADifferentModel no longer reaches them).
+TEST_F(Resume, CheckpointWithAMissingOrMisshapenTensorIsRefused) {
+  const SafeTensorsFile good = load_safetensors(good_checkpoint().string());
+  const fs::path p = dir_ / "bad.safetensors";
+  SafeTensorsFile f = good;
+  ASSERT_EQ(f.tensors.erase("optimizer.exp_avg_sq.head.bias"), 1u);
+  save_safetensors(p.string(), f);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--resume", p.string()}})),
+                         {p.string(), "'optimizer.exp_avg_sq.head.bias'"}));
+  f = good;
+  SafeTensor& bias = f.tensors.at("head.bias");
+  bias.shape = {5};
+  bias.bytes.resize(20);
+  save_safetensors(p.string(), f);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--resume", p.string()}})), {p.string(), "'head.bias'", "shape"}));
+}
+
 // Checkpoints written before the run record existed are refused: what shaped them cannot be
 // checked, so the resume could not be guaranteed to be a continuation.
 TEST_F(Resume, CheckpointWithoutARunRecordIsRefused) {
