@@ -446,6 +446,7 @@ int main(int argc, char** argv) {
     if (train.channels != cfg.in_chans)
       throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
                   cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
+    const std::string data = data_fingerprint({&train, &test});  // for the run record
     Dataset val = split_validation(train, val_split, o.seed);
     // Augmentation: the Keras CIFAR-100 tutorial's set by default for its preset.
     const bool keras = model_name == "vit_keras_cifar100";
@@ -508,7 +509,6 @@ int main(int argc, char** argv) {
       make_dirs(output);
       lock_output(output);  // before anything is written into it
       o.output_dir = output;
-      write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     }
     model.init(o.seed);
     if (!initial_checkpoint.empty()) {
@@ -516,11 +516,19 @@ int main(int argc, char** argv) {
       std::printf("initial weights from '%s'\n", initial_checkpoint.c_str());
     }
     AdamW opt(model, ac);
+    // The run record: the Trainer's own plus what only vit_train sees (a resume compares them).
+    o.run_flags.set("--dataset", dataset);
+    if (dataset == "cifar100") o.run_flags.set("--cifar100-labels", cifar100_labels);
+    o.run_flags.set("--val-split", RunRecord::num(val_split));
+    o.run_flags.set("data", data);
     Trainer trainer(model, opt, train, val, o);
     if (!resume.empty()) {
-      trainer.resume(resume);
+      const std::string note = trainer.resume(resume);
       std::printf("resumed from '%s' after epoch %d\n", resume.c_str(), trainer.epochs_done());
+      if (!note.empty()) std::printf("%s\n", note.c_str());
     }
+    // After the resume check: a refused resume leaves the folder's config.json as it was.
+    if (!output.empty()) write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     std::printf("vit_train: %s on %s (%s), %lld train / %lld val / %lld test images, %.2f M params, %.1f MFLOPs/img\n",
                 cfg.name.c_str(), dataset.c_str(), backend->name().c_str(), (long long)train.size(),
                 (long long)val.size(), (long long)test.size(), model.num_params() / 1e6,
