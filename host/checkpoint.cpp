@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -383,15 +385,7 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
   model.set_master(w);
   if (opt) {
     // All of the text, a non-negative integer ("12abc", "-3" and "1e300" are not).
-    const std::string text = checkpoint_metadata(f.metadata, "optimizer.steps", path);
-    int64_t steps = 0;
-    bool ok = !text.empty() && text.size() <= 18;
-    for (char c : text) ok = ok && c >= '0' && c <= '9';
-    if (!ok)
-      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a non-negative integer: '" + text +
-                  "'");
-    for (char c : text) steps = steps * 10 + (c - '0');
-    opt->set_state(m, v, steps);
+    opt->set_state(m, v, checkpoint_metadata_int(f.metadata, "optimizer.steps", path, 0, int64_t(1) << 62));
   }
   return f.metadata;
 }
@@ -402,6 +396,41 @@ std::string checkpoint_metadata(const std::map<std::string, std::string>& metada
   if (it == metadata.end())
     throw Error("checkpoint '" + path + "' has no '" + key + "' metadata: not a vitcuda training checkpoint");
   return it->second;
+}
+
+static std::string number_text(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+int64_t checkpoint_metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                const std::string& path, int64_t lo, int64_t hi) {
+  const std::string text = checkpoint_metadata(metadata, key, path);
+  // Digits only (std::stoll would take "12abc" as 12 and skip leading spaces), at most 18 of
+  // them so the value fits int64 before the range check.
+  bool ok = !text.empty() && text.size() <= 18;
+  for (char c : text) ok = ok && c >= '0' && c <= '9';
+  int64_t v = 0;
+  if (ok)
+    for (char c : text) v = v * 10 + (c - '0');
+  if (!ok || v < lo || v > hi)
+    throw Error("checkpoint '" + path + "': metadata '" + key + "' is '" + text + "', not an integer in [" +
+                std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+double checkpoint_metadata_number(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                  const std::string& path, double lo, double hi) {
+  const std::string text = checkpoint_metadata(metadata, key, path);
+  char* end = nullptr;
+  errno = 0;
+  const double v =
+      text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ? 0.0 : std::strtod(text.c_str(), &end);
+  if (!end || *end != '\0' || errno == ERANGE || !(lo <= v && v <= hi))
+    throw Error("checkpoint '" + path + "': metadata '" + key + "' is '" + text + "', not a number in [" +
+                number_text(lo) + ", " + number_text(hi) + "]");
+  return v;
 }
 
 // ---- weights (vitcuda or timm) ------------------------------------------------------------------

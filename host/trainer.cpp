@@ -388,14 +388,15 @@ std::string Trainer::resume(const std::string& path) {
   if (peek_metadata(path, head)) check(head);
   const auto md = load_checkpoint(path, model_, &opt_);
   const std::string note = check(md);
-  try {
-    epoch_ = std::stoi(checkpoint_metadata(md, "epoch", path));
-    step_ = std::stoll(checkpoint_metadata(md, "step", path));
-    best_top1_ = std::stod(checkpoint_metadata(md, "best_top1", path));
-    best_epoch_ = std::stoi(checkpoint_metadata(md, "best_epoch", path));
-  } catch (const std::logic_error&) {
-    throw Error("checkpoint '" + path + "': trainer metadata is not numeric");
-  }
+  // Whole numbers in range (std::stoi read "3abc" as 3), best_top1 an accuracy or -1 (no epoch
+  // scored yet), best_epoch one of the epochs done.
+  epoch_ = int(checkpoint_metadata_int(md, "epoch", path, 0, 100000));
+  step_ = checkpoint_metadata_int(md, "step", path, 0, int64_t(1) << 62);
+  best_top1_ = checkpoint_metadata_number(md, "best_top1", path, -1.0, 1.0);
+  best_epoch_ = int(checkpoint_metadata_int(md, "best_epoch", path, 0, epoch_));
+  if (best_top1_ < 0 && best_top1_ != -1.0)
+    throw Error("checkpoint '" + path + "': metadata 'best_top1' is " + checkpoint_metadata(md, "best_top1", path) +
+                ", neither an accuracy in [0, 1] nor -1");
   history_ = history_from_json(checkpoint_metadata(md, "history", path), path);
   if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
     throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) + ", " +

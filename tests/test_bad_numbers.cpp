@@ -548,6 +548,21 @@ TEST_F(BadCheckpoint, BadOptimizerStepsRefusedByResume) {
   }
 }
 
+// The trainer state of a checkpoint: whole numbers in range, best_top1 an accuracy or -1, the
+// best epoch one of the epochs done (std::stoi read "1abc" as 1 and std::stod took nan).
+TEST_F(BadCheckpoint, BadTrainerStateRefusedByResume) {
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"epoch", "1abc"},     {"epoch", "-1"},       {"epoch", " 1"},      {"epoch", "100001"},    {"step", "x"},
+      {"step", "1e3"},       {"best_top1", "nan"},  {"best_top1", "inf"}, {"best_top1", "1e300"}, {"best_top1", "1.5"},
+      {"best_top1", "-0.5"}, {"best_top1", "0.5x"}, {"best_top1", ""},    {"best_epoch", "2"},    {"best_epoch", "-1"},
+  };
+  for (const auto& [key, value] : rows) {
+    const fs::path p = edited("bad_state.safetensors", [&](SafeTensorsFile& f) { f.metadata[key] = value; });
+    EXPECT_TRUE(Fails(run(with(tiny_flags(), {{"--resume", p.string()}})), {p.string(), "'" + key + "'"}, "vit_train"))
+        << key << " = '" << value << "'";
+  }
+}
+
 TEST_F(BadCheckpoint, BadConfigMetadataRefusedByVitInfer) {
   const std::vector<std::tuple<std::string, nlohmann::json, std::vector<std::string>>> rows = {
       {"pixel_std", nlohmann::json::parse("[1e39]"), {"pixel_std[0]", "1e+39"}},

@@ -56,6 +56,12 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
 // vitcuda training checkpoint).
 std::string checkpoint_metadata(const std::map<std::string, std::string>& metadata, const std::string& key,
                                 const std::string& path);
+// The metadata value under `key` read as a whole integer (digits only) or a finite number within
+// [lo, hi]; throws Error naming the checkpoint, the key and the text otherwise.
+int64_t checkpoint_metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                const std::string& path, int64_t lo, int64_t hi);
+double checkpoint_metadata_number(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                  const std::string& path, double lo, double hi);
 
 // ---- weights (vitcuda or timm) ----------------------------------------------------------------
 // Bicubic resize of a [num_prefix + old_h*old_w, dim] position embedding to the grid
