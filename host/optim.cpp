@@ -6,11 +6,17 @@
 namespace vitcuda {
 
 AdamW::AdamW(Model& model, const AdamWConfig& config) : model_(model), cfg_(config) {
-  if (!(cfg_.lr >= 0.f)) throw Error("AdamW: learning rate must be >= 0, got " + std::to_string(cfg_.lr));
-  if (!(cfg_.weight_decay >= 0.f)) throw Error("AdamW: weight decay must be >= 0");
-  if (!(cfg_.beta1 >= 0.f && cfg_.beta1 < 1.f && cfg_.beta2 >= 0.f && cfg_.beta2 < 1.f))
-    throw Error("AdamW: betas must be in [0, 1)");
-  if (!(cfg_.clip_grad >= 0.f)) throw Error("AdamW: clip_grad must be >= 0");
+  // Finite and in range (a NaN fails every comparison, so each test is written to fail on it).
+  auto check = [](const char* field, float v, bool ok, const char* range) {
+    if (!(std::isfinite(v) && ok))
+      throw Error(std::string("AdamW: ") + field + " must be " + range + ", got " + std::to_string(v));
+  };
+  check("lr", cfg_.lr, cfg_.lr >= 0.f, "finite and >= 0");
+  check("weight_decay", cfg_.weight_decay, cfg_.weight_decay >= 0.f, "finite and >= 0");
+  check("beta1", cfg_.beta1, cfg_.beta1 >= 0.f && cfg_.beta1 < 1.f, "in [0, 1)");
+  check("beta2", cfg_.beta2, cfg_.beta2 >= 0.f && cfg_.beta2 < 1.f, "in [0, 1)");
+  check("eps", cfg_.eps, cfg_.eps > 0.f, "finite and > 0");
+  check("clip_grad", cfg_.clip_grad, cfg_.clip_grad >= 0.f, "finite and >= 0 (0: off)");
   const int64_t n = model.arena_size();  // a multiple of 64: v starts 256-byte aligned
   Backend& be = model.backend();
   mem_ = be.alloc(size_t(n) * 2 * sizeof(float));

@@ -296,7 +296,22 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   if (o_.batch_size <= 0 || o_.batch_size > model.max_batch())
     throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) +
                 "]");
-  if (o_.epochs < 1) throw Error("epochs must be at least 1, got " + std::to_string(o_.epochs));
+  // The library checks what the tools check (tools/cli_checks.h gives the flags' own ranges and
+  // names): a NaN or an infinity must not reach the schedule's float-to-integer conversions.
+  auto need = [](bool ok, const std::string& what, double v) {
+    if (!ok) throw Error("TrainOptions: " + what + ", got " + std::to_string(v));
+  };
+  need(o_.epochs >= 1, "epochs must be at least 1", o_.epochs);
+  need(std::isfinite(o_.lr) && o_.lr > 0.f, "lr must be finite and positive", o_.lr);
+  need(std::isfinite(o_.min_lr) && o_.min_lr >= 0.f && o_.min_lr <= o_.lr, "min_lr must be in [0, lr]", o_.min_lr);
+  need(std::isfinite(o_.warmup_epochs) && o_.warmup_epochs >= 0.f && o_.warmup_epochs <= float(o_.epochs),
+       "warmup_epochs must be in [0, epochs]", o_.warmup_epochs);
+  need(std::isfinite(o_.smoothing) && o_.smoothing >= 0.f && o_.smoothing < 1.f, "smoothing must be in [0, 1)",
+       o_.smoothing);
+  need(o_.log_interval >= 1, "log_interval must be at least 1", o_.log_interval);
+  need(o_.loader_threads >= 0 && o_.loader_threads <= 64, "loader_threads must be in [0, 64]", o_.loader_threads);
+  need(o_.stop_after_epochs >= 0, "stop_after_epochs must be >= 0", o_.stop_after_epochs);
+  o_.augment.validate();
 
   // What shapes the math, under the flags of vit_train. Not recorded, as they change nothing:
   // output_dir, progress, stop_after_epochs, loader_threads, graph, log_interval (bitwise-equal

@@ -13,6 +13,8 @@
 #include <limits>
 
 #include "vitcuda/model.h"
+#include "vitcuda/optim.h"
+#include "vitcuda/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace vitcuda;
@@ -451,6 +453,78 @@ TEST_P(FlagTable, Refused) {
 
 INSTANTIATE_TEST_SUITE_P(BadNumbers, FlagTable, ::testing::ValuesIn(flag_rows()),
                          [](const auto& info) { return row_name(info.param, info.index); });
+
+// ---- the library: TrainOptions and AdamWConfig refuse what the tools' flags refuse ---------------
+
+// Each row breaks one field of a good TrainOptions / AdamWConfig; the Trainer or AdamW
+// constructor must throw naming the field (a NaN passes `x >= 0` style checks that forget it).
+TEST(BadNumbersLibrary, TrainOptionsAndAdamWConfig) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  Dataset train;
+  train.name = "tiny";
+  train.channels = 1;
+  train.height = train.width = 8;
+  train.num_classes = 4;
+  for (int i = 0; i < 16; ++i) {
+    train.labels.push_back(i % 4);
+    for (int k = 0; k < 64; ++k) train.images.push_back(uint8_t(i * 7 + k));
+  }
+  const Dataset val;
+  ViTConfig cfg;
+  cfg.name = "tiny";
+  cfg.img_size = 8;
+  cfg.patch_size = 4;
+  cfg.embed_dim = 8;
+  cfg.depth = 1;
+  cfg.num_heads = 2;
+  cfg.num_classes = 4;
+  auto backend = make_backend("cpu");
+  Model model(cfg, *backend, 8);
+  using Edit = std::function<void(TrainOptions&, AdamWConfig&)>;
+  const std::vector<std::tuple<std::string, Edit>> rows = {
+      {"lr", [&](TrainOptions& o, AdamWConfig&) { o.lr = nan; }},
+      {"lr", [&](TrainOptions& o, AdamWConfig&) { o.lr = inf; }},
+      {"lr", [&](TrainOptions& o, AdamWConfig&) { o.lr = 0; }},
+      {"min_lr", [&](TrainOptions& o, AdamWConfig&) { o.min_lr = nan; }},
+      {"min_lr", [&](TrainOptions& o, AdamWConfig&) { o.min_lr = 2 * o.lr; }},
+      {"warmup_epochs", [&](TrainOptions& o, AdamWConfig&) { o.warmup_epochs = inf; }},
+      {"warmup_epochs", [&](TrainOptions& o, AdamWConfig&) { o.warmup_epochs = 1e30f; }},
+      {"warmup_epochs", [&](TrainOptions& o, AdamWConfig&) { o.warmup_epochs = -1; }},
+      {"smoothing", [&](TrainOptions& o, AdamWConfig&) { o.smoothing = nan; }},
+      {"smoothing", [&](TrainOptions& o, AdamWConfig&) { o.smoothing = 1; }},
+      {"log_interval", [&](TrainOptions& o, AdamWConfig&) { o.log_interval = 0; }},
+      {"loader_threads", [&](TrainOptions& o, AdamWConfig&) { o.loader_threads = -1; }},
+      {"epochs", [&](TrainOptions& o, AdamWConfig&) { o.epochs = 0; }},
+      {"hflip", [&](TrainOptions& o, AdamWConfig&) { o.augment.hflip = nan; }},
+      {"AdamW: lr", [&](TrainOptions&, AdamWConfig& a) { a.lr = inf; }},
+      {"weight_decay", [&](TrainOptions&, AdamWConfig& a) { a.weight_decay = nan; }},
+      {"weight_decay", [&](TrainOptions&, AdamWConfig& a) { a.weight_decay = inf; }},
+      {"beta1", [&](TrainOptions&, AdamWConfig& a) { a.beta1 = nan; }},
+      {"beta2", [&](TrainOptions&, AdamWConfig& a) { a.beta2 = 1; }},
+      {"eps", [&](TrainOptions&, AdamWConfig& a) { a.eps = 0; }},
+      {"eps", [&](TrainOptions&, AdamWConfig& a) { a.eps = nan; }},
+      {"clip_grad", [&](TrainOptions&, AdamWConfig& a) { a.clip_grad = inf; }},
+  };
+  auto attempt = [&](const Edit& edit) -> std::string {
+    TrainOptions o;
+    o.batch_size = 8;
+    o.progress = false;
+    AdamWConfig ac;
+    edit(o, ac);
+    try {
+      AdamW opt(model, ac);
+      Trainer t(model, opt, train, val, o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(attempt([](TrainOptions&, AdamWConfig&) {}), "") << "the good options must be accepted";
+  for (const auto& [field, edit] : rows) {
+    const std::string err = attempt(edit);
+    EXPECT_NE(err.find(field), std::string::npos) << "expected an error naming " << field << ", got '" << err << "'";
+  }
+}
 
 using BadNumbersCli = CliTest;
 
