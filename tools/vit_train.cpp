@@ -290,6 +290,10 @@ int main(int argc, char** argv) {
       throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
                   cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
     Dataset val = split_validation(train, val_split, o.seed);
+    if (train.size() < o.batch_size)  // cheap, and before the Model allocates for the batch
+      throw Error("training set '" + train.name + "' has " + std::to_string(train.size()) +
+                  " images after the validation split, fewer than one batch of " + std::to_string(o.batch_size) +
+                  " (-b)");
     // Augmentation: the Keras CIFAR-100 tutorial's set by default for its preset.
     const bool keras = model_name == "vit_keras_cifar100";
     if (keras && !app.count("--hflip")) aug.hflip = 0.5f;
