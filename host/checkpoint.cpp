@@ -215,20 +215,53 @@ static SafeTensorsHeader parse_safetensors_header(FILE* f, uint64_t file_size, c
   out.data_start = 8 + header_len;
   const uint64_t data_size = file_size - out.data_start;
 
+  // Counted first by a SAX pass that builds nothing: the document (many times the text's
+  // memory) is built only for a header within the entry and value caps.
+  struct Counter {
+    size_t depth = 0, entries = 0, values = 0;
+    std::string error;
+    bool value() {
+      if (++values <= kMaxSafetensorsJsonValues) return true;
+      error = "header has more than " + std::to_string(kMaxSafetensorsJsonValues) + " JSON values (the limit)";
+      return false;
+    }
+    bool null() { return value(); }
+    bool boolean(bool) { return value(); }
+    bool number_integer(json::number_integer_t) { return value(); }
+    bool number_unsigned(json::number_unsigned_t) { return value(); }
+    bool number_float(json::number_float_t, const std::string&) { return value(); }
+    bool string(std::string&) { return value(); }
+    bool binary(json::binary_t&) { return value(); }
+    bool start_object(size_t) {
+      ++depth;
+      return value();
+    }
+    bool end_object() {
+      --depth;
+      return true;
+    }
+    bool start_array(size_t) {
+      ++depth;
+      return value();
+    }
+    bool end_array() {
+      --depth;
+      return true;
+    }
+    bool key(std::string&) {
+      if (depth != 1 || ++entries <= kMaxSafetensorsTensors + 1) return true;  // + 1: __metadata__
+      error = "header has more than " + std::to_string(kMaxSafetensorsTensors) + " tensors (the limit)";
+      return false;
+    }
+    bool parse_error(size_t, const std::string&, const nlohmann::detail::exception& e) {
+      error = std::string("invalid JSON header: ") + e.what();
+      return false;
+    }
+  } counter;
+  if (!json::sax_parse(text, &counter)) throw bad(counter.error);
   json header;
   try {
-    // Counted while parsed: the parse stops at the first entry or value over the cap, before
-    // the document's memory (many times the text's) is spent.
-    size_t entries = 0, values = 0;
-    header = json::parse(text, [&](int depth, json::parse_event_t event, json&) {
-      if (event == json::parse_event_t::key && depth == 1 && ++entries > kMaxSafetensorsTensors + 1)
-        throw bad("header has more than " + std::to_string(kMaxSafetensorsTensors) + " tensors (the limit)");
-      if ((event == json::parse_event_t::value || event == json::parse_event_t::object_start ||
-           event == json::parse_event_t::array_start) &&
-          ++values > kMaxSafetensorsJsonValues)
-        throw bad("header has more than " + std::to_string(kMaxSafetensorsJsonValues) + " JSON values (the limit)");
-      return true;
-    });
+    header = json::parse(text);
   } catch (const json::exception& e) {
     throw bad(std::string("invalid JSON header: ") + e.what());
   }

@@ -331,10 +331,13 @@ TEST_F(BoundedInput, EveryReaderRefusesAFifoWithoutBlocking) {
   EXPECT_TRUE(Mentions(error_of([&] { load_idx(p, p); }), needles));
   EXPECT_TRUE(Mentions(error_of([&] { load_cifar_files({p}, 1, 0, 10); }), needles));
   EXPECT_TRUE(Mentions(error_of([&] { load_csv(p); }), needles));
-  if (png_supported()) EXPECT_TRUE(Mentions(error_of([&] { load_image(p); }), needles));
+  if (png_supported()) {
+    EXPECT_TRUE(Mentions(error_of([&] { load_image(p); }), needles));
+  }
   // As an IDX file found in a data folder.
   fs::create_directories(path("mnist"));
   FifoGuard in_folder(path("mnist/train-images-idx3-ubyte"));
+  write_raw(path("mnist/train-labels-idx1-ubyte"), idx_header({1}) + std::string(1, '\0'));
   EXPECT_TRUE(Mentions(error_of([&] { load_mnist_dir(path("mnist"), "train"); }),
                        {path("mnist/train-images-idx3-ubyte"), "is a FIFO"}));
 }
@@ -344,8 +347,9 @@ TEST_F(BoundedInput, FoldersAndDevicesAreRefusedAsFiles) {
   EXPECT_TRUE(Mentions(error_of([&] { load_safetensors(path("dir.safetensors")); }),
                        {path("dir.safetensors"), "is a directory, not a regular file"}));
   EXPECT_TRUE(Mentions(error_of([&] { load_csv("/dev/zero"); }), {"/dev/zero", "is a character device"}));
-  if (png_supported())
+  if (png_supported()) {
     EXPECT_TRUE(Mentions(error_of([&] { load_image("/dev/zero"); }), {"/dev/zero", "is a character device"}));
+  }
 }
 
 // ---- Model: sizes in 64 bits, the estimate against the host's memory, before allocating -------
