@@ -439,13 +439,22 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
                   ", the model expects " + shape_string(s.shape));
     std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
   };
+  std::map<std::string, bool> known;  // the tensors a checkpoint of this model holds
   for (const ParamSpec& s : model.params()) {
     take(s.name, s, w);
     if (opt) {
       take("optimizer.exp_avg." + s.name, s, m);
       take("optimizer.exp_avg_sq." + s.name, s, v);
     }
+    for (const std::string& k : {s.name, "optimizer.exp_avg." + s.name, "optimizer.exp_avg_sq." + s.name})
+      known[k] = true;
   }
+  // A tensor the model does not have means another model (or a damaged file): refused, as
+  // vit_infer's load_weights refuses it, rather than silently dropped.
+  for (const auto& kv : f.tensors)
+    if (!known.count(kv.first))
+      throw Error("checkpoint '" + path + "' has a tensor '" + kv.first + "' that model " + model.config().name +
+                  " does not (neither a parameter nor its optimizer state)");
   model.set_master(w);
   if (opt) {
     int64_t steps = 0;

@@ -6,6 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
@@ -68,11 +71,29 @@ class ProgressBar {
   int64_t last_quarter_ = 0;
 };
 
+// History values are stored exactly: JSON numbers print the shortest decimal that reads back as
+// the same double; the non-finite values JSON lacks are stored as strings.
+nlohmann::json exact(double v) {
+  if (std::isfinite(v)) return v;
+  return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
+}
+
+double exact_from(const nlohmann::json& v) {
+  if (v.is_string()) {
+    const std::string s = v.get<std::string>();
+    if (s == "nan") return std::nan("");
+    if (s == "inf") return HUGE_VAL;
+    if (s == "-inf") return -HUGE_VAL;
+    throw Error("'" + s + "' is not a number");
+  }
+  return v.get<double>();
+}
+
 std::string history_json(const std::vector<EpochRecord>& h) {
   nlohmann::json j = nlohmann::json::array();
   for (const EpochRecord& r : h)
-    j.push_back({r.epoch, r.train_loss, r.train_top1, r.val_loss, r.val_top1, r.val_top5, r.lr, r.seconds,
-                 r.images_per_second, r.train_top5});
+    j.push_back({r.epoch, exact(r.train_loss), exact(r.train_top1), exact(r.val_loss), exact(r.val_top1),
+                 exact(r.val_top5), exact(r.lr), exact(r.seconds), exact(r.images_per_second), exact(r.train_top5)});
   return j.dump();
 }
 
@@ -82,15 +103,15 @@ std::vector<EpochRecord> history_from_json(const std::string& text, const std::s
     for (const auto& e : nlohmann::json::parse(text)) {
       EpochRecord r;
       r.epoch = e.at(0).get<int>();
-      r.train_loss = e.at(1).get<double>();
-      r.train_top1 = e.at(2).get<double>();
-      r.val_loss = e.at(3).get<double>();
-      r.val_top1 = e.at(4).get<double>();
-      r.val_top5 = e.at(5).get<double>();
-      r.lr = e.at(6).get<double>();
-      r.seconds = e.at(7).get<double>();
-      r.images_per_second = e.at(8).get<double>();
-      if (e.size() > 9) r.train_top5 = e.at(9).get<double>();  // absent in older checkpoints
+      r.train_loss = exact_from(e.at(1));
+      r.train_top1 = exact_from(e.at(2));
+      r.val_loss = exact_from(e.at(3));
+      r.val_top1 = exact_from(e.at(4));
+      r.val_top5 = exact_from(e.at(5));
+      r.lr = exact_from(e.at(6));
+      r.seconds = exact_from(e.at(7));
+      r.images_per_second = exact_from(e.at(8));
+      if (e.size() > 9) r.train_top5 = exact_from(e.at(9));  // absent in older checkpoints
       h.push_back(r);
     }
   } catch (const std::exception& e) {
@@ -99,7 +120,163 @@ std::vector<EpochRecord> history_from_json(const std::string& text, const std::s
   return h;
 }
 
+// A double that reads back exactly (best_top1: an accuracy stored with 6 decimals turned ties
+// with a value such as 1/3 into new bests after a resume).
+std::string exact_string(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// 64-bit FNV-1a, 8 bytes at a time: a cheap fingerprint of the data.
+uint64_t fnv(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  constexpr uint64_t kPrime = 0x100000001b3ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * kPrime;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * kPrime;
+  return h;
+}
+
+// The model config's fields under the flags that set them.
+void add_config(RunRecord& r, const ViTConfig& c) {
+  static const std::map<std::string, std::string> flag{{"name", "--model"},
+                                                       {"img_size", "--img-size"},
+                                                       {"patch_size", "--patch-size"},
+                                                       {"pixel_mean", "--mean"},
+                                                       {"pixel_std", "--std"},
+                                                       {"embed_dim", "--embed-dim"},
+                                                       {"depth", "--depth"},
+                                                       {"num_heads", "--num-heads"},
+                                                       {"global_pool", "--global-pool"},
+                                                       {"gelu", "--gelu"},
+                                                       {"drop_rate", "--drop"},
+                                                       {"drop_path_rate", "--drop-path"},
+                                                       {"pre_logits", "--pre-logits"},
+                                                       {"num_classes", "--num-classes"}};
+  std::function<std::string(const nlohmann::ordered_json&)> text = [&](const nlohmann::ordered_json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_float()) return RunRecord::num(v.get<double>());
+    if (v.is_array()) {
+      std::string s;
+      for (const auto& e : v) s += (s.empty() ? "" : ",") + text(e);
+      return s.empty() ? std::string("none") : s;
+    }
+    return v.dump();
+  };
+  const auto config = nlohmann::ordered_json::parse(c.to_json());
+  for (const auto& [key, value] : config.items()) {
+    auto it = flag.find(key);
+    r.set(it != flag.end() ? it->second : "model." + key, text(value));
+  }
+}
+
+// The checkpoint's metadata from its header alone (a checkpoint may be gigabytes); false when
+// the header cannot be read, and load_checkpoint then says what is wrong with the file.
+bool peek_metadata(const std::string& path, std::map<std::string, std::string>& md) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  bool ok = false;
+  uint8_t len_bytes[8];
+  if (std::fread(len_bytes, 1, 8, f) == 8) {
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; --i) len = len << 8 | len_bytes[i];
+    std::string header(len < (uint64_t(100) << 20) ? size_t(len) : 0, '\0');
+    if (!header.empty() && std::fread(header.data(), 1, header.size(), f) == header.size()) {
+      try {
+        const auto j = nlohmann::json::parse(header);
+        md.clear();
+        if (j.contains("__metadata__"))
+          for (const auto& [k, v] : j.at("__metadata__").items()) md[k] = v.get<std::string>();
+        ok = true;
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  std::fclose(f);
+  return ok;
+}
+
+const char* const kEpochs = "--epochs";
+
 }  // namespace
+
+// ---- run record -----------------------------------------------------------------------------
+void RunRecord::set(const std::string& name, const std::string& value) {
+  for (auto& e : entries)
+    if (e.first == name) {
+      e.second = value;
+      return;
+    }
+  entries.emplace_back(name, value);
+}
+
+std::string RunRecord::get(const std::string& name) const {
+  for (const auto& e : entries)
+    if (e.first == name) return e.second;
+  return "";
+}
+
+std::string RunRecord::to_json() const {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : entries) j[k] = v;
+  return j.dump();
+}
+
+RunRecord RunRecord::from_json(const std::string& text) {
+  RunRecord r;
+  try {
+    const auto j = nlohmann::ordered_json::parse(text);
+    if (!j.is_object()) throw Error("not a JSON object");
+    for (const auto& [k, v] : j.items()) r.entries.emplace_back(k, v.get<std::string>());
+  } catch (const std::exception& e) {
+    throw Error(std::string("run record is invalid: ") + e.what());
+  }
+  return r;
+}
+
+std::vector<std::string> RunRecord::differences(const RunRecord& other) const {
+  std::vector<std::string> d;
+  auto has = [](const RunRecord& r, const std::string& k) {
+    for (const auto& e : r.entries)
+      if (e.first == k) return true;
+    return false;
+  };
+  for (const auto& [k, v] : entries)
+    if (!has(other, k) || other.get(k) != v) d.push_back(k);
+  for (const auto& [k, v] : other.entries)
+    if (!has(*this, k)) d.push_back(k);
+  return d;
+}
+
+std::string RunRecord::num(double v) {
+  char buf[40];
+  for (int p = 1; p <= 9; ++p) {
+    std::snprintf(buf, sizeof buf, "%.*g", p, v);
+    if (std::strtof(buf, nullptr) == float(v)) return buf;
+  }
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string data_fingerprint(const std::vector<const Dataset*>& sets) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  std::string sizes;
+  for (const Dataset* d : sets) {
+    h = fnv(h, d->images.data(), d->images.size());
+    h = fnv(h, d->labels.data(), d->labels.size() * sizeof(int32_t));
+    sizes += (sizes.empty() ? "" : "+") + std::to_string(d->size());
+  }
+  const Dataset& d = *sets.at(0);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%s images %dx%dx%d %d classes #%016llx", sizes.c_str(), d.channels, d.height, d.width,
+                d.num_classes, (unsigned long long)h);
+  return buf;
+}
 
 // ---- trainer ------------------------------------------------------------------------------
 Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options)
@@ -120,19 +297,97 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
     throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) +
                 "]");
   if (o_.epochs < 1) throw Error("epochs must be at least 1, got " + std::to_string(o_.epochs));
+
+  // What shapes the math, under the flags of vit_train. Not recorded, as they change nothing:
+  // output_dir, progress, stop_after_epochs, loader_threads, graph, log_interval (bitwise-equal
+  // by test). --epochs is recorded last and may change on resume.
+  add_config(run_, c);
+  const AugmentConfig& a = o_.augment;
+  const AdamWConfig& oc = opt_.config();
+  using N = RunRecord;
+  for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+           {"--seed", std::to_string(o_.seed)},
+           {"--batch-size", std::to_string(o_.batch_size)},
+           {"--lr", N::num(o_.lr)},
+           {"--min-lr", N::num(o_.min_lr)},
+           {"--warmup-epochs", N::num(o_.warmup_epochs)},
+           {"--sched", o_.cosine ? "cosine" : "constant"},
+           {"--smoothing", N::num(o_.smoothing)},
+           {"--weight-decay", N::num(oc.weight_decay)},
+           {"--clip-grad", N::num(oc.clip_grad)},
+           {"adamw.betas", N::num(oc.beta1) + "," + N::num(oc.beta2)},
+           {"adamw.eps", N::num(oc.eps)},
+           {"--hflip", N::num(a.hflip)},
+           {"--rotation", N::num(a.rotation)},
+           {"--zoom",
+            a.zoom_width == a.zoom_height ? N::num(a.zoom_height) : N::num(a.zoom_height) + "," + N::num(a.zoom_width)},
+           {"--rrc", a.rrc ? "on" : "off"},
+           {"--scale", N::num(a.rrc_scale[0]) + "," + N::num(a.rrc_scale[1])},
+           {"rrc.ratio", N::num(a.rrc_ratio[0]) + "," + N::num(a.rrc_ratio[1])},
+           // cpu -> cuda (or back) is not bitwise-exact; the GPU model may change.
+           {"--device", model.backend().device() == Device::CPU ? "cpu" : "cuda"},
+           {"--precision", model.dtype() == DType::BF16  ? "bf16"
+                           : model.dtype() == DType::F32 ? "fp32"
+                           : model.dtype() == DType::F64 ? "fp64"
+                                                         : dtype_name(model.dtype())}})
+    run_.set(k, v);
+  run_.set("data", data_fingerprint({&train, &val}));
+  for (const auto& [k, v] : o_.run_flags.entries) run_.set(k, v);
+  run_.set(kEpochs, std::to_string(o_.epochs));
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
-  std::map<std::string, std::string> md{
-      {"epoch", std::to_string(epoch_)},         {"step", std::to_string(step_)},
-      {"best_top1", std::to_string(best_top1_)}, {"best_epoch", std::to_string(best_epoch_)},
-      {"seed", std::to_string(o_.seed)},         {"history", history_json(history_)}};
+  std::map<std::string, std::string> md{{"epoch", std::to_string(epoch_)},
+                                        {"step", std::to_string(step_)},
+                                        {"best_top1", exact_string(best_top1_)},
+                                        {"best_epoch", std::to_string(best_epoch_)},
+                                        {"seed", std::to_string(o_.seed)},
+                                        {"history", history_json(history_)},
+                                        {"run", run_.to_json()}};
   md.insert(o_.metadata.begin(), o_.metadata.end());  // the trainer's own keys win
   return md;
 }
 
-void Trainer::resume(const std::string& path) {
+std::string Trainer::resume(const std::string& path) {
+  // The run record first, from the header alone: a changed flag is then named as such rather
+  // than surfacing as a tensor of another shape, and nothing is loaded.
+  auto check = [&](const std::map<std::string, std::string>& md) {
+    auto it = md.find("run");
+    if (it == md.end())
+      throw Error("checkpoint '" + path +
+                  "' has no 'run' metadata (the flags that shaped its run): written by an older vit_train or not a "
+                  "training checkpoint, so it cannot be resumed exactly (start a new run, e.g. with "
+                  "--initial-checkpoint '" +
+                  path + "')");
+    RunRecord saved;
+    try {
+      saved = RunRecord::from_json(it->second);
+    } catch (const Error& e) {
+      throw Error("checkpoint '" + path + "': metadata 'run': " + e.what());
+    }
+    std::string was, now;
+    for (const std::string& k : saved.differences(run_)) {
+      if (k == kEpochs) continue;
+      auto show = [&](const RunRecord& r) {
+        const std::string v = r.get(k);
+        return " " + k + " " + (v.empty() ? "<none>" : v);
+      };
+      was += show(saved);
+      now += show(run_);
+    }
+    if (!was.empty())
+      throw Error("checkpoint '" + path + "' was trained with" + was + ", this run has" + now +
+                  " (a resume must repeat the flags that shape the run)");
+    const std::string planned = saved.get(kEpochs);
+    if (!planned.empty() && planned != run_.get(kEpochs))
+      return "note: the checkpoint's run was planned for " + planned + " epochs, this one for " + run_.get(kEpochs) +
+             ": the learning-rate schedule now spans " + run_.get(kEpochs) + " epochs";
+    return std::string();
+  };
+  std::map<std::string, std::string> head;
+  if (peek_metadata(path, head)) check(head);
   const auto md = load_checkpoint(path, model_, &opt_);
+  const std::string note = check(md);
   try {
     epoch_ = std::stoi(checkpoint_metadata(md, "epoch", path));
     step_ = std::stoll(checkpoint_metadata(md, "step", path));
@@ -145,6 +400,7 @@ void Trainer::resume(const std::string& path) {
   if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
     throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) + ", " +
                 std::to_string(history_.size()) + " history rows)");
+  return note;
 }
 
 EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std::vector<int32_t>* predictions) {
@@ -258,6 +514,7 @@ void Trainer::fit(std::ostream& log) {
     if (is_best) {
       best_top1_ = score;
       best_epoch_ = r.epoch;
+      best_master_ = model_.get_master();  // for load_best_weights() after the last epoch
     }
     char line[320];
     std::snprintf(line, sizeof line,
@@ -272,6 +529,35 @@ void Trainer::fit(std::ostream& log) {
     log << std::flush;
     write_outputs(is_best);
   }
+}
+
+bool Trainer::load_best_weights(std::string* why) {
+  auto unavailable = [why](const std::string& reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  if (best_epoch_ <= 0) return unavailable("no epoch has been trained");
+  if (!best_master_.empty()) {
+    model_.set_master(best_master_);
+    return true;
+  }
+  if (best_epoch_ == epoch_) return true;  // a resumed run whose best epoch is its last: the model holds it
+  if (o_.output_dir.empty())
+    return unavailable("epoch " + std::to_string(best_epoch_) +
+                       " was trained before the resume and there is no output folder to read it from");
+  const std::string path = o_.output_dir + "/best.safetensors";
+  const std::vector<float> current = model_.get_master();
+  try {
+    const auto md = load_checkpoint(path, model_, nullptr);
+    const std::string epoch = checkpoint_metadata(md, "epoch", path);
+    if (epoch != std::to_string(best_epoch_))
+      throw Error("'" + path + "' holds epoch " + epoch + ", not the best epoch " + std::to_string(best_epoch_));
+  } catch (const std::exception& e) {
+    model_.set_master(current);
+    return unavailable(e.what());
+  }
+  best_master_ = model_.get_master();
+  return true;
 }
 
 void Trainer::write_outputs(bool is_best, bool checkpoints) {

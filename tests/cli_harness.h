@@ -77,8 +77,8 @@ inline void write_gz(const fs::path& p, const std::vector<uint8_t>& bytes) {
 }
 
 // An IDX u8 file: big-endian magic 0x000008<ndims>, the dims, the payload.
-std::vector<uint8_t> idx_file(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& payload,
-                              uint32_t magic = 0) {
+inline std::vector<uint8_t> idx_file(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& payload,
+                                     uint32_t magic = 0) {
   std::vector<uint8_t> b;
   auto be32 = [&](uint32_t v) {
     for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
@@ -267,8 +267,8 @@ inline std::vector<std::string> nonempty_lines(const std::string& s) {
 
 // A clean failure: exited (no signal) with a non-zero code below the shell's 128+signal range,
 // and exactly one stderr line, "<tool>: error: ...", containing each of `needles`.
-::testing::AssertionResult CleanError(const RunResult& r, const std::vector<std::string>& needles,
-                                      const std::string& tool = "vit_train") {
+inline ::testing::AssertionResult CleanError(const RunResult& r, const std::vector<std::string>& needles,
+                                             const std::string& tool = "vit_train") {
   if (r.signaled) return ::testing::AssertionFailure() << "crashed: " << r.describe();
   if (r.exit_code <= 0 || r.exit_code >= 128)
     return ::testing::AssertionFailure() << "expected a failing exit code in 1..127: " << r.describe();

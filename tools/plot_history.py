@@ -10,6 +10,7 @@ import argparse
 import csv
 import os
 import sys
+import tempfile
 
 
 def read_history(path):
@@ -69,9 +70,24 @@ def main():
             ax.legend()
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(path))) or "history")
     fig.tight_layout()
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out)
+    # Atomically: a temporary file next to `out`, fsync, rename over it.
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(out)))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     print(f"plot_history: wrote {out}")
     return 0
 

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_paths.h"
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/data.h"
 #include "vitcuda/train_step.h"
@@ -30,6 +31,7 @@
 #include "vitcuda/pictures.h"
 
 using namespace vitcuda;
+using vitcuda::cli::kNonEmptyPath;
 
 namespace {
 
@@ -153,15 +155,17 @@ int main(int argc, char** argv) {
   bool no_progress = false;
   app.add_option("-c,--checkpoint", checkpoint,
                  "a vit_train output folder (its best.safetensors) or a .safetensors file")
-      ->required();
-  app.add_option("inputs", inputs, "image files (PNG, JPEG, BMP, ...) or folders of images");
+      ->required()
+      ->check(kNonEmptyPath);
+  app.add_option("inputs", inputs, "image files (PNG, JPEG, BMP, ...) or folders of images")->check(kNonEmptyPath);
   app.add_option("--dataset", dataset,
                  "evaluate a dataset split: fashion_mnist, mnist, cifar10, cifar100, csv, folder (as vit_train)")
       ->check(CLI::IsMember({"fashion_mnist", "mnist", "cifar10", "cifar100", "csv", "folder"}));
   app.add_option("--data-dir", data_dir,
-                 "folder of the dataset (default for fashion_mnist: /usr/share/datasets/fashion-mnist)");
-  app.add_option("--train-csv", spec.train_csv, "csv: training file (for --split train)");
-  app.add_option("--test-csv", spec.test_csv, "csv: test file");
+                 "folder of the dataset (default for fashion_mnist: /usr/share/datasets/fashion-mnist)")
+      ->check(kNonEmptyPath);
+  app.add_option("--train-csv", spec.train_csv, "csv: training file (for --split train)")->check(kNonEmptyPath);
+  app.add_option("--test-csv", spec.test_csv, "csv: test file")->check(kNonEmptyPath);
   app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
       ->check(CLI::IsMember({"fine", "coarse"}))
       ->capture_default_str();
@@ -174,13 +178,16 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG");
+  app.add_option("--attention-map", attention_map, "write the attention rollout of the first image to this PNG")
+      ->check(kNonEmptyPath);
   app.add_option("--model", model_name, "model preset, for a checkpoint without 'config' metadata");
   app.add_option("--global-pool", global_pool, "token or avg: pooling of a --model preset (timm's global_pool)")
       ->check(CLI::IsMember({"token", "avg"}));
   app.add_option("--save-logits", save_logits,
-                 "write the logits of the image inputs as raw little-endian f32 [N, classes]");
-  app.add_option("--export-weights", export_weights, "write the loaded weights as a vitcuda/timm safetensors file");
+                 "write the logits of the image inputs as raw little-endian f32 [N, classes]")
+      ->check(kNonEmptyPath);
+  app.add_option("--export-weights", export_weights, "write the loaded weights as a vitcuda/timm safetensors file")
+      ->check(kNonEmptyPath);
   app.add_flag("--no-progress", no_progress, "no progress bar");
   bool no_graph = false;
   app.add_flag("--no-graph", no_graph, "cuda: run each evaluation step op by op instead of replaying a CUDA Graph");

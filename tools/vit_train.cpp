@@ -1,5 +1,7 @@
 // vit_train — train a ViT with timm-like flags. Example:
 //   vit_train --model vit_fmnist --data-dir /usr/share/datasets/fashion-mnist --epochs 10 --output runs/fmnist
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,10 +10,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli_paths.h"
 #include "vitcuda/augment.h"
 #include "vitcuda/checkpoint.h"
 #include "vitcuda/trainer.h"
@@ -19,6 +23,7 @@
 #include "vitcuda/step_trace.h"
 
 using namespace vitcuda;
+using vitcuda::cli::kNonEmptyPath;
 
 namespace {
 
@@ -57,43 +62,192 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-// history.csv -> curves.png through plot_history.py (next to this binary, else in the source
-// tree) when python3 has matplotlib; otherwise one line saying how to make the plots.
-std::string plot_history(const std::string& output) {
-  std::string script;
+// The names of the folders from the root down to `path` (absolute; symbolic links, "." and ".."
+// resolved where they exist).
+std::vector<std::string> resolved(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  if (ec) p = std::filesystem::absolute(path, ec).lexically_normal();
+  std::vector<std::string> names;
+  for (const auto& part : p)
+    if (!part.empty() && part != ".") names.push_back(part.string());
+  return names;
+}
+
+// --output must not be the data folder or inside it: the run's files would mix with the
+// dataset's (a folder dataset would even read its PNGs as images of a class), and removing
+// the run folder would remove the data.
+void check_output_outside_data(const std::string& output, const std::string& data_dir) {
+  if (data_dir.empty()) return;
+  const std::vector<std::string> out = resolved(output), data = resolved(data_dir);
+  if (out.size() < data.size() || !std::equal(data.begin(), data.end(), out.begin())) return;
+  throw Error("--output '" + output + "' is " +
+              (out.size() == data.size() ? "the data folder" : "inside the data folder '" + data_dir + "'") +
+              ": the run's files would mix with the dataset; give a folder outside it");
+}
+
+// An exclusive flock(2) on DIR/.vit_train.lock, held until the process ends: a second vit_train
+// on the same folder is refused, naming the holder, instead of both writing into it. The kernel
+// drops the lock however the process ends (a killed run never blocks the next one); the file
+// stays, holding the pid and host of the last run that locked the folder. The descriptor is
+// close-on-exec, so the plotting subprocess does not hold the lock.
+void lock_output(const std::string& dir) {
+  const std::string path = dir + "/.vit_train.lock";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot open lock file '" + path + "': " + std::strerror(errno));
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[512] = {};
+    const ssize_t n = err == EWOULDBLOCK ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+    close(fd);
+    if (err != EWOULDBLOCK) throw Error("cannot lock '" + path + "': " + std::strerror(err));
+    long long pid = 0;
+    char holder_host[256] = {};
+    const int got = n > 0 ? std::sscanf(buf, "%lld %255s", &pid, holder_host) : 0;
+    std::string who = got >= 1 && pid > 0 ? "vit_train pid " + std::to_string(pid) : std::string("another vit_train");
+    if (got == 2 && std::strcmp(holder_host, host) != 0) who += " on host " + std::string(holder_host);
+    throw Error("output folder '" + dir + "' is in use by " + who + " (lock '" + path + "')");
+  }
+  const std::string me = std::to_string(getpid()) + " " + (host[0] ? host : "unknown") + "\n";
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, me.data(), me.size(), 0) != ssize_t(me.size()))
+    throw Error("cannot write lock file '" + path + "': " + std::strerror(errno));
+  // fd stays open: the lock lasts as long as the process.
+}
+
+// A script of tools/ next to this binary, else in the source tree; "" when neither exists.
+std::string find_script(const std::string& name) {
   char exe[4096];
   const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
-    const std::string dir = std::string(exe, size_t(n)).substr(0, std::string(exe, size_t(n)).rfind('/'));
-    if (access((dir + "/plot_history.py").c_str(), R_OK) == 0) script = dir + "/plot_history.py";
+    const std::string self(exe, size_t(n));
+    const std::string path = self.substr(0, self.rfind('/')) + "/" + name;
+    if (access(path.c_str(), R_OK) == 0) return path;
   }
-#ifdef VITCUDA_PLOT_HISTORY
-  if (script.empty() && access(VITCUDA_PLOT_HISTORY, R_OK) == 0) script = VITCUDA_PLOT_HISTORY;
+#ifdef VITCUDA_TOOLS_DIR
+  const std::string path = std::string(VITCUDA_TOOLS_DIR) + "/" + name;
+  if (access(path.c_str(), R_OK) == 0) return path;
 #endif
-  if (script.empty()) {
-    std::printf("plots skipped: plot_history.py not found (it is in the source tree's tools/)\n");
-    return "";
+  return "";
+}
+
+// The matplotlib pictures of a finished run, drawn by the scripts of tools/: history.csv ->
+// curves.png (plot_history.py) and confusion_matrix.csv -> confusion_matrix.png
+// (plot_confusion.py, replacing the built-in colour grid written before it; `weights` says
+// which weights made the matrix). The interpreter: $VITCUDA_PLOT_PYTHON when set ("none": no
+// python, the built-in pictures stay), else python3 on the PATH, else /usr/bin/python3 (where
+// Debian's python3-matplotlib goes), the first that has matplotlib. Returns the files drawn;
+// what could not be drawn gets one line saying how to draw it.
+std::vector<std::string> draw_plots(const std::string& output, const std::string& weights) {
+  struct Plot {
+    const char* script;
+    std::string args, file;
+  };
+  const std::vector<Plot> plots = {{"plot_history.py", "", "curves.png"},
+                                   {"plot_confusion.py", " --weights " + shell_quote(weights), "confusion_matrix.png"}};
+  std::vector<std::string> candidates = {"python3", "/usr/bin/python3"};
+  std::string no_python = "python3 with matplotlib not found";
+  if (const char* env = std::getenv("VITCUDA_PLOT_PYTHON"); env && *env) {
+    const std::string p = env;
+    candidates = {p == "none" ? std::string() : p};
+    no_python = "VITCUDA_PLOT_PYTHON=" + p + (p == "none" ? "" : " has no matplotlib");
   }
-  // python3 on the PATH, else Debian's (python3-matplotlib installs for /usr/bin/python3)
   std::string python;
-  for (const char* p : {"python3", "/usr/bin/python3"})
-    if (std::system((std::string(p) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) {
+  for (const std::string& p : candidates)
+    if (!p.empty() && std::system((shell_quote(p) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) {
       python = p;
       break;
     }
-  if (python.empty()) {
-    std::printf(
-        "plots skipped: python3 with matplotlib not found (apt-get install python3-matplotlib, then "
-        "python3 %s %s)\n",
-        script.c_str(), output.c_str());
-    return "";
+  std::vector<std::string> drawn;
+  for (const Plot& p : plots) {
+    const std::string script = find_script(p.script);
+    if (script.empty()) {
+      std::printf("plots skipped: %s not found (it is in the source tree's tools/)\n", p.script);
+      continue;
+    }
+    const std::string command = shell_quote(script) + " " + shell_quote(output) + p.args;
+    if (python.empty()) {
+      std::printf("plots skipped: %s (apt-get install python3-matplotlib, then python3 %s)\n", no_python.c_str(),
+                  command.c_str());
+      continue;
+    }
+    if (std::system((shell_quote(python) + " " + command + " >/dev/null").c_str()) != 0) {
+      std::printf("plots skipped: %s failed (run it by hand: python3 %s)\n", p.script, command.c_str());
+      continue;
+    }
+    drawn.push_back(p.file);
   }
-  if (std::system((python + " " + shell_quote(script) + " " + shell_quote(output) + " >/dev/null").c_str()) != 0) {
-    std::printf("plots skipped: %s failed (run it by hand: python3 %s %s)\n", script.c_str(), script.c_str(),
-                output.c_str());
-    return "";
+  return drawn;
+}
+
+void print_test(const std::string& label, const EvalResult& t) {
+  std::printf("test (%s): loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", label.c_str(), t.loss,
+              100 * t.top1, 100 * t.top5, (long long)t.count, t.seconds);
+}
+
+nlohmann::ordered_json test_json(int epoch, const EvalResult& t) {
+  nlohmann::ordered_json j;
+  j["epoch"] = epoch;
+  j["loss"] = t.loss;
+  j["top1"] = t.top1;
+  j["top5"] = t.top5;
+  j["images"] = t.count;
+  return j;
+}
+
+// The end of a run: the test set through the last weights and through the best ones (best
+// validation top-1, training top-1 without a validation set; evaluated once when that is the
+// last epoch), a labelled line for each, and in `output` (when given) results.json with both
+// and the report files of the best weights. The model is left holding the best weights (the
+// last ones when the best are not available).
+void test_and_report(Trainer& trainer, Model& model, const Dataset& test, const std::string& output) {
+  const int last_epoch = trainer.epochs_done(), best_epoch = trainer.best_epoch();
+  std::vector<int32_t> predictions, best_predictions;
+  const EvalResult last = trainer.evaluate(test, "test (last)", &predictions);
+  EvalResult best = last;
+  std::string why;
+  bool have_best = best_epoch == last_epoch;
+  if (!have_best && trainer.load_best_weights(&why)) {
+    have_best = true;
+    best = trainer.evaluate(test, "test (best)", &best_predictions);
+    predictions.swap(best_predictions);
   }
-  return "curves.png";
+  const std::string best_label = "best, epoch " + std::to_string(best_epoch);
+  const std::string last_label = "last, epoch " + std::to_string(last_epoch);
+  if (best_epoch == last_epoch) {
+    print_test("best = last, epoch " + std::to_string(last_epoch), last);
+  } else {
+    if (have_best) print_test(best_label, best);
+    print_test(last_label, last);
+    if (!have_best)
+      std::printf("test (best, epoch %d): not evaluated, its weights are not available: %s\n", best_epoch, why.c_str());
+  }
+  if (output.empty()) return;
+  nlohmann::ordered_json j;
+  // The top-level test_* keys are the best weights' (what the tutorials report), the last
+  // weights' when the best are not available; test_weights says which.
+  j["test_weights"] = have_best ? "best" : "last";
+  j["test_loss"] = best.loss;
+  j["test_top1"] = best.top1;
+  j["test_top5"] = best.top5;
+  if (have_best) j["test_best"] = test_json(best_epoch, best);
+  j["test_last"] = test_json(last_epoch, last);
+  j["best_epoch"] = best_epoch;
+  j["best_val_top1"] = trainer.best_top1();
+  j["epochs"] = last_epoch;
+  write_file_atomic(output + "/results.json", j.dump(2) + "\n");
+  const ViTConfig& cfg = model.config();
+  const std::string weights =
+      have_best ? (best_epoch == last_epoch ? "best = last, epoch " + std::to_string(best_epoch) : best_label)
+                : last_label;
+  std::string files;
+  for (const std::string& f : write_test_report(output, model, resize_dataset(test, cfg.img_size, cfg.img_size),
+                                                predictions, test.class_names))
+    files += " " + f;
+  for (const std::string& f : draw_plots(output, weights))
+    if (files.find(" " + f) == std::string::npos) files += " " + f;
+  std::printf("wrote to %s:%s (report of the %s weights)\n", output.c_str(), files.c_str(), weights.c_str());
 }
 
 }  // namespace
@@ -136,9 +290,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--data-dir", data_dir,
                  "data folder (default for fashion_mnist: /usr/share/datasets/fashion-mnist); csv: holds "
-                 "train.csv/test.csv (or mnist_train.csv/mnist_test.csv)");
-  app.add_option("--train-csv", spec.train_csv, "csv: training file");
-  app.add_option("--test-csv", spec.test_csv, "csv: test file");
+                 "train.csv/test.csv (or mnist_train.csv/mnist_test.csv)")
+      ->check(kNonEmptyPath);
+  app.add_option("--train-csv", spec.train_csv, "csv: training file")->check(kNonEmptyPath);
+  app.add_option("--test-csv", spec.test_csv, "csv: test file")->check(kNonEmptyPath);
   app.add_option("--cifar100-labels", cifar100_labels, "cifar100: fine (100 classes) or coarse (20)")
       ->check(CLI::IsMember({"fine", "coarse"}))
       ->capture_default_str();
@@ -189,8 +344,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
-  app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints");
-  app.add_option("--resume", resume, "continue from a last.safetensors checkpoint");
+  app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints")
+      ->check(kNonEmptyPath);
+  app.add_option("--resume", resume, "continue from a last.safetensors checkpoint")->check(kNonEmptyPath);
   app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
       ->check(CLI::IsMember({"bf16", "fp32"}))
       ->capture_default_str();
@@ -208,7 +364,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"erf", "tanh"}));
   app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)");
   app.add_option("--initial-checkpoint", initial_checkpoint,
-                 "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)");
+                 "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)")
+      ->check(kNonEmptyPath);
   app.add_option("--num-heads", num_heads, "override the preset's number of heads");
   app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim");
   app.add_option("--depth", depth, "override the preset's depth");
@@ -289,6 +446,7 @@ int main(int argc, char** argv) {
     if (train.channels != cfg.in_chans)
       throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
                   cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
+    const std::string data = data_fingerprint({&train, &test});  // for the run record
     Dataset val = split_validation(train, val_split, o.seed);
     if (train.size() < o.batch_size)  // cheap, and before the Model allocates for the batch
       throw Error("training set '" + train.name + "' has " + std::to_string(train.size()) +
@@ -351,9 +509,10 @@ int main(int argc, char** argv) {
                   mean.c_str(), sd.c_str());
     }
     if (!output.empty()) {
+      check_output_outside_data(output, spec.dir);
       make_dirs(output);
+      lock_output(output);  // before anything is written into it
       o.output_dir = output;
-      write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     }
     model.init(o.seed);
     if (!initial_checkpoint.empty()) {
@@ -361,11 +520,19 @@ int main(int argc, char** argv) {
       std::printf("initial weights from '%s'\n", initial_checkpoint.c_str());
     }
     AdamW opt(model, ac);
+    // The run record: the Trainer's own plus what only vit_train sees (a resume compares them).
+    o.run_flags.set("--dataset", dataset);
+    if (dataset == "cifar100") o.run_flags.set("--cifar100-labels", cifar100_labels);
+    o.run_flags.set("--val-split", RunRecord::num(val_split));
+    o.run_flags.set("data", data);
     Trainer trainer(model, opt, train, val, o);
     if (!resume.empty()) {
-      trainer.resume(resume);
+      const std::string note = trainer.resume(resume);
       std::printf("resumed from '%s' after epoch %d\n", resume.c_str(), trainer.epochs_done());
+      if (!note.empty()) std::printf("%s\n", note.c_str());
     }
+    // After the resume check: a refused resume leaves the folder's config.json as it was.
+    if (!output.empty()) write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     std::printf("vit_train: %s on %s (%s), %lld train / %lld val / %lld test images, %.2f M params, %.1f MFLOPs/img\n",
                 cfg.name.c_str(), dataset.c_str(), backend->name().c_str(), (long long)train.size(),
                 (long long)val.size(), (long long)test.size(), model.num_params() / 1e6,
@@ -377,26 +544,7 @@ int main(int argc, char** argv) {
                   trainer.epochs_done(), o.epochs, output.empty() ? "<output>" : output.c_str());
       return 0;
     }
-    std::vector<int32_t> predictions;
-    const EvalResult t = trainer.evaluate(test, "test", &predictions);
-    std::printf("test: loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", t.loss, 100 * t.top1, 100 * t.top5,
-                (long long)t.count, t.seconds);
-    if (!output.empty()) {
-      nlohmann::ordered_json j;
-      j["test_loss"] = t.loss;
-      j["test_top1"] = t.top1;
-      j["test_top5"] = t.top5;
-      j["best_val_top1"] = trainer.best_top1();
-      j["epochs"] = trainer.epochs_done();
-      write_file_atomic(output + "/results.json", j.dump(2) + "\n");
-      std::string files;
-      for (const std::string& f : write_test_report(output, model, resize_dataset(test, cfg.img_size, cfg.img_size),
-                                                    predictions, test.class_names))
-        files += " " + f;
-      const std::string curves = plot_history(output);
-      if (!curves.empty()) files += " " + curves;
-      std::printf("wrote to %s:%s\n", output.c_str(), files.c_str());
-    }
+    test_and_report(trainer, model, test, output);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vit_train: error: %s\n", e.what());

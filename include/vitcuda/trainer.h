@@ -16,6 +16,33 @@
 
 namespace vitcuda {
 
+// The settings that shape a training run's math, as (name, value) pairs in a fixed order. The
+// name is the vit_train flag that sets the value ("--num-heads", "2"), or, where no flag does,
+// "model.<config field>" (a preset's own fields), "adamw.<coefficient>" or "data" (a fingerprint
+// of the training and validation sets: sizes, image shape, classes and a hash of the pixels and
+// labels, so the data folder may move but not change). Every checkpoint stores the Trainer's
+// record as its "run" metadata (JSON); Trainer::resume refuses a checkpoint whose record differs
+// from this run's, naming every differing flag with both values.
+struct RunRecord {
+  std::vector<std::pair<std::string, std::string>> entries;
+
+  void set(const std::string& name, const std::string& value);  // replaces the entry or appends
+  std::string get(const std::string& name) const;               // "" when absent
+  std::string to_json() const;                                  // a JSON object in entry order
+  static RunRecord from_json(const std::string& text);          // throws Error
+  // Names whose values differ or that only one record has: this record's order, then other's.
+  std::vector<std::string> differences(const RunRecord& other) const;
+  // A float exactly as given: the shortest decimal that reads back as the same float.
+  static std::string num(double v);
+};
+
+// A fingerprint of datasets' contents, independent of where they are stored: their sizes,
+// the first one's image shape and classes, and a hash of every pixel and label, e.g.
+// "192+64 images 1x28x28 10 classes #0123456789abcdef". The Trainer records its training and
+// validation sets under "data"; a caller may set "data" in TrainOptions::run_flags instead
+// (vit_train: the whole training set before the validation split, and the test set).
+std::string data_fingerprint(const std::vector<const Dataset*>& sets);
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 128;
@@ -41,6 +68,10 @@ struct TrainOptions {
   int log_interval = 20;
   // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
   std::map<std::string, std::string> metadata;
+  // Settings of the caller that shape the run beyond what the Trainer sees (vit_train:
+  // --dataset, --val-split, --cifar100-labels, data); added to the Trainer's run record,
+  // replacing its own entries of the same name.
+  RunRecord run_flags;
 };
 
 struct EvalResult {
@@ -61,8 +92,13 @@ class Trainer {
  public:
   Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options);
   // Continue the run saved at `path` (a "last" checkpoint): weights, optimizer, epoch, best,
-  // history. With the same options the result equals an uninterrupted run.
-  void resume(const std::string& path);
+  // history. The checkpoint's run record must equal run_record() except for --epochs, which may
+  // change (the learning-rate schedule then spans the new total): otherwise, or when the
+  // checkpoint has no run record or holds a tensor that is neither a parameter nor its AdamW
+  // state, throws Error naming the differences; nothing is loaded then. So the result equals an
+  // uninterrupted run with these options. Returns a note for the log when --epochs changed, else
+  // "".
+  std::string resume(const std::string& path);
   // Train the remaining epochs (or options.stop_after_epochs of them); one summary line per
   // epoch on `log`.
   void fit(std::ostream& log);
@@ -71,6 +107,16 @@ class Trainer {
 
   int epochs_done() const { return epoch_; }
   double best_top1() const { return best_top1_; }
+  int best_epoch() const { return best_epoch_; }  // 0 before the first epoch
+  // Puts the weights of best_epoch() into the model, where they stay (the optimizer state is
+  // left as it is: this is for evaluating after fit(), not for more training). They come from
+  // the host copy fit() keeps of the fp32 master weights of the best epoch, or, for a best
+  // epoch before a resume, from output_dir/best.safetensors when that file holds that epoch.
+  // Returns false, the model unchanged and the reason in *why, when they are not available.
+  bool load_best_weights(std::string* why = nullptr);
+  // Everything that shapes this run (model config, options, optimizer, backend, data), as stored
+  // in every checkpoint.
+  const RunRecord& run_record() const { return run_; }
   const std::vector<EpochRecord>& history() const { return history_; }
 
  private:
@@ -86,7 +132,9 @@ class Trainer {
   int64_t step_ = 0;
   double best_top1_ = -1;
   int best_epoch_ = 0;
+  std::vector<float> best_master_;  // master weights of best_epoch_ when fit() reached it
   std::vector<EpochRecord> history_;
+  RunRecord run_;
 };
 
 }  // namespace vitcuda
