@@ -23,13 +23,7 @@
 #include <thread>
 #include <vector>
 
-// cli_harness.h defines two functions without `inline`; renamed here so that this suite and
-// test_cli.cpp can both include it.
-#define idx_file bounded_idx_file
-#define CleanError BoundedCleanError
 #include "tests/cli_harness.h"
-#undef idx_file
-#undef CleanError
 #include "tests/error_of.h"
 #include "tests/scratch_dir.h"
 #include "vitcuda/backend.h"
@@ -417,13 +411,13 @@ TEST_F(BoundedCli, GzipBombInATrainingSetCostsNoMoreThanItsHeaderClaims) {
   fs::remove(d / "train-images-idx3-ubyte");
   write_raw((d / "train-images-idx3-ubyte.gz").string(), gzip_bomb(idx_header({256, 28, 28}), 24));
   const RunResult r = run_limited(kVitTrain, with(tiny_flags(), {{"--data-dir", d.string()}}), 1u << 20);
-  EXPECT_TRUE(BoundedCleanError(r, {(d / "train-images-idx3-ubyte.gz").string(), "bytes after the 200704 data bytes"}));
+  EXPECT_TRUE(CleanError(r, {(d / "train-images-idx3-ubyte.gz").string(), "bytes after the 200704 data bytes"}));
 }
 
 TEST_F(BoundedCli, BatchLargerThanTheTrainingSetIsRefusedBeforeTheModel) {
   // 256 images, 64 of them for validation: -b 65536 would take gigabytes of activations.
   const RunResult r = run_limited(kVitTrain, with(tiny_flags(), {{"-b", "65536"}}), 1u << 20);
-  EXPECT_TRUE(BoundedCleanError(r, {"192 images", "fewer than one batch of 65536"}));
+  EXPECT_TRUE(CleanError(r, {"192 images", "fewer than one batch of 65536"}));
   // Exactly one batch is fine (one step per epoch).
   const RunResult ok = run_vit_train(
       with(tiny_flags(), {{"-b", "192"}, {"--epochs", "1"}, {"--output", (dir_ / "out").string()}}), dir_);
@@ -434,9 +428,9 @@ TEST_F(BoundedCli, ResumeFromAFifoOrAHugeHeaderIsOneErrorLine) {
   const fs::path fifo = dir_ / "last.safetensors";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   RunResult r = run_limited(kVitTrain, with(tiny_flags(), {{"--resume", fifo.string()}}), 0);
-  EXPECT_TRUE(BoundedCleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
+  EXPECT_TRUE(CleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
   r = run_limited(kVitTrain, with(tiny_flags(), {{"--initial-checkpoint", fifo.string()}}), 0);
-  EXPECT_TRUE(BoundedCleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
+  EXPECT_TRUE(CleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
   // 65537 empty tensors: refused while the header is parsed.
   std::string json = "{";
   for (size_t i = 0; i <= kMaxSafetensorsTensors; ++i)
@@ -445,10 +439,10 @@ TEST_F(BoundedCli, ResumeFromAFifoOrAHugeHeaderIsOneErrorLine) {
   const fs::path many = dir_ / "many.safetensors";
   write_raw(many.string(), safetensors_head(json + "}"));
   r = run_limited(kVitTrain, with(tiny_flags(), {{"--resume", many.string()}}), 0);
-  EXPECT_TRUE(BoundedCleanError(r, {many.string(), "more than 65536 tensors"}));
+  EXPECT_TRUE(CleanError(r, {many.string(), "more than 65536 tensors"}));
   if (kVitInfer) {
     r = run_limited(kVitInfer, {"-c", many.string(), "--dataset", "mnist", "--data-dir", data_dir().string()}, 0);
-    EXPECT_TRUE(BoundedCleanError(r, {many.string(), "more than 65536 tensors"}, "vit_infer"));
+    EXPECT_TRUE(CleanError(r, {many.string(), "more than 65536 tensors"}, "vit_infer"));
   }
 }
 
@@ -457,12 +451,12 @@ TEST_F(BoundedCli, FifoAsDataOrImageIsOneErrorLine) {
   fs::remove(d / "t10k-labels-idx1-ubyte");
   ASSERT_EQ(::mkfifo((d / "t10k-labels-idx1-ubyte").c_str(), 0600), 0);
   RunResult r = run_limited(kVitTrain, with(tiny_flags(), {{"--data-dir", d.string()}}), 0);
-  EXPECT_TRUE(BoundedCleanError(r, {(d / "t10k-labels-idx1-ubyte").string(), "is a FIFO"}));
+  EXPECT_TRUE(CleanError(r, {(d / "t10k-labels-idx1-ubyte").string(), "is a FIFO"}));
   if (kVitInfer && png_supported()) {
     const fs::path img = dir_ / "image.png";
     ASSERT_EQ(::mkfifo(img.c_str(), 0600), 0);
     r = run_limited(kVitInfer, {"-c", good_checkpoint().string(), img.string(), "--device", "cpu"}, 0);
-    EXPECT_TRUE(BoundedCleanError(r, {img.string(), "is a FIFO"}, "vit_infer"));
+    EXPECT_TRUE(CleanError(r, {img.string(), "is a FIFO"}, "vit_infer"));
   }
 }
 
