@@ -429,6 +429,22 @@ TEST_F(BoundedCli, GzipBombInATrainingSetCostsNoMoreThanItsHeaderClaims) {
   EXPECT_TRUE(CleanError(r, {(d / "train-images-idx3-ubyte.gz").string(), "bytes after the 200704 data bytes"}));
 }
 
+TEST_F(BoundedCli, HugeImagesInAnImageFolderAreRefusedFromTheirHeaders) {
+  if (!image_folder_supported()) GTEST_SKIP() << "built without stb_image";
+  // The example: two 16000 x 16000 PNGs of a few hundred KB, under a 1 GiB address
+  // space limit; each is refused from its header, naming the first in sorted order.
+  const fs::path d = dir_ / "folder";
+  fs::create_directories(d / "train" / "a");
+  fs::create_directories(d / "train" / "b");
+  fs::create_directories(d / "test" / "a");
+  write_raw((d / "train" / "a" / "big.png").string(), big_png(16000, 16000));
+  fs::copy_file(d / "train" / "a" / "big.png", d / "train" / "b" / "big.png");
+  fs::copy_file(d / "train" / "a" / "big.png", d / "test" / "a" / "big.png");
+  const RunResult r =
+      run_limited(kVitTrain, with(tiny_flags(), {{"--dataset", "folder"}, {"--data-dir", d.string()}}), 1u << 20);
+  EXPECT_TRUE(CleanError(r, {(d / "train" / "a" / "big.png").string(), "16000x16000", "more than the limit"}));
+}
+
 TEST_F(BoundedCli, BatchLargerThanTheTrainingSetIsRefusedBeforeTheModel) {
   // 256 images, 64 of them for validation: -b 65536 would take gigabytes of activations.
   const RunResult r = run_limited(kVitTrain, with(tiny_flags(), {{"-b", "65536"}}), 1u << 20);
