@@ -397,6 +397,22 @@ SafeTensor f32_tensor(const std::vector<int64_t>& shape, const float* data, int6
   return t;
 }
 
+// Refuses a loaded tensor holding NaN or an infinity, naming the file, the tensor and the first
+// bad element (one pass; a finite check is far cheaper than reading the file).
+void check_finite(const char* kind, const std::string& path, const std::string& name, const float* v, int64_t n) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) {
+      bad = i;
+      break;
+    }
+  if (bad < 0) return;
+  char value[32];
+  std::snprintf(value, sizeof value, "%g", double(v[bad]));
+  throw Error(std::string(kind) + " '" + path + "': tensor '" + name + "' holds a non-finite value (" + value +
+              " at index " + std::to_string(bad) + ")");
+}
+
 }  // namespace
 
 // ---- training state ------------------------------------------------------------------------------
@@ -438,6 +454,7 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
       throw Error("checkpoint '" + path + "': tensor '" + name + "' has shape " + shape_string(t.shape) +
                   ", the model expects " + shape_string(s.shape));
     std::memcpy(dst.data() + s.offset, t.bytes.data(), t.bytes.size());
+    check_finite("checkpoint", path, name, dst.data() + s.offset, s.numel);
   };
   std::map<std::string, bool> known;  // the tensors a checkpoint of this model holds
   for (const ParamSpec& s : model.params()) {
@@ -457,12 +474,15 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Mode
                   " does not (neither a parameter nor its optimizer state)");
   model.set_master(w);
   if (opt) {
+    // All of the text, a non-negative integer ("12abc", "-3" and "1e300" are not).
+    const std::string text = checkpoint_metadata(f.metadata, "optimizer.steps", path);
     int64_t steps = 0;
-    try {
-      steps = std::stoll(checkpoint_metadata(f.metadata, "optimizer.steps", path));
-    } catch (const std::logic_error&) {
-      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a number");
-    }
+    bool ok = !text.empty() && text.size() <= 18;
+    for (char c : text) ok = ok && c >= '0' && c <= '9';
+    if (!ok)
+      throw Error("checkpoint '" + path + "': metadata 'optimizer.steps' is not a non-negative integer: '" + text +
+                  "'");
+    for (char c : text) steps = steps * 10 + (c - '0');
     opt->set_state(m, v, steps);
   }
   return f.metadata;
@@ -549,6 +569,7 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
       throw Error("weights '" + path + "' have no tensor '" + s.name + "' (model " + cfg.name + ")");
     const SafeTensor& t = it->second;
     std::vector<float> v = weights_f32(t, path, s.name);
+    check_finite("weights", path, s.name, v.data(), int64_t(v.size()));
     if (t.shape != s.shape) {
       const int prefix = cfg.class_token ? 1 : 0;
       const int64_t old_grid =

@@ -29,8 +29,10 @@
 #include "vitcuda/image.h"
 #include "vitcuda/inspect.h"
 #include "vitcuda/pictures.h"
+#include "cli_checks.h"
 
 using namespace vitcuda;
+namespace cli = vitcuda::cli;
 using vitcuda::cli::kNonEmptyPath;
 
 namespace {
@@ -170,8 +172,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fine", "coarse"}))
       ->capture_default_str();
   app.add_option("--split", split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  app.add_option("--topk", topk, "classes printed per image")->check(CLI::Range(1, 1000))->capture_default_str();
-  app.add_option("-b,--batch-size", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--topk", topk, "classes printed per image")->check(cli::integer(1, 1000))->capture_default_str();
+  app.add_option("-b,--batch-size", batch, "batch size")->check(cli::integer(1, 65536))->capture_default_str();
   app.add_option("--precision", precision, "cuda: bf16 (bf16 activations, fp32 master weights) or fp32")
       ->check(CLI::IsMember({"bf16", "fp32"}))
       ->capture_default_str();
@@ -191,10 +193,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", no_progress, "no progress bar");
   bool no_graph = false;
   app.add_flag("--no-graph", no_graph, "cuda: run each evaluation step op by op instead of replaying a CUDA Graph");
-  app.failure_message([](const CLI::App*, const CLI::Error& e) {
-    return std::string("vit_infer: error: ") + e.what() + " (see --help)\n";
-  });
-  CLI11_PARSE(app, argc, argv);
+  // One line per error and exit status 1 (0 after --help), as the README promises.
+  if (const int rc = cli::parse_flags(app, "vit_infer", argc, argv); rc >= 0) return rc;
 
   try {
     if (inputs.empty() && dataset.empty())
@@ -288,6 +288,7 @@ int main(int argc, char** argv) {
       spec.image_size = cfg.img_size;
       spec.channels = cfg.in_chans;
       Dataset data = load_dataset(spec, split);
+      cli::check_dataset_channels(data, cfg);  // the rule of vit_train: no silent conversion
       if (data.num_classes > cfg.num_classes)
         throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) +
                     " classes but the model has " + std::to_string(cfg.num_classes) + " outputs");
@@ -308,7 +309,7 @@ int main(int argc, char** argv) {
         uint8_t* staged = stepper.images();
         if (same) {
           std::copy(raw.begin(), raw.begin() + size_t(n) * img_bytes, staged);
-        } else {  // other size or channel count: resize like an image file
+        } else {  // another size: resized like an image file
           for (int i = 0; i < n; ++i) {
             const std::vector<uint8_t> chw = model_input(
                 image_from_chw(raw.data() + i * data.image_bytes(), data.channels, data.height, data.width), cfg);

@@ -21,26 +21,14 @@
 #include "vitcuda/trainer.h"
 #include "vitcuda/report.h"
 #include "vitcuda/step_trace.h"
+#include "cli_checks.h"
 
 using namespace vitcuda;
+namespace cli = vitcuda::cli;
+using L = vitcuda::ViTLimits;
 using vitcuda::cli::kNonEmptyPath;
 
 namespace {
-
-// CLI11's PositiveNumber / NonNegativeNumber messages print the range up to DBL_MAX in full.
-CLI::Validator number_check(bool allow_zero) {
-  return CLI::Validator(
-      [allow_zero](std::string& s) -> std::string {
-        char* end = nullptr;
-        const double v = std::strtod(s.c_str(), &end);
-        if (s.empty() || *end != '\0') return "'" + s + "' is not a number";
-        if (allow_zero ? !(v >= 0) : !(v > 0))
-          return std::string("must be ") + (allow_zero ? "non-negative" : "positive") + ", got " + s;
-        return std::string();
-      },
-      allow_zero ? "NONNEGATIVE" : "POSITIVE");
-}
-const CLI::Validator kPositive = number_check(false), kNonNegative = number_check(true);
 
 void make_dirs(const std::string& path) {
   std::string cur;
@@ -298,52 +286,61 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fine", "coarse"}))
       ->capture_default_str();
   app.add_option("--hflip", aug.hflip, "probability of a random horizontal flip (vit_keras_cifar100: 0.5, else 0)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(cli::real(0, 1));
   app.add_option("--rotation", aug.rotation,
                  "random rotation, fraction of a full turn: angle in [-F*2pi, F*2pi], reflect fill (Keras "
                  "RandomRotation; vit_keras_cifar100: 0.02, else 0)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(cli::real(0, 1));
   app.add_option("--zoom", zoom,
                  "random zoom: height and width factors each in [1-F, 1+F], > 1 zooms out (Keras RandomZoom; "
                  "vit_keras_cifar100: 0.2, else 0)")
-      ->check(CLI::Range(0.0, 0.999));
+      ->check(cli::real(0, 1, false, true));
   app.add_flag("--rrc", aug.rrc, "random-resized-crop (timm/torchvision) to the model's size instead of a resize");
-  app.add_option("--scale", rrc_scale, "random-resized-crop area range LO HI (default 0.08 1)")->expected(2);
+  app.add_option("--scale", rrc_scale, "random-resized-crop area range LO HI, 0 < LO <= HI <= 1 (default 0.08 1)")
+      ->expected(2)
+      ->check(cli::real(0, 1, true));
   app.add_option("--normalize", normalize,
                  "pixel mean/std: auto (computed on the training split, as Keras' adapted Normalization), preset "
                  "(the model preset's), none (0/1); default auto for vit_keras_cifar100, else preset")
       ->check(CLI::IsMember({"auto", "preset", "none"}));
-  app.add_option("--mean", pixel_mean, "per-channel pixel mean in [0, 1] (overrides --normalize)");
-  app.add_option("--std", pixel_std, "per-channel pixel std (overrides --normalize)");
+  app.add_option("--mean", pixel_mean, "per-channel pixel mean in [0, 1] (overrides --normalize)")
+      ->check(cli::real(0, 1));
+  app.add_option("--std", pixel_std, "per-channel pixel std in [0.001, 1000] (overrides --normalize)")
+      ->check(cli::real(1e-3, 1e3));
   app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead of the step (0: none)")
-      ->check(CLI::Range(0, 64))
+      ->check(cli::integer(0, 64))
       ->capture_default_str();
-  app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
-  app.add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("--lr", o.lr, "peak learning rate")->check(kPositive)->capture_default_str();
-  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")
-      ->check(kNonNegative)
+  app.add_option("-b,--batch-size", o.batch_size, "batch size")->check(cli::integer(1, 65536))->capture_default_str();
+  app.add_option("--epochs", o.epochs, "epochs")->check(cli::integer(1, 100000))->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->check(cli::real(0, 1e3, true))->capture_default_str();
+  app.add_option("--min-lr", o.min_lr,
+                 "final learning rate of the cosine schedule, at most --lr (default 1e-5, or --lr when lower)")
+      ->check(cli::real(0, 1e3))
       ->capture_default_str();
   app.add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay")
-      ->check(kNonNegative)
+      ->check(cli::real(0, 100))
       ->capture_default_str();
-  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs")
-      ->check(kNonNegative)
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warmup epochs, at most --epochs")
+      ->check(cli::real(0, 100000))
       ->capture_default_str();
   app.add_option("--sched", sched, "cosine or constant")
       ->check(CLI::IsMember({"cosine", "constant"}))
       ->capture_default_str();
-  app.add_option("--smoothing", o.smoothing, "label smoothing")->check(CLI::Range(0.0, 0.999))->capture_default_str();
-  app.add_option("--drop", drop, "dropout rate (default: the preset's)")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--smoothing", o.smoothing, "label smoothing")
+      ->check(cli::real(0, 1, false, true))
+      ->capture_default_str();
+  app.add_option("--drop", drop, "dropout rate (default: the preset's)")->check(cli::real(0, 1, false, true));
   app.add_option("--drop-path", drop_path, "stochastic depth rate (default: the preset's)")
-      ->check(CLI::Range(0.0, 0.999));
+      ->check(cli::real(0, 1, false, true));
   app.add_option("--clip-grad", clip_grad, "clip the global gradient norm (0: off)")
-      ->check(kNonNegative)
+      ->check(cli::real(0, 1e6))
       ->capture_default_str();
   app.add_option("--val-split", val_split, "fraction of the training set held out for validation")
-      ->check(CLI::Range(0.0, 0.9))
+      ->check(cli::real(0, 0.9))
       ->capture_default_str();
-  app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed for init, split, shuffling and dropout")
+      ->check(cli::integer(0, ~0ull))
+      ->capture_default_str();
   app.add_option("--output", output, "folder for config.json, history.csv, last/best checkpoints")
       ->check(kNonEmptyPath);
   app.add_option("--resume", resume, "continue from a last.safetensors checkpoint")->check(kNonEmptyPath);
@@ -353,22 +350,26 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--patch-size", patch_size, "override the preset's patch size");
-  app.add_option("--img-size", img_size, "override the preset's image size (pos_embed of loaded weights is resized)");
-  app.add_option("--num-classes", num_classes, "override the preset's number of classes");
+  app.add_option("--patch-size", patch_size, "override the preset's patch size")->check(cli::integer(1, L::kImgSize));
+  app.add_option("--img-size", img_size, "override the preset's image size (pos_embed of loaded weights is resized)")
+      ->check(cli::integer(1, L::kImgSize));
+  app.add_option("--num-classes", num_classes, "override the preset's number of classes")
+      ->check(cli::integer(1, L::kNumClasses));
   app.add_option("--global-pool", global_pool, "token (cls) or avg (mean of patch tokens, then fc_norm)")
       ->check(CLI::IsMember({"token", "avg"}));
   app.add_option("--gelu", gelu,
                  "MLP activation: erf (exact, nn.GELU()) or tanh (nn.GELU(approximate='tanh'); fused into "
                  "the cuBLASLt epilogue on the GPU)")
       ->check(CLI::IsMember({"erf", "tanh"}));
-  app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)");
+  app.add_option("--pre-logits", pre_logits, "pre-logits size (Linear + tanh before the classifier; 0: none)")
+      ->check(cli::integer(0, L::kHeadWidth));
   app.add_option("--initial-checkpoint", initial_checkpoint,
                  "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)")
       ->check(kNonEmptyPath);
-  app.add_option("--num-heads", num_heads, "override the preset's number of heads");
-  app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim");
-  app.add_option("--depth", depth, "override the preset's depth");
+  app.add_option("--num-heads", num_heads, "override the preset's number of heads")
+      ->check(cli::integer(1, L::kNumHeads));
+  app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim")->check(cli::integer(1, L::kEmbedDim));
+  app.add_option("--depth", depth, "override the preset's depth")->check(cli::integer(1, L::kDepth));
   app.add_flag("--summary", summary, "print the parameter table and FLOPs per image, then exit");
   app.add_flag("--no-progress", no_progress, "no progress bar");
   bool no_graph = false;
@@ -376,18 +377,21 @@ int main(int argc, char** argv) {
                "cuda: run each training step op by op instead of replaying it from a CUDA Graph");
   app.add_option("--log-interval", o.log_interval,
                  "read the device's loss and accuracy for the progress bar every this many steps")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::integer(1, 1000000))
       ->capture_default_str();
   app.add_option("--stop-after-epochs", o.stop_after_epochs,
                  "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
                  "preempted job would; for testing --resume")
-      ->check(kNonNegative);
-  // One line per error, like every other error of vit_train (CLI11 adds a second "Run with
-  // --help" line by default).
-  app.failure_message([](const CLI::App*, const CLI::Error& e) {
-    return std::string("vit_train: error: ") + e.what() + " (see --help)\n";
+      ->check(cli::integer(0, 100000));
+  // Relations between flags, given or default: refused, not clamped.
+  app.callback([&] {
+    if (!app.count("--min-lr")) o.min_lr = std::min(o.min_lr, o.lr);
+    cli::require_at_most("--min-lr", o.min_lr, "--lr", o.lr);
+    cli::require_at_most("--warmup-epochs", o.warmup_epochs, "--epochs", o.epochs);
+    if (rrc_scale.size() == 2) cli::require_at_most("--scale LO", rrc_scale[0], "HI", rrc_scale[1]);
   });
-  CLI11_PARSE(app, argc, argv);
+  // One line per error and exit status 1 (0 after --help), like every other error of vit_train.
+  if (const int rc = cli::parse_flags(app, "vit_train", argc, argv); rc >= 0) return rc;
 
   try {
     ViTConfig cfg = preset(model_name);
@@ -443,9 +447,7 @@ int main(int argc, char** argv) {
     spec.channels = cfg.in_chans;
     Dataset train = load_dataset(spec, "train");
     Dataset test = load_dataset(spec, "test", &train);
-    if (train.channels != cfg.in_chans)
-      throw Error("dataset '" + train.name + "' has " + std::to_string(train.channels) + "-channel images but model " +
-                  cfg.name + " expects " + std::to_string(cfg.in_chans) + "-channel images");
+    cli::check_dataset_channels(train, cfg);
     const std::string data = data_fingerprint({&train, &test});  // for the run record
     Dataset val = split_validation(train, val_split, o.seed);
     if (train.size() < o.batch_size)  // cheap, and before the Model allocates for the batch
