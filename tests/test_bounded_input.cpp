@@ -384,16 +384,17 @@ TEST(BoundedModel, HugeConfigsAndBatchesAreRefusedNamingTheFields) {
     c.patch_size = 1;
     EXPECT_TRUE(Mentions(error_of([&] { Model m(c, *be, 8); }), {"img_size", "1073741824"}));
   }
-  {  // plausible fields at the largest int batch: the activations' bytes overflow int64
+  {  // fields within every per-field limit (a 128 x 128 grid, ViT-L width) at the largest int
+     // batch: the activations' bytes overflow int64
     ViTConfig c = small_config();
-    c.img_size = 224;
-    c.patch_size = 1;
+    c.img_size = 256;
+    c.patch_size = 2;
     c.in_chans = 3;
     c.embed_dim = 1024;
     c.num_heads = 16;
-    c.depth = 12;
+    c.depth = 24;
     EXPECT_TRUE(Mentions(error_of([&] { Model m(c, *be, 2147483647); }),
-                         {"img_size 224", "patch_size 1", "embed_dim 1024", "depth 12", "batch size 2147483647",
+                         {"img_size 256", "patch_size 2", "embed_dim 1024", "depth 24", "batch size 2147483647",
                           "activations overflows 64 bits"}));
   }
   {  // a tiny model at a batch whose activations exceed the host's memory
