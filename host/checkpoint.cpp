@@ -30,7 +30,19 @@
 #include <utility>
 #include <vector>
 
+#include "host/file_io.h"
+
 namespace vitcuda {
+
+// What an Error of file_io.h says after "cannot open 'path': " / "cannot read 'path': ", for
+// messages that name the file their own way.
+static std::string after_path(const std::string& what, const std::string& path) {
+  for (const char* verb : {"cannot open ", "cannot read "}) {
+    const std::string prefix = verb + in_quotes(path) + ": ";
+    if (what.compare(0, prefix.size(), prefix) == 0) return what.substr(prefix.size());
+  }
+  return what;
+}
 
 // Tensor bytes are copied as they sit in memory, and the format is little-endian.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
@@ -177,26 +189,15 @@ void save_safetensors(const std::string& path, const SafeTensorsFile& file) {
 
 // ---- load ------------------------------------------------------------------------------------
 
-namespace {
-struct Entry {
-  std::string name;
-  uint64_t begin, end;
-};
-}  // namespace
-
-SafeTensorsFile load_safetensors(const std::string& path) {
+// The header of an open safetensors file, checked whole (lengths, JSON, dtypes, shapes,
+// offsets within the data section and not overlapping) before any tensor byte is read. Memory
+// stays bounded by the limits in checkpoint.h: the header length is capped before the header
+// is read, and the parse stops at the first value (tensor) over the cap.
+static SafeTensorsHeader parse_safetensors_header(FILE* f, uint64_t file_size, const std::string& path) {
   auto bad = [&](const std::string& why) { return Error("cannot load checkpoint '" + path + "': " + why); };
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw bad(std::strerror(errno));
-  // Closes the file on every exit, thrown or not.
-  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
-
-  struct stat st;
-  if (::fstat(::fileno(f), &st) != 0) throw bad(std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw bad("not a regular file");
-  uint64_t file_size = uint64_t(st.st_size);
   if (file_size < 8)
-    throw bad("file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
+    throw bad("file is " + std::to_string(file_size) +
+              " bytes, shorter than the 8-byte header length (not a safetensors file)");
 
   uint8_t len[8];
   if (std::fread(len, 1, 8, f) != 8) throw bad("cannot read the header length");
@@ -204,22 +205,71 @@ SafeTensorsFile load_safetensors(const std::string& path) {
   for (int i = 0; i < 8; i++) header_len |= uint64_t(len[i]) << (8 * i);
   if (header_len > file_size - 8)
     throw bad("header length " + std::to_string(header_len) + " is larger than the file (" + std::to_string(file_size) +
-              " bytes)");
+              " bytes): not a safetensors file, or a truncated one");
+  if (header_len > kMaxSafetensorsHeaderBytes)
+    throw bad("header length " + std::to_string(header_len) + " is more than the limit of " +
+              std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
   std::string text(size_t(header_len), '\0');
   if (header_len && std::fread(text.data(), 1, text.size(), f) != text.size())
     throw bad("cannot read the " + std::to_string(header_len) + "-byte header");
-  uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
+  SafeTensorsHeader out;
+  out.file_size = file_size;
+  out.data_start = 8 + header_len;
+  const uint64_t data_size = file_size - out.data_start;
 
+  // Counted first by a SAX pass that builds nothing: the document (many times the text's
+  // memory) is built only for a header within the entry and value caps.
+  struct Counter {
+    size_t depth = 0, entries = 0, values = 0;
+    std::string error;
+    bool value() {
+      if (++values <= kMaxSafetensorsJsonValues) return true;
+      error = "header has more than " + std::to_string(kMaxSafetensorsJsonValues) + " JSON values (the limit)";
+      return false;
+    }
+    bool null() { return value(); }
+    bool boolean(bool) { return value(); }
+    bool number_integer(json::number_integer_t) { return value(); }
+    bool number_unsigned(json::number_unsigned_t) { return value(); }
+    bool number_float(json::number_float_t, const std::string&) { return value(); }
+    bool string(std::string&) { return value(); }
+    bool binary(json::binary_t&) { return value(); }
+    bool start_object(size_t) {
+      ++depth;
+      return value();
+    }
+    bool end_object() {
+      --depth;
+      return true;
+    }
+    bool start_array(size_t) {
+      ++depth;
+      return value();
+    }
+    bool end_array() {
+      --depth;
+      return true;
+    }
+    bool key(std::string&) {
+      if (depth != 1 || ++entries <= kMaxSafetensorsTensors + 1) return true;  // + 1: __metadata__
+      error = "header has more than " + std::to_string(kMaxSafetensorsTensors) + " tensors (the limit)";
+      return false;
+    }
+    bool parse_error(size_t, const std::string&, const nlohmann::detail::exception& e) {
+      error = std::string("invalid JSON header: ") + e.what();
+      return false;
+    }
+  } counter;
+  if (!json::sax_parse(text, &counter)) throw bad(counter.error);
   json header;
   try {
     header = json::parse(text);
   } catch (const json::exception& e) {
     throw bad(std::string("invalid JSON header: ") + e.what());
   }
+  std::string().swap(text);
   if (!header.is_object()) throw bad("JSON header is not an object");
 
-  SafeTensorsFile out;
-  std::vector<Entry> entries;
   for (const auto& [name, v] : header.items()) {
     if (name == "__metadata__") {
       if (!v.is_object()) throw bad("__metadata__ is not an object");
@@ -229,12 +279,15 @@ SafeTensorsFile load_safetensors(const std::string& path) {
       }
       continue;
     }
+    if (out.tensors.size() >= kMaxSafetensorsTensors)
+      throw bad("header has more than " + std::to_string(kMaxSafetensorsTensors) + " tensors (the limit)");
     std::string where = "tensor '" + name + "'";
     if (!v.is_object()) throw bad(where + " is not an object");
     for (const char* key : {"dtype", "shape", "data_offsets"})
       if (!v.contains(key)) throw bad(where + " has no " + key);
 
-    SafeTensor t;
+    SafeTensorsEntry t;
+    t.name = name;
     if (!v["dtype"].is_string()) throw bad(where + " dtype is not a string");
     std::string dtype = v["dtype"].get<std::string>();
     if (!parse_safetensors_dtype(dtype, &t.dtype)) throw bad(where + " has unknown dtype '" + dtype + "'");
@@ -266,31 +319,70 @@ SafeTensorsFile load_safetensors(const std::string& path) {
     if (end - begin != need)
       throw bad(where + " data_offsets " + off.dump() + " span " + std::to_string(end - begin) + " bytes, shape " +
                 shape.dump() + " " + dtype + " needs " + std::to_string(need));
-    entries.push_back({name, begin, end});
-    out.tensors.emplace(name, std::move(t));
+    t.begin = begin;
+    t.end = end;
+    out.tensors.push_back(std::move(t));
   }
 
   // Overlap: after sorting by begin, every non-empty range must start at or after the
-  // furthest end seen so far.
-  std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
+  // furthest end seen so far. So the tensors' bytes add up to at most the data section.
+  std::sort(out.tensors.begin(), out.tensors.end(), [](const SafeTensorsEntry& a, const SafeTensorsEntry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
   uint64_t max_end = 0;
-  const Entry* max_owner = nullptr;
-  for (const Entry& e : entries) {
+  const SafeTensorsEntry* max_owner = nullptr;
+  for (const SafeTensorsEntry& e : out.tensors) {
     if (e.end == e.begin) continue;
     if (max_owner && e.begin < max_end)
       throw bad("tensors '" + max_owner->name + "' and '" + e.name + "' overlap in the data section");
     max_end = e.end;
     max_owner = &e;
+    out.data_bytes += e.end - e.begin;
   }
+  return out;
+}
 
+SafeTensorsHeader read_safetensors_header(const std::string& path) {
+  uint64_t size = 0;
+  FILE* f = nullptr;
+  try {
+    f = open_regular_file(path, &size);
+  } catch (const Error& e) {
+    throw Error("cannot load checkpoint '" + path + "': " + after_path(e.what(), path));
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
+  return parse_safetensors_header(f, size, path);
+}
+
+SafeTensorsFile load_safetensors(const std::string& path) {
+  auto bad = [&](const std::string& why) { return Error("cannot load checkpoint '" + path + "': " + why); };
+  uint64_t file_size = 0;
+  FILE* f = nullptr;
+  try {
+    f = open_regular_file(path, &file_size);  // a FIFO, folder or device is refused without blocking
+  } catch (const Error& e) {
+    throw bad(after_path(e.what(), path));
+  }
+  // Closes the file on every exit, thrown or not.
+  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
+  const SafeTensorsHeader h = parse_safetensors_header(f, file_size, path);
+  // The tensors' bytes fit in the file (the offsets checks); a sparse file can claim more
+  // than memory holds, so they must fit there too.
+  if (h.data_bytes > physical_memory_bytes())
+    throw bad("its tensors hold " + std::to_string(h.data_bytes) + " bytes, more than this host's memory (" +
+              std::to_string(physical_memory_bytes()) + " bytes)");
+
+  SafeTensorsFile out;
+  out.metadata = h.metadata;
   // Read each tensor straight into its buffer: checkpoints can be gigabytes, so no
   // second copy of the whole file is made.
-  for (const Entry& e : entries) {
+  for (const SafeTensorsEntry& e : h.tensors) {
     SafeTensor& t = out.tensors[e.name];
+    t.dtype = e.dtype;
+    t.shape = e.shape;
     t.bytes.resize(size_t(e.end - e.begin));
     if (t.bytes.empty()) continue;
-    if (::fseeko(f, off_t(data_start + e.begin), SEEK_SET) != 0 ||
+    if (::fseeko(f, off_t(h.data_start + e.begin), SEEK_SET) != 0 ||
         std::fread(t.bytes.data(), 1, t.bytes.size(), f) != t.bytes.size())
       throw bad("cannot read tensor '" + e.name + "'");
   }

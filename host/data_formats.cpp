@@ -4,9 +4,11 @@
 //
 // IDX: a big-endian header, magic 0x00 0x00 <type> <ndims>, then ndims u32 dims, then the
 // payload. Images are type 0x08 (u8) with 3 dims [N, H, W]; labels are u8 with 1 dim [N].
-// A file is read whole (inflated first when it starts with the gzip magic 1f 8b) and every
-// size the header promises is checked against the bytes actually there, so a bad header can
-// neither allocate absurd memory nor read past the end.
+// The header is read first (inflated on the fly when the file starts with the gzip magic
+// 1f 8b); the payload it promises is checked against the input limit (file_io.h) and, for a
+// raw file, against the file size before anything is allocated, and no more than that payload
+// (and one byte, to detect trailing data) is read or inflated: a small .gz that inflates to
+// gigabytes costs no more memory than its header claims.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,52 +35,80 @@ static uint32_t read_be32(const uint8_t* p) {
 
 struct IdxFile {
   std::vector<int64_t> dims;
-  std::vector<uint8_t> bytes;  // header and payload
-  size_t payload_offset = 0;
+  std::vector<uint8_t> payload;
 };
 
-// Reads an IDX file of u8 elements with `ndims` dimensions; `kind` names it in messages.
+// Reads an IDX file of u8 elements with `ndims` dimensions; `kind` names it in messages. The
+// header is read (inflated) first; the payload it claims is checked against the limit and,
+// for a raw file, the file size before anything is allocated, and no more than the claimed
+// payload and one byte (trailing data) is ever read or inflated.
 static IdxFile read_idx(const std::string& path, int ndims, const char* kind) {
+  require_regular_file(path);
   if (!is_file(path)) throw Error("missing IDX " + std::string(kind) + " file " + in_quotes(path));
   IdxFile idx;
-  idx.bytes = read_file(path, Gzip::Inflate);
+  InputStream in(path, Gzip::Inflate);
 
-  const std::vector<uint8_t>& b = idx.bytes;
+  uint8_t b[4 + 4 * 3];
+  const size_t header = 4 + 4 * size_t(ndims);
+  size_t got = in.read(b, 4);
   uint32_t expected_magic = 0x00000800u | uint32_t(ndims);
-  if (b.size() < 4)
-    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
+  if (got < 4)
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(got) +
                 " bytes, not even the 4-byte magic number");
-  uint32_t magic = read_be32(b.data());
+  uint32_t magic = read_be32(b);
   if (magic != expected_magic) {
     char msg[160];
     std::snprintf(msg, sizeof(msg), "bad magic number 0x%08x (expected 0x%08x for an IDX %s file)", magic,
                   expected_magic, kind);
     throw Error("cannot read " + in_quotes(path) + ": " + msg);
   }
-  size_t header = 4 + 4 * size_t(ndims);
-  if (b.size() < header)
-    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(b.size()) +
+  got += in.read(b + 4, header - 4);
+  if (got < header)
+    throw Error("truncated IDX file " + in_quotes(path) + ": " + std::to_string(got) +
                 " bytes, the header alone needs " + std::to_string(header));
   // Caps well past any real dataset: they catch garbage headers before the size arithmetic.
   const int64_t kMaxCount = int64_t(1) << 31, kMaxSide = 1 << 14;  // product < 2^63
   int64_t payload = 1;
+  std::string shape;
   for (int i = 0; i < ndims; i++) {
-    int64_t d = read_be32(b.data() + 4 + 4 * i);
+    int64_t d = read_be32(b + 4 + 4 * i);
     int64_t cap = i == 0 ? kMaxCount : kMaxSide;
     if (d == 0 || d > cap)
       throw Error("cannot read " + in_quotes(path) + ": dimension " + std::to_string(i) + " is " + std::to_string(d) +
                   " (must be 1.." + std::to_string(cap) + ")");
     idx.dims.push_back(d);
-    payload *= d;
+    shape += (i ? " x " : "") + std::to_string(d);
+    if (__builtin_mul_overflow(payload, d, &payload))
+      throw Error("cannot read " + in_quotes(path) + ": dimensions " + shape + " overflow");
   }
-  size_t have = b.size() - header;
-  if (have < size_t(payload))
-    throw Error("truncated IDX file " + in_quotes(path) + ": header promises " + std::to_string(payload) +
-                " data bytes, file has " + std::to_string(have));
-  if (have > size_t(payload))
-    throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - size_t(payload)) + " bytes after the " +
-                std::to_string(payload) + " data bytes the header promises");
-  idx.payload_offset = header;
+  const uint64_t limit = input_byte_limit();
+  if (uint64_t(payload) > limit)
+    throw Error("cannot read " + in_quotes(path) + ": header claims " + shape + " = " + std::to_string(payload) +
+                " data bytes, more than the limit of " + std::to_string(limit) + " bytes for a dataset");
+  if (!in.compressed()) {
+    const uint64_t have = in.file_size() - header;
+    if (have < uint64_t(payload))
+      throw Error("truncated IDX file " + in_quotes(path) + ": header promises " + std::to_string(payload) +
+                  " data bytes, file has " + std::to_string(have));
+    if (have > uint64_t(payload))
+      throw Error("cannot read " + in_quotes(path) + ": " + std::to_string(have - uint64_t(payload)) +
+                  " bytes after the " + std::to_string(payload) + " data bytes the header promises");
+  }
+  // Grown a chunk at a time: a short (compressed) file costs only what it holds.
+  const size_t chunk = size_t(64) << 20;
+  size_t have = 0;
+  while (have < size_t(payload)) {
+    const size_t want = std::min(size_t(payload) - have, chunk);
+    idx.payload.resize(have + want);
+    const size_t n = in.read(idx.payload.data() + have, want);
+    have += n;
+    if (n < want)
+      throw Error("truncated IDX file " + in_quotes(path) + ": header promises " + std::to_string(payload) +
+                  " data bytes, file has " + std::to_string(have));
+  }
+  if (in.more())
+    throw Error("cannot read " + in_quotes(path) + ": bytes after the " + std::to_string(payload) +
+                " data bytes the header promises");
   return idx;
 }
 
@@ -98,9 +128,9 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   ds.width = int(im.dims[2]);
   ds.num_classes = num_classes;
   for (int c = 0; c < num_classes; c++) ds.class_names.push_back(std::to_string(c));
-  ds.images.assign(im.bytes.begin() + im.payload_offset, im.bytes.end());
+  ds.images = std::move(im.payload);
   ds.labels.resize(size_t(lb.dims[0]));
-  const uint8_t* l = lb.bytes.data() + lb.payload_offset;
+  const uint8_t* l = lb.payload.data();
   for (size_t i = 0; i < ds.labels.size(); i++) {
     if (l[i] >= num_classes)
       throw Error("bad label in " + in_quotes(labels_path) + ": label " + std::to_string(l[i]) + " of example " +
@@ -113,7 +143,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
 // The raw file when present, else its .gz; a missing file is named with both spellings.
 static std::string find_idx(const std::string& dir, const std::string& base) {
   std::string raw = dir + "/" + base;
-  if (is_file(raw)) return raw;
+  if (is_file(raw) || !special_file_kind(raw).empty()) return raw;  // read_idx refuses a FIFO, folder, ...
   if (is_file(raw + ".gz")) return raw + ".gz";
   throw Error("missing IDX file " + in_quotes(raw) + " (nor " + in_quotes(raw + ".gz") + ")");
 }
@@ -150,6 +180,7 @@ std::string cifar_root(const std::string& dir, const std::string& sub, const std
 }
 
 std::string need_file(const std::string& path, const char* what) {
+  require_regular_file(path);
   if (!is_file(path)) throw Error(std::string("missing ") + what + " file " + in_quotes(path));
   return path;
 }
@@ -169,8 +200,19 @@ Dataset load_cifar_files(const std::vector<std::string>& files, int label_bytes,
   ds.channels = 3;
   ds.height = ds.width = 32;
   ds.num_classes = num_classes;
+  // The whole dataset's size from the file sizes, before anything is read.
+  uint64_t total = 0;
   for (const std::string& path : files) {
+    require_regular_file(path);
     if (!is_file(path)) throw Error("missing CIFAR file " + in_quotes(path));
+    uint64_t size = 0;
+    std::fclose(open_regular_file(path, &size));
+    total += size;
+    if (total > input_byte_limit())
+      throw Error("CIFAR file " + in_quotes(path) + ": the dataset's files add up to " + std::to_string(total) +
+                  " bytes, more than the limit of " + std::to_string(input_byte_limit()) + " bytes for a dataset");
+  }
+  for (const std::string& path : files) {
     const std::vector<uint8_t> b = read_file(path);
     if (b.empty()) throw Error("CIFAR file " + in_quotes(path) + " is empty");
     if (b.size() % record != 0)
@@ -253,6 +295,7 @@ std::string field_text(const char* b, const char* e) {
 }  // namespace
 
 Dataset load_csv(const std::string& path, int num_classes) {
+  require_regular_file(path);
   if (!is_file(path)) throw Error("missing CSV file " + in_quotes(path));
   if (num_classes < 0) throw Error("load_csv: num_classes is " + std::to_string(num_classes) + ", must be >= 0");
   const std::vector<uint8_t> text = read_file(path);
@@ -417,12 +460,21 @@ Dataset load_image_folder(const std::string& dir, int height, int width, int cha
       ds.labels.push_back(int32_t(it - ds.class_names.begin()));
     }
   }
-  const size_t bytes = size_t(channels) * height * width;
-  ds.images.resize(paths.size() * bytes);
+  // The decoded dataset's size, before it is allocated (each image's own size is checked from
+  // its header by load_image before it is decoded).
+  const uint64_t bytes = uint64_t(channels) * uint64_t(height) * uint64_t(width);
+  uint64_t total = 0;
+  if (height > kMaxImageSide || width > kMaxImageSide ||
+      __builtin_mul_overflow(bytes, uint64_t(paths.size()), &total) || total > input_byte_limit())
+    throw Error("image folder " + in_quotes(dir) + ": " + std::to_string(paths.size()) + " images of " +
+                std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width) +
+                " bytes are more than the limit of " + std::to_string(input_byte_limit()) + " bytes for a dataset");
+  ds.images.resize(size_t(total));
   std::vector<std::string> errors(paths.size());
 #pragma omp parallel for schedule(dynamic, 16)
   for (int64_t i = 0; i < int64_t(paths.size()); ++i)
-    errors[size_t(i)] = decode_image(paths[size_t(i)], channels, height, width, ds.images.data() + size_t(i) * bytes);
+    errors[size_t(i)] =
+        decode_image(paths[size_t(i)], channels, height, width, ds.images.data() + size_t(i) * size_t(bytes));
   for (const std::string& e : errors)
     if (!e.empty()) throw Error(e);  // the first failing file in sorted order
   return ds;

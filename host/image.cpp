@@ -6,7 +6,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
+#include "host/file_io.h"
 #include "vitcuda/augment.h"  // resize_bilinear on [C, H, W] planes
 #include "vitcuda/checkpoint.h"
 
@@ -29,6 +31,13 @@
 
 namespace vitcuda {
 
+void check_image_size(const std::string& path, int64_t width, int64_t height) {
+  if (width < 1 || height < 1 || width > kMaxImageSide || height > kMaxImageSide || width * height > kMaxImagePixels)
+    throw Error("image '" + path + "' is " + std::to_string(width) + "x" + std::to_string(height) +
+                " pixels, more than the limit of " + std::to_string(kMaxImagePixels) + " pixels (" +
+                std::to_string(kMaxImageSide) + " per side) for one image");
+}
+
 #if !VITCUDA_HAVE_STB
 bool png_supported() { return false; }
 namespace {
@@ -41,14 +50,24 @@ void write_png(const std::string& path, const Image&) { no_stb("cannot write '" 
 #else
 bool png_supported() { return true; }
 Image load_image(const std::string& path) {
-  int w = 0, h = 0, c = 0;
-  stbi_uc* data = stbi_load(path.c_str(), &w, &h, &c, 0);
-  if (!data) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) throw Error("cannot read image '" + path + "': " + std::strerror(errno));
-    std::fclose(f);
-    throw Error("cannot decode image '" + path + "': " + stbi_failure_reason());
+  // Regular files only (a FIFO would block stb's fopen), and the size from the header
+  // (stbi_info) before the decoder allocates width x height x channels.
+  uint64_t file_size = 0;
+  FILE* f = nullptr;
+  try {
+    f = open_regular_file(path, &file_size);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    const std::string prefix = "cannot open " + in_quotes(path) + ": ";
+    throw Error("cannot read image '" + path +
+                "': " + (what.compare(0, prefix.size(), prefix) == 0 ? what.substr(prefix.size()) : what));
   }
+  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
+  int w = 0, h = 0, c = 0;
+  if (!stbi_info_from_file(f, &w, &h, &c)) throw Error("cannot decode image '" + path + "': " + stbi_failure_reason());
+  check_image_size(path, w, h);
+  stbi_uc* data = stbi_load_from_file(f, &w, &h, &c, 0);
+  if (!data) throw Error("cannot decode image '" + path + "': " + stbi_failure_reason());
   Image img(w, h, c);
   std::memcpy(img.pixels.data(), data, img.pixels.size());
   stbi_image_free(data);

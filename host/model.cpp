@@ -3,10 +3,12 @@
 #include "vitcuda/model.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <sstream>
 
+#include "host/file_io.h"  // physical_memory_bytes
 #include "host/random.h"
 
 namespace vitcuda {
@@ -33,6 +35,50 @@ struct SplitMix {
 enum Site : int { kPosDrop, kHeadDrop, kHeadMlp0, kBlockSites = 16 };
 enum BlockSite : int { kAttn, kProjDrop, kProjPath, kFc1Drop, kFc2Drop, kFc2Path, kPerBlock };
 constexpr int kSites = int(Model::kDropoutSites);
+
+// The config's size fields and the batch, as the sizing errors name them.
+std::string size_fields(const ViTConfig& c, int64_t batch) {
+  std::string s = "embed_dim " + std::to_string(c.embed_dim) + ", depth " + std::to_string(c.depth) + ", num_heads " +
+                  std::to_string(c.num_heads) + ", head_dim " + std::to_string(c.head_dim) + ", mlp_hidden " +
+                  std::to_string(c.mlp_hidden) + ", mlp_ratio " + std::to_string(c.mlp_ratio) + ", img_size " +
+                  std::to_string(c.img_size) + ", patch_size " + std::to_string(c.patch_size) + ", in_chans " +
+                  std::to_string(c.in_chans) + ", num_classes " + std::to_string(c.num_classes);
+  if (c.pre_logits > 0) s += ", pre_logits " + std::to_string(c.pre_logits);
+  if (!c.head_mlp.empty()) {
+    s += ", head_mlp [";
+    for (size_t j = 0; j < c.head_mlp.size(); ++j) s += (j ? ", " : "") + std::to_string(c.head_mlp[j]);
+    s += "]";
+  }
+  return s + ", batch size " + std::to_string(batch);
+}
+
+[[noreturn]] void too_large(const ViTConfig& c, int64_t batch, const std::string& what) {
+  throw Error("Model: config " + c.name + " (" + size_fields(c, batch) + "): " + what);
+}
+
+// a * b and a + b for the sizing; an overflow of int64 is refused naming the config.
+struct Sizing {
+  const ViTConfig& c;
+  int64_t batch;
+  int64_t mul(int64_t a, int64_t b, const char* what) const {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
+      too_large(c, batch, std::string("the size of ") + what + " overflows 64 bits");
+    return r;
+  }
+  int64_t add(int64_t a, int64_t b, const char* what) const {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+      too_large(c, batch, std::string("the size of ") + what + " overflows 64 bits");
+    return r;
+  }
+  // A derived width the ops take as int.
+  int64_t fits_int(int64_t v, const char* what) const {
+    if (v < 0 || v > int64_t(INT32_MAX))
+      too_large(c, batch, std::string(what) + " is " + std::to_string(v) + ", more than " + std::to_string(INT32_MAX));
+    return v;
+  }
+};
 int block_site(int l, BlockSite s) { return kBlockSites + l * kPerBlock + s; }
 
 }  // namespace
@@ -44,15 +90,30 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
     : cfg_(config), be_(backend), max_batch_(max_batch), dtype_(dtype) {
   cfg_.validate();
   if (max_batch <= 0) throw Error("Model: batch size must be positive, got " + std::to_string(max_batch));
-  if (cfg_.depth * kPerBlock + kBlockSites > kSites) throw Error("Model: depth too large for the dropout stream plan");
-  plan();
-  const size_t pbytes = (size_t(arena_size_) * dtype_size(dtype_) + 255) / 256 * 256;
+  if (int64_t(cfg_.depth) * kPerBlock + kBlockSites > kSites)
+    throw Error("Model: depth too large for the dropout stream plan");
+  plan();  // every element and byte count in 64 bits, overflow refused naming the config
+  // The whole footprint, before anything is allocated: a config or batch that needs more than
+  // this host's physical memory is refused naming its size fields and the estimate.
+  const Sizing z{cfg_, max_batch_};
   const bool separate_master = dtype_ != DType::F32;
-  param_mem_ = be_.alloc(pbytes + (separate_master ? size_t(arena_size_) * 4 : 0));
   // Parameter gradients are fp32 whatever the compute dtype (fp64 for gradient checks):
   // bf16 gradients would lose the small updates that accumulate over the batch.
   const DType grad_dtype = dtype_ == DType::F64 ? DType::F64 : DType::F32;
-  grad_mem_ = be_.alloc(size_t(arena_size_) * dtype_size(grad_dtype));
+  const int64_t pbytes =
+      z.add(z.mul(arena_size_, int64_t(dtype_size(dtype_)), "the parameters"), 255, "the parameters") / 256 * 256;
+  const int64_t param_total =
+      z.add(pbytes, separate_master ? z.mul(arena_size_, 4, "the master weights") : 0, "the parameters");
+  const int64_t grad_bytes = z.mul(arena_size_, int64_t(dtype_size(grad_dtype)), "the gradients");
+  const int64_t total = z.add(z.add(param_total, grad_bytes, "the model"), act_bytes_, "the model");
+  const uint64_t memory = physical_memory_bytes();
+  if (uint64_t(total) > memory)
+    too_large(cfg_, max_batch_,
+              "needs an estimated " + std::to_string(total) + " bytes (parameters " + std::to_string(param_total) +
+                  ", gradients " + std::to_string(grad_bytes) + ", activations " + std::to_string(act_bytes_) +
+                  "), more than this host's physical memory of " + std::to_string(memory) + " bytes");
+  param_mem_ = be_.alloc(size_t(param_total));
+  grad_mem_ = be_.alloc(size_t(grad_bytes));
   act_mem_ = be_.alloc(size_t(act_bytes_));
   const Device dev = be_.device();
   params_ = Tensor::view(param_mem_, {arena_size_}, dtype_, dev);
@@ -80,7 +141,25 @@ Model::~Model() {
 // Each entry also names the typed field(s) that view it, bound once the arenas exist.
 void Model::plan() {
   const ViTConfig& c = cfg_;
-  const int64_t D = c.embed_dim, A = c.attn_dim(), Hm = c.mlp_hidden_dim(), PD = c.patch_dim();
+  // The derived widths in 64 bits (config.h's helpers compute them in int): each must fit the
+  // int the ops take, and every product below is checked.
+  const Sizing z{c, max_batch_};
+  const int64_t grid = c.patch_size > 0 ? c.img_size / c.patch_size : 0;
+  const int64_t Np = z.fits_int(z.mul(grid, grid, "the patch grid"), "the number of patches (img_size / patch_size)^2");
+  const int64_t T = z.fits_int(Np + (c.class_token ? 1 : 0), "the number of tokens");
+  const int64_t D = c.embed_dim;
+  const int64_t A = z.fits_int(
+      z.mul(c.num_heads, c.head_dim > 0 ? c.head_dim : (c.num_heads > 0 ? c.embed_dim / c.num_heads : 0), "attn_dim"),
+      "the attention width num_heads * head_dim");
+  const float hm = c.mlp_hidden > 0 ? float(c.mlp_hidden) : c.mlp_ratio * float(c.embed_dim) + 0.5f;
+  if (!(hm >= 0.f && hm < 2147483648.f))
+    too_large(c, max_batch_, "the MLP width mlp_ratio * embed_dim is " + std::to_string(hm) + ", more than 2147483647");
+  const int64_t Hm = c.mlp_hidden_dim();
+  const int64_t PD = z.fits_int(z.mul(c.in_chans, z.mul(c.patch_size, c.patch_size, "patch_dim"), "patch_dim"),
+                                "the patch width in_chans * patch_size^2");
+  const int64_t pooled = z.fits_int(c.pool == Pool::Flatten ? z.mul(T, D, "the flattened tokens") : D,
+                                    "the pooled width (tokens * embed_dim)");
+  z.mul(3, A, "the qkv width");
   const size_t nmlp = c.head_mlp.size();
   using Init = ParamSpec::Init;
   ParamTensors &p = p_, &g = g_;
@@ -91,10 +170,10 @@ void Model::plan() {
   // Every tensor starts on a multiple of 16 elements (32 bytes in bf16): vector loads and
   // cuBLASLt's fast paths need aligned operands. The gaps stay zero.
   auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay, Init init, Tensor& pf, Tensor& gf) {
-    ParamSpec s{name, shape, (arena_size_ + 15) / 16 * 16, 1, decay, init};
-    for (int64_t d : shape) s.numel *= d;
-    num_params_ += s.numel;
-    arena_size_ = s.offset + s.numel;
+    ParamSpec s{name, shape, z.add(arena_size_, 15, "the parameters") / 16 * 16, 1, decay, init};
+    for (int64_t d : shape) s.numel = z.mul(s.numel, d, "the parameters");
+    num_params_ = z.add(num_params_, s.numel, "the parameters");
+    arena_size_ = z.add(s.offset, s.numel, "the parameters");
     param_slots_.push_back({param_specs_.size(), &pf, &gf});
     param_specs_.push_back(s);
   };
@@ -102,7 +181,7 @@ void Model::plan() {
       g.patch_w);
   add("patch_embed.proj.bias", {D}, false, Init::Zeros, p.patch_b, g.patch_b);
   if (c.class_token) add("cls_token", {1, 1, D}, false, Init::ClsNormal, p.cls_token, g.cls_token);
-  add("pos_embed", {1, c.num_tokens(), D}, false, Init::TruncNormal, p.pos_embed, g.pos_embed);
+  add("pos_embed", {1, T, D}, false, Init::TruncNormal, p.pos_embed, g.pos_embed);
   for (int l = 0; l < c.depth; ++l) {
     BlockParams &pb = p.blocks[l], &gb = g.blocks[l];
     add(blk(l, "norm1.weight"), {D}, false, Init::Ones, pb.norm1_w, gb.norm1_w);
@@ -123,7 +202,7 @@ void Model::plan() {
   const std::string final_norm = c.pool == Pool::Avg ? "fc_norm" : "norm";
   add(final_norm + ".weight", {D}, false, Init::Ones, ph.norm_w, gh.norm_w);
   add(final_norm + ".bias", {D}, false, Init::Zeros, ph.norm_b, gh.norm_b);
-  int64_t feat = c.pooled_dim();
+  int64_t feat = pooled;
   for (size_t j = 0; j < nmlp; ++j) {
     const std::string n = "head_mlp." + std::to_string(j);
     add(n + ".weight", {c.head_mlp[j], feat}, true, Init::TruncNormal, ph.mlp[j].w, gh.mlp[j].w);
@@ -137,10 +216,10 @@ void Model::plan() {
   }
   add("head.weight", {c.num_classes, feat}, true, Init::TruncNormal, ph.fc.w, gh.fc.w);
   add("head.bias", {c.num_classes}, false, Init::Zeros, ph.fc.b, gh.fc.b);
-  arena_size_ = (arena_size_ + 63) / 64 * 64;
+  arena_size_ = z.add(arena_size_, 63, "the parameters") / 64 * 64;
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
-  const int64_t B = max_batch_, T = c.num_tokens(), Np = c.num_patches(), H = c.num_heads;
+  const int64_t B = max_batch_, H = c.num_heads;
   const DType stats = dtype_ == DType::F64 ? DType::F64 : DType::F32;
   ActTensors& a = a_;
   a.res.resize(c.depth + 1);
@@ -148,8 +227,11 @@ void Model::plan() {
   a.head.mlp.resize(nmlp);
   auto act = [&](const std::string& name, std::vector<int64_t> shape, DType dt, Tensor& field) {
     ActivationSpec s{name, shape, dt, act_bytes_, 1};
-    for (int64_t d : shape) s.numel *= d;
-    act_bytes_ += (s.numel * int64_t(dtype_size(dt)) + 255) / 256 * 256;
+    for (int64_t d : shape) s.numel = z.mul(s.numel, d, "the activations");
+    act_bytes_ =
+        z.add(act_bytes_,
+              z.add(z.mul(s.numel, int64_t(dtype_size(dt)), "the activations"), 255, "the activations") / 256 * 256,
+              "the activations");
     act_slots_.push_back({act_specs_.size(), &field});
     act_specs_.push_back(s);
   };
@@ -157,7 +239,7 @@ void Model::plan() {
   act("labels", {B}, DType::I32, a.labels);
   act("losses", {B}, DType::F32, a.losses);
   act("hits", {B}, DType::I32, a.hits);
-  act("cols", {B * Np, PD}, dtype_, a.cols);
+  act("cols", {z.mul(B, Np, "the patch columns"), PD}, dtype_, a.cols);
   act("patches", {B, Np, D}, dtype_, a.patches);
   for (int l = 0; l <= c.depth; ++l) act("res." + std::to_string(l), {B, T, D}, dtype_, a.res[l]);  // block inputs
   for (int l = 0; l < c.depth; ++l) {
@@ -186,7 +268,7 @@ void Model::plan() {
   act("fc_norm", {B, D}, dtype_, h.fc_norm);
   act("fc_norm.mean", {B}, stats, h.fc_norm_mean);
   act("fc_norm.rstd", {B}, stats, h.fc_norm_rstd);
-  int64_t feat_max = c.pooled_dim();
+  int64_t feat_max = pooled;
   for (size_t j = 0; j < nmlp; ++j) {
     act("head_mlp." + std::to_string(j) + ".pre", {B, c.head_mlp[j]}, dtype_, h.mlp[j].pre);
     act("head_mlp." + std::to_string(j), {B, c.head_mlp[j]}, dtype_, h.mlp[j].out);

@@ -175,30 +175,12 @@ void add_config(RunRecord& r, const ViTConfig& c) {
   }
 }
 
-// The checkpoint's metadata from its header alone (a checkpoint may be gigabytes); false when
-// the header cannot be read, and load_checkpoint then says what is wrong with the file.
+// The checkpoint's metadata from its header alone (a checkpoint may be gigabytes), by the
+// library's one header reader: regular files only (a FIFO is refused, not waited on), the
+// header length, tensor and value caps; throws the errors load_checkpoint would give.
 bool peek_metadata(const std::string& path, std::map<std::string, std::string>& md) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  bool ok = false;
-  uint8_t len_bytes[8];
-  if (std::fread(len_bytes, 1, 8, f) == 8) {
-    uint64_t len = 0;
-    for (int i = 7; i >= 0; --i) len = len << 8 | len_bytes[i];
-    std::string header(len < (uint64_t(100) << 20) ? size_t(len) : 0, '\0');
-    if (!header.empty() && std::fread(header.data(), 1, header.size(), f) == header.size()) {
-      try {
-        const auto j = nlohmann::json::parse(header);
-        md.clear();
-        if (j.contains("__metadata__"))
-          for (const auto& [k, v] : j.at("__metadata__").items()) md[k] = v.get<std::string>();
-        ok = true;
-      } catch (const std::exception&) {
-      }
-    }
-  }
-  std::fclose(f);
-  return ok;
+  md = read_safetensors_header(path).metadata;
+  return true;
 }
 
 const char* const kEpochs = "--epochs";

@@ -60,33 +60,9 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 // The __metadata__ of a safetensors file, from its header alone (the weights are read by
-// load_checkpoint, which checks the rest of the file).
+// load_weights): the library's reader, with its limits and checks.
 std::map<std::string, std::string> read_metadata(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open checkpoint '" + path + "': " + std::strerror(errno));
-  f.seekg(0, std::ios::end);
-  const uint64_t size = uint64_t(f.tellg());
-  f.seekg(0);
-  unsigned char len8[8];
-  if (size < 8 || !f.read(reinterpret_cast<char*>(len8), 8))
-    throw Error("checkpoint '" + path + "' is not a safetensors file (" + std::to_string(size) + " bytes)");
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = n << 8 | len8[i];
-  if (n < 2 || n > size - 8 || n > (uint64_t(100) << 20))
-    throw Error("checkpoint '" + path + "' is not a safetensors file (header length " + std::to_string(n) +
-                " in a file of " + std::to_string(size) + " bytes)");
-  std::string header(size_t(n), '\0');
-  if (!f.read(header.data(), std::streamsize(n))) throw Error("checkpoint '" + path + "' is truncated");
-  std::map<std::string, std::string> md;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(header);
-    if (!j.is_object()) throw Error("header is not a JSON object");
-    if (j.contains("__metadata__"))
-      for (const auto& [k, v] : j.at("__metadata__").items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  } catch (const std::exception& e) {
-    throw Error("checkpoint '" + path + "' has an invalid safetensors header: " + e.what());
-  }
-  return md;
+  return read_safetensors_header(path).metadata;
 }
 
 bool image_extension(const std::string& name) {

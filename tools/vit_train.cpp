@@ -450,6 +450,10 @@ int main(int argc, char** argv) {
     cli::check_dataset_channels(train, cfg);
     const std::string data = data_fingerprint({&train, &test});  // for the run record
     Dataset val = split_validation(train, val_split, o.seed);
+    if (train.size() < o.batch_size)  // cheap, and before the Model allocates for the batch
+      throw Error("training set '" + train.name + "' has " + std::to_string(train.size()) +
+                  " images after the validation split, fewer than one batch of " + std::to_string(o.batch_size) +
+                  " (-b)");
     // Augmentation: the Keras CIFAR-100 tutorial's set by default for its preset.
     const bool keras = model_name == "vit_keras_cifar100";
     if (keras && !app.count("--hflip")) aug.hflip = 0.5f;

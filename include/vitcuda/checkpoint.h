@@ -35,10 +35,35 @@ struct SafeTensorsFile {
 // fsync of the directory. A crash or kill at any point leaves the old file intact.
 // Throws Error naming the path when it cannot be written.
 void save_safetensors(const std::string& path, const SafeTensorsFile& file);
-// Throws Error naming the path and the problem: missing, truncated, header length or JSON
-// invalid, unknown dtype, shape and byte size that disagree, offsets outside the data or
-// overlapping.
+// Throws Error naming the path and the problem: missing, not a regular file (a FIFO, a folder:
+// refused without blocking), truncated, header length or JSON invalid or over the limits below,
+// unknown dtype, shape and byte size that disagree, offsets outside the data or overlapping,
+// tensors larger than the host's memory. Everything is checked before any tensor is allocated.
 SafeTensorsFile load_safetensors(const std::string& path);
+
+// Limits on a safetensors header (docs/DESIGN.md, "Input limits"), checked before the header is
+// read (its length) or while it is parsed (its entries), so a hostile header costs bounded
+// memory: the safetensors library's own 100 MB header cap, 65536 tensors, 2^20 JSON values.
+constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+constexpr size_t kMaxSafetensorsTensors = size_t(1) << 16;
+constexpr size_t kMaxSafetensorsJsonValues = size_t(1) << 20;
+
+// One tensor of a header: dtype, shape and its byte range in the data section.
+struct SafeTensorsEntry {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+struct SafeTensorsHeader {
+  std::vector<SafeTensorsEntry> tensors;  // by data offset
+  std::map<std::string, std::string> metadata;
+  uint64_t file_size = 0, data_start = 0;  // data_start: 8 + header length
+  uint64_t data_bytes = 0;                 // the tensors' bytes, all together
+};
+// The header alone, checked as load_safetensors checks it (same errors), without reading any
+// tensor: what vit_infer reads for a checkpoint's metadata.
+SafeTensorsHeader read_safetensors_header(const std::string& path);
 
 // Atomic write of any small text file (config.json, history.csv) by the same protocol.
 void write_file_atomic(const std::string& path, const std::string& contents);

@@ -22,14 +22,19 @@ struct Dataset {
 };
 
 // IDX files (MNIST, Fashion-MNIST), gzip-compressed or raw, chosen by content.
-// Throws Error naming the file: missing, truncated, bad magic, bad dims, label out of range,
-// image and label counts that disagree.
+// Throws Error naming the file: missing, not a regular file (a FIFO, a folder: refused without
+// blocking), truncated, bad magic, bad dims, a payload over the dataset limit (checked from the
+// header before anything is read or inflated; docs/DESIGN.md, "Input limits"), trailing data,
+// label out of range, image and label counts that disagree.
 Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes = 10);
 // dir holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]; split is "train" or "test".
 Dataset load_mnist_dir(const std::string& dir, const std::string& split);
 
 // ---- other formats (host/data_formats.cpp) -------------------------------------------------
-// Every reader throws Error with one line naming the file and the problem.
+// Every reader throws Error with one line naming the file and the problem, refuses a path that
+// is not a regular file without blocking, and checks sizes against the input limits (file
+// sizes, each image's dimensions from its header, the dataset's total bytes) before it
+// allocates: docs/DESIGN.md, "Input limits".
 
 // CIFAR-10 binary version: dir (or dir/cifar-10-batches-bin) holds data_batch_1..5.bin
 // (split "train") and test_batch.bin ("test"); records of 1 label byte + 3072 pixel bytes

@@ -21,8 +21,13 @@ struct Image {
 
 // False when vitcuda was built without stb (libstb-dev): load_image and write_png throw.
 bool png_supported();
-// PNG, JPEG, BMP, GIF, … via stb_image. Throws Error naming the file and stb's reason.
+// PNG, JPEG, BMP, GIF, … via stb_image. Throws Error naming the file and stb's reason, and
+// (before decoding) for a file that is not a regular file (a FIFO, a folder) or whose header
+// claims more than the per-image pixel limit (check_image_size).
 Image load_image(const std::string& path);
+// Throws Error naming the file when width x height exceeds the per-image limit: 2^26 pixels
+// (64 Mpixel, e.g. 8192 x 8192) and 65536 per side (docs/DESIGN.md, "Input limits").
+void check_image_size(const std::string& path, int64_t width, int64_t height);
 // Writes a PNG atomically (temporary file + rename). Throws Error naming the path.
 void write_png(const std::string& path, const Image& image);
 // Bilinear resampling (pixel centres aligned, as PIL/OpenCV's INTER_LINEAR without antialias):
