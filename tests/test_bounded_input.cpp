@@ -454,6 +454,15 @@ TEST_F(BoundedCli, BatchLargerThanTheTrainingSetIsRefusedBeforeTheModel) {
   const RunResult ok = run_vit_train(
       with(tiny_flags(), {{"-b", "192"}, {"--epochs", "1"}, {"--output", (dir_ / "out").string()}}), dir_);
   EXPECT_EQ(ok.exit_code, 0) << ok.describe();
+  if (kVitInfer) {
+    // vit_infer clamps -b to what there is to classify (64 test images): it runs under the limit.
+    const RunResult inf = run_limited(kVitInfer,
+                                      {"-c", (dir_ / "out").string(), "--dataset", "mnist", "--data-dir",
+                                       data_dir().string(), "-b", "65536", "--device", "cpu", "--no-progress"},
+                                      1u << 20);
+    EXPECT_EQ(inf.exit_code, 0) << inf.describe();
+    EXPECT_NE(inf.out.find("64 images"), std::string::npos) << inf.describe();
+  }
 }
 
 TEST_F(BoundedCli, ResumeFromAFifoOrAHugeHeaderIsOneErrorLine) {
@@ -463,6 +472,10 @@ TEST_F(BoundedCli, ResumeFromAFifoOrAHugeHeaderIsOneErrorLine) {
   EXPECT_TRUE(CleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
   r = run_limited(kVitTrain, with(tiny_flags(), {{"--initial-checkpoint", fifo.string()}}), 0);
   EXPECT_TRUE(CleanError(r, {fifo.string(), "is a FIFO, not a regular file"}));
+  if (kVitInfer) {
+    r = run_limited(kVitInfer, {"-c", fifo.string(), "--dataset", "mnist", "--data-dir", data_dir().string()}, 0);
+    EXPECT_TRUE(CleanError(r, {fifo.string(), "is a FIFO, not a regular file"}, "vit_infer"));
+  }
   // 65537 empty tensors: refused while the header is parsed.
   std::string json = "{";
   for (size_t i = 0; i <= kMaxSafetensorsTensors; ++i)

@@ -55,8 +55,9 @@ std::string resolve_checkpoint(const std::string& path) {
       if (is_file(path + "/" + name)) return path + "/" + name;
     throw Error("checkpoint folder '" + path + "' holds neither best.safetensors nor last.safetensors");
   }
-  if (!is_file(path)) throw Error("checkpoint '" + path + "' does not exist");
-  return path;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) throw Error("checkpoint '" + path + "': " + std::strerror(errno));
+  return path;  // a FIFO or a device is refused, without blocking, by the library's reader
 }
 
 // The __metadata__ of a safetensors file, from its header alone (the weights are read by
@@ -229,6 +230,23 @@ int main(int argc, char** argv) {
     std::string note;
     std::unique_ptr<Backend> backend = pick_backend(device, precision == "fp32" ? DType::F32 : DType::BF16, &note);
     if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_infer", note.c_str());
+    // The inputs before the model: a batch larger than everything there is to classify is
+    // clamped to it (-b 65536 on 100 images allocates for 100).
+    const std::vector<std::string> files = inputs.empty() ? std::vector<std::string>() : expand_inputs(inputs);
+    Dataset data;
+    if (!dataset.empty()) {
+      spec.kind = dataset;
+      spec.dir = data_dir;
+      spec.cifar100_fine = cifar100_labels == "fine";
+      spec.image_size = cfg.img_size;
+      spec.channels = cfg.in_chans;
+      data = load_dataset(spec, split);
+      cli::check_dataset_channels(data, cfg);  // the rule of vit_train: no silent conversion
+      if (data.num_classes > cfg.num_classes)
+        throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) +
+                    " classes but the model has " + std::to_string(cfg.num_classes) + " outputs");
+    }
+    batch = int(std::max<int64_t>(1, std::min<int64_t>(batch, std::max<int64_t>(int64_t(files.size()), data.size()))));
     Model model(cfg, *backend, batch);
     load_weights(path, model);  // vitcuda checkpoints and timm state_dicts (f32/f16/bf16)
     if (!export_weights.empty())
@@ -240,7 +258,6 @@ int main(int argc, char** argv) {
 
     // ---- image files: top-k per image ----
     if (!inputs.empty()) {
-      const std::vector<std::string> files = expand_inputs(inputs);
       const int k = std::min(topk, cfg.num_classes);
       for (size_t start = 0; start < files.size(); start += size_t(batch)) {
         const int n = int(std::min(files.size() - start, size_t(batch)));
@@ -282,16 +299,6 @@ int main(int argc, char** argv) {
 
     // ---- a dataset split: accuracy and throughput ----
     if (!dataset.empty()) {
-      spec.kind = dataset;
-      spec.dir = data_dir;
-      spec.cifar100_fine = cifar100_labels == "fine";
-      spec.image_size = cfg.img_size;
-      spec.channels = cfg.in_chans;
-      Dataset data = load_dataset(spec, split);
-      cli::check_dataset_channels(data, cfg);  // the rule of vit_train: no silent conversion
-      if (data.num_classes > cfg.num_classes)
-        throw Error("dataset '" + data.name + "' has " + std::to_string(data.num_classes) +
-                    " classes but the model has " + std::to_string(cfg.num_classes) + " outputs");
       const bool same = data.channels == cfg.in_chans && data.height == cfg.img_size && data.width == cfg.img_size;
       BatchLoader loader(data, batch, /*shuffle=*/false, /*drop_last=*/false, 0);
       loader.start_epoch(0);
