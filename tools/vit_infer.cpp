@@ -56,7 +56,9 @@ std::string resolve_checkpoint(const std::string& path) {
     throw Error("checkpoint folder '" + path + "' holds neither best.safetensors nor last.safetensors");
   }
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) throw Error("checkpoint '" + path + "': " + std::strerror(errno));
+  if (stat(path.c_str(), &st) != 0)
+    throw Error("checkpoint '" + path + "' " +
+                (errno == ENOENT ? std::string("does not exist") : std::string(": ") + std::strerror(errno)));
   return path;  // a FIFO or a device is refused, without blocking, by the library's reader
 }
 
