@@ -10,7 +10,8 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
+
+from plot_confusion import save_atomic  # beside this script (the build copies both)
 
 
 def read_history(path):
@@ -70,24 +71,7 @@ def main():
             ax.legend()
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(path))) or "history")
     fig.tight_layout()
-    # Atomically: a temporary file next to `out`, fsync, rename over it.
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(out)))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    save_atomic(fig, out, dpi=100)  # temporary file next to `out`, fsync, rename over it
     print(f"plot_history: wrote {out}")
     return 0
 
