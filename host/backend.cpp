@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "host/file_io.h"  // physical_memory_bytes
 #include "host/op_cost.h"
 
 namespace vitcuda {
@@ -380,6 +381,8 @@ double Backend::sum_squares(const Tensor& t) {
   const OpScope scope(*this, "sum_squares", [&] { return op_cost::sum_squares(t); });
   return sum_squares_impl(t);
 }
+
+uint64_t Backend::memory_capacity() const { return physical_memory_bytes(); }
 
 void* Backend::alloc_host(size_t bytes) { return bytes ? ::operator new(bytes) : nullptr; }
 void Backend::release_host(void* ptr) { ::operator delete(ptr); }

@@ -8,7 +8,6 @@
 #include <map>
 #include <sstream>
 
-#include "host/file_io.h"  // physical_memory_bytes
 #include "host/random.h"
 
 namespace vitcuda {
@@ -106,12 +105,12 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
       z.add(pbytes, separate_master ? z.mul(arena_size_, 4, "the master weights") : 0, "the parameters");
   const int64_t grad_bytes = z.mul(arena_size_, int64_t(dtype_size(grad_dtype)), "the gradients");
   const int64_t total = z.add(z.add(param_total, grad_bytes, "the model"), act_bytes_, "the model");
-  const uint64_t memory = physical_memory_bytes();
+  const uint64_t memory = be_.memory_capacity();
   if (uint64_t(total) > memory)
     too_large(cfg_, max_batch_,
               "needs an estimated " + std::to_string(total) + " bytes (parameters " + std::to_string(param_total) +
                   ", gradients " + std::to_string(grad_bytes) + ", activations " + std::to_string(act_bytes_) +
-                  "), more than this host's physical memory of " + std::to_string(memory) + " bytes");
+                  "), more than the " + be_.name() + " backend's memory of " + std::to_string(memory) + " bytes");
   param_mem_ = be_.alloc(size_t(param_total));
   grad_mem_ = be_.alloc(size_t(grad_bytes));
   act_mem_ = be_.alloc(size_t(act_bytes_));

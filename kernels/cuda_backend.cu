@@ -67,6 +67,7 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return rt::backend_name(); }
+  uint64_t memory_capacity() const override { return rt::device_info().total_memory; }
   Device device() const override { return Device::CUDA; }
   DType compute_dtype() const override { return compute_; }
 

@@ -48,6 +48,7 @@ DeviceInfo device_info() {
   d.max_threads_per_block = p.maxThreadsPerBlock;
   d.max_dynamic_smem_default = p.sharedMemPerBlock;
   d.max_dynamic_smem_optin = p.sharedMemPerBlockOptin;
+  d.total_memory = p.totalGlobalMem;
   return d;
 }
 

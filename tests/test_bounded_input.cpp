@@ -400,7 +400,7 @@ TEST(BoundedModel, HugeConfigsAndBatchesAreRefusedNamingTheFields) {
   {  // a tiny model at a batch whose activations exceed the host's memory
     const ViTConfig c = small_config();
     EXPECT_TRUE(Mentions(error_of([&] { Model m(c, *be, 2000000000); }),
-                         {"embed_dim 16", "batch size 2000000000", "needs an estimated", "physical memory"}));
+                         {"embed_dim 16", "batch size 2000000000", "needs an estimated", "backend's memory of"}));
     EXPECT_NO_THROW(Model(c, *be, 64));  // and the same model at batch 64 is fine
   }
 }

@@ -159,6 +159,10 @@ class Backend {
   virtual DType compute_dtype() const = 0;
 
   // ---- memory (bytes; device memory for "cuda", host memory otherwise) ----
+  // What alloc() can hand out at most in all: the GPU's memory for "cuda", the host's physical
+  // memory otherwise (no limit for the emulator's dry run, which touches no memory). Model
+  // refuses a config and batch whose estimated footprint exceeds it before allocating.
+  virtual uint64_t memory_capacity() const;
   virtual void* alloc(size_t bytes) = 0;
   virtual void release(void* ptr) = 0;
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;

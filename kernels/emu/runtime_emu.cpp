@@ -2,7 +2,10 @@
 // stream is synchronous (work is done when the call returns), events read the host clock.
 // The emulated device has the limits of an H100 (sm_90): 1024 threads per block, 48 KiB of
 // dynamic shared memory without opt-in and 227 KiB with it.
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -34,6 +37,12 @@ DeviceInfo device_info() {
   d.max_threads_per_block = emu::kMaxThreadsPerBlock;
   d.max_dynamic_smem_default = emu::kMaxDynamicSmemDefault;
   d.max_dynamic_smem_optin = emu::kMaxDynamicSmemOptIn;
+  if (dry_run()) {
+    d.total_memory = UINT64_MAX;  // nothing is touched: the step model may size any model
+  } else {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    d.total_memory = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : UINT64_MAX;
+  }
   return d;
 }
 

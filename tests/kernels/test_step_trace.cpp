@@ -158,6 +158,19 @@ TEST_F(StepTraceTest, DryRunTracesTheSameStep) {
       EXPECT_EQ(a.ops[i].launches[j].kernel, b.ops[i].launches[j].kernel);
   }
 }
+
+// Model sizes its footprint against Backend::memory_capacity(): the host's memory for the
+// emulated device, no limit in a dry run (the step model sizes ViT-H at batch 128 on a small
+// host: nothing is touched).
+TEST(EmuMemoryCapacity, HostMemoryAndUnlimitedInADryRun) {
+  const std::unique_ptr<Backend> be = make_cuda_backend(DType::F32);
+  const uint64_t cap = be->memory_capacity();
+  EXPECT_GT(cap, uint64_t(1) << 28);
+  EXPECT_LT(cap, UINT64_MAX);
+  rt::set_dry_run(true);
+  EXPECT_EQ(be->memory_capacity(), UINT64_MAX);
+  rt::set_dry_run(false);
+}
 #endif
 
 }  // namespace
