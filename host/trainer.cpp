@@ -175,14 +175,6 @@ void add_config(RunRecord& r, const ViTConfig& c) {
   }
 }
 
-// The checkpoint's metadata from its header alone (a checkpoint may be gigabytes), by the
-// library's one header reader: regular files only (a FIFO is refused, not waited on), the
-// header length, tensor and value caps; throws the errors load_checkpoint would give.
-bool peek_metadata(const std::string& path, std::map<std::string, std::string>& md) {
-  md = read_safetensors_header(path).metadata;
-  return true;
-}
-
 const char* const kEpochs = "--epochs";
 
 }  // namespace
@@ -381,10 +373,11 @@ std::string Trainer::resume(const std::string& path) {
              ": the learning-rate schedule now spans " + run_.get(kEpochs) + " epochs";
     return std::string();
   };
-  std::map<std::string, std::string> head;
-  if (peek_metadata(path, head)) check(head);
+  // The header alone first (a checkpoint may be gigabytes), by the library's one header reader:
+  // regular files only (a FIFO is refused, not waited on), the header length, tensor and value
+  // caps; it throws the errors load_checkpoint would give.
+  const std::string note = check(read_safetensors_header(path).metadata);
   const auto md = load_checkpoint(path, model_, &opt_);
-  const std::string note = check(md);
   // Whole numbers in range (std::stoi read "3abc" as 3), best_top1 an accuracy or -1 (no epoch
   // scored yet), best_epoch one of the epochs done.
   epoch_ = int(checkpoint_metadata_int(md, "epoch", path, 0, 100000));
@@ -395,7 +388,7 @@ std::string Trainer::resume(const std::string& path) {
     throw Error("checkpoint '" + path + "': metadata 'best_top1' is " + checkpoint_metadata(md, "best_top1", path) +
                 ", neither an accuracy in [0, 1] nor -1");
   history_ = history_from_json(checkpoint_metadata(md, "history", path), path);
-  if (epoch_ < 0 || step_ < 0 || int(history_.size()) != epoch_)
+  if (int(history_.size()) != epoch_)
     throw Error("checkpoint '" + path + "': trainer state is inconsistent (epoch " + std::to_string(epoch_) + ", " +
                 std::to_string(history_.size()) + " history rows)");
   return note;
