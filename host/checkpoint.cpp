@@ -34,16 +34,6 @@
 
 namespace vitcuda {
 
-// What an Error of file_io.h says after "cannot open 'path': " / "cannot read 'path': ", for
-// messages that name the file their own way.
-static std::string after_path(const std::string& what, const std::string& path) {
-  for (const char* verb : {"cannot open ", "cannot read "}) {
-    const std::string prefix = verb + in_quotes(path) + ": ";
-    if (what.compare(0, prefix.size(), prefix) == 0) return what.substr(prefix.size());
-  }
-  return what;
-}
-
 // Tensor bytes are copied as they sit in memory, and the format is little-endian.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
 
@@ -342,29 +332,24 @@ static SafeTensorsHeader parse_safetensors_header(FILE* f, uint64_t file_size, c
   return out;
 }
 
+// A checkpoint opened for reading: regular files only (a FIFO, folder or device is refused
+// without blocking), closed on every exit; errors read "cannot load checkpoint 'path': ...".
+using FileCloser = std::unique_ptr<FILE, int (*)(FILE*)>;
+static FileCloser open_checkpoint(const std::string& path, uint64_t* size) {
+  return FileCloser(open_regular_file(path, size, "cannot load checkpoint"), std::fclose);
+}
+
 SafeTensorsHeader read_safetensors_header(const std::string& path) {
   uint64_t size = 0;
-  FILE* f = nullptr;
-  try {
-    f = open_regular_file(path, &size);
-  } catch (const Error& e) {
-    throw Error("cannot load checkpoint '" + path + "': " + after_path(e.what(), path));
-  }
-  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
-  return parse_safetensors_header(f, size, path);
+  const FileCloser f = open_checkpoint(path, &size);
+  return parse_safetensors_header(f.get(), size, path);
 }
 
 SafeTensorsFile load_safetensors(const std::string& path) {
   auto bad = [&](const std::string& why) { return Error("cannot load checkpoint '" + path + "': " + why); };
   uint64_t file_size = 0;
-  FILE* f = nullptr;
-  try {
-    f = open_regular_file(path, &file_size);  // a FIFO, folder or device is refused without blocking
-  } catch (const Error& e) {
-    throw bad(after_path(e.what(), path));
-  }
-  // Closes the file on every exit, thrown or not.
-  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, std::fclose);
+  const FileCloser closer = open_checkpoint(path, &file_size);
+  FILE* f = closer.get();
   const SafeTensorsHeader h = parse_safetensors_header(f, file_size, path);
   // The tensors' bytes fit in the file (the offsets checks); a sparse file can claim more
   // than memory holds, so they must fit there too.

@@ -64,21 +64,26 @@ void require_regular_file(const std::string& path) {
   if (!kind.empty()) not_regular(path, kind);
 }
 
-FILE* open_regular_file(const std::string& path, uint64_t* size) {
-  require_regular_file(path);  // without opening: opening a device can have effects
+FILE* open_regular_file(const std::string& path, uint64_t* size, const char* what) {
+  auto fail = [&](const char* verb, const std::string& reason) {
+    throw Error(std::string(what ? what : verb) + " " + in_quotes(path) + ": " + reason);
+  };
+  // Checked without opening first: opening a device can have effects.
+  if (const std::string kind = special_file_kind(path); !kind.empty())
+    fail("cannot read", "is " + kind + ", not a regular file");
   // O_NONBLOCK: should the path have become a FIFO since the stat, the open does not wait for
   // a writer; fstat of the descriptor then refuses it.
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw Error("cannot open " + in_quotes(path) + ": " + std::strerror(errno));
+  if (fd < 0) fail("cannot open", std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    throw Error("cannot open " + in_quotes(path) + ": " + std::strerror(err));
+    fail("cannot open", std::strerror(err));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    not_regular(path, kind_of(st.st_mode));
+    fail("cannot read", "is " + kind_of(st.st_mode) + ", not a regular file");
   }
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
@@ -86,7 +91,7 @@ FILE* open_regular_file(const std::string& path, uint64_t* size) {
   if (!f) {
     const int err = errno;
     ::close(fd);
-    throw Error("cannot open " + in_quotes(path) + ": " + std::strerror(err));
+    fail("cannot open", std::strerror(err));
   }
   if (size) *size = uint64_t(st.st_size);
   return f;

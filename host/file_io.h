@@ -45,8 +45,9 @@ void require_regular_file(const std::string& path);
 // Opens a regular file for reading: stat first, then open with O_NONBLOCK and fstat the
 // descriptor (a file swapped for a FIFO in between is still refused, and never blocks the
 // open), then blocking reads. Throws Error "cannot open 'path': <reason>" or
-// "cannot read 'path': is a FIFO, not a regular file". *size: the file's size in bytes.
-FILE* open_regular_file(const std::string& path, uint64_t* size);
+// "cannot read 'path': is a FIFO, not a regular file"; with `what` (e.g. "cannot load
+// checkpoint") every message reads "<what> 'path': <reason>". *size: the file's size in bytes.
+FILE* open_regular_file(const std::string& path, uint64_t* size, const char* what = nullptr);
 
 enum class Gzip : uint8_t {
   Keep,     // the bytes as stored
