@@ -6,6 +6,7 @@
 // a fixed-format dataset whose channel count is not the model's.
 
 #include "tests/cli_harness.h"
+#include "tests/tiny_model.h"
 
 #include <cmath>
 #include <cstring>
@@ -460,24 +461,8 @@ INSTANTIATE_TEST_SUITE_P(BadNumbers, FlagTable, ::testing::ValuesIn(flag_rows())
 // constructor must throw naming the field (a NaN passes `x >= 0` style checks that forget it).
 TEST(BadNumbersLibrary, TrainOptionsAndAdamWConfig) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
-  Dataset train;
-  train.name = "tiny";
-  train.channels = 1;
-  train.height = train.width = 8;
-  train.num_classes = 4;
-  for (int i = 0; i < 16; ++i) {
-    train.labels.push_back(i % 4);
-    for (int k = 0; k < 64; ++k) train.images.push_back(uint8_t(i * 7 + k));
-  }
-  const Dataset val;
-  ViTConfig cfg;
-  cfg.name = "tiny";
-  cfg.img_size = 8;
-  cfg.patch_size = 4;
-  cfg.embed_dim = 8;
-  cfg.depth = 1;
-  cfg.num_heads = 2;
-  cfg.num_classes = 4;
+  const Dataset train = test::tiny_dataset(16, 1), val;
+  const ViTConfig cfg = test::tiny_config();
   auto backend = make_backend("cpu");
   Model model(cfg, *backend, 8);
   using Edit = std::function<void(TrainOptions&, AdamWConfig&)>;

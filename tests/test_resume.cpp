@@ -6,6 +6,7 @@
 // as an uninterrupted run even when validation accuracies tie.
 
 #include "cli_harness.h"
+#include "tiny_model.h"
 
 #include <cmath>
 #include <string>
@@ -17,6 +18,8 @@ namespace vitcuda::cli_test {
 namespace {
 
 using Resume = CliTest;
+using vitcuda::test::tiny_config;
+using vitcuda::test::tiny_dataset;
 
 // ---- (a) every flag that shapes the run ------------------------------------------------------------
 
@@ -288,33 +291,6 @@ TEST_F(Resume, ChainOfOneEpochRunsWithTiedValidationAccuracyEqualsUninterrupted)
 }
 
 // ---- the run record in the library -------------------------------------------------------------------
-
-Dataset tiny_dataset(int n, uint32_t seed) {
-  Dataset d;
-  d.name = "tiny";
-  d.channels = 1;
-  d.height = d.width = 8;
-  d.num_classes = 4;
-  std::mt19937 rng(seed);
-  for (int i = 0; i < n; ++i) {
-    const int label = int(rng() % 4);
-    d.labels.push_back(label);
-    for (int k = 0; k < 64; ++k) d.images.push_back(uint8_t(label * 50 + rng() % 50));
-  }
-  return d;
-}
-
-ViTConfig tiny_config() {
-  ViTConfig c;
-  c.name = "tiny";
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.embed_dim = 8;
-  c.depth = 1;
-  c.num_heads = 2;
-  c.num_classes = 4;
-  return c;
-}
 
 // What the Trainer records, and what it leaves out: every option that changes the math is a
 // difference; the ones that do not (progress, loader threads, graph, log interval, output,
