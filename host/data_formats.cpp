@@ -528,12 +528,16 @@ std::vector<std::string> standard_class_names(const std::string& dataset) {
               "' (fashion_mnist, mnist, cifar10, cifar100, cifar100_coarse)");
 }
 
+std::string dataset_dir(const DatasetSpec& spec) {
+  if (spec.dir.empty() && spec.kind == "fashion_mnist") return "/usr/share/datasets/fashion-mnist";
+  return spec.dir;
+}
+
 Dataset load_dataset(const DatasetSpec& spec, const std::string& split, const Dataset* train) {
   if (split != "train" && split != "test")
     throw Error("load_dataset: split is '" + split + "', must be 'train' or 'test'");
   const std::string& k = spec.kind;
-  std::string dir = spec.dir;
-  if (dir.empty() && k == "fashion_mnist") dir = "/usr/share/datasets/fashion-mnist";  // Debian's dataset-fashion-mnist
+  const std::string dir = dataset_dir(spec);
   if (dir.empty() && !(k == "csv" && !spec.train_csv.empty() && !spec.test_csv.empty()))
     throw Error("no data folder given for dataset '" + k + "' (--data-dir)");
   if (k == "fashion_mnist" || k == "mnist") {

@@ -11,6 +11,7 @@
 //     is the built-in colour grid when it has not (VITCUDA_PLOT_PYTHON=none).
 
 #include "tests/cli_harness.h"
+#include "vitcuda/data.h"
 #include "vitcuda/image.h"
 #include "vitcuda/metrics.h"
 #include "vitcuda/pictures.h"
@@ -217,6 +218,21 @@ TEST_F(OutputFolder, TheDataFolderIsRefused) {
   const RunResult ok =
       run(with(tiny_flags(), {{"--epochs", "1"}, {"--data-dir", data.string()}, {"--output", data.string() + "_run"}}));
   EXPECT_EQ(ok.exit_code, 0) << ok.describe();
+}
+
+// Without --data-dir, fashion_mnist reads Debian's folder: --output inside it is refused too.
+TEST_F(OutputFolder, TheDefaultDataFolderIsRefused) {
+  DatasetSpec spec;
+  spec.kind = "fashion_mnist";
+  const std::string dir = dataset_dir(spec);
+  EXPECT_EQ(dir, "/usr/share/datasets/fashion-mnist");
+  spec.dir = "elsewhere";
+  EXPECT_EQ(dataset_dir(spec), "elsewhere");
+  if (!fs::exists(dir + "/train-labels-idx1-ubyte.gz"))
+    GTEST_SKIP() << dir << " is not installed (Debian's dataset-fashion-mnist)";
+  const RunResult r = run(with(tiny_flags(), {{"--data-dir", "<drop>"}, {"--output", dir + "/runs/a"}}));
+  EXPECT_TRUE(CleanError(r, {"inside the data folder '" + dir + "'"}));
+  EXPECT_FALSE(fs::exists(dir + "/runs"));
 }
 
 // ---- the test metrics and the report -------------------------------------------------------------

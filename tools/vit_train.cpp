@@ -511,7 +511,7 @@ int main(int argc, char** argv) {
                   mean.c_str(), sd.c_str());
     }
     if (!output.empty()) {
-      check_output_outside_data(output, spec.dir);
+      check_output_outside_data(output, dataset_dir(spec));  // the default folder too
       make_dirs(output);
       lock_output(output);  // before anything is written into it
       o.output_dir = output;

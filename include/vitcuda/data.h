@@ -75,6 +75,10 @@ struct DatasetSpec {
   int image_size = 0;               // folder: images are resized to this (required)
   int channels = 3;                 // folder: 1 or 3
 };
+// The data folder load_dataset reads: spec.dir, or the default of its kind
+// (/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist, for fashion_mnist); "" when
+// there is none.
+std::string dataset_dir(const DatasetSpec& spec);
 // split "train" or "test". For csv and folder the test split takes the number of classes and
 // the class names of `train` when given. folder: "test" falls back to dir/val.
 Dataset load_dataset(const DatasetSpec& spec, const std::string& split, const Dataset* train = nullptr);
