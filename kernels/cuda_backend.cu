@@ -67,7 +67,10 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return rt::backend_name(); }
-  uint64_t memory_capacity() const override { return rt::device_info().total_memory; }
+  uint64_t memory_capacity() const override {
+    const uint64_t device = rt::device_info().total_memory;
+    return device ? device : Backend::memory_capacity();  // 0: the emulator's host memory
+  }
   Device device() const override { return Device::CUDA; }
   DType compute_dtype() const override { return compute_; }
 

@@ -50,8 +50,9 @@ struct DeviceInfo {
   int max_threads_per_block = 0;
   size_t max_dynamic_smem_default = 0;  // without opt-in (48 KiB)
   size_t max_dynamic_smem_optin = 0;    // with set_max_dynamic_smem (227 KiB on H100)
-  // Global memory in bytes (cudaDeviceProp::totalGlobalMem); the emulator's is the host's
-  // physical memory, unlimited (UINT64_MAX) in a dry run, which touches none.
+  // Global memory in bytes (cudaDeviceProp::totalGlobalMem); the emulator's is 0 (its device
+  // memory is the host's, which Backend::memory_capacity() then reports), unlimited
+  // (UINT64_MAX) in a dry run, which touches none.
   uint64_t total_memory = 0;
 };
 

@@ -2,8 +2,6 @@
 // stream is synchronous (work is done when the call returns), events read the host clock.
 // The emulated device has the limits of an H100 (sm_90): 1024 threads per block, 48 KiB of
 // dynamic shared memory without opt-in and 227 KiB with it.
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -37,12 +35,9 @@ DeviceInfo device_info() {
   d.max_threads_per_block = emu::kMaxThreadsPerBlock;
   d.max_dynamic_smem_default = emu::kMaxDynamicSmemDefault;
   d.max_dynamic_smem_optin = emu::kMaxDynamicSmemOptIn;
-  if (dry_run()) {
-    d.total_memory = UINT64_MAX;  // nothing is touched: the step model may size any model
-  } else {
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    d.total_memory = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : UINT64_MAX;
-  }
+  // "Device" memory is host memory (0: the backend then takes the host's); a dry run touches
+  // none, so the step model may size any model.
+  d.total_memory = dry_run() ? UINT64_MAX : 0;
   return d;
 }
 
