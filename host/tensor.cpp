@@ -15,6 +15,7 @@ size_t dtype_size(DType t) {
     case DType::F16: return 2;
     case DType::U8: return 1;
     case DType::I32: return 4;
+    case DType::I64: return 8;
   }
   throw Error("dtype_size: invalid DType " + std::to_string(int(t)));
 }
@@ -27,6 +28,7 @@ const char* dtype_name(DType t) {
     case DType::F16: return "f16";
     case DType::U8: return "u8";
     case DType::I32: return "i32";
+    case DType::I64: return "i64";
   }
   return "invalid";
 }
@@ -92,6 +94,12 @@ std::vector<float> to_f32(const void* src_bytes, DType dtype, int64_t n) {
       case DType::I32: {
         int32_t v;
         std::memcpy(&v, src + 4 * i, 4);
+        out[i] = float(v);
+        break;
+      }
+      case DType::I64: {
+        int64_t v;
+        std::memcpy(&v, src + 8 * i, 8);
         out[i] = float(v);
         break;
       }

@@ -171,6 +171,9 @@ class Backend {
   void copy(const Tensor& src, const Tensor& dst);                // same numel; converts dtype
   void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
   virtual void synchronize() {}
+  // The native stream the backend's work is ordered on (cudaStream_t for "cuda"; nullptr where
+  // there is none): the NCCL communicator orders its own stream against it with events.
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- what a step that runs without the host needs (TrainStep, vitcuda/train_step.h) ----
   // Host memory the device copies from asynchronously (pinned on "cuda"; plain elsewhere).
@@ -265,11 +268,19 @@ class Backend {
   // summed in fp64 in sample order), step_top1/top5 from hits (softmax_xent's bits), step_samples
   // = B. commit: also add them to the accumulators now (evaluation; a training step's are added by
   // grad_norm_clip once the step is known to be applied).
-  void step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit);
-  // Global gradient norm on the device: grad_sumsq = Σ g² (in a fixed order, as sum_squares);
-  // grad_scale = max_norm / (‖g‖ + 1e-6) when max_norm > 0 and ‖g‖ > max_norm, else 1; skip = the
-  // step's loss or Σ g² is not finite; then the step's metrics are added to the accumulators, or
-  // skipped_steps counts it. Never synchronises.
+  // accumulate: add to this step's metrics (step_loss += ..., step_samples += B, ...) instead of
+  // replacing them (the micro-batches of one step under gradient accumulation).
+  void step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit, bool accumulate = false);
+  // Global gradient norm on the device, in two halves so that a data-parallel step can reduce
+  // Σ g² (ZeRO-1: each rank holds a shard of the gradients) and the step's metrics over the ranks
+  // in between. Neither synchronises.
+  // grad_sumsq: state->grad_sumsq = Σ g² over grads (in a fixed order, as sum_squares).
+  void grad_sumsq(const Tensor& grads, StepState* state);
+  // grad_norm_finish, from state->grad_sumsq: grad_scale = max_norm / (‖g‖ + 1e-6) when
+  // max_norm > 0 and ‖g‖ > max_norm, else 1; skip = the step's loss or Σ g² is not finite; then
+  // the step's metrics are added to the accumulators, or skipped_steps counts it.
+  void grad_norm_finish(float max_norm, StepState* state);
+  // Both halves on one process's whole gradient arena.
   void grad_norm_clip(const Tensor& grads, float max_norm, StepState* state);
   // AdamW with decoupled weight decay over the fp32 master arena; `params` (compute
   // dtype, may alias master) receives the updated weights.

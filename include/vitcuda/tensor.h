@@ -11,7 +11,7 @@
 
 namespace vitcuda {
 
-enum class DType : uint8_t { F32, F64, BF16, F16, U8, I32 };
+enum class DType : uint8_t { F32, F64, BF16, F16, U8, I32, I64 };
 enum class Device : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType t);
