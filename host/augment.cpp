@@ -389,12 +389,27 @@ int AugmentLoader::batch_count(int64_t k) const {
   return int(std::max<int64_t>(0, std::min<int64_t>(batch_size_, end - k * batch_size_)));
 }
 
+void AugmentLoader::set_shard(int index, int count) {
+  if (count < 1 || index < 0 || index >= count)
+    throw Error("AugmentLoader: shard " + std::to_string(index) + " of " + std::to_string(count) +
+                " (needs 0 <= index < count)");
+  std::lock_guard<std::mutex> lk(mu_);
+  if (active_ || consumed_ > 0) throw Error("AugmentLoader: set_shard during an epoch");
+  shard_ = index;
+  shards_ = count;
+}
+
+std::pair<int, int> AugmentLoader::shard_range(int64_t k) const {
+  const int64_t c = batch_count(k);
+  return {int(c * shard_ / shards_), int(c * (shard_ + 1) / shards_)};
+}
+
 void AugmentLoader::make_batch(int64_t k, uint8_t* images, int32_t* labels) const {
-  const int count = batch_count(k);
+  const auto [begin, end] = shard_range(k);
   const std::vector<int64_t>& order = order_.order();
   const size_t out_bytes = size_t(image_bytes());
-  for (int b = 0; b < count; ++b) {
-    const int64_t i = order[size_t(k * batch_size_ + b)];
+  for (int b = 0; b < end - begin; ++b) {
+    const int64_t i = order[size_t(k * batch_size_ + begin + b)];
     labels[b] = data_.labels[size_t(i)];
     if (identity_) {
       std::memcpy(images + size_t(b) * out_bytes, data_.image(i), out_bytes);
@@ -423,7 +438,8 @@ void AugmentLoader::worker() {
     }
     lk.lock();
     --busy_;
-    s.count = batch_count(k);
+    const auto [begin, end] = shard_range(k);
+    s.count = end - begin;
     s.batch = k;
     s.error = err;
     s.ready = true;
@@ -434,9 +450,9 @@ void AugmentLoader::worker() {
 int AugmentLoader::next(uint8_t* images, int32_t* labels) {
   if (workers_.empty()) {
     if (consumed_ >= num_batches()) return 0;
-    const int count = batch_count(consumed_);
+    const auto [begin, end] = shard_range(consumed_);
     make_batch(consumed_++, images, labels);
-    return count;
+    return end - begin;
   }
   std::unique_lock<std::mutex> lk(mu_);
   if (consumed_ >= num_batches()) return 0;

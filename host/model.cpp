@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <sstream>
 
 #include "host/random.h"
@@ -85,10 +86,13 @@ int block_site(int l, BlockSite s) { return kBlockSites + l * kPerBlock + s; }
 Model::Model(const ViTConfig& config, Backend& backend, int max_batch)
     : Model(config, backend, max_batch, backend.compute_dtype()) {}
 
-Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype)
+Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple)
     : cfg_(config), be_(backend), max_batch_(max_batch), dtype_(dtype) {
   cfg_.validate();
   if (max_batch <= 0) throw Error("Model: batch size must be positive, got " + std::to_string(max_batch));
+  if (arena_multiple < 1 || arena_multiple > (int64_t(1) << 20))
+    throw Error("Model: arena_multiple must be in [1, 2^20], got " + std::to_string(arena_multiple));
+  arena_multiple_ = std::lcm(int64_t(64), arena_multiple);
   if (int64_t(cfg_.depth) * kPerBlock + kBlockSites > kSites)
     throw Error("Model: depth too large for the dropout stream plan");
   plan();  // every element and byte count in 64 bits, overflow refused naming the config
@@ -184,6 +188,7 @@ void Model::plan() {
   for (int l = 0; l < c.depth; ++l) {
     BlockParams &pb = p.blocks[l], &gb = g.blocks[l];
     add(blk(l, "norm1.weight"), {D}, false, Init::Ones, pb.norm1_w, gb.norm1_w);
+    block_offset_.push_back(param_specs_.back().offset);
     add(blk(l, "norm1.bias"), {D}, false, Init::Zeros, pb.norm1_b, gb.norm1_b);
     add(blk(l, "attn.qkv.weight"), {3 * A, D}, true, Init::TruncNormal, pb.qkv_w, gb.qkv_w);
     if (c.qkv_bias) add(blk(l, "attn.qkv.bias"), {3 * A}, false, Init::Zeros, pb.qkv_b, gb.qkv_b);
@@ -200,6 +205,7 @@ void Model::plan() {
   HeadParams &ph = p.head, &gh = g.head;
   const std::string final_norm = c.pool == Pool::Avg ? "fc_norm" : "norm";
   add(final_norm + ".weight", {D}, false, Init::Ones, ph.norm_w, gh.norm_w);
+  head_offset_ = param_specs_.back().offset;
   add(final_norm + ".bias", {D}, false, Init::Zeros, ph.norm_b, gh.norm_b);
   int64_t feat = pooled;
   for (size_t j = 0; j < nmlp; ++j) {
@@ -215,7 +221,8 @@ void Model::plan() {
   }
   add("head.weight", {c.num_classes, feat}, true, Init::TruncNormal, ph.fc.w, gh.fc.w);
   add("head.bias", {c.num_classes}, false, Init::Zeros, ph.fc.b, gh.fc.b);
-  arena_size_ = z.add(arena_size_, 63, "the parameters") / 64 * 64;
+  arena_size_ = z.mul(z.add(arena_size_, arena_multiple_ - 1, "the parameters") / arena_multiple_, arena_multiple_,
+                      "the parameters");
 
   // Activations, at the maximum batch. Gradient buffers (d_*) are shared by all blocks.
   const int64_t B = max_batch_, H = c.num_heads;
@@ -485,12 +492,13 @@ void Model::forward_staged(bool train, uint64_t seed) {
   be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
 }
 
-void Model::loss_staged(float smoothing, bool train) {
+void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool accumulate) {
   if (batch_ == 0) throw Error("Model::loss_staged: call forward first");
+  if (grad_batch < 0) throw Error("Model::loss_staged: grad_batch must be >= 0, got " + std::to_string(grad_batch));
   const ActTensors& a = a_;
-  be_.softmax_xent(a.head.logits, a.labels, smoothing, 1.f / float(batch_), a.losses, train ? a.d.logits : Tensor{},
-                   a.hits);
-  be_.step_metrics(a.losses, a.hits, state_, /*commit=*/!train);
+  const float dscale = 1.f / float(grad_batch > 0 ? grad_batch : batch_);
+  be_.softmax_xent(a.head.logits, a.labels, smoothing, dscale, a.losses, train ? a.d.logits : Tensor{}, a.hits);
+  be_.step_metrics(a.losses, a.hits, state_, /*commit=*/!train, accumulate);
 }
 
 StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready) {
@@ -576,6 +584,7 @@ void Model::backward() {
       be_.copy(dy, d_norm);
     be_.layernorm_backward(d_norm, a.res[L], hp.norm_w, h.norm_mean, h.norm_rstd, d.res, hg.norm_w, hg.norm_b);
   }
+  if (grads_ready_) grads_ready_(head_offset_);
 
   // blocks in reverse. d.res holds d res[l+1] = d mid + d fc2 (the residual carries it).
   for (int l = L - 1; l >= 0; --l) {
@@ -610,12 +619,14 @@ void Model::backward() {
                            drop(c.attn_drop_rate, block_site(l, kAttn)), d.qkv);
     be_.linear_backward(d.qkv, x.ln1, w.qkv_w, Act::None, none, d.ln, gw.qkv_w, gw.qkv_b);
     be_.layernorm_backward(d.ln, a.res[l], w.norm1_w, x.ln1_mean, x.ln1_rstd, d.res, gw.norm1_w, gw.norm1_b);
+    if (grads_ready_) grads_ready_(block_offset_[size_t(l)]);
   }
 
   // tokens and patch embedding
   be_.dropout(d.res, d.res, drop(c.drop_rate, kPosDrop));
   be_.tokens_backward(d.res, d.patches, g.cls_token, g.pos_embed);
   be_.linear_backward(d.patches, a.cols, p.patch_w, Act::None, none, none, g.patch_w, g.patch_b);
+  if (grads_ready_) grads_ready_(0);
 }
 
 // ---- accounting ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // vitcuda — TrainStep (vitcuda/train_step.h).
 #include "vitcuda/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -11,7 +12,17 @@ namespace vitcuda {
 TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
     : model_(model), opt_(opt), o_(options) {
   Backend& be = model_.backend();
-  use_graph_ = o_.graph && be.graphs_supported();
+  if (o_.accum_steps < 1 || o_.accum_steps > 65536)
+    throw Error("TrainStep: accum_steps must be in [1, 65536], got " + std::to_string(o_.accum_steps));
+  if (o_.bucket_bytes < 1) throw Error("TrainStep: bucket_bytes must be positive");
+  // A communicator whose collectives are host calls (MPI) cannot be recorded into a graph.
+  use_graph_ = o_.graph && be.graphs_supported() && (!parallel() || o_.comm->graph_capturable());
+  if (parallel() && opt_ && opt_->comm() != o_.comm)
+    throw Error("TrainStep: the optimizer and the step must use the same communicator");
+  // Buckets from the end of the gradient arena (where the backward pass starts) to its start.
+  const Tensor grads = model_.grad_arena();
+  const int64_t per = std::max<int64_t>(64, o_.bucket_bytes / int64_t(dtype_size(grads.dtype())) / 64 * 64);
+  for (int64_t end = grads.numel(); end > 0; end -= per) buckets_.push_back({std::max<int64_t>(0, end - per), end});
   const ViTConfig& c = model_.config();
   image_bytes_ = size_t(c.in_chans) * c.img_size * c.img_size;
   const size_t B = size_t(model_.max_batch());
@@ -61,7 +72,18 @@ void copy_bytes(Backend& be, void* dst, const void* src, size_t bytes) {
 }
 }  // namespace
 
-void TrainStep::enqueue(Kind kind, const Slot& slot, int n) {
+void TrainStep::grads_ready(int64_t offset) {
+  const Tensor grads = model_.grad_arena();
+  const size_t elem = dtype_size(grads.dtype());
+  for (; next_bucket_ < buckets_.size() && buckets_[next_bucket_].begin >= offset; ++next_bucket_) {
+    Bucket& b = buckets_[next_bucket_];
+    const Tensor view = Tensor::view(static_cast<char*>(grads.data()) + size_t(b.begin) * elem, {b.end - b.begin},
+                                     grads.dtype(), grads.device());
+    b.handle = o_.comm->all_reduce_start(view, ReduceOp::Sum);
+  }
+}
+
+void TrainStep::enqueue(Kind kind, const Slot& slot, int n, int micro) {
   Backend& be = model_.backend();
   const char* d = static_cast<const char*>(slot.dmem);
   // The slot's upload (run() issued it on the copy stream), then the step's inputs from the
@@ -75,11 +97,34 @@ void TrainStep::enqueue(Kind kind, const Slot& slot, int n) {
     if (kind == kEvalLabels) model_.loss_staged(0.f, /*train=*/false);
     return;
   }
-  model_.forward_staged(/*train=*/true, o_.seed);
-  model_.loss_staged(o_.smoothing, /*train=*/true);
-  model_.zero_grad();
-  model_.backward();
-  opt_->enqueue_step();
+  // The masks of shard micro · ranks + rank (shard 0: the seed itself, as one process draws).
+  const int ranks = parallel() ? o_.comm->world_size() : 1;
+  const uint64_t shard = uint64_t(micro) * uint64_t(ranks) + uint64_t(parallel() ? o_.comm->rank() : 0);
+  model_.forward_staged(/*train=*/true, o_.seed + shard * 0x9E3779B97F4A7C15ull);
+  // The gradient of Σ losses / (the samples of the whole step, over every micro-batch and rank).
+  model_.loss_staged(o_.smoothing, /*train=*/true, int64_t(n) * o_.accum_steps * ranks, /*accumulate=*/micro > 0);
+  if (micro == 0) model_.zero_grad();
+  if (micro < o_.accum_steps - 1) {
+    model_.backward();
+    return;
+  }
+  const bool buckets = parallel() && o_.overlap && !opt_->zero1();
+  if (buckets) {
+    next_bucket_ = 0;
+    model_.set_grads_ready_hook([this](int64_t offset) { grads_ready(offset); });
+  }
+  try {
+    model_.backward();
+  } catch (...) {
+    model_.set_grads_ready_hook(nullptr);
+    throw;
+  }
+  if (buckets) {
+    model_.set_grads_ready_hook(nullptr);
+    grads_ready(0);  // every bucket has started (backward's last hook said so; this is a no-op then)
+    for (Bucket& b : buckets_) o_.comm->wait(b.handle);
+  }
+  opt_->enqueue_step(/*grads_reduced=*/buckets);
 }
 
 void TrainStep::check_labels(const Slot& slot, int n) const {
@@ -90,21 +135,21 @@ void TrainStep::check_labels(const Slot& slot, int n) const {
                   " is outside [0, " + std::to_string(classes) + ")");
 }
 
-void TrainStep::dispatch(Kind kind, int n) {
+void TrainStep::dispatch(Kind kind, int n, int micro) {
   Backend& be = model_.backend();
   Slot& slot = slots_[next_];
   // The used part of the slot, in one copy on the copy stream: it overlaps the step before.
   be.upload(slot.dmem, slot.mem, images_at_ + size_t(n) * image_bytes_, next_);
   // The first step of each kind and batch size runs eagerly: it sizes the backend's workspaces,
   // which must not grow while a graph is captured. Later steps replay their graph.
-  if (!use_graph_ || eager_runs_[{kind, n}]++ == 0) {
-    enqueue(kind, slot, n);
+  if (!use_graph_ || eager_runs_[{kind, n, micro}]++ == 0) {
+    enqueue(kind, slot, n, micro);
   } else {
-    void*& g = graphs_[{kind, next_, n}];
+    void*& g = graphs_[{kind, next_, n, micro}];
     if (!g) {
       be.begin_capture();
       try {
-        enqueue(kind, slot, n);
+        enqueue(kind, slot, n, micro);
       } catch (...) {
         try {
           be.destroy_graph(be.end_capture());
@@ -122,8 +167,11 @@ void TrainStep::dispatch(Kind kind, int n) {
   waited_ = false;
 }
 
-void TrainStep::run(int n, float lr, int64_t step) {
+void TrainStep::run(int n, float lr, int64_t step, int micro) {
   if (!opt_) throw Error("TrainStep::run: this TrainStep has no optimizer (evaluation only)");
+  if (micro < 0 || micro >= o_.accum_steps)
+    throw Error("TrainStep::run: micro-batch " + std::to_string(micro) + " is outside [0, " +
+                std::to_string(o_.accum_steps) + ")");
   if (!(std::isfinite(lr) && lr >= 0.f))
     throw Error("TrainStep: learning rate must be finite and >= 0, got " + std::to_string(lr));
   images();  // the slot is free
@@ -133,14 +181,14 @@ void TrainStep::run(int n, float lr, int64_t step) {
   slot.inputs->lr = lr;
   slot.inputs->reserved = 0;
   slot.inputs->dropout_offset = uint64_t(step) * Model::kDropoutSites;
-  dispatch(kTrain, n);
+  dispatch(kTrain, n, micro);
 }
 
 void TrainStep::run_eval(int n, bool with_labels) {
   images();
   model_.set_batch(n);
   if (with_labels) check_labels(slots_[next_], n);
-  dispatch(with_labels ? kEvalLabels : kEval, n);
+  dispatch(with_labels ? kEvalLabels : kEval, n, 0);
 }
 
 StepMetrics TrainStep::take_metrics() {
@@ -148,6 +196,15 @@ StepMetrics TrainStep::take_metrics() {
   StepState s;
   be.copy_to_host(&s, model_.step_state(), sizeof s);  // waits for the device
   StepMetrics m{s.loss_sum, s.samples, s.top1, s.top5, s.skipped_steps};
+  if (parallel() && !opt_) {  // evaluation: each rank has its shard's (a training step reduced its own)
+    o_.comm->all_reduce_host(&m.loss_sum, 1, ReduceOp::Sum);
+    int64_t counts[4] = {m.samples, m.top1, m.top5, m.skipped_steps};
+    o_.comm->all_reduce_host(counts, 4, ReduceOp::Sum);
+    m.samples = counts[0];
+    m.top1 = counts[1];
+    m.top5 = counts[2];
+    m.skipped_steps = counts[3];
+  }
   s.loss_sum = 0;
   s.samples = s.top1 = s.top5 = s.skipped_steps = 0;
   // Only the accumulators, which come last; the device is idle (copy_to_host waited for it).

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "vitcuda/checkpoint.h"
+#include "vitcuda/comm.h"
 #include "vitcuda/inspect.h"
 
 namespace vitcuda {
@@ -267,9 +268,15 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
                   " has " + std::to_string(c.num_classes) + " outputs");
   }
   if (train.size() == 0) throw Error("training set '" + train.name + "' is empty");
-  if (o_.batch_size <= 0 || o_.batch_size > model.max_batch())
-    throw Error("batch size " + std::to_string(o_.batch_size) + " must be in [1, " + std::to_string(model.max_batch()) +
-                "]");
+  // The global batch: each rank runs batch_size / ranks of it on a model built for that many.
+  const int N = ranks();
+  if (o_.batch_size <= 0 || o_.batch_size % N != 0 || o_.batch_size / N > model.max_batch())
+    throw Error("batch size " + std::to_string(o_.batch_size) + " must be a multiple of the " + std::to_string(N) +
+                " ranks, each rank's share in [1, " + std::to_string(model.max_batch()) + "] (the model's batch)");
+  if (o_.accum_steps < 1 || o_.accum_steps > 65536)
+    throw Error("TrainOptions: accum_steps must be in [1, 65536], got " + std::to_string(o_.accum_steps));
+  if (parallel() && opt.comm() != o_.comm)
+    throw Error("Trainer: the optimizer and the trainer must use the same communicator");
   // The library checks what the tools check (tools/cli_checks.h gives the flags' own ranges and
   // names): a NaN or an infinity must not reach the schedule's float-to-integer conversions.
   auto need = [](bool ok, const std::string& what, double v) {
@@ -320,9 +327,36 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
                            : model.dtype() == DType::F64 ? "fp64"
                                                          : dtype_name(model.dtype())}})
     run_.set(k, v);
+  // Recorded only when not the default, so that the records of earlier runs still compare equal.
+  // The number of ranks changes the dropout masks (TrainStepOptions::comm), so a resume keeps it.
+  if (o_.accum_steps > 1) run_.set("--grad-accum-steps", std::to_string(o_.accum_steps));
+  if (N > 1) run_.set("mpirun -np", std::to_string(N));
   run_.set("data", data_fingerprint({&train, &val}));
   for (const auto& [k, v] : o_.run_flags.entries) run_.set(k, v);
   run_.set(kEpochs, std::to_string(o_.epochs));
+  // Every rank must run the same thing on the same data: a flag or a dataset that differs is
+  // named here, before any step (a mismatch would otherwise hang or silently diverge).
+  if (parallel())
+    check_same_on_every_rank(*o_.comm, run_.to_json(), [](const std::string& root, const std::string& mine, int rank) {
+      const RunRecord a = RunRecord::from_json(root), b = RunRecord::from_json(mine);
+      std::string was, now;
+      for (const std::string& k : a.differences(b)) {
+        const std::string va = a.get(k), vb = b.get(k);
+        was += " " + k + " " + (va.empty() ? "<none>" : va);
+        now += " " + k + " " + (vb.empty() ? "<none>" : vb);
+      }
+      return "the ranks disagree: rank 0 has" + was + ", rank " + std::to_string(rank) + " has" + now +
+             " (every rank must run the same flags on the same data)";
+    });
+}
+
+TrainStepOptions Trainer::step_options() const {
+  TrainStepOptions so;
+  so.graph = o_.graph;
+  so.comm = o_.comm;
+  so.overlap = o_.overlap;
+  so.bucket_bytes = o_.bucket_bytes;
+  return so;
 }
 
 std::map<std::string, std::string> Trainer::state_metadata() const {
@@ -398,30 +432,39 @@ EvalResult Trainer::evaluate(const Dataset& data, const std::string& label, std:
   EvalResult r;
   const auto t0 = Clock::now();
   const ViTConfig& c = model_.config();
+  // Sharded over the ranks: each global batch of bs · ranks images is cut into one contiguous
+  // shard per rank (a shard of the last batch may be empty), the metrics reduced by take_metrics.
   const int bs = model_.max_batch();
   AugmentConfig resize;  // evaluation: resize to the model's size only
   resize.out_height = resize.out_width = c.img_size;
-  AugmentLoader loader(data, bs, /*shuffle=*/false, /*drop_last=*/false, 0, resize, o_.loader_threads);
+  AugmentLoader loader(data, bs * ranks(), /*shuffle=*/false, /*drop_last=*/false, 0, resize, o_.loader_threads);
+  if (parallel()) loader.set_shard(o_.comm->rank(), ranks());
   loader.start_epoch(0);
-  TrainStepOptions so;
-  so.graph = o_.graph;
-  TrainStep stepper(model_, nullptr, so);
+  TrainStep stepper(model_, nullptr, step_options());
   stepper.take_metrics();  // from zero (a fit() in progress has read its own)
-  ProgressBar bar(o_.progress, label, loader.num_batches());
+  ProgressBar bar(o_.progress && root(), label, loader.num_batches());
   StepMetrics m;
-  int64_t done = 0;
-  if (predictions) predictions->clear();
-  for (int n; (n = loader.next(stepper.images(), stepper.labels())) > 0;) {
-    stepper.run_eval(n, /*with_labels=*/true);
-    if (predictions) {
+  // Predictions by dataset index (evaluation does not shuffle); the ranks' shards are summed.
+  std::vector<int64_t> pred;
+  if (predictions) pred.assign(size_t(data.size()), 0);
+  const int64_t batches = loader.num_batches();
+  for (int64_t done = 0; done < batches;) {
+    const int n = loader.next(stepper.images(), stepper.labels());
+    if (n > 0) stepper.run_eval(n, /*with_labels=*/true);
+    if (predictions && n > 0) {
       const std::vector<int32_t> p = last_predictions(model_);
-      predictions->insert(predictions->end(), p.begin(), p.end());
+      const int64_t first = done * int64_t(bs) * ranks() + loader.shard_range(done).first;
+      for (size_t i = 0; i < p.size(); ++i) pred[size_t(first) + i] = p[i];
     }
-    if (++done % o_.log_interval == 0 || done == loader.num_batches()) m += stepper.take_metrics();
+    if (++done % o_.log_interval == 0 || done == batches) m += stepper.take_metrics();
     const double seen = double(std::max<int64_t>(m.samples, 1));
     bar.update(done, m.loss_sum / seen, double(m.top1) / seen, m.samples);
   }
   bar.finish();
+  if (predictions) {
+    if (parallel()) o_.comm->all_reduce_host(pred.data(), int64_t(pred.size()), ReduceOp::Sum);
+    predictions->assign(pred.begin(), pred.end());
+  }
   r.count = m.samples;
   if (r.count > 0) {
     r.loss = m.loss_sum / double(r.count);
@@ -436,11 +479,16 @@ void Trainer::fit(std::ostream& log) {
   const ViTConfig& c = model_.config();
   AugmentConfig aug = o_.augment;
   aug.out_height = aug.out_width = c.img_size;
+  // Global batches of batch_size; this rank loads its shard of each. K = accum_steps of them make
+  // one optimizer step (the epoch's last num_batches % K are left out, as drop_last leaves a
+  // short batch).
   AugmentLoader loader(train_, o_.batch_size, /*shuffle=*/true, /*drop_last=*/true, o_.seed, aug, o_.loader_threads);
-  const int64_t per_epoch = loader.num_batches();
+  if (parallel()) loader.set_shard(o_.comm->rank(), ranks());
+  const int K = o_.accum_steps;
+  const int64_t per_epoch = loader.num_batches() / K;
   if (per_epoch == 0)
     throw Error("training set '" + train_.name + "' has " + std::to_string(train_.size()) +
-                " images, fewer than one batch of " + std::to_string(o_.batch_size));
+                " images, fewer than one step of " + std::to_string(K) + " x " + std::to_string(o_.batch_size));
   LrSchedule sched;
   sched.base_lr = o_.lr;
   sched.min_lr = std::min(o_.min_lr, o_.lr);
@@ -448,11 +496,16 @@ void Trainer::fit(std::ostream& log) {
   sched.total_steps = int64_t(o_.epochs) * per_epoch;
   sched.cosine = o_.cosine;
   if (o_.log_interval < 1) throw Error("log interval must be >= 1, got " + std::to_string(o_.log_interval));
-  TrainStepOptions so;
+  TrainStepOptions so = step_options();
   so.smoothing = o_.smoothing;
   so.seed = o_.seed;
-  so.graph = o_.graph;
+  so.accum_steps = K;
   TrainStep stepper(model_, &opt_, so);
+  // Identical weights on every rank: rank 0's (after init, --initial-checkpoint or resume).
+  if (parallel()) {
+    o_.comm->broadcast(model_.master_arena(), 0);
+    model_.sync_params_from_master();
+  }
   // A resumed run first rewrites history.csv from the checkpoint: a kill between the
   // last.safetensors and history.csv writes leaves it an epoch behind, and resuming a finished
   // run trains no epoch that would rewrite it.
@@ -464,18 +517,20 @@ void Trainer::fit(std::ostream& log) {
     loader.start_epoch(epoch_);
     char label[64];
     std::snprintf(label, sizeof label, "epoch %d/%d", epoch_ + 1, o_.epochs);
-    ProgressBar bar(o_.progress, label, per_epoch);
+    ProgressBar bar(o_.progress && root(), label, per_epoch);
     double lr = 0;
-    StepMetrics epoch;  // what the device has reported so far this epoch
+    StepMetrics epoch;  // what the device has reported so far this epoch (the global batches')
     int64_t batches = 0;
-    for (int n; (n = loader.next(stepper.images(), stepper.labels())) > 0;) {
+    for (; batches < per_epoch; ++step_) {
       lr = sched.at(step_);
-      stepper.run(n, lr, step_);
-      ++step_;
+      for (int micro = 0; micro < K; ++micro) {
+        const int n = loader.next(stepper.images(), stepper.labels());
+        stepper.run(n, lr, step_, micro);
+      }
       ++batches;
       if (batches % o_.log_interval == 0 || batches == per_epoch) epoch += stepper.take_metrics();
       const int64_t seen = std::max<int64_t>(epoch.samples, 1);
-      bar.update(batches, epoch.loss_sum / seen, double(epoch.top1) / seen, batches * int64_t(o_.batch_size));
+      bar.update(batches, epoch.loss_sum / seen, double(epoch.top1) / seen, batches * int64_t(o_.batch_size) * K);
     }
     epoch += stepper.take_metrics();
     bar.finish();
@@ -513,11 +568,13 @@ void Trainer::fit(std::ostream& log) {
                   "%.0f img/s  %.1fs%s\n",
                   r.epoch, o_.epochs, r.train_loss, 100 * r.train_top1, r.val_loss, 100 * r.val_top1, 100 * r.val_top5,
                   r.lr, r.images_per_second, r.seconds, is_best ? "  *best" : "");
-    log << line;
-    if (epoch.skipped_steps > 0)
-      log << "  " << epoch.skipped_steps << " of " << batches
-          << " steps skipped: non-finite loss or gradients (no update, as AMP's scaler does)\n";
-    log << std::flush;
+    if (root()) {
+      log << line;
+      if (epoch.skipped_steps > 0)
+        log << "  " << epoch.skipped_steps << " of " << batches
+            << " steps skipped: non-finite loss or gradients (no update, as AMP's scaler does)\n";
+      log << std::flush;
+    }
     write_outputs(is_best);
   }
 }
@@ -553,6 +610,10 @@ bool Trainer::load_best_weights(std::string* why) {
 
 void Trainer::write_outputs(bool is_best, bool checkpoints) {
   if (o_.output_dir.empty()) return;
+  // ZeRO-1: the moments are sharded; every rank sends its shard to every rank (a collective),
+  // then rank 0 alone writes.
+  if (checkpoints) opt_.gather_state();
+  if (!root()) return;
   std::ostringstream csv;
   csv << "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_second,train_top5\n";
   for (const EpochRecord& r : history_) {

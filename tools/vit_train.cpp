@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "cli_paths.h"
 #include "vitcuda/augment.h"
 #include "vitcuda/checkpoint.h"
+#include "vitcuda/comm.h"
 #include "vitcuda/trainer.h"
 #include "vitcuda/report.h"
 #include "vitcuda/step_trace.h"
@@ -255,6 +257,11 @@ int main(int argc, char** argv) {
   int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0, num_classes = 0, img_size = 0, pre_logits = 0;
   std::string global_pool, initial_checkpoint, gelu;
   bool summary = false, no_progress = false;
+  // Data parallelism (mpirun -np N vit_train ...).
+  std::string comm_kind = "auto";
+  int zero = 0;
+  float bucket_mb = 25.f;
+  bool no_overlap = false;
   // Data formats, augmentation and normalisation.
   DatasetSpec spec;
   std::string cifar100_labels = "fine", normalize;
@@ -379,6 +386,22 @@ int main(int argc, char** argv) {
                  "read the device's loss and accuracy for the progress bar every this many steps")
       ->check(cli::integer(1, 1000000))
       ->capture_default_str();
+  app.add_option("--grad-accum-steps", o.accum_steps,
+                 "micro-batches of -b images per optimizer step (effective batch -b x this), as timm's")
+      ->check(cli::integer(1, 65536))
+      ->capture_default_str();
+  app.add_option("--comm", comm_kind,
+                 "data parallelism across the ranks of mpirun/srun: auto (mpi under a launcher; nccl with "
+                 "--device cuda where built in), single, mpi or nccl")
+      ->check(CLI::IsMember({"auto", "single", "mpi", "nccl"}))
+      ->capture_default_str();
+  app.add_option("--zero", zero, "1: ZeRO-1, AdamW's moments sharded over the ranks (0: replicated)")
+      ->check(CLI::IsMember({0, 1}))
+      ->capture_default_str();
+  app.add_option("--bucket-mb", bucket_mb, "gradient all-reduce bucket size in MiB (overlapped with backward)")
+      ->check(cli::real(0, 4096, true))
+      ->capture_default_str();
+  app.add_flag("--no-overlap", no_overlap, "all-reduce the gradients after the backward pass, in one call");
   app.add_option("--stop-after-epochs", o.stop_after_epochs,
                  "stop (checkpoints written, exit 0) after this many epochs of this invocation, as a "
                  "preempted job would; for testing --resume")
@@ -393,7 +416,38 @@ int main(int argc, char** argv) {
   // One line per error and exit status 1 (0 after --help), like every other error of vit_train.
   if (const int rc = cli::parse_flags(app, "vit_train", argc, argv); rc >= 0) return rc;
 
+  // The ranks of a data-parallel job (one, without a launcher). A rank that fails alone prints
+  // its error and ends the whole job (Communicator::abort), so no other rank waits for it.
+  std::unique_ptr<Communicator> comm;
   try {
+    if (comm_kind == "auto") {
+      const bool gpu = device != "cpu" && cuda_device_available();
+      const auto kinds = communicator_kinds();
+      const bool nccl = std::find(kinds.begin(), kinds.end(), "nccl") != kinds.end();
+      comm_kind = launcher_world_size() > 1 ? (gpu && nccl ? "nccl" : "mpi") : "single";
+    }
+    comm = make_communicator(comm_kind);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_train: error: --comm %s: %s\n", comm_kind.c_str(), e.what());
+    return 1;
+  }
+  const int ranks = comm->world_size(), rank = comm->rank();
+  const bool root = comm->is_root();
+  if (!root && !std::freopen("/dev/null", "w", stdout)) std::perror("vit_train: stdout");  // rank 0 reports
+
+  try {
+    // The same command line on every rank (the Trainer then checks the run record and the data).
+    {
+      std::string args;
+      for (int i = 1; i < argc; ++i) args += std::string(argv[i]) + '\n';
+      check_same_on_every_rank(*comm, args, [](const std::string& a, const std::string& b, int r) {
+        return "the ranks were started with different command lines: rank 0 has '" + a + "', rank " +
+               std::to_string(r) + " has '" + b + "' (every rank must run the same vit_train flags)";
+      });
+    }
+    if (o.batch_size % ranks != 0)
+      throw Error("-b " + std::to_string(o.batch_size) + " is the global batch and must divide over the " +
+                  std::to_string(ranks) + " ranks (each rank takes -b / " + std::to_string(ranks) + " images)");
     ViTConfig cfg = preset(model_name);
     if (app.count("--patch-size")) cfg.patch_size = patch_size;
     if (app.count("--num-heads")) cfg.num_heads = num_heads;
@@ -421,8 +475,15 @@ int main(int argc, char** argv) {
     ac.clip_grad = clip_grad;
 
     std::string note;
+    // One GPU per local rank.
+    if (device != "cpu" && cuda_device_available()) use_cuda_device(comm->local_rank());
     std::unique_ptr<Backend> backend = pick_backend(device, precision == "fp32" ? DType::F32 : DType::BF16, &note);
-    if (!note.empty()) std::fprintf(stderr, "%s: %s\n", "vit_train", note.c_str());
+    if (!note.empty() && root) std::fprintf(stderr, "%s: %s\n", "vit_train", note.c_str());
+    comm->bind(*backend);
+    o.comm = comm.get();
+    o.overlap = !no_overlap;
+    o.bucket_bytes = std::max<int64_t>(1, int64_t(double(bucket_mb) * 1048576.0));
+    const int local_batch = o.batch_size / ranks;
     if (summary) {
       Model model(cfg, *backend, o.batch_size);
       std::cout << model.summary();
@@ -493,7 +554,9 @@ int main(int argc, char** argv) {
       }
     }
     cfg.validate();
-    Model model(cfg, *backend, o.batch_size);
+    // Each rank's model is built for its share of the global batch; ZeRO-1 pads the arenas to
+    // one equal shard per rank.
+    Model model(cfg, *backend, local_batch, backend->compute_dtype(), zero ? int64_t(64) * ranks : 64);
     {
       std::string mean, sd;
       for (int ch = 0; ch < cfg.in_chans; ++ch) {
@@ -510,10 +573,20 @@ int main(int argc, char** argv) {
       std::printf("; augment: %s; normalize %s mean [%s] std [%s]\n", aug.describe().c_str(), normalize.c_str(),
                   mean.c_str(), sd.c_str());
     }
+    if (ranks > 1 || o.accum_steps > 1)
+      std::printf("data parallel: %d rank%s (%s), global batch %d = %d x %d per rank%s%s\n", ranks,
+                  ranks > 1 ? "s" : "", comm->name().c_str(), o.batch_size, ranks, local_batch,
+                  o.accum_steps > 1 ? (", " + std::to_string(o.accum_steps) + " micro-batches per step: " +
+                                       std::to_string(o.batch_size * o.accum_steps) + " images per step")
+                                          .c_str()
+                                    : "",
+                  zero ? ", ZeRO-1" : "");
     if (!output.empty()) {
       check_output_outside_data(output, dataset_dir(spec));  // the default folder too
-      make_dirs(output);
-      lock_output(output);  // before anything is written into it
+      if (root) {  // rank 0 alone writes into the folder
+        make_dirs(output);
+        lock_output(output);  // before anything is written into it
+      }
       o.output_dir = output;
     }
     model.init(o.seed);
@@ -521,7 +594,7 @@ int main(int argc, char** argv) {
       load_weights(initial_checkpoint, model);
       std::printf("initial weights from '%s'\n", initial_checkpoint.c_str());
     }
-    AdamW opt(model, ac);
+    AdamW opt(model, ac, comm.get(), zero == 1);
     // The run record: the Trainer's own plus what only vit_train sees (a resume compares them).
     o.run_flags.set("--dataset", dataset);
     if (dataset == "cifar100") o.run_flags.set("--cifar100-labels", cifar100_labels);
@@ -534,7 +607,7 @@ int main(int argc, char** argv) {
       if (!note.empty()) std::printf("%s\n", note.c_str());
     }
     // After the resume check: a refused resume leaves the folder's config.json as it was.
-    if (!output.empty()) write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
+    if (!output.empty() && root) write_file_atomic(output + "/config.json", cfg.to_json() + "\n");
     std::printf("vit_train: %s on %s (%s), %lld train / %lld val / %lld test images, %.2f M params, %.1f MFLOPs/img\n",
                 cfg.name.c_str(), dataset.c_str(), backend->name().c_str(), (long long)train.size(),
                 (long long)val.size(), (long long)test.size(), model.num_params() / 1e6,
@@ -546,10 +619,18 @@ int main(int argc, char** argv) {
                   trainer.epochs_done(), o.epochs, output.empty() ? "<output>" : output.c_str());
       return 0;
     }
-    test_and_report(trainer, model, test, output);
+    test_and_report(trainer, model, test, root ? output : std::string());
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vit_train: error: %s\n", e.what());
+  } catch (const CollectiveError& e) {  // the same error on every rank: rank 0 says it, all exit
+    if (root) std::fprintf(stderr, "vit_train: error: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {
+    if (ranks == 1) {
+      std::fprintf(stderr, "vit_train: error: %s\n", e.what());
+      return 1;
+    }
+    std::fprintf(stderr, "vit_train: error (rank %d of %d): %s\n", rank, ranks, e.what());
+    std::fflush(stderr);
+    comm->abort(1);
   }
 }

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "vitcuda/data.h"
@@ -109,6 +110,13 @@ class AugmentLoader {
   AugmentLoader(const AugmentLoader&) = delete;
   AugmentLoader& operator=(const AugmentLoader&) = delete;
 
+  // Data parallelism: every batch of batch_size examples is cut into `count` contiguous shards and
+  // next() hands out shard `index` only: examples [index·c/count, (index+1)·c/count) of a batch
+  // of c, so the shards of all ranks, in rank order, are the whole batch in the same order. A
+  // shard of a short last batch may be empty (next() then returns 0 before the epoch ends: loop
+  // over num_batches()). Call before the first next() of an epoch.
+  void set_shard(int index, int count);
+  std::pair<int, int> shard_range(int64_t k) const;  // this shard's [begin, end) within batch k
   void start_epoch(int64_t epoch);
   int64_t num_batches() const { return order_.num_batches(); }
   // Fills images [B, C, out_h, out_w] and labels [B]; returns B (0 at the end of the epoch).
@@ -129,7 +137,7 @@ class AugmentLoader {
     bool ready = false;
     std::exception_ptr error;
   };
-  int batch_count(int64_t k) const;
+  int batch_count(int64_t k) const;  // of the whole batch
   void make_batch(int64_t k, uint8_t* images, int32_t* labels) const;
   void worker();
 
@@ -138,6 +146,7 @@ class AugmentLoader {
   AugmentConfig aug_;
   uint64_t seed_;
   int batch_size_, out_h_ = 0, out_w_ = 0;
+  int shard_ = 0, shards_ = 1;
   bool drop_last_, identity_ = true;
   int64_t epoch_ = 0;
   int64_t consumed_ = 0;  // batches handed out by next() this epoch

@@ -3,6 +3,7 @@
 // Backend calls, like llm.c's gpt2_forward.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,9 @@ class Model {
 
   // dtype: the activation/compute dtype (default: the backend's); F64 on the cpu backend is
   // for gradient checks. The arenas are allocated here, once.
-  Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype);
+  // arena_multiple: arena_size() is rounded up to a multiple of it (and of 64): ZeRO-1 splits
+  // the arenas into one equal shard per rank (64 · ranks).
+  Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple = 64);
   Model(const ViTConfig& config, Backend& backend, int max_batch);
   ~Model();
   Model(const Model&) = delete;
@@ -72,7 +75,12 @@ class Model {
   // also the gradient of the mean loss with respect to the logits, for backward().
   StepStats loss(const int32_t* labels, float smoothing, bool backward_ready);
   // Gradients of the mean loss; accumulates into the gradient arena (call zero_grad first).
+  // With a hook set, backward() calls it each time a suffix of the gradient arena is final:
+  // hook(offset) says every gradient at arena offsets >= offset is complete (the backward pass
+  // produces them from the end of the arena toward its start: head, last block, ..., first
+  // block, then the embeddings: hook(0)). A data-parallel step starts reducing them there.
   void backward();
+  void set_grads_ready_hook(std::function<void(int64_t offset)> hook) { grads_ready_ = std::move(hook); }
   void zero_grad();
 
   // ---- the same step without host round trips (TrainStep, vitcuda/train_step.h) ----
@@ -89,8 +97,11 @@ class Model {
   // loss_staged, train: the batch's metrics into the state (step_metrics, committed by
   // grad_norm_clip once the step is applied) and the gradient of the mean loss for backward();
   // else the metrics only, committed at once.
+  // loss_staged's gradient is that of Σ losses / grad_batch (0: the batch size): gradient
+  // accumulation and data parallelism divide by the samples of the whole step. accumulate: the
+  // step's metrics add to those of the step's earlier micro-batches (Backend::step_metrics).
   void forward_staged(bool train, uint64_t seed);
-  void loss_staged(float smoothing, bool train);
+  void loss_staged(float smoothing, bool train, int64_t grad_batch = 0, bool accumulate = false);
 
   // Parameter table, and views of one tensor in the arenas (backend memory).
   const std::vector<ParamSpec>& params() const { return param_specs_; }
@@ -191,7 +202,10 @@ class Model {
   std::vector<ActivationSpec> act_specs_;
   std::vector<ParamSlot> param_slots_;
   std::vector<ActSlot> act_slots_;
-  int64_t num_params_ = 0, arena_size_ = 0, act_bytes_ = 0;
+  int64_t num_params_ = 0, arena_size_ = 0, act_bytes_ = 0, arena_multiple_ = 64;
+  std::vector<int64_t> block_offset_;  // arena offset of block l's first parameter
+  int64_t head_offset_ = 0;            // of the head's first parameter (the final norm)
+  std::function<void(int64_t)> grads_ready_;
   void* param_mem_ = nullptr;  // params (+ master when dtypes differ)
   void* grad_mem_ = nullptr;
   void* act_mem_ = nullptr;

@@ -10,7 +10,9 @@
 #include <map>
 #include <tuple>
 #include <utility>
+#include <vector>
 
+#include "vitcuda/comm.h"
 #include "vitcuda/model.h"
 #include "vitcuda/optim.h"
 
@@ -20,6 +22,21 @@ struct TrainStepOptions {
   float smoothing = 0.f;  // label smoothing
   uint64_t seed = 0;      // dropout / drop-path masks: (seed, step, site)
   bool graph = true;      // capture and replay where the backend supports it (--no-graph: false)
+  // Gradient accumulation (--grad-accum-steps): micro-batches per optimizer step; run() is called
+  // once per micro-batch, and the optimizer steps after the last one.
+  int accum_steps = 1;
+  // Data parallelism (vitcuda/comm.h; nullptr or one rank: this process alone). Each rank runs
+  // its shard of every global micro-batch; the loss is scaled by 1 / (global batch · accum_steps)
+  // so the sum of the ranks' gradients, which the step reduces, is the global mean gradient.
+  // Dropout masks of micro-batch m on rank r come from shard m · ranks + r: shard 0 draws the
+  // single-process masks, and K micro-batches on one process draw the masks of K ranks.
+  Communicator* comm = nullptr;
+  // Reduce the gradients in buckets of bucket_bytes as the backward pass finishes them
+  // (Model::set_grads_ready_hook), non-blocking; false (--no-overlap): in one all-reduce after
+  // the backward pass. Same results either way (an all-reduce is element-wise). ZeRO-1 steps
+  // (AdamW::zero1) reduce-scatter after the backward pass.
+  bool overlap = true;
+  int64_t bucket_bytes = int64_t(25) << 20;  // PyTorch DDP's default bucket_cap_mb
 };
 
 // Metrics of the applied steps since the last take_metrics, and the steps skipped for a
@@ -52,13 +69,17 @@ class TrainStep {
   uint8_t* images();
   int32_t* labels();
   // Enqueues one step on the first n staged samples at learning rate lr; `step` (0-based, the
-  // schedule's step) selects the dropout masks. Labels are checked here. Returns at once.
-  void run(int n, float lr, int64_t step);
+  // schedule's step) selects the dropout masks. Labels are checked here. Returns at once. With
+  // accum_steps K > 1, micro-batch `micro` (0..K-1) of the step: gradients accumulate and the
+  // optimizer runs after micro-batch K-1 (every micro-batch of a step must have the same n).
+  void run(int n, float lr, int64_t step, int micro = 0);
   // An evaluation step on the first n staged samples: forward without dropout and, with labels,
   // the loss and hits, accumulated at once (step_metrics with commit). Captured and replayed
   // like run(); the logits stay in the model until the next step (Model::activation("logits")).
   void run_eval(int n, bool with_labels);
   // Waits for the device, returns the metrics accumulated since the last call and clears them.
+  // Data-parallel: the whole global batch's (a training step reduces its metrics over the ranks;
+  // an evaluation TrainStep reduces them here: a collective, every rank calls it).
   StepMetrics take_metrics();
   // Whether steps are replayed from CUDA Graphs (the backend supports them and options.graph).
   bool graphs() const { return use_graph_; }
@@ -85,8 +106,17 @@ class TrainStep {
   size_t labels_at_ = 0, images_at_ = 0;  // byte offsets in a slot
   enum Kind : int { kTrain, kEvalLabels, kEval };
   void check_labels(const Slot& slot, int n) const;
-  void enqueue(Kind kind, const Slot& slot, int n);  // the step's ops, eager or while capturing
-  void dispatch(Kind kind, int n);                   // eager, capture or replay, then the slot's marker
+  // the step's ops, eager or while capturing
+  void enqueue(Kind kind, const Slot& slot, int n, int micro);
+  void dispatch(Kind kind, int n, int micro);  // eager, capture or replay, then the slot's marker
+  bool parallel() const { return o_.comm && o_.comm->world_size() > 1; }
+  // Gradient buckets: [begin, end) element ranges from the arena's end to its start, started by
+  // the backward pass's hook as they become final.
+  struct Bucket {
+    int64_t begin = 0, end = 0;
+    int handle = -1;
+  };
+  void grads_ready(int64_t offset);
 
   Model& model_;
   AdamW* opt_;
@@ -96,8 +126,10 @@ class TrainStep {
   Slot slots_[2];
   int next_ = 0;                                       // the slot images()/labels()/run() use
   bool waited_ = false;                                // the next slot's marker has been waited for
-  std::map<std::tuple<int, int, int>, void*> graphs_;  // (kind, slot, n) -> executable graph
-  std::map<std::pair<int, int>, int> eager_runs_;      // (kind, n) -> steps so far (the first runs eagerly)
+  std::map<std::tuple<int, int, int, int>, void*> graphs_;  // (kind, slot, n, micro) -> executable graph
+  std::map<std::tuple<int, int, int>, int> eager_runs_;     // (kind, n, micro) -> steps so far (the first runs eagerly)
+  std::vector<Bucket> buckets_;
+  size_t next_bucket_ = 0;
   int64_t captured_ = 0;
 };
 

@@ -68,6 +68,15 @@ struct TrainOptions {
   int log_interval = 20;
   // Extra string metadata stored in every checkpoint (e.g. "class_names": a JSON array).
   std::map<std::string, std::string> metadata;
+  // Data parallelism (vitcuda/comm.h; nullptr: this process alone). batch_size is the global
+  // batch: each of the N ranks runs batch_size / N samples of it (batch_size must divide), the
+  // Model being built for that per-rank batch; the AdamW must use the same communicator. Every
+  // rank calls the same Trainer methods; rank 0 alone writes output_dir and the log lines, the
+  // others take part in the collectives (evaluation is sharded and reduced).
+  Communicator* comm = nullptr;
+  int accum_steps = 1;  // micro-batches of batch_size per optimizer step (--grad-accum-steps)
+  bool overlap = true;  // TrainStepOptions::overlap and bucket_bytes
+  int64_t bucket_bytes = int64_t(25) << 20;
   // Settings of the caller that shape the run beyond what the Trainer sees (vit_train:
   // --dataset, --val-split, --cifar100-labels, data); added to the Trainer's run record,
   // replacing its own entries of the same name.
@@ -121,6 +130,10 @@ class Trainer {
 
  private:
   void write_outputs(bool is_best, bool checkpoints = true);
+  bool parallel() const { return o_.comm && o_.comm->world_size() > 1; }
+  bool root() const { return !o_.comm || o_.comm->is_root(); }
+  int ranks() const { return o_.comm ? o_.comm->world_size() : 1; }
+  TrainStepOptions step_options() const;
   std::map<std::string, std::string> state_metadata() const;
 
   Model& model_;
