@@ -1,12 +1,13 @@
 // vitcuda — the backend factory: make_backend by name, pick_backend for the tools' --device
-// flag, and whether a CUDA GPU is usable (the CUDA runtime through kernels/runtime.h when this
-// build carries the CUDA backend; never, otherwise).
+// flag, whether a CUDA GPU is usable (the CUDA runtime through kernels/runtime.h when this
+// build carries the CUDA backend; never, otherwise), and which GPU this process uses.
 #include <memory>
 #include <string>
 
 #include "host/cpu/cpu_backend.h"
 #if defined(VITCUDA_WITH_CUDA_BACKEND)
 #include "kernels/cuda_backend.h"
+#include "kernels/cuda_device.h"
 #endif
 #include "vitcuda/backend.h"
 
@@ -17,6 +18,17 @@ bool cuda_device_available() {
   return rt::device_count() > 0;  // 0 without a driver or a device
 #else
   return false;
+#endif
+}
+
+void use_cuda_device(int ordinal) {
+#if defined(VITCUDA_WITH_CUDA_BACKEND)
+  set_cuda_device(ordinal);
+#else
+  // Without CUDA every rank runs on the CPU: GPU 0 stands for "this process's device".
+  if (ordinal != 0)
+    throw Error("use_cuda_device(" + std::to_string(ordinal) +
+                "): no such GPU: this build of vitcuda has no CUDA backend (0 CUDA GPUs)");
 #endif
 }
 

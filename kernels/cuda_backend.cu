@@ -87,6 +87,8 @@ class CudaBackend final : public Backend {
   }
   void zero(const Tensor& t) override { rt::memset_device(t.data(), 0, t.nbytes(), stream_); }
   void synchronize() override { rt::stream_synchronize(stream_); }
+  // The stream every op is ordered on (the NCCL communicator orders its own stream against it).
+  void* native_stream() const override { return stream_; }
   void* alloc_host(size_t bytes) override { return rt::host_alloc_pinned(bytes); }
   void release_host(void* ptr) override { rt::host_free_pinned(ptr); }
   // A ring of events: a marker that has been reused makes wait_mark wait for later work, never less.

@@ -341,6 +341,10 @@ class Backend {
 // available in this build or on this machine.
 std::unique_ptr<Backend> make_backend(const std::string& name, DType compute = DType::BF16);
 bool cuda_device_available();  // a CUDA GPU is present and usable
+// Makes GPU `ordinal` the current device of this process (a data-parallel rank takes its local
+// rank's GPU); an Error naming the ordinal and the GPU count when it does not exist; a no-op for 0
+// in a build without CUDA.
+void use_cuda_device(int ordinal);
 
 // The --device flag of the tools: "cpu", "cuda" (an Error when no GPU is present) or "auto"
 // (the GPU when present and supported by this build, else the CPU; when it falls back
