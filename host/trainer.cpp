@@ -269,9 +269,9 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   }
   if (train.size() == 0) throw Error("training set '" + train.name + "' is empty");
   // The global batch: each rank runs batch_size / ranks of it on a model built for that many.
-  const int N = ranks();
-  if (o_.batch_size <= 0 || o_.batch_size % N != 0 || o_.batch_size / N > model.max_batch())
-    throw Error("batch size " + std::to_string(o_.batch_size) + " must be a multiple of the " + std::to_string(N) +
+  const int nranks = ranks();
+  if (o_.batch_size <= 0 || o_.batch_size % nranks != 0 || o_.batch_size / nranks > model.max_batch())
+    throw Error("batch size " + std::to_string(o_.batch_size) + " must be a multiple of the " + std::to_string(nranks) +
                 " ranks, each rank's share in [1, " + std::to_string(model.max_batch()) + "] (the model's batch)");
   if (o_.accum_steps < 1 || o_.accum_steps > 65536)
     throw Error("TrainOptions: accum_steps must be in [1, 65536], got " + std::to_string(o_.accum_steps));
@@ -330,7 +330,7 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   // Recorded only when not the default, so that the records of earlier runs still compare equal.
   // The number of ranks changes the dropout masks (TrainStepOptions::comm), so a resume keeps it.
   if (o_.accum_steps > 1) run_.set("--grad-accum-steps", std::to_string(o_.accum_steps));
-  if (N > 1) run_.set("mpirun -np", std::to_string(N));
+  if (nranks > 1) run_.set("mpirun -np", std::to_string(nranks));
   run_.set("data", data_fingerprint({&train, &val}));
   for (const auto& [k, v] : o_.run_flags.entries) run_.set(k, v);
   run_.set(kEpochs, std::to_string(o_.epochs));

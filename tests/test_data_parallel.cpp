@@ -6,7 +6,9 @@
 // tests/mpi/test_data_parallel.cpp, run by ctest under mpirun.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -87,6 +89,10 @@ class MpiRun : public CliTest {
     CliTest::SetUp();
     if (IsSkipped()) return;
     if (!kMpiexec) GTEST_SKIP() << "built without MPI (no mpiexec found): data-parallel runs are not tested";
+    // Open MPI in containers (CMakeLists.txt, VITCUDA_MPI_TEST_ENV says why); inherited by mpirun.
+    ::setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
+    ::setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
+    ::setenv("OMPI_MCA_btl", "^openib", 1);
   }
   // `mpirun -np ranks` of a command line (argv[0] first), as root in containers.
   RunResult mpirun(int ranks, const Args& cmd) {
