@@ -106,7 +106,8 @@ Options parse(int argc, char** argv) {
       const std::string v = value();
       char* end = nullptr;
       const double mb = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(mb > 0) || mb > 1e6) throw Error("--bucket-mb: expected a number in (0, 1e6], got " + v);
+      if (v.empty() || *end || !(mb > 0) || mb > 1e6)
+        throw Error("--bucket-mb: expected a number in (0, 1e6], got " + v);
       o.bucket_mb = mb;
     } else if (a == "--no-graph") {
       o.graph = false;
@@ -270,24 +271,27 @@ void print_data_parallel(const Prediction& pt, const Gpu& gpu, const Model& mode
   const double grad_bytes = grad_arena_bytes(arena);
   const double single = o.graph ? pt.graph_time_s : pt.time_s;
   std::printf("\n== data parallelism on %s GPUs of one machine: PREDICTED ==\n", gpu.id.c_str());
-  std::printf("interconnect: %s, %.0f GB/s per GPU (both directions); all-reduce bus bandwidth %.0f GB/s; %.1f us per "
-              "collective call; %d GPUs per machine\nsource: %s\n",
-              ic.name.c_str(), ic.link_bytes_per_s * 1e-9, ic.allreduce_busbw * 1e-9, ic.latency_s * 1e6, ic.max_gpus,
-              ic.source.c_str());
-  std::printf("gradient arena: %lld fp32 elements = %.1f MB (%lld parameters and the alignment gaps); buckets of %.0f MB "
-              "from the arena's end (head first, patch embedding last): %zu\n",
-              static_cast<long long>(arena), grad_bytes * 1e-6, static_cast<long long>(model.num_params()), o.bucket_mb,
-              bucket_sizes(grad_bytes, o.bucket_mb * 1024 * 1024).size());
+  std::printf(
+      "interconnect: %s, %.0f GB/s per GPU (both directions); all-reduce bus bandwidth %.0f GB/s; %.1f us per "
+      "collective call; %d GPUs per machine\nsource: %s\n",
+      ic.name.c_str(), ic.link_bytes_per_s * 1e-9, ic.allreduce_busbw * 1e-9, ic.latency_s * 1e6, ic.max_gpus,
+      ic.source.c_str());
+  std::printf(
+      "gradient arena: %lld fp32 elements = %.1f MB (%lld parameters and the alignment gaps); buckets of %.0f MB "
+      "from the arena's end (head first, patch embedding last): %zu\n",
+      static_cast<long long>(arena), grad_bytes * 1e-6, static_cast<long long>(model.num_params()), o.bucket_mb,
+      bucket_sizes(grad_bytes, o.bucket_mb * 1024 * 1024).size());
   std::printf("one GPU: step %.3f ms (%s), backward span %.3f ms, AdamW %.3f ms; batch %lld per GPU\n", single * 1e3,
               o.graph ? "CUDA Graph launches" : "eager launches", backward_s(pt, o.graph) * 1e3,
               optimizer_s(pt, o.graph) * 1e3, static_cast<long long>(pt.batch));
-  std::printf("all-reduce = 2(N-1)/N x bytes / bus bandwidth + latency x calls; overlap: gradient bytes final at a "
-              "uniform rate over the backward span, buckets reduced in order, exposed = done - backward end;\n"
-              "ZeRO-1: reduce-scatter + all-gather of the padded arena after backward (not overlapped), AdamW on 1/N\n");
+  std::printf(
+      "all-reduce = 2(N-1)/N x bytes / bus bandwidth + latency x calls; overlap: gradient bytes final at a "
+      "uniform rate over the backward span, buckets reduced in order, exposed = done - backward end;\n"
+      "ZeRO-1: reduce-scatter + all-gather of the padded arena after backward (not overlapped), AdamW on 1/N\n");
   std::printf("%4s %7s %10s %10s %10s %9s %7s | %10s %7s | %10s %7s %9s\n", "GPUs", "global", "all-reduce", "exposed",
               "step", "img/s", "effic.", "no-overlap", "effic.", "ZeRO-1", "effic.", "moments");
-  std::printf("%4s %7s %10s %10s %10s %9s %7s | %10s %7s | %10s %7s %9s\n", "", "batch", "ms", "ms", "ms", "", "", "step ms",
-              "", "step ms", "", "MB/GPU");
+  std::printf("%4s %7s %10s %10s %10s %9s %7s | %10s %7s | %10s %7s %9s\n", "", "batch", "ms", "ms", "ms", "", "",
+              "step ms", "", "step ms", "", "MB/GPU");
   for (int n : gpu_counts(o.num_gpus)) {
     const DpRow r = dp_row(pt, gpu, arena, n, o);
     std::printf("%4d %7lld %10.3f %10.3f %10.3f %9.0f %6.1f%% | %10.3f %6.1f%% | %10.3f %6.1f%% %9.1f\n", n,
@@ -327,8 +331,8 @@ int run(const Options& o) {
       std::printf("| %s | %d | %s | %d | %lld | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.2f (%.1f%%) | %.2f (%.1f%%) |\n",
                   cfg.name.c_str(), o.batch, gpu.id.c_str(), n, static_cast<long long>(n) * o.batch,
                   r.overlap.comm_s * 1e3, r.overlap.exposed_s * 1e3, r.overlap.step_s * 1e3, r.overlap.img_per_s(),
-                  100 * r.overlap.efficiency(), r.serial.step_s * 1e3, 100 * r.serial.efficiency(),
-                  r.zero.step_s * 1e3, 100 * r.zero.efficiency());
+                  100 * r.overlap.efficiency(), r.serial.step_s * 1e3, 100 * r.serial.efficiency(), r.zero.step_s * 1e3,
+                  100 * r.zero.efficiency());
     }
     return 0;
   }

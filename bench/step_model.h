@@ -181,14 +181,14 @@ struct DataParallel {
   int zero = 0;
   bool overlap = true;
   int64_t batch_per_gpu = 0;
-  double grad_bytes = 0;       // fp32 gradient arena (ZeRO-1: padded)
-  int64_t buckets = 0;         // all-reduce calls per step (ZeRO-1: 0)
-  double single_step_s = 0;    // the traced step on one GPU (eager or graph per the options)
-  double backward_s = 0;       // its backward span
-  double comm_s = 0;           // every collective of the step back to back (the no-overlap time)
-  double exposed_s = 0;        // what the step waits for communication
-  double optimizer_saved_s = 0;  // ZeRO-1: AdamW's time × (1 − 1/N)
-  double step_s = 0;           // single_step_s + exposed_s − optimizer_saved_s
+  double grad_bytes = 0;             // fp32 gradient arena (ZeRO-1: padded)
+  int64_t buckets = 0;               // all-reduce calls per step (ZeRO-1: 0)
+  double single_step_s = 0;          // the traced step on one GPU (eager or graph per the options)
+  double backward_s = 0;             // its backward span
+  double comm_s = 0;                 // every collective of the step back to back (the no-overlap time)
+  double exposed_s = 0;              // what the step waits for communication
+  double optimizer_saved_s = 0;      // ZeRO-1: AdamW's time × (1 − 1/N)
+  double step_s = 0;                 // single_step_s + exposed_s − optimizer_saved_s
   double moments_bytes_per_gpu = 0;  // AdamW m and v (fp32): 8 bytes per arena element / (ZeRO-1: N)
   double img_per_s() const { return step_s > 0 ? double(gpus) * double(batch_per_gpu) / step_s : 0; }
   // Throughput over N × the one-GPU throughput: single_step_s / step_s.

@@ -360,8 +360,8 @@ DataParallel predict_data_parallel(const Prediction& single, const Gpu& gpu, int
   if (n > 1 && !(ic.allreduce_busbw > 0))
     throw Error("data parallel: GPU \"" + gpu.id + "\" has no \"interconnect\" figures in the descriptions");
   if (n > 1 && n > ic.max_gpus)
-    throw Error("data parallel: " + std::to_string(n) + " GPUs exceed the " + std::to_string(ic.max_gpus) +
-                " one " + gpu.id + " machine joins (several machines are not modelled)");
+    throw Error("data parallel: " + std::to_string(n) + " GPUs exceed the " + std::to_string(ic.max_gpus) + " one " +
+                gpu.id + " machine joins (several machines are not modelled)");
   DataParallel d;
   d.gpus = n;
   d.zero = o.zero;
