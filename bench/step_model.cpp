@@ -309,6 +309,12 @@ void print_data_parallel(const Prediction& pt, const Gpu& gpu, const Model& mode
 int run(const Options& o) {
   const std::vector<Gpu> gpus = load_gpus(o.gpus_path);
   const Gpu& gpu = find_gpu(gpus, o.gpu);
+  if (o.num_gpus > 1 && !(gpu.interconnect.allreduce_busbw > 0))
+    throw Error("--num-gpus: GPU \"" + gpu.id + "\" has no \"interconnect\" figures in " + o.gpus_path);
+  if (o.num_gpus > 1 && o.num_gpus > gpu.interconnect.max_gpus)
+    throw Error("--num-gpus: " + std::to_string(o.num_gpus) + " GPUs exceed the " +
+                std::to_string(gpu.interconnect.max_gpus) + " one " + gpu.id +
+                " machine joins (several machines are not modelled)");
   const ViTConfig cfg = preset(o.model);
 
   rt::set_dry_run(true);  // counted and recorded, never executed
