@@ -4,7 +4,9 @@
 // step's totals over a hand-made trace; the GPU descriptions of bench/gpus.json. The launch
 // counts of a real step on the CUDA backend are pinned in tests/kernels/test_step_trace.cpp, and
 // the tool's smoke runs (ctest step_model_smoke*) check the linear/qkv ops' counted FLOPs against
-// the matmuls they launch.
+// the matmuls they launch. Data parallelism: the ring collectives' 2(N−1)/N and (N−1)/N, the
+// bucket schedule against the backward span by hand and its bounds, ZeRO-1, and the bytes
+// reduced (ViT-B/16's fp32 arena).
 //
 // Tolerances: FLOPs and bytes are integers well below 2^53, so exact. Times are sums and
 // quotients of doubles: compared to the same arithmetic written out, to 1e-12 relative (the
