@@ -7,6 +7,10 @@
 //
 //   step_model --model vit_base_patch16_224 --batch 128 --gpu h100 [--precision bf16|fp32]
 //              [--ops] [--markdown] [--check] [--gpus FILE]
+//              [--num-gpus N [--bucket-mb 25] [--no-graph]]
+// --num-gpus adds the data-parallel prediction for 1, 2, 4, ... N GPUs of one machine (the batch
+// is per GPU): NCCL all-reduce of the fp32 gradient arena overlapped with backward in buckets,
+// without overlap, and ZeRO-1 (bench/step_model.h).
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -35,6 +39,9 @@ struct Options {
   std::string gpus_path = VITCUDA_STEP_MODEL_GPUS;
   Precision precision = Precision::BF16;
   bool ops = false, markdown = false, check = false;
+  int num_gpus = 0;  // 0: no data-parallel section
+  double bucket_mb = 25;
+  bool graph = true;
 };
 
 const char* kUsage =
@@ -49,7 +56,12 @@ const char* kUsage =
     "  --precision P       bf16 (default) or fp32\n"
     "  --ops               every op call in order, with its launches\n"
     "  --markdown          one row of bench/RESULTS.md's step-model table\n"
-    "  --check             exit 1 when a GEMM op's counted FLOPs disagree with the matmuls it launched\n";
+    "  --check             exit 1 when a GEMM op's counted FLOPs disagree with the matmuls it launched\n"
+    "  --num-gpus N        data parallelism on 1, 2, 4, ... N GPUs of one machine (--batch is per GPU):\n"
+    "                      step time and scaling efficiency with the NCCL all-reduce overlapped in\n"
+    "                      buckets, without overlap, and with ZeRO-1 (interconnect figures of the file)\n"
+    "  --bucket-mb MB      gradient bucket size for the overlapped all-reduce, default 25\n"
+    "  --no-graph          base the data-parallel steps on eager launches (default: the CUDA Graph step)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -84,6 +96,21 @@ Options parse(int argc, char** argv) {
       o.markdown = true;
     } else if (a == "--check") {
       o.check = true;
+    } else if (a == "--num-gpus") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 1 || n > 1024) throw Error("--num-gpus: expected an integer in 1..1024, got " + v);
+      o.num_gpus = int(n);
+    } else if (a == "--bucket-mb") {
+      const std::string v = value();
+      char* end = nullptr;
+      const double mb = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(mb > 0) || mb > 1e6)
+        throw Error("--bucket-mb: expected a number in (0, 1e6], got " + v);
+      o.bucket_mb = mb;
+    } else if (a == "--no-graph") {
+      o.graph = false;
     } else {
       throw Error("unknown argument " + a + " (--help lists them)");
     }
@@ -212,9 +239,82 @@ int check_gemm_flops(const Prediction& p, const char* what) {
   return bad;
 }
 
+// 1, 2, 4, ... up to n, and n itself.
+std::vector<int> gpu_counts(int n) {
+  std::vector<int> out;
+  for (int k = 1; k < n; k *= 2) out.push_back(k);
+  out.push_back(n);
+  return out;
+}
+
+struct DpRow {
+  DataParallel overlap, serial, zero;
+};
+
+DpRow dp_row(const Prediction& pt, const Gpu& gpu, int64_t arena, int n, const Options& o) {
+  DataParallelOptions d;
+  d.gpus = n;
+  d.bucket_bytes = o.bucket_mb * 1024 * 1024;
+  d.graph = o.graph;
+  DpRow r;
+  r.overlap = predict_data_parallel(pt, gpu, arena, d);
+  d.overlap = false;
+  r.serial = predict_data_parallel(pt, gpu, arena, d);
+  d.zero = 1;
+  r.zero = predict_data_parallel(pt, gpu, arena, d);
+  return r;
+}
+
+void print_data_parallel(const Prediction& pt, const Gpu& gpu, const Model& model, const Options& o) {
+  const Interconnect& ic = gpu.interconnect;
+  const int64_t arena = model.arena_size();
+  const double grad_bytes = grad_arena_bytes(arena);
+  const double single = o.graph ? pt.graph_time_s : pt.time_s;
+  std::printf("\n== data parallelism on %s GPUs of one machine: PREDICTED ==\n", gpu.id.c_str());
+  std::printf(
+      "interconnect: %s, %.0f GB/s per GPU (both directions); all-reduce bus bandwidth %.0f GB/s; %.1f us per "
+      "collective call; %d GPUs per machine\nsource: %s\n",
+      ic.name.c_str(), ic.link_bytes_per_s * 1e-9, ic.allreduce_busbw * 1e-9, ic.latency_s * 1e6, ic.max_gpus,
+      ic.source.c_str());
+  std::printf(
+      "gradient arena: %lld fp32 elements = %.1f MB (%lld parameters and the alignment gaps); buckets of %.0f MB "
+      "from the arena's end (head first, patch embedding last): %zu\n",
+      static_cast<long long>(arena), grad_bytes * 1e-6, static_cast<long long>(model.num_params()), o.bucket_mb,
+      bucket_sizes(grad_bytes, o.bucket_mb * 1024 * 1024).size());
+  std::printf("one GPU: step %.3f ms (%s), backward span %.3f ms, AdamW %.3f ms; batch %lld per GPU\n", single * 1e3,
+              o.graph ? "CUDA Graph launches" : "eager launches", backward_s(pt, o.graph) * 1e3,
+              optimizer_s(pt, o.graph) * 1e3, static_cast<long long>(pt.batch));
+  std::printf(
+      "all-reduce = 2(N-1)/N x bytes / bus bandwidth + latency x calls; overlap: gradient bytes final at a "
+      "uniform rate over the backward span, buckets reduced in order, exposed = done - backward end;\n"
+      "ZeRO-1: reduce-scatter + all-gather of the padded arena after backward (not overlapped), AdamW on 1/N\n");
+  std::printf("%4s %7s %10s %10s %10s %9s %7s | %10s %7s | %10s %7s %9s\n", "GPUs", "global", "all-reduce", "exposed",
+              "step", "img/s", "effic.", "no-overlap", "effic.", "ZeRO-1", "effic.", "moments");
+  std::printf("%4s %7s %10s %10s %10s %9s %7s | %10s %7s | %10s %7s %9s\n", "", "batch", "ms", "ms", "ms", "", "",
+              "step ms", "", "step ms", "", "MB/GPU");
+  for (int n : gpu_counts(o.num_gpus)) {
+    const DpRow r = dp_row(pt, gpu, arena, n, o);
+    std::printf("%4d %7lld %10.3f %10.3f %10.3f %9.0f %6.1f%% | %10.3f %6.1f%% | %10.3f %6.1f%% %9.1f\n", n,
+                static_cast<long long>(n * pt.batch), r.overlap.comm_s * 1e3, r.overlap.exposed_s * 1e3,
+                r.overlap.step_s * 1e3, r.overlap.img_per_s(), 100 * r.overlap.efficiency(), r.serial.step_s * 1e3,
+                100 * r.serial.efficiency(), r.zero.step_s * 1e3, 100 * r.zero.efficiency(),
+                r.zero.moments_bytes_per_gpu * 1e-6);
+  }
+  std::printf(
+      "not modelled: NCCL's kernels taking SMs and HBM bandwidth from the overlapped backward, the lower bus "
+      "bandwidth of %.0f MB messages (only the latency term), stragglers and input pipelines, several machines.\n",
+      o.bucket_mb);
+}
+
 int run(const Options& o) {
   const std::vector<Gpu> gpus = load_gpus(o.gpus_path);
   const Gpu& gpu = find_gpu(gpus, o.gpu);
+  if (o.num_gpus > 1 && !(gpu.interconnect.allreduce_busbw > 0))
+    throw Error("--num-gpus: GPU \"" + gpu.id + "\" has no \"interconnect\" figures in " + o.gpus_path);
+  if (o.num_gpus > 1 && o.num_gpus > gpu.interconnect.max_gpus)
+    throw Error("--num-gpus: " + std::to_string(o.num_gpus) + " GPUs exceed the " +
+                std::to_string(gpu.interconnect.max_gpus) + " one " + gpu.id +
+                " machine joins (several machines are not modelled)");
   const ViTConfig cfg = preset(o.model);
 
   rt::set_dry_run(true);  // counted and recorded, never executed
@@ -229,6 +329,19 @@ int run(const Options& o) {
   const Prediction pt = predict(train, gpu, o.precision);
   const Prediction pi = predict(infer, gpu, o.precision);
 
+  if (o.markdown && o.num_gpus > 0) {
+    // | model | batch per GPU | GPU | GPUs | global batch | all-reduce ms | exposed ms | step ms | img/s |
+    // efficiency | no-overlap step ms (eff.) | ZeRO-1 step ms (eff.) |
+    for (int n : gpu_counts(o.num_gpus)) {
+      const DpRow r = dp_row(pt, gpu, model.arena_size(), n, o);
+      std::printf("| %s | %d | %s | %d | %lld | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.2f (%.1f%%) | %.2f (%.1f%%) |\n",
+                  cfg.name.c_str(), o.batch, gpu.id.c_str(), n, static_cast<long long>(n) * o.batch,
+                  r.overlap.comm_s * 1e3, r.overlap.exposed_s * 1e3, r.overlap.step_s * 1e3, r.overlap.img_per_s(),
+                  100 * r.overlap.efficiency(), r.serial.step_s * 1e3, 100 * r.serial.efficiency(), r.zero.step_s * 1e3,
+                  100 * r.zero.efficiency());
+    }
+    return 0;
+  }
   if (o.markdown) {
     // | model | batch | GPU | train step ms | img/s | MFU | ideal ms | memory floor ms | serial bound ms |
     // launches + matmuls | launch share | CUDA Graph step ms | inference ms (img/s) |
@@ -268,6 +381,7 @@ int run(const Options& o) {
       "fp32 gradient arena: %.1f us at HBM bandwidth), L2 reuse, kernel efficiency below peak, overlap "
       "of launches with execution.\n",
       double(model.grad_arena().nbytes()) * 1e-6, double(model.grad_arena().nbytes()) / gpu.hbm_bytes_per_s * 1e6);
+  if (o.num_gpus > 0) print_data_parallel(pt, gpu, model, o);
   std::printf("PREDICTION (step model), not a measurement.\n");
 
   if (o.check) {

@@ -31,6 +31,16 @@
 
 namespace vitcuda::step_model {
 
+// How GPUs of this kind talk to each other within a machine (gpus.json "interconnect",
+// optional: absent, allreduce_busbw is 0 and data-parallel predictions for N > 1 are refused).
+struct Interconnect {
+  std::string name, source;
+  double link_bytes_per_s = 0;  // per GPU, both directions (informative: NVLink 4, 900 GB/s)
+  double allreduce_busbw = 0;   // bytes/s: nccl-tests all_reduce_perf busbw, large messages
+  double latency_s = 0;         // per collective call (small-message time)
+  int max_gpus = 0;             // GPUs one machine joins by it (8 on HGX H100 / H200)
+};
+
 // A GPU as data (bench/gpus.json). Rates in SI units: FLOP/s, bytes/s, seconds.
 struct Gpu {
   std::string id, name, source;
@@ -43,6 +53,7 @@ struct Gpu {
   double launch_s = 0;        // per runtime call, eager
   double graph_launch_s = 0;  // per kernel node, inside a CUDA Graph
   double sync_s = 0;          // per blocking host wait
+  Interconnect interconnect;
 };
 
 // Parses the "gpus" array of a gpus.json text / file; throws Error naming the field.
@@ -127,5 +138,67 @@ std::vector<Row> group_by_op(const std::vector<Row>& rows);
 std::string bound(const Row& row);
 // "vitcuda::(anonymous namespace)::ln_fwd<float, 8>" -> "ln_fwd<float, 8>".
 std::string display_kernel_name(const std::string& kernel);
+
+// ---- data parallelism (see the top of this file) ----------------------------------------------
+
+// Ring collectives over n GPUs of `bytes` each, in `calls` calls (latency per call). 0 for n = 1.
+double allreduce_s(double bytes, int n, const Interconnect& ic, int64_t calls = 1);
+double reduce_scatter_s(double bytes, int n, const Interconnect& ic, int64_t calls = 1);
+double all_gather_s(double bytes, int n, const Interconnect& ic, int64_t calls = 1);
+
+// The gradient arena vit_train reduces: fp32, Model::arena_size() elements (tensors and their
+// alignment gaps), whatever the compute dtype.
+double grad_arena_bytes(int64_t arena_elements);
+// ZeRO-1 pads the arena to a multiple of 64·n elements (n equal shards, each 256-byte aligned).
+int64_t zero_padded_elements(int64_t arena_elements, int n);
+
+// Bucket sizes in bytes in reduction order (the arena's end first): full buckets of
+// bucket_bytes, the last (holding the arena's start) the remainder. One bucket when
+// bucket_bytes <= 0 or >= bytes.
+std::vector<double> bucket_sizes(double bytes, double bucket_bytes);
+
+// The schedule of the overlapped buckets: bucket k ready at backward_s × (bytes up to the end of
+// bucket k) / total bytes, reduced in order on one channel. Returns when the last is done minus
+// backward_s (>= 0): the exposed communication time.
+double exposed_comm_s(const std::vector<double>& buckets, double backward_s, int n, const Interconnect& ic);
+
+// The backward span of a predicted step: the first through the last op whose name ends in
+// "_backward" (with whatever runs between them), summed; graph: CUDA Graph launch costs.
+double backward_s(const Prediction& p, bool graph);
+// The adamw_update ops' time.
+double optimizer_s(const Prediction& p, bool graph);
+
+struct DataParallelOptions {
+  int gpus = 1;
+  double bucket_bytes = 25.0 * 1024 * 1024;  // --bucket-mb 25 (PyTorch DDP's bucket_cap_mb)
+  bool overlap = true;                       // false: one all-reduce after backward
+  int zero = 0;                              // 1: ZeRO-1
+  bool graph = true;                         // base the step on the CUDA Graph column
+};
+
+struct DataParallel {
+  int gpus = 1;
+  int zero = 0;
+  bool overlap = true;
+  int64_t batch_per_gpu = 0;
+  double grad_bytes = 0;             // fp32 gradient arena (ZeRO-1: padded)
+  int64_t buckets = 0;               // all-reduce calls per step (ZeRO-1: 0)
+  double single_step_s = 0;          // the traced step on one GPU (eager or graph per the options)
+  double backward_s = 0;             // its backward span
+  double comm_s = 0;                 // every collective of the step back to back (the no-overlap time)
+  double exposed_s = 0;              // what the step waits for communication
+  double optimizer_saved_s = 0;      // ZeRO-1: AdamW's time × (1 − 1/N)
+  double step_s = 0;                 // single_step_s + exposed_s − optimizer_saved_s
+  double moments_bytes_per_gpu = 0;  // AdamW m and v (fp32): 8 bytes per arena element / (ZeRO-1: N)
+  double img_per_s() const { return step_s > 0 ? double(gpus) * double(batch_per_gpu) / step_s : 0; }
+  // Throughput over N × the one-GPU throughput: single_step_s / step_s.
+  double efficiency() const { return step_s > 0 ? single_step_s / step_s : 0; }
+};
+
+// N GPUs each running `single` (the trace's batch is per GPU) on an arena of arena_elements.
+// Throws Error when opts.gpus > 1 and the GPU has no interconnect figures, or gpus exceeds
+// Interconnect::max_gpus (one machine; several are not modelled), or zero is not 0 or 1.
+DataParallel predict_data_parallel(const Prediction& single, const Gpu& gpu, int64_t arena_elements,
+                                   const DataParallelOptions& opts);
 
 }  // namespace vitcuda::step_model

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -108,6 +109,17 @@ std::vector<Gpu> parse_gpus(const std::string& json_text) {
     d.launch_s = positive(g, "launch_us", d.id) * 1e-6;
     d.graph_launch_s = positive(g, "graph_launch_us", d.id) * 1e-6;
     d.sync_s = positive(g, "sync_us", d.id) * 1e-6;
+    if (g.contains("interconnect")) {
+      const nlohmann::json& ic = g.at("interconnect");
+      const std::string who = d.id + ": interconnect";
+      if (!ic.is_object()) throw Error("gpus.json: " + who + " must be an object");
+      d.interconnect.name = ic.value("name", "");
+      d.interconnect.source = ic.value("source", "");
+      d.interconnect.link_bytes_per_s = positive(ic, "link_gb_per_s_bidirectional", who) * 1e9;
+      d.interconnect.allreduce_busbw = positive(ic, "allreduce_busbw_gb_per_s", who) * 1e9;
+      d.interconnect.latency_s = positive(ic, "latency_us", who) * 1e-6;
+      d.interconnect.max_gpus = int(positive(ic, "max_gpus", who));
+    }
     for (const Gpu& seen : out)
       if (lower(seen.id) == lower(d.id)) throw Error("gpus.json: id \"" + d.id + "\" appears twice");
     out.push_back(d);
@@ -260,6 +272,122 @@ std::string display_kernel_name(const std::string& kernel) {
   for (const char* drop : {"(anonymous namespace)::", "vitcuda::"})
     for (size_t at; (at = s.find(drop)) != std::string::npos;) s.erase(at, std::string(drop).size());
   return s;
+}
+
+// ---- data parallelism --------------------------------------------------------------------------
+
+namespace {
+double ring_s(double factor, double bytes, int n, const Interconnect& ic, int64_t calls) {
+  if (n <= 1) return 0.0;
+  if (!(ic.allreduce_busbw > 0)) throw Error("data parallel: the GPU has no interconnect figures (gpus.json)");
+  return factor * bytes / ic.allreduce_busbw + double(calls) * ic.latency_s;
+}
+
+bool ends_with(const std::string& s, const char* tail) {
+  const size_t n = std::char_traits<char>::length(tail);
+  return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+}
+}  // namespace
+
+double allreduce_s(double bytes, int n, const Interconnect& ic, int64_t calls) {
+  return ring_s(2.0 * (n - 1) / n, bytes, n, ic, calls);
+}
+double reduce_scatter_s(double bytes, int n, const Interconnect& ic, int64_t calls) {
+  return ring_s(double(n - 1) / n, bytes, n, ic, calls);
+}
+double all_gather_s(double bytes, int n, const Interconnect& ic, int64_t calls) {
+  return ring_s(double(n - 1) / n, bytes, n, ic, calls);
+}
+
+double grad_arena_bytes(int64_t arena_elements) { return 4.0 * double(arena_elements); }
+
+int64_t zero_padded_elements(int64_t arena_elements, int n) {
+  const int64_t unit = 64 * int64_t(std::max(n, 1));
+  return (arena_elements + unit - 1) / unit * unit;
+}
+
+std::vector<double> bucket_sizes(double bytes, double bucket_bytes) {
+  if (!(bytes > 0)) return {};
+  if (!(bucket_bytes > 0) || bucket_bytes >= bytes) return {bytes};
+  std::vector<double> out;
+  double left = bytes;
+  while (left > bucket_bytes) {
+    out.push_back(bucket_bytes);
+    left -= bucket_bytes;
+  }
+  out.push_back(left);
+  return out;
+}
+
+double exposed_comm_s(const std::vector<double>& buckets, double backward, int n, const Interconnect& ic) {
+  double total = 0;
+  for (double b : buckets) total += b;
+  if (n <= 1 || !(total > 0)) return 0.0;
+  double done = 0, channel = 0;  // bytes made final so far; when the channel is free
+  for (double b : buckets) {
+    done += b;
+    const double ready = backward * std::min(1.0, done / total);
+    channel = std::max(ready, channel) + allreduce_s(b, n, ic, 1);
+  }
+  return std::max(0.0, channel - backward);
+}
+
+double backward_s(const Prediction& p, bool graph) {
+  size_t first = p.ops.size(), last = 0;
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    if (!ends_with(p.ops[i].op, "_backward")) continue;
+    first = std::min(first, i);
+    last = i;
+  }
+  double s = 0;
+  for (size_t i = first; i <= last && i < p.ops.size(); ++i) s += graph ? p.ops[i].graph_time_s : p.ops[i].time_s;
+  return s;
+}
+
+double optimizer_s(const Prediction& p, bool graph) {
+  double s = 0;
+  for (const Row& r : p.ops)
+    if (r.op == "adamw_update") s += graph ? r.graph_time_s : r.time_s;
+  return s;
+}
+
+DataParallel predict_data_parallel(const Prediction& single, const Gpu& gpu, int64_t arena_elements,
+                                   const DataParallelOptions& o) {
+  const int n = o.gpus;
+  if (n < 1) throw Error("data parallel: the number of GPUs must be positive, got " + std::to_string(n));
+  if (o.zero != 0 && o.zero != 1) throw Error("data parallel: --zero is 0 or 1, got " + std::to_string(o.zero));
+  const Interconnect& ic = gpu.interconnect;
+  if (n > 1 && !(ic.allreduce_busbw > 0))
+    throw Error("data parallel: GPU \"" + gpu.id + "\" has no \"interconnect\" figures in the descriptions");
+  if (n > 1 && n > ic.max_gpus)
+    throw Error("data parallel: " + std::to_string(n) + " GPUs exceed the " + std::to_string(ic.max_gpus) + " one " +
+                gpu.id + " machine joins (several machines are not modelled)");
+  DataParallel d;
+  d.gpus = n;
+  d.zero = o.zero;
+  d.overlap = o.zero == 0 && o.overlap;
+  d.batch_per_gpu = single.batch;
+  d.single_step_s = o.graph ? single.graph_time_s : single.time_s;
+  d.backward_s = backward_s(single, o.graph);
+  if (o.zero == 1) {
+    const double padded = grad_arena_bytes(zero_padded_elements(arena_elements, n));
+    d.grad_bytes = padded;
+    d.buckets = 0;
+    d.comm_s = reduce_scatter_s(padded, n, ic) + all_gather_s(padded, n, ic);
+    d.exposed_s = d.comm_s;
+    d.optimizer_saved_s = optimizer_s(single, o.graph) * (1.0 - 1.0 / n);
+    d.moments_bytes_per_gpu = 8.0 * double(zero_padded_elements(arena_elements, n)) / n;
+  } else {
+    d.grad_bytes = grad_arena_bytes(arena_elements);
+    const std::vector<double> buckets =
+        d.overlap ? bucket_sizes(d.grad_bytes, o.bucket_bytes) : std::vector<double>{d.grad_bytes};
+    d.buckets = int64_t(buckets.size());
+    d.comm_s = allreduce_s(d.grad_bytes, n, ic, d.buckets);
+    d.exposed_s = d.overlap ? exposed_comm_s(buckets, d.backward_s, n, ic) : d.comm_s;
+    d.moments_bytes_per_gpu = 8.0 * double(arena_elements);
+  }
+  d.step_s = d.single_step_s + d.exposed_s - d.optimizer_saved_s;
+  return d;
 }
 
 }  // namespace vitcuda::step_model

@@ -4,7 +4,9 @@
 // step's totals over a hand-made trace; the GPU descriptions of bench/gpus.json. The launch
 // counts of a real step on the CUDA backend are pinned in tests/kernels/test_step_trace.cpp, and
 // the tool's smoke runs (ctest step_model_smoke*) check the linear/qkv ops' counted FLOPs against
-// the matmuls they launch.
+// the matmuls they launch. Data parallelism: the ring collectives' 2(N−1)/N and (N−1)/N, the
+// bucket schedule against the backward span by hand and its bounds, ZeRO-1, and the bytes
+// reduced (ViT-B/16's fp32 arena).
 //
 // Tolerances: FLOPs and bytes are integers well below 2^53, so exact. Times are sums and
 // quotients of doubles: compared to the same arithmetic written out, to 1e-12 relative (the
@@ -350,6 +352,13 @@ TEST(StepModelGpus, H100AndH200AreDescribedDense) {
   EXPECT_DOUBLE_EQ(h100.launch_s, 4e-6);
   EXPECT_DOUBLE_EQ(h100.graph_launch_s, 1e-6);
   EXPECT_FALSE(h100.source.empty());
+  for (const Gpu* g : {&h100, &h200}) {
+    EXPECT_DOUBLE_EQ(g->interconnect.link_bytes_per_s, 900e9);  // NVLink 4, both directions
+    EXPECT_DOUBLE_EQ(g->interconnect.allreduce_busbw, 370e9);
+    EXPECT_DOUBLE_EQ(g->interconnect.latency_s, 20e-6);
+    EXPECT_EQ(g->interconnect.max_gpus, 8);
+    EXPECT_NE(g->interconnect.source.find("nccl-tests"), std::string::npos);
+  }
   try {
     find_gpu(gpus, "a100");
     ADD_FAILURE() << "a100 is not described";
@@ -380,6 +389,189 @@ TEST(StepModelGpus, BadDescriptionsNameTheField) {
   EXPECT_NE(message(negative).find("sm_count"), std::string::npos) << message(negative);
   EXPECT_NE(message("{").find("not valid JSON"), std::string::npos);
   EXPECT_NE(message(R"({"gpus": []})").find("empty"), std::string::npos);
+  // The interconnect is optional; when given, each figure is required and named.
+  EXPECT_EQ(parse_gpus(ok)[0].interconnect.allreduce_busbw, 0.0);
+  std::string link = ok;
+  link.replace(link.find("\"sync_us\": 1"), 12,
+               R"("sync_us": 1, "interconnect": {"link_gb_per_s_bidirectional": 900, "allreduce_busbw_gb_per_s": 370,
+                  "latency_us": 20, "max_gpus": 8})");
+  EXPECT_DOUBLE_EQ(parse_gpus(link)[0].interconnect.allreduce_busbw, 370e9);
+  std::string no_bw = link;
+  const std::string bw = "\"allreduce_busbw_gb_per_s\": 370";
+  no_bw.replace(no_bw.find(bw), bw.size(), "\"busbw\": 370");
+  EXPECT_NE(message(no_bw).find("allreduce_busbw_gb_per_s"), std::string::npos) << message(no_bw);
+}
+
+// ---- data parallelism ---------------------------------------------------------------------------
+
+Interconnect round_link() {
+  Interconnect ic;
+  ic.name = "test link";
+  ic.allreduce_busbw = 1e9;  // 1 GB/s: 1e6 bytes take 1 ms at factor 1
+  ic.latency_s = 0;
+  ic.max_gpus = 8;
+  return ic;
+}
+
+// N = 1: no collective costs anything, with or without interconnect figures, and the step is the
+// single GPU's.
+TEST(StepModelDataParallel, OneGpuHasNoCommunication) {
+  Interconnect ic = round_link();
+  ic.latency_s = 1e-3;
+  EXPECT_EQ(allreduce_s(1e9, 1, ic, 10), 0.0);
+  EXPECT_EQ(reduce_scatter_s(1e9, 1, ic), 0.0);
+  EXPECT_EQ(all_gather_s(1e9, 1, ic), 0.0);
+  EXPECT_EQ(exposed_comm_s({1e6, 1e6}, 1e-3, 1, ic), 0.0);
+
+  const Prediction p = predict(hand_trace(), round_gpu(), Precision::BF16);  // round_gpu: no interconnect
+  for (int zero : {0, 1}) {
+    for (bool overlap : {true, false}) {
+      DataParallelOptions o;
+      o.zero = zero;
+      o.overlap = overlap;
+      const DataParallel d = predict_data_parallel(p, round_gpu(), 1000, o);
+      EXPECT_EQ(d.comm_s, 0.0);
+      EXPECT_EQ(d.exposed_s, 0.0);
+      EXPECT_EQ(d.optimizer_saved_s, 0.0);
+      EXPECT_EQ(d.step_s, p.graph_time_s);
+      EXPECT_EQ(d.efficiency(), 1.0);
+      expect_close(d.img_per_s(), 64 / p.graph_time_s, "img/s of one GPU");
+    }
+  }
+  // Without figures, more than one GPU is refused, naming the GPU.
+  DataParallelOptions two;
+  two.gpus = 2;
+  try {
+    predict_data_parallel(p, round_gpu(), 1000, two);
+    ADD_FAILURE() << "no interconnect figures";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"test\""), std::string::npos) << e.what();
+  }
+}
+
+// The ring: all-reduce moves 2(N−1)/N of the bytes per GPU, reduce-scatter and all-gather (N−1)/N
+// each (nccl-tests' busbw factors), plus the latency once per call.
+TEST(StepModelDataParallel, CommGrowsAsTwoNMinusOneOverN) {
+  Interconnect ic = round_link();
+  const double bytes = 4e6, one = bytes / ic.allreduce_busbw;  // 4 ms at factor 1
+  for (int n : {2, 3, 4, 8}) {
+    expect_close(allreduce_s(bytes, n, ic), 2.0 * (n - 1) / n * one, "all-reduce");
+    expect_close(reduce_scatter_s(bytes, n, ic), double(n - 1) / n * one, "reduce-scatter");
+    expect_close(all_gather_s(bytes, n, ic), double(n - 1) / n * one, "all-gather");
+    expect_close(reduce_scatter_s(bytes, n, ic) + all_gather_s(bytes, n, ic), allreduce_s(bytes, n, ic),
+                 "ZeRO-1's two halves move the all-reduce's bytes");
+  }
+  EXPECT_EQ(allreduce_s(bytes, 2, ic), one);  // 2(2−1)/2 = 1
+  EXPECT_LT(allreduce_s(bytes, 2, ic), allreduce_s(bytes, 4, ic));
+  EXPECT_LT(allreduce_s(bytes, 4, ic), allreduce_s(bytes, 8, ic));
+  EXPECT_LT(allreduce_s(bytes, 8, ic), 2 * one);  // bounded by 2 × bytes / busbw
+  ic.latency_s = 2e-5;
+  expect_close(allreduce_s(bytes, 8, ic, 7), 2.0 * 7 / 8 * one + 7 * 2e-5, "latency per call");
+}
+
+TEST(StepModelDataParallel, BucketsStartAtTheArenasEnd) {
+  EXPECT_EQ(bucket_sizes(10, 4), (std::vector<double>{4, 4, 2}));  // the remainder holds the arena's start
+  EXPECT_EQ(bucket_sizes(8, 4), (std::vector<double>{4, 4}));
+  EXPECT_EQ(bucket_sizes(3, 4), (std::vector<double>{3}));
+  EXPECT_EQ(bucket_sizes(3, 0), (std::vector<double>{3}));
+  EXPECT_TRUE(bucket_sizes(0, 4).empty());
+  EXPECT_EQ(zero_padded_elements(1000, 8), 1024);  // multiple of 64 · 8
+  EXPECT_EQ(zero_padded_elements(1024, 8), 1024);
+  EXPECT_EQ(zero_padded_elements(1, 1), 64);
+}
+
+// The overlap schedule by hand: 3 buckets of 1e6 B on 2 GPUs at 1 GB/s take 1 ms each; backward
+// 2 ms makes them ready at 2/3, 4/3 and 2 ms. Channel: 2/3 → 5/3, 5/3 → 8/3, 8/3 → 11/3 ms:
+// exposed 5/3 ms. Bounds: never less than the last bucket (it is ready only when backward ends)
+// nor than all of it minus backward; never more than all of it; a long backward hides all but
+// the last bucket; a zero-length backward hides nothing.
+TEST(StepModelDataParallel, OverlapIsBoundedByTheLastBucketAndTheWhole) {
+  const Interconnect ic = round_link();
+  const std::vector<double> b = {1e6, 1e6, 1e6};
+  expect_close(exposed_comm_s(b, 2e-3, 2, ic), 5e-3 / 3, "hand schedule");
+  const double whole = allreduce_s(3e6, 2, ic, 3), last = allreduce_s(1e6, 2, ic);
+  for (double backward : {0.0, 1e-4, 1e-3, 2e-3, 5e-3, 1.0}) {
+    for (int n : {2, 4, 8}) {
+      const double e = exposed_comm_s(b, backward, n, ic);
+      const double whole_n = allreduce_s(3e6, n, ic, 3), last_n = allreduce_s(1e6, n, ic);
+      EXPECT_GE(e, last_n * (1 - 1e-12)) << backward << " " << n;
+      EXPECT_GE(e, (whole_n - backward) * (1 - 1e-12)) << backward << " " << n;
+      EXPECT_LE(e, whole_n * (1 + 1e-12)) << backward << " " << n;
+    }
+  }
+  expect_close(exposed_comm_s(b, 1.0, 2, ic), last, "long backward: only the last bucket shows");
+  expect_close(exposed_comm_s(b, 0.0, 2, ic), whole, "no backward to hide behind");
+  Interconnect lat = ic;
+  lat.latency_s = 1e-4;
+  expect_close(exposed_comm_s(b, 1.0, 2, lat), last + 1e-4, "the last call's latency shows too");
+}
+
+// A step with a forward, two backward ops (an add between them), and AdamW: the backward span and
+// the optimizer's time are read from the op names; the step adds the exposed time; ZeRO-1 adds the
+// reduce-scatter and all-gather of the padded arena and takes (1 − 1/N) of AdamW off.
+TEST(StepModelDataParallel, StepAddsTheExposedTimeAndZeroShardsAdamW) {
+  StepTrace s;
+  s.batch = 16;
+  auto op = [](const char* name, double bytes) {
+    OpTrace t;
+    t.op = name;
+    t.cost = {0, bytes};
+    return t;
+  };
+  // round_gpu: HBM 1e12 B/s, so 1e9 B = 1 ms.
+  s.ops = {op("linear_forward", 1e9), op("linear_backward", 2e9), op("add", 1e9), op("layernorm_backward", 1e9),
+           op("adamw_update", 4e9)};
+  Gpu g = round_gpu();
+  g.interconnect = round_link();
+  const Prediction p = predict(s, g, Precision::BF16);
+  expect_close(backward_s(p, true), 4e-3, "linear_backward .. layernorm_backward");
+  expect_close(optimizer_s(p, true), 4e-3, "adamw_update");
+
+  const int64_t arena = 250000;  // 1e6 B of fp32 gradients: 4 buckets of 0.25 MB
+  DataParallelOptions o;
+  o.gpus = 4;
+  o.bucket_bytes = 250000;
+  const DataParallel d = predict_data_parallel(p, g, arena, o);
+  EXPECT_EQ(d.grad_bytes, 1e6);
+  EXPECT_EQ(d.buckets, 4);
+  expect_close(d.comm_s, 1.5e-3, "2·3/4 × 1e6 B / 1 GB/s");
+  // Buckets of 0.375 ms each, ready every 1 ms: each is done before the next is ready.
+  expect_close(d.exposed_s, 0.375e-3, "only the last bucket");
+  expect_close(d.step_s, p.graph_time_s + 0.375e-3, "step");
+  expect_close(d.efficiency(), p.graph_time_s / d.step_s, "efficiency");
+  expect_close(d.img_per_s(), 4 * 16 / d.step_s, "global img/s");
+
+  o.overlap = false;
+  const DataParallel serial = predict_data_parallel(p, g, arena, o);
+  EXPECT_EQ(serial.buckets, 1);
+  expect_close(serial.exposed_s, 1.5e-3, "one call after backward");
+
+  o.zero = 1;
+  const DataParallel z = predict_data_parallel(p, g, arena, o);
+  EXPECT_EQ(z.grad_bytes, 4.0 * 250112);  // padded to a multiple of 256 elements
+  expect_close(z.exposed_s, 2 * 0.75 * 4.0 * 250112 / 1e9, "reduce-scatter + all-gather, not overlapped");
+  expect_close(z.optimizer_saved_s, 3e-3, "AdamW on a quarter of the arena");
+  expect_close(z.step_s, p.graph_time_s + z.exposed_s - 3e-3, "ZeRO-1 step");
+  expect_close(z.moments_bytes_per_gpu, 8.0 * 250112 / 4, "moments sharded");
+  EXPECT_EQ(serial.moments_bytes_per_gpu, 8.0 * arena);
+
+  o.gpus = 16;  // beyond the one machine of 8
+  EXPECT_THROW(predict_data_parallel(p, g, arena, o), Error);
+  o.gpus = 2;
+  o.zero = 2;
+  EXPECT_THROW(predict_data_parallel(p, g, arena, o), Error);
+}
+
+// The bytes reduced are the model's whole fp32 gradient arena: ViT-B/16's parameter arena × 4.
+TEST(StepModelDataParallel, VitBaseArenaBytesAreTheParameterArenaTimesFour) {
+  std::unique_ptr<Backend> be = make_backend("cpu");
+  Model model(preset("vit_base_patch16_224"), *be, 1);
+  EXPECT_EQ(model.num_params(), 86567656);  // timm's count for vit_base_patch16_224
+  EXPECT_GE(model.arena_size(), model.num_params());
+  EXPECT_LT(model.arena_size(), model.num_params() + 16 * int64_t(model.params().size()));  // alignment gaps
+  EXPECT_EQ(grad_arena_bytes(model.arena_size()), 4.0 * double(model.arena_size()));
+  EXPECT_EQ(grad_arena_bytes(model.arena_size()), double(model.grad_arena().nbytes()));
+  EXPECT_EQ(model.grad_arena().dtype(), DType::F32);
 }
 
 TEST(StepModelNames, KernelNamesLoseTheNamespaces) {
