@@ -394,7 +394,7 @@ void Backend::begin_capture() { throw Error(name() + ": CUDA Graphs are not supp
 void* Backend::end_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 void Backend::replay(void*) { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 
-void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit, bool /*accumulate*/) {
+void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit, bool accumulate) {
   const char* op = "step_metrics";
   defined(op, "losses", losses);
   defined(op, "hits", hits);
@@ -403,9 +403,29 @@ void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* 
   numel_is(op, "hits", hits, losses.numel());
   require(state != nullptr, op, "state is null");
   const OpScope scope(*this, op, [&] { return op_cost::step_metrics(losses, hits); });
-  step_metrics_impl(losses, hits, state, commit);
+  step_metrics_impl(losses, hits, state, commit, accumulate);
 }
 
+void Backend::grad_sumsq(const Tensor& grads, StepState* state) {
+  const char* op = "grad_sumsq";
+  defined(op, "grads", grads);
+  require(grads.dtype() == DType::F32 || grads.dtype() == DType::F64, op, "grads must be f32 or f64");
+  require(state != nullptr, op, "state is null");
+  const OpScope scope(*this, op, [&] { return op_cost::grad_sumsq(grads); });
+  grad_sumsq_impl(grads, state);
+}
+
+void Backend::grad_norm_finish(float max_norm, StepState* state) {
+  const char* op = "grad_norm_finish";
+  require(std::isfinite(max_norm) && max_norm >= 0.f, op,
+          "max_norm must be finite and >= 0, got " + std::to_string(max_norm));
+  require(state != nullptr, op, "state is null");
+  const OpScope scope(*this, op, [&] { return op_cost::grad_norm_finish(); });
+  grad_norm_finish_impl(max_norm, state);
+}
+
+// Not an op of its own: the two halves, each validated and traced. Checked up front too, so that
+// a bad max_norm leaves state->grad_sumsq untouched.
 void Backend::grad_norm_clip(const Tensor& grads, float max_norm, StepState* state) {
   const char* op = "grad_norm_clip";
   defined(op, "grads", grads);
@@ -413,8 +433,8 @@ void Backend::grad_norm_clip(const Tensor& grads, float max_norm, StepState* sta
   require(std::isfinite(max_norm) && max_norm >= 0.f, op,
           "max_norm must be finite and >= 0, got " + std::to_string(max_norm));
   require(state != nullptr, op, "state is null");
-  const OpScope scope(*this, op, [&] { return op_cost::sum_squares(grads); });
-  grad_norm_clip_impl(grads, max_norm, state);
+  grad_sumsq(grads, state);
+  grad_norm_finish(max_norm, state);
 }
 
 void Backend::adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,

@@ -115,6 +115,8 @@ OpCost sum_squares(const Tensor& t) { return {2.0 * numel(t), bytes(t)}; }
 OpCost step_metrics(const Tensor& losses, const Tensor& hits) {
   return {double(numel(losses)), bytes(losses) + bytes(hits)};
 }
+OpCost grad_sumsq(const Tensor& grads) { return sum_squares(grads); }
+OpCost grad_norm_finish() { return {}; }  // a few scalars of the StepState
 
 // Per parameter: master, m and v read and written, the gradient read, the compute-dtype copy
 // written (when separate); ~12 operations of the AdamW update.

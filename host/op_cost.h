@@ -34,6 +34,8 @@ OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing,
                     const Tensor& dlogits, const Tensor& hits);
 OpCost sum_squares(const Tensor& t);
 OpCost step_metrics(const Tensor& losses, const Tensor& hits);
+OpCost grad_sumsq(const Tensor& grads);
+OpCost grad_norm_finish();
 OpCost adamw_update(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v, const Tensor& params,
                     const AdamWHyper& h, const AdamWSegment* segments, int num_segments);
 

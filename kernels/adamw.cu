@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
 // ref::step_metrics: one block; per-thread fp64 sums over a fixed stride, then the block's fixed order.
 __global__ void __launch_bounds__(kSumSquaresThreads)
     step_metrics_kernel(const float* __restrict__ losses, const int32_t* __restrict__ hits, int B,
-                        StepState* __restrict__ state, bool commit) {
+                        StepState* __restrict__ state, bool commit, bool accumulate) {
   double loss = 0;
   int top1 = 0, top5 = 0;
   for (int b = threadIdx.x; b < B; b += blockDim.x) {
@@ -219,10 +219,17 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   atomicAdd(&counts[1], top5);
   __syncthreads();
   if (threadIdx.x == 0) {
-    state->step_loss = total;
-    state->step_samples = B;
-    state->step_top1 = counts[0];
-    state->step_top5 = counts[1];
+    if (accumulate) {  // old + this block's total, as ref::step_metrics
+      state->step_loss = state->step_loss + total;
+      state->step_samples += B;
+      state->step_top1 += counts[0];
+      state->step_top5 += counts[1];
+    } else {
+      state->step_loss = total;
+      state->step_samples = B;
+      state->step_top1 = counts[0];
+      state->step_top5 = counts[1];
+    }
     if (commit) {
       state->loss_sum += total;
       state->samples += B;
@@ -232,11 +239,10 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   }
 }
 
-// ref::grad_norm_finish on the device (one thread; double arithmetic as the reference).
-__global__ void grad_norm_finish_kernel(const double* __restrict__ sumsq_in, float max_norm,
-                                        StepState* __restrict__ state) {
-  const double sumsq = *sumsq_in;
-  state->grad_sumsq = sumsq;
+// ref::grad_norm_finish on the device (one thread; double arithmetic as the reference), from the
+// Σ g² in the state (grad_sumsq's, or what a data-parallel all-reduce left there).
+__global__ void grad_norm_finish_kernel(float max_norm, StepState* __restrict__ state) {
+  const double sumsq = state->grad_sumsq;
   const double norm = sqrt(sumsq);
   state->grad_scale = (max_norm > 0.f && norm > max_norm) ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.f;
   const bool skip = !(std::isfinite(sumsq) && std::isfinite(state->step_loss));
@@ -367,13 +373,14 @@ void adamw_update(float* master, const float* grads, float* m, float* v, TP* par
 
 size_t sum_squares_scratch_doubles() { return 1 + kSumSquaresBlocks; }
 
+namespace {
+
+// sum_squares_async's kernels with the result written to `result` (device memory): scratch[0] for
+// sum_squares, the StepState's grad_sumsq for grad_sumsq. partials: kSumSquaresBlocks doubles.
 template <typename T>
-void sum_squares_async(const T* x, int64_t n, double* scratch, rt::Stream stream) {
-  const char* op = "sum_squares";
-  require_nonnegative(op, "n", n);
-  require_pointer(op, "scratch", scratch, sizeof(double));
+void sum_squares_into(const char* op, const T* x, int64_t n, double* partials, double* result, rt::Stream stream) {
   if (n == 0) {
-    rt::memset_device(scratch, 0, sizeof(double), stream);  // +0.0
+    rt::memset_device(result, 0, sizeof(double), stream);  // +0.0
     return;
   }
   require_pointer(op, "x", x, sizeof(T));
@@ -383,9 +390,19 @@ void sum_squares_async(const T* x, int64_t n, double* scratch, rt::Stream stream
   const int blocks = static_cast<int>(std::clamp<int64_t>(
       (items + kSumSquaresThreads * kSumSquaresItemsPerThread - 1) / (kSumSquaresThreads * kSumSquaresItemsPerThread),
       1, kSumSquaresBlocks));
-  launch(sum_squares_partial_kernel<T>, dim3(blocks), dim3(kSumSquaresThreads), 0, stream, x, n, n_vec, scratch + 1);
-  launch(sum_squares_final_kernel, dim3(1), dim3(kSumSquaresThreads), 0, stream,
-         static_cast<const double*>(scratch + 1), blocks, scratch);
+  launch(sum_squares_partial_kernel<T>, dim3(blocks), dim3(kSumSquaresThreads), 0, stream, x, n, n_vec, partials);
+  launch(sum_squares_final_kernel, dim3(1), dim3(kSumSquaresThreads), 0, stream, static_cast<const double*>(partials),
+         blocks, result);
+}
+
+}  // namespace
+
+template <typename T>
+void sum_squares_async(const T* x, int64_t n, double* scratch, rt::Stream stream) {
+  const char* op = "sum_squares";
+  require_nonnegative(op, "n", n);
+  require_pointer(op, "scratch", scratch, sizeof(double));
+  sum_squares_into(op, x, n, scratch + 1, scratch, stream);
 }
 
 template <typename T>
@@ -396,7 +413,7 @@ double sum_squares(const T* x, int64_t n, double* scratch, rt::Stream stream) {
   return result;
 }
 
-void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit,
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit, bool accumulate,
                   rt::Stream stream) {
   const char* op = "step_metrics";
   require_nonnegative(op, "B", B);
@@ -407,17 +424,24 @@ void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState
     require_pointer(op, "hits", hits, sizeof(int32_t));
   }
   launch(step_metrics_kernel, dim3(1), dim3(kSumSquaresThreads), 0, stream, losses, hits, static_cast<int>(B), state,
-         commit);
+         commit, accumulate);
 }
 
 template <typename T>
-void grad_norm_clip(const T* grads, int64_t n, float max_norm, StepState* state, double* scratch, rt::Stream stream) {
-  require_pointer("grad_norm_clip", "state", state, alignof(StepState));
-  sum_squares_async(grads, n, scratch, stream);
-  launch(grad_norm_finish_kernel, dim3(1), dim3(1), 0, stream, static_cast<const double*>(scratch), max_norm, state);
+void grad_sumsq(const T* grads, int64_t n, StepState* state, double* scratch, rt::Stream stream) {
+  const char* op = "grad_sumsq";
+  require_nonnegative(op, "n", n);
+  require_pointer(op, "state", state, alignof(StepState));
+  require_pointer(op, "scratch", scratch, sizeof(double));
+  sum_squares_into(op, grads, n, scratch + 1, &state->grad_sumsq, stream);
 }
 
-template void grad_norm_clip<float>(const float*, int64_t, float, StepState*, double*, rt::Stream);
+void grad_norm_finish(float max_norm, StepState* state, rt::Stream stream) {
+  require_pointer("grad_norm_finish", "state", state, alignof(StepState));
+  launch(grad_norm_finish_kernel, dim3(1), dim3(1), 0, stream, max_norm, state);
+}
+
+template void grad_sumsq<float>(const float*, int64_t, StepState*, double*, rt::Stream);
 template void adamw_update<float>(float*, const float*, float*, float*, float*, int64_t, const AdamWHyper&,
                                   const AdamWSegment*, int, rt::Stream);
 template void adamw_update<__nv_bfloat16>(float*, const float*, float*, float*, __nv_bfloat16*, int64_t,

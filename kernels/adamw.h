@@ -47,13 +47,17 @@ template <typename T>
 double sum_squares(const T* x, int64_t n, double* scratch, rt::Stream stream);
 
 // The StepState ops of Backend (vitcuda/backend.h), on a state in device memory, never
-// synchronising. step_metrics: one block sums the batch's losses in fp64 in a fixed order.
-void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit,
+// synchronising. step_metrics: one block sums the batch's losses in fp64 in a fixed order;
+// accumulate adds the block's total to state->step_loss (and the counts to theirs) instead of
+// replacing them.
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit, bool accumulate,
                   rt::Stream stream);
-// Σ g² (sum_squares_async into scratch), then one thread: grad_scale, skip, commit or count
-// (ref::grad_norm_finish). scratch: sum_squares_scratch_doubles().
+// state->grad_sumsq = Σ g² (sum_squares_async's kernels and order, the result written straight
+// into the state). scratch: sum_squares_scratch_doubles() (the per-block partials).
 template <typename T>
-void grad_norm_clip(const T* grads, int64_t n, float max_norm, StepState* state, double* scratch, rt::Stream stream);
+void grad_sumsq(const T* grads, int64_t n, StepState* state, double* scratch, rt::Stream stream);
+// One thread, from state->grad_sumsq: grad_scale, skip, commit or count (ref::grad_norm_finish).
+void grad_norm_finish(float max_norm, StepState* state, rt::Stream stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -316,13 +316,18 @@ class CudaBackend final : public Backend {
     return s;
   }
 
-  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) override {
-    vitcuda::step_metrics(p<float>(losses), p<int32_t>(hits), losses.numel(), state, commit, stream_);
+  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit,
+                         bool accumulate) override {
+    vitcuda::step_metrics(p<float>(losses), p<int32_t>(hits), losses.numel(), state, commit, accumulate, stream_);
   }
 
-  void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) override {
-    require(grads.dtype() == DType::F32, "grad_norm_clip", "grads must be f32 on this backend");
-    vitcuda::grad_norm_clip<float>(p<float>(grads), grads.numel(), max_norm, state, sumsq_scratch_.get(), stream_);
+  void grad_sumsq_impl(const Tensor& grads, StepState* state) override {
+    require(grads.dtype() == DType::F32, "grad_sumsq", "grads must be f32 on this backend");
+    vitcuda::grad_sumsq<float>(p<float>(grads), grads.numel(), state, sumsq_scratch_.get(), stream_);
+  }
+
+  void grad_norm_finish_impl(float max_norm, StepState* state) override {
+    vitcuda::grad_norm_finish(max_norm, state, stream_);
   }
 
   void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,

@@ -219,18 +219,19 @@ class CpuBackend final : public Backend {
     return s;
   }
 
-  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) override {
-    ref::step_metrics(losses.ptr<float>(), hits.ptr<int32_t>(), losses.numel(), state, commit);
+  void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit,
+                         bool accumulate) override {
+    ref::step_metrics(losses.ptr<float>(), hits.ptr<int32_t>(), losses.numel(), state, commit, accumulate);
   }
 
-  void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) override {
-    double sumsq = 0;
-    dispatch("grad_norm_clip", grads, [&](auto tag) {
+  void grad_sumsq_impl(const Tensor& grads, StepState* state) override {
+    dispatch("grad_sumsq", grads, [&](auto tag) {
       using T = decltype(tag);
-      sumsq = ref::sum_squares<T>(p<T>(grads), grads.numel());
+      state->grad_sumsq = ref::sum_squares<T>(p<T>(grads), grads.numel());
     });
-    ref::grad_norm_finish(sumsq, max_norm, state);
   }
+
+  void grad_norm_finish_impl(float max_norm, StepState* state) override { ref::grad_norm_finish(max_norm, state); }
 
   void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
                          const Tensor& params, const AdamWHyper& given, const AdamWSegment* segments,

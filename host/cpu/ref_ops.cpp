@@ -538,7 +538,7 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
   }
 }
 
-void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit) {
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit, bool accumulate) {
   double loss = 0;
   int64_t top1 = 0, top5 = 0;
   for (int64_t b = 0; b < B; ++b) {
@@ -546,10 +546,17 @@ void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState
     top1 += hits[b] & 1;
     top5 += (hits[b] >> 1) & 1;
   }
-  state->step_loss = loss;
-  state->step_samples = B;
-  state->step_top1 = top1;
-  state->step_top5 = top5;
+  if (accumulate) {
+    state->step_loss = state->step_loss + loss;
+    state->step_samples += B;
+    state->step_top1 += top1;
+    state->step_top5 += top5;
+  } else {
+    state->step_loss = loss;
+    state->step_samples = B;
+    state->step_top1 = top1;
+    state->step_top5 = top5;
+  }
   if (commit) {
     state->loss_sum += loss;
     state->samples += B;
@@ -558,8 +565,8 @@ void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState
   }
 }
 
-void grad_norm_finish(double sumsq, float max_norm, StepState* state) {
-  state->grad_sumsq = sumsq;
+void grad_norm_finish(float max_norm, StepState* state) {
+  const double sumsq = state->grad_sumsq;
   const double norm = std::sqrt(sumsq);
   state->grad_scale = (max_norm > 0.f && norm > max_norm) ? float(max_norm / (norm + 1e-6)) : 1.f;
   state->skip = !(std::isfinite(sumsq) && std::isfinite(state->step_loss));

@@ -74,10 +74,12 @@ void adamw_update(float* master, const float* grads, float* m, float* v, const A
                   const AdamWSegment* segments, int num_segments);
 
 // The StepState ops (vitcuda/backend.h) on a state in host memory; the device kernels follow
-// them step for step. step_metrics: Σ losses in fp64 in sample order, hit counts, and commit.
-void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit);
-// grad_norm_clip after Σ g²: grad_scale, skip, then commit the step's metrics or count the skip.
-void grad_norm_finish(double sumsq, float max_norm, StepState* state);
+// them step for step. step_metrics: Σ losses in fp64 in sample order, hit counts, and commit;
+// accumulate: step_loss = old + that Σ (and the counts added), instead of replacing them.
+void step_metrics(const float* losses, const int32_t* hits, int64_t B, StepState* state, bool commit,
+                  bool accumulate = false);
+// From state->grad_sumsq (Σ g²): grad_scale, skip, then commit the step's metrics or count the skip.
+void grad_norm_finish(float max_norm, StepState* state);
 // adamw_update with h.state: false when the step is skipped; else counts the update
 // (adam_step), fills the state's scalars and h's lr, step and grad_scale from the state.
 bool adamw_prepare(AdamWHyper& h, StepState* state);

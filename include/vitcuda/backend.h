@@ -324,8 +324,10 @@ class Backend {
   virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
                                  const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
   virtual double sum_squares_impl(const Tensor& t) = 0;
-  virtual void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) = 0;
-  virtual void grad_norm_clip_impl(const Tensor& grads, float max_norm, StepState* state) = 0;
+  virtual void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit,
+                                 bool accumulate) = 0;
+  virtual void grad_sumsq_impl(const Tensor& grads, StepState* state) = 0;
+  virtual void grad_norm_finish_impl(float max_norm, StepState* state) = 0;
   virtual void adamw_update_impl(const Tensor& master, const Tensor& grads, const Tensor& m, const Tensor& v,
                                  const Tensor& params, const AdamWHyper& h, const AdamWSegment* segments,
                                  int num_segments) = 0;

@@ -48,7 +48,8 @@ class StepTraceTest : public KernelTest {};
 // and dropout offset, the labels, the images) on the copy stream, then three device copies from
 // it (lr and dropout offset into the StepState, labels, images); nothing copied to the host and no
 // blocking wait: the loss, hits, gradient norm, clipping and AdamW's step count stay on the device
-// (step_metrics, grad_norm_clip and adamw_update's prepare kernel are 3 of the launches); two
+// (step_metrics, grad_norm_clip's grad_norm_finish and adamw_update's prepare kernel are 3 of the
+// launches; grad_norm_clip is traced as its two ops, grad_sumsq and grad_norm_finish); two
 // memsets (zero_grad, the residual gradient). Attention reads the packed qkv projection (no split
 // and merge kernels) and its backward is 2 kernels (D and the dQ conversion fused); fc1's dropout
 // rides in the GELU pass of linear_forward and in the activation-backward pass of
@@ -79,6 +80,10 @@ TEST_F(StepTraceTest, CountsOfASmallModelArePinned) {
   EXPECT_EQ(ops.at("layernorm_forward"), 5);
   EXPECT_EQ(ops.at("linear_forward"), 11);
   EXPECT_EQ(ops.at("adamw_update"), 1);
+  EXPECT_EQ(ops.at("step_metrics"), 1);
+  EXPECT_EQ(ops.at("grad_sumsq"), 1);
+  EXPECT_EQ(ops.at("grad_norm_finish"), 1);
+  EXPECT_EQ(ops.count("grad_norm_clip"), 0u);  // a composition of the two above, not an op
 }
 
 // Without dropout and drop-path (timm's presets train so), the backward passes the residual
