@@ -441,8 +441,22 @@ int main(int argc, char** argv) {
       std::string args;
       for (int i = 1; i < argc; ++i) args += std::string(argv[i]) + '\n';
       check_same_on_every_rank(*comm, args, [](const std::string& a, const std::string& b, int r) {
-        return "the ranks were started with different command lines: rank 0 has '" + a + "', rank " +
-               std::to_string(r) + " has '" + b + "' (every rank must run the same vit_train flags)";
+        // The first argument that differs, with the flag before it: "--lr 0.001" vs "--lr 0.002".
+        auto split = [](const std::string& s) {
+          std::vector<std::string> v;
+          for (size_t at = 0, nl; (nl = s.find('\n', at)) != std::string::npos; at = nl + 1)
+            v.push_back(s.substr(at, nl - at));
+          return v;
+        };
+        const std::vector<std::string> x = split(a), y = split(b);
+        size_t i = 0;
+        while (i < x.size() && i < y.size() && x[i] == y[i]) ++i;
+        auto show = [&](const std::vector<std::string>& v) {
+          std::string flag = i > 0 && i - 1 < v.size() && v[i - 1].rfind('-', 0) == 0 ? v[i - 1] + " " : "";
+          return "'" + flag + (i < v.size() ? v[i] : "<end of the command line>") + "'";
+        };
+        return "the ranks were started with different command lines: rank 0 has " + show(x) + ", rank " +
+               std::to_string(r) + " has " + show(y) + " (every rank must run the same vit_train flags)";
       });
     }
     if (o.batch_size % ranks != 0)
