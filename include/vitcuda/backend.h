@@ -73,7 +73,7 @@ struct StepState {
   // ---- this step (device-computed)
   double step_loss = 0;  // Σ of the batch's per-sample losses (step_metrics)
   int64_t step_samples = 0, step_top1 = 0, step_top5 = 0;
-  double grad_sumsq = 0;   // Σ g² over the gradient arena (grad_norm_clip)
+  double grad_sumsq = 0;   // Σ g² over the gradient arena (grad_sumsq; grad_norm_finish reads it)
   float grad_scale = 1.f;  // min(1, max_norm / (‖g‖ + 1e-6)), torch.nn.utils.clip_grad_norm_'s factor
   int32_t skip = 0;        // 1: this step's loss or a gradient is not finite: no update (AMP's rule)
   // ---- AdamW (device-computed by adamw_update)
