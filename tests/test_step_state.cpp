@@ -66,8 +66,11 @@ TEST(StepStateOps, StepMetricsAccumulate) {
     EXPECT_EQ(s.top1, start.top1 + (commit ? top1 : 0));
     EXPECT_EQ(s.top5, start.top5 + (commit ? top5 : 0));
     // Committed call by call: 10.5 + s0 + s1 + s2, within rounding of 10.5 + the step's total.
-    if (commit) EXPECT_NEAR(s.loss_sum, start.loss_sum + loss, 1e-12 * (start.loss_sum + loss));
-    if (!commit) EXPECT_EQ(s.loss_sum, start.loss_sum);
+    if (commit) {
+      EXPECT_NEAR(s.loss_sum, start.loss_sum + loss, 1e-12 * (start.loss_sum + loss));
+    } else {
+      EXPECT_EQ(s.loss_sum, start.loss_sum);
+    }
     EXPECT_EQ(s.skipped_steps, start.skipped_steps);
   }
 }
@@ -116,7 +119,9 @@ void check_halves(DType dtype) {
     StepState clip = start, halves = start;
     be->grad_norm_clip(view(grads, dtype), c.max_norm, &clip);
     be->grad_sumsq(view(grads, dtype), &halves);
-    if (!c.nan_grad) EXPECT_EQ(halves.grad_sumsq, want);
+    if (!c.nan_grad) {
+      EXPECT_EQ(halves.grad_sumsq, want);
+    }
     EXPECT_EQ(halves.skip, 1) << "grad_sumsq changed more than grad_sumsq";
     be->grad_norm_finish(c.max_norm, &halves);
     expect_same_state(halves, clip);

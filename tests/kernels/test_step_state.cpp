@@ -196,7 +196,9 @@ TEST_P(StepStateOps, GradNormHalvesEqualClip) {
     EXPECT_EQ(s.samples, start.samples + (skip ? 0 : 4));
     EXPECT_EQ(s.top1, start.top1 + (skip ? 0 : 2));
     EXPECT_EQ(s.top5, start.top5 + (skip ? 0 : 3));
-    if (!c.nan_grad) EXPECT_EQ(s.grad_sumsq, sumsq_of(g));
+    if (!c.nan_grad) {
+      EXPECT_EQ(s.grad_sumsq, sumsq_of(g));
+    }
     if (skip) continue;
     EXPECT_EQ(s.loss_sum, start.loss_sum + 7.25);
     const bool clipped = c.max_norm > 0.f && norm > c.max_norm;
