@@ -394,7 +394,8 @@ void Backend::begin_capture() { throw Error(name() + ": CUDA Graphs are not supp
 void* Backend::end_capture() { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 void Backend::replay(void*) { throw Error(name() + ": CUDA Graphs are not supported by this backend"); }
 
-void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit) {
+void Backend::step_metrics(const Tensor& losses, const Tensor& hits, StepState* state, bool commit, bool accumulate) {
+  (void)accumulate;  // TEMPORARY (i14-comm): the accumulate path lands on another branch; resolved at merge
   const char* op = "step_metrics";
   defined(op, "losses", losses);
   defined(op, "hits", hits);
