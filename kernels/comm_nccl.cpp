@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -181,7 +182,10 @@ class NcclComm final : public Communicator {
   void all_reduce_host(double* values, int64_t n, ReduceOp op) override { mpi_->all_reduce_host(values, n, op); }
   void all_reduce_host(int64_t* values, int64_t n, ReduceOp op) override { mpi_->all_reduce_host(values, n, op); }
   std::string broadcast_string(const std::string& s, int root) override { return mpi_->broadcast_string(s, root); }
-  [[noreturn]] void abort(int code) override { mpi_->abort(code); }
+  [[noreturn]] void abort(int code) override {
+    mpi_->abort(code);  // MPI_Abort: every rank ends, GPU work and all
+    std::_Exit(code);   // not reached (a virtual call does not carry [[noreturn]])
+  }
 
  private:
   struct Handle {
