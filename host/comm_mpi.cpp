@@ -182,10 +182,11 @@ class MpiComm final : public Communicator {
                   " (MPI_Reduce_scatter_block)");
     if (op == ReduceOp::Mean) divide(result_.data(), chunk, t.dtype(), world_);
     const size_t offset = size_t(rank_) * chunk_bytes;
+    char* mine = static_cast<char*>(t.data()) + offset;
     if (t.device() == Device::CPU)
-      std::memcpy(static_cast<char*>(t.data()) + offset, result_.data(), chunk_bytes);
+      std::memcpy(mine, result_.data(), chunk_bytes);
     else
-      from_host(t, result_.data(), offset, chunk_bytes);
+      backend_->copy_to_device(mine, result_.data(), chunk_bytes);
   }
 
   void all_gather(const Tensor& t) override {
@@ -321,7 +322,8 @@ class MpiComm final : public Communicator {
     backend_->copy_to_host(staging.data(), t.data(), t.nbytes());
     return staging.data();
   }
-  // Bytes [offset, offset + bytes) of host buffer `buf` back into t (nothing when buf is t).
+  // Bytes [offset, offset + bytes) of host buffer `buf`, a whole copy of t, back into the same
+  // bytes of t (nothing when t is in host memory: buf is t).
   void from_host(const Tensor& t, const void* buf, size_t offset, size_t bytes) {
     if (t.device() == Device::CPU) return;
     backend_->copy_to_device(static_cast<char*>(t.data()) + offset, static_cast<const char*>(buf) + offset, bytes);

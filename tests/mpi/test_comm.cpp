@@ -35,7 +35,7 @@ constexpr DType dtype_of() {
 
 // Parameterised by the backend whose memory the collectives work on.
 class MpiCommTest : public ::testing::TestWithParam<std::string> {
- protected:
+ public:  // check_all_reduce (a free template) uses the helpers
   void SetUp() override {
     backend_ = GetParam() == "cpu" ? make_backend("cpu") : make_cuda_backend(DType::F32);
     comm().bind(*backend_);
@@ -62,7 +62,7 @@ class MpiCommTest : public ::testing::TestWithParam<std::string> {
   }
   template <typename T>
   std::vector<T> download(const Tensor& t) {
-    std::vector<T> v(size_t(t.numel()));
+    std::vector<T> v(static_cast<size_t>(t.numel()));
     backend_->copy_to_host(v.data(), t.data(), t.nbytes());
     return v;
   }
@@ -80,7 +80,7 @@ T input(int r, int64_t i) {
 
 template <typename T>
 std::vector<T> inputs(int r, int64_t n) {
-  std::vector<T> v(size_t(n));
+  std::vector<T> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; i++) v[size_t(i)] = input<T>(r, i);
   return v;
 }
