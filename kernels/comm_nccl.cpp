@@ -130,9 +130,8 @@ class NcclComm final : public Communicator {
     if (t.numel() == 0) return;
     const size_t chunk = size_t(t.numel() / world_size());
     const char* mine = static_cast<const char*>(t.data()) + size_t(rank()) * chunk * dtype_size(t.dtype());
-    ordered("all_gather of tensor " + t.shape_str(), [&](cudaStream_t s) {
-      return ncclAllGather(mine, t.data(), chunk, nccl_type(t.dtype()), nccl_, s);
-    });
+    ordered("all_gather of tensor " + t.shape_str(),
+            [&](cudaStream_t s) { return ncclAllGather(mine, t.data(), chunk, nccl_type(t.dtype()), nccl_, s); });
   }
 
   void broadcast(const Tensor& t, int root) override {
@@ -162,8 +161,9 @@ class NcclComm final : public Communicator {
     check_cuda(cudaEventRecord(ready_, backend_stream), what + ": cudaEventRecord on the backend's stream");
     check_cuda(cudaStreamWaitEvent(stream_, ready_, 0), what + ": cudaStreamWaitEvent");
     if (t.numel() > 0)
-      check_nccl(ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), nccl_, stream_),
-                 what + " (ncclAllReduce)");
+      check_nccl(
+          ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), nccl_, stream_),
+          what + " (ncclAllReduce)");
     check_cuda(cudaEventRecord(handles_[h].done, stream_), what + ": cudaEventRecord");
     handles_[h].in_flight = true;
     return int(h);

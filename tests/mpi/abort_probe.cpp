@@ -9,8 +9,7 @@
 int main() {
   auto comm = vitcuda::make_communicator("mpi");
   if (comm->world_size() < 2) {
-    std::fprintf(stderr, "vitcuda_mpi_abort_probe: needs 2 or more ranks (mpirun -np 2), got %d\n",
-                 comm->world_size());
+    std::fprintf(stderr, "vitcuda_mpi_abort_probe: needs 2 or more ranks (mpirun -np 2), got %d\n", comm->world_size());
     return 2;
   }
   if (comm->rank() == 1) {

@@ -92,9 +92,12 @@ T expected(ReduceOp op, int world, int64_t i) {
   T acc = input<T>(0, i);
   for (int r = 1; r < world; r++) {
     const T x = input<T>(r, i);
-    if (op == ReduceOp::Max) acc = std::max(acc, x);
-    else if (op == ReduceOp::Min) acc = std::min(acc, x);
-    else acc = T(acc + x);
+    if (op == ReduceOp::Max)
+      acc = std::max(acc, x);
+    else if (op == ReduceOp::Min)
+      acc = std::min(acc, x);
+    else
+      acc = T(acc + x);
   }
   if (op == ReduceOp::Mean) acc = T(acc / T(world));
   return acc;
