@@ -49,8 +49,8 @@ void check_collective(const Communicator& comm, const char* collective, const Te
     names += std::string(names.empty() ? "" : ", ") + dtype_name(d);
   }
   if (!supported)
-    throw Error(where + " of tensor " + t.shape_str() + ": dtype " + dtype_name(t.dtype()) + " is not supported by the '" +
-                comm.name() + "' communicator (supported: " + names + ")");
+    throw Error(where + " of tensor " + t.shape_str() + ": dtype " + dtype_name(t.dtype()) +
+                " is not supported by the '" + comm.name() + "' communicator (supported: " + names + ")");
   if (reduce && op == ReduceOp::Mean && !is_float(t.dtype()))
     throw Error(where + " of tensor " + t.shape_str() + ": Mean needs a floating-point dtype (the mean of " +
                 dtype_name(t.dtype()) + " values is not one); use Sum and divide");

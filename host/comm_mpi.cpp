@@ -88,7 +88,8 @@ MPI_Datatype mpi_type(DType d) {
     case DType::I64: return MPI_INT64_T;
     default: break;
   }
-  throw Error(std::string("mpi: dtype ") + dtype_name(d) + " has no MPI datatype here");  // check_collective refuses it first
+  throw Error(std::string("mpi: dtype ") + dtype_name(d) +
+              " has no MPI datatype here");  // check_collective refuses it first
 }
 
 MPI_Op mpi_op(ReduceOp op) {
@@ -143,7 +144,9 @@ class MpiComm final : public Communicator {
   ~MpiComm() override {
     for (const Pending& p : pending_)
       if (p.active) lifetime().unfinished = true;  // MPI_Finalize would wait for them forever
-    MPI_Comm_free(&comm_);
+    int finalized = 0;
+    MPI_Finalized(&finalized);  // the program may have finalised MPI itself
+    if (!finalized) MPI_Comm_free(&comm_);
     release_mpi();
   }
   MpiComm(const MpiComm&) = delete;
@@ -160,7 +163,8 @@ class MpiComm final : public Communicator {
     check_collective(*this, "all_reduce", t, true, op, Shape::Whole, mpi_dtypes());
     if (t.numel() == 0) return;
     void* buf = to_host(t, staging_);
-    const std::string what = "all_reduce " + std::string(op_name(op)) + " of tensor " + t.shape_str() + " (MPI_Allreduce)";
+    const std::string what =
+        "all_reduce " + std::string(op_name(op)) + " of tensor " + t.shape_str() + " (MPI_Allreduce)";
     for_each_call(t, buf, [&](void* p, int count) {
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, p, count, mpi_type(t.dtype()), mpi_op(op), comm_), what);
     });
@@ -177,15 +181,16 @@ class MpiComm final : public Communicator {
     // result goes to a buffer of its own and is copied into chunk rank().
     const void* send = to_host(t, staging_);
     result_.resize(chunk_bytes);
-    check_mpi(MPI_Reduce_scatter_block(send, result_.data(), chunk, mpi_type(t.dtype()), mpi_op(op), comm_),
-              "reduce_scatter " + std::string(op_name(op)) + " of tensor " + t.shape_str() +
-                  " (MPI_Reduce_scatter_block)");
+    check_mpi(
+        MPI_Reduce_scatter_block(send, result_.data(), chunk, mpi_type(t.dtype()), mpi_op(op), comm_),
+        "reduce_scatter " + std::string(op_name(op)) + " of tensor " + t.shape_str() + " (MPI_Reduce_scatter_block)");
     if (op == ReduceOp::Mean) divide(result_.data(), chunk, t.dtype(), world_);
     const size_t offset = size_t(rank_) * chunk_bytes;
+    char* mine = static_cast<char*>(t.data()) + offset;
     if (t.device() == Device::CPU)
-      std::memcpy(static_cast<char*>(t.data()) + offset, result_.data(), chunk_bytes);
+      std::memcpy(mine, result_.data(), chunk_bytes);
     else
-      from_host(t, result_.data(), offset, chunk_bytes);
+      backend_->copy_to_device(mine, result_.data(), chunk_bytes);
   }
 
   void all_gather(const Tensor& t) override {
@@ -216,10 +221,10 @@ class MpiComm final : public Communicator {
       buf = staging_.data();
       if (rank_ == root) backend_->copy_to_host(buf, t.data(), t.nbytes());
     }
-    const std::string what = "broadcast of tensor " + t.shape_str() + " from rank " + std::to_string(root) + " (MPI_Bcast)";
-    for_each_call(t, buf, [&](void* p, int count) {
-      check_mpi(MPI_Bcast(p, count, mpi_type(t.dtype()), root, comm_), what);
-    });
+    const std::string what =
+        "broadcast of tensor " + t.shape_str() + " from rank " + std::to_string(root) + " (MPI_Bcast)";
+    for_each_call(t, buf,
+                  [&](void* p, int count) { check_mpi(MPI_Bcast(p, count, mpi_type(t.dtype()), root, comm_), what); });
     if (rank_ != root) from_host(t, buf, 0, t.nbytes());
   }
 
@@ -271,17 +276,18 @@ class MpiComm final : public Communicator {
   void all_reduce_host(double* values, int64_t n, ReduceOp op) override {
     check_host_values(*this, "all_reduce_host", values, n);
     for (int64_t i = 0; i < n; i += kMaxCallElements)
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, values + i, int(std::min(kMaxCallElements, n - i)), MPI_DOUBLE, mpi_op(op),
-                              comm_),
-                "all_reduce_host " + std::string(op_name(op)) + " of " + std::to_string(n) + " doubles (MPI_Allreduce)");
+      check_mpi(
+          MPI_Allreduce(MPI_IN_PLACE, values + i, int(std::min(kMaxCallElements, n - i)), MPI_DOUBLE, mpi_op(op),
+                        comm_),
+          "all_reduce_host " + std::string(op_name(op)) + " of " + std::to_string(n) + " doubles (MPI_Allreduce)");
     if (op == ReduceOp::Mean) divide(values, n, DType::F64, world_);
   }
   void all_reduce_host(int64_t* values, int64_t n, ReduceOp op) override {
     check_host_values(*this, "all_reduce_host", values, n);
     if (op == ReduceOp::Mean) throw Error("mpi all_reduce_host: Mean needs floating-point values, not int64");
     for (int64_t i = 0; i < n; i += kMaxCallElements)
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, values + i, int(std::min(kMaxCallElements, n - i)), MPI_INT64_T,
-                              mpi_op(op), comm_),
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, values + i, int(std::min(kMaxCallElements, n - i)), MPI_INT64_T, mpi_op(op),
+                              comm_),
                 "all_reduce_host " + std::string(op_name(op)) + " of " + std::to_string(n) + " int64 (MPI_Allreduce)");
   }
 
@@ -310,7 +316,7 @@ class MpiComm final : public Communicator {
     bool active = false;
     Tensor t;
     ReduceOp op = ReduceOp::Sum;
-    std::vector<MPI_Request> requests;  // one per kMaxCallElements piece
+    std::vector<MPI_Request> requests;   // one per kMaxCallElements piece
     std::vector<unsigned char> staging;  // host copy of a device tensor (kept for reuse)
   };
 
@@ -321,7 +327,8 @@ class MpiComm final : public Communicator {
     backend_->copy_to_host(staging.data(), t.data(), t.nbytes());
     return staging.data();
   }
-  // Bytes [offset, offset + bytes) of host buffer `buf` back into t (nothing when buf is t).
+  // Bytes [offset, offset + bytes) of host buffer `buf`, a whole copy of t, back into the same
+  // bytes of t (nothing when t is in host memory: buf is t).
   void from_host(const Tensor& t, const void* buf, size_t offset, size_t bytes) {
     if (t.device() == Device::CPU) return;
     backend_->copy_to_device(static_cast<char*>(t.data()) + offset, static_cast<const char*>(buf) + offset, bytes);

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -129,9 +130,8 @@ class NcclComm final : public Communicator {
     if (t.numel() == 0) return;
     const size_t chunk = size_t(t.numel() / world_size());
     const char* mine = static_cast<const char*>(t.data()) + size_t(rank()) * chunk * dtype_size(t.dtype());
-    ordered("all_gather of tensor " + t.shape_str(), [&](cudaStream_t s) {
-      return ncclAllGather(mine, t.data(), chunk, nccl_type(t.dtype()), nccl_, s);
-    });
+    ordered("all_gather of tensor " + t.shape_str(),
+            [&](cudaStream_t s) { return ncclAllGather(mine, t.data(), chunk, nccl_type(t.dtype()), nccl_, s); });
   }
 
   void broadcast(const Tensor& t, int root) override {
@@ -161,8 +161,9 @@ class NcclComm final : public Communicator {
     check_cuda(cudaEventRecord(ready_, backend_stream), what + ": cudaEventRecord on the backend's stream");
     check_cuda(cudaStreamWaitEvent(stream_, ready_, 0), what + ": cudaStreamWaitEvent");
     if (t.numel() > 0)
-      check_nccl(ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), nccl_, stream_),
-                 what + " (ncclAllReduce)");
+      check_nccl(
+          ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), nccl_, stream_),
+          what + " (ncclAllReduce)");
     check_cuda(cudaEventRecord(handles_[h].done, stream_), what + ": cudaEventRecord");
     handles_[h].in_flight = true;
     return int(h);
@@ -181,7 +182,10 @@ class NcclComm final : public Communicator {
   void all_reduce_host(double* values, int64_t n, ReduceOp op) override { mpi_->all_reduce_host(values, n, op); }
   void all_reduce_host(int64_t* values, int64_t n, ReduceOp op) override { mpi_->all_reduce_host(values, n, op); }
   std::string broadcast_string(const std::string& s, int root) override { return mpi_->broadcast_string(s, root); }
-  [[noreturn]] void abort(int code) override { mpi_->abort(code); }
+  [[noreturn]] void abort(int code) override {
+    mpi_->abort(code);  // MPI_Abort: every rank ends, GPU work and all
+    std::_Exit(code);   // not reached (a virtual call does not carry [[noreturn]])
+  }
 
  private:
   struct Handle {

@@ -17,6 +17,7 @@ packages=(
   libgtest-dev libbenchmark-dev               # tests, microbenchmarks
   libstb-dev python3-matplotlib               # PNG/JPEG in and out, training curves (plot_history.py)
   dataset-fashion-mnist                       # the default training data
+  libopenmpi-dev openmpi-bin                  # data parallelism: the "mpi" communicator, mpirun (tests/mpi)
 )
 # The wheels of CUDA 13.0 (nvcc 13.0.88): same headers as the toolkit's.
 cuda_wheels=(nvidia-cuda-runtime==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)

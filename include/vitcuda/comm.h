@@ -12,7 +12,8 @@
 // "single" exists and make_communicator says why the others are missing.
 //
 // Collectives work in place on a Tensor of the bound backend's memory (Communicator::bind), of
-// dtype F32, F64, I32 or I64 (and BF16 on "nccl"), and are ordered with the backend's work: a
+// dtype F32, F64, I32 or I64 (and BF16 on "nccl" and "single"; Mean only of floating-point
+// dtypes: an Error names the tensor and dtype otherwise), and are ordered with the backend's work: a
 // collective sees every op enqueued before it and every later op sees its result, without the
 // host waiting where the engine allows it (NCCL). Every rank must call the same collectives in
 // the same order with the same sizes (MPI's rule).
@@ -90,7 +91,8 @@ class CollectiveError : public Error {
 // kind: "single", "mpi", "nccl" or "auto" (= "mpi" when this process was started by an MPI
 // launcher (mpirun, srun: OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK, SLURM_NTASKS) with more
 // than one rank and MPI is built in, else "single"). "mpi" and "nccl" initialise MPI
-// (MPI_Init_thread, MPI_THREAD_FUNNELED) and finalise it when the last communicator is gone.
+// (MPI_Init_thread, MPI_THREAD_FUNNELED) and finalise it when the last communicator is gone (MPI
+// cannot start again after that: a program keeps one communicator while it uses MPI).
 // Throws Error naming the kind when it is unknown or not built in.
 std::unique_ptr<Communicator> make_communicator(const std::string& kind = "auto");
 // Which kinds this build has ("single", and "mpi", "nccl" when found at build time).
