@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 
 constexpr int kSteps = 20;
 
-struct Setup {
+struct DpSetup {
   int batch = 8;           // global (micro-)batch
   int accum = 1;           // micro-batches per step
   bool overlap = true;     //
@@ -41,7 +41,7 @@ struct Setup {
   bool graph = true;       //
 };
 
-struct Run {
+struct DpRun {
   std::vector<double> losses;  // mean loss of each step's global batch
   std::vector<float> master;   // after the last step
   std::vector<float> m, v;     // AdamW's moments (gathered with ZeRO-1)
@@ -52,9 +52,13 @@ std::unique_ptr<Backend> backend(const std::string& name) {
   return name == "cpu" ? make_backend("cpu") : make_cuda_backend(DType::F32);
 }
 
+// The tiny 8x8 model with head dim 32 (the emulated kernels' smallest), two blocks: the buckets
+// of one are reduced while the other's backward runs.
 ViTConfig config(bool dropout) {
   ViTConfig c = tiny_config();
-  c.depth = 2;  // two blocks: the buckets of one are reduced while the other's backward runs
+  c.embed_dim = 64;
+  c.mlp_hidden = 96;
+  c.depth = 2;
   c.drop_rate = c.attn_drop_rate = dropout ? 0.1f : 0.f;
   c.drop_path_rate = dropout ? 0.2f : 0.f;
   return c;
@@ -63,7 +67,7 @@ ViTConfig config(bool dropout) {
 // kSteps optimizer steps on the same data: step s, micro-batch k reads the global batch
 // starting at sample (s·accum + k)·batch, of which `comm`'s rank takes its contiguous shard
 // (nullptr: one process, the whole batch).
-Run train(const std::string& be_name, Communicator* comm, const Setup& su) {
+DpRun train(const std::string& be_name, Communicator* comm, const DpSetup& su) {
   const int N = comm ? comm->world_size() : 1, rank = comm ? comm->rank() : 0;
   const Dataset data = tiny_dataset(kSteps * su.accum * su.batch, 11);
   std::unique_ptr<Backend> be = backend(be_name);
@@ -73,6 +77,7 @@ Run train(const std::string& be_name, Communicator* comm, const Setup& su) {
   model.init(5);
   AdamWConfig oc;
   oc.lr = 3e-3f;
+  oc.eps = 1e-3f;  // expect_close says why
   oc.clip_grad = su.clip;
   AdamW opt(model, oc, comm, su.zero1);
   LrSchedule sched;
@@ -88,7 +93,7 @@ Run train(const std::string& be_name, Communicator* comm, const Setup& su) {
   so.bucket_bytes = su.bucket;
   so.graph = su.graph;
   TrainStep step(model, &opt, so);
-  Run r;
+  DpRun r;
   for (int s = 0; s < kSteps; ++s) {
     for (int k = 0; k < su.accum; ++k) {
       const int64_t first = int64_t(s * su.accum + k) * su.batch + int64_t(rank) * local;
@@ -108,7 +113,7 @@ Run train(const std::string& be_name, Communicator* comm, const Setup& su) {
   return r;
 }
 
-void expect_bitwise(const Run& a, const Run& b, const char* what) {
+void expect_bitwise(const DpRun& a, const DpRun& b, const char* what) {
   ASSERT_EQ(a.master.size(), b.master.size()) << what;
   EXPECT_EQ(0, std::memcmp(a.master.data(), b.master.data(), a.master.size() * sizeof(float))) << what << ": weights";
   ASSERT_EQ(a.m.size(), b.m.size()) << what;
@@ -120,14 +125,16 @@ void expect_bitwise(const Run& a, const Run& b, const char* what) {
 
 // Equal up to fp32 summation order. The ranks' gradients are the same sums as one process's,
 // reassociated (each rank sums its shard over the batch inside the GEMMs, then the ranks' sums
-// are added): each gradient element differs by a few ulp (relative ~batch · 2^-24 ≈ 5e-7 here).
-// AdamW's update moves a weight by at most about lr per step, and a relative change δ of a
-// gradient changes the update by about lr · δ, except where m̂ and √v̂ are near zero and the
-// ratio is sensitive; over 20 steps at lr 3e-3 a weight may then drift by up to ~1e-5, so the
-// bound is 1e-4 absolute (a shard left unreduced — half the batch — moves weights by ~1e-3 in
-// the first step, far outside it). The step losses: the same forward pass on the same weights
-// summed in another order, 1e-5 relative over 20 steps of drift.
-void expect_close(const Run& a, const Run& b, const char* what) {
+// are added): a gradient element of magnitude up to ~1 here, a sum of 8 samples' terms, differs
+// by at most about 8 · 2^-24 ≈ 5e-7 absolute. AdamW's update lr · m̂ / (√v̂ + eps) is Lipschitz
+// in the gradient with constant about lr / eps, but with the default eps 1e-8 a gradient near
+// zero has its sign decided by that rounding and moves the weight by ±lr either way (measured:
+// 4e-4 after 20 steps), so the runs use eps = 1e-3: a step then moves a weight by at most
+// lr · 5e-7 / 1e-3 = 1.5e-6 more, 3e-5 over 20 steps, plus what the changed weights feed back,
+// hence the bound 1e-4 absolute (a shard left unreduced — half the batch — moves the weights by
+// ~1e-3 in the first step, far outside it). The step losses: the same forward pass on weights
+// within that bound, summed in another order: 1e-5 relative.
+void expect_close(const DpRun& a, const DpRun& b, const char* what) {
   ASSERT_EQ(a.master.size(), b.master.size()) << what;
   float worst = 0.f;
   size_t at = 0;
@@ -147,9 +154,9 @@ class DataParallel : public ::testing::TestWithParam<std::string> {
 
 TEST_P(DataParallel, RanksEqualOneProcessWithTheSameGlobalBatch) {
   ASSERT_EQ(comm().world_size(), 2) << "run under mpirun -np 2";
-  Setup su;
-  const Run one = train(GetParam(), nullptr, su);
-  const Run two = train(GetParam(), &comm(), su);
+  DpSetup su;
+  const DpRun one = train(GetParam(), nullptr, su);
+  const DpRun two = train(GetParam(), &comm(), su);
   expect_close(one, two, "2 ranks vs 1 process");
   // Not bitwise (the sums are reassociated): the comparison above is not comparing a run to itself.
   EXPECT_NE(0, std::memcmp(one.master.data(), two.master.data(), one.master.size() * sizeof(float)));
@@ -158,39 +165,39 @@ TEST_P(DataParallel, RanksEqualOneProcessWithTheSameGlobalBatch) {
 TEST_P(DataParallel, RanksEqualOneProcessAccumulatingWithDropout) {
   // 2 ranks × 4 samples vs 1 process × 2 micro-batches of 4: the same samples in each shard and
   // the same dropout masks (shard index micro · ranks + rank).
-  Setup ranks, accum;
+  DpSetup ranks, accum;
   ranks.dropout = accum.dropout = true;
   accum.batch = 4;
   accum.accum = 2;
-  const Run one = train(GetParam(), nullptr, accum);
-  const Run two = train(GetParam(), &comm(), ranks);
+  const DpRun one = train(GetParam(), nullptr, accum);
+  const DpRun two = train(GetParam(), &comm(), ranks);
   expect_close(one, two, "2 ranks vs 1 process with --grad-accum-steps 2");
 }
 
 TEST_P(DataParallel, AccumulationOnRanksEqualsOneProcess) {
-  Setup su;
+  DpSetup su;
   su.accum = 2;
   su.batch = 4;
   expect_close(train(GetParam(), nullptr, su), train(GetParam(), &comm(), su), "2 ranks x 2 micro-batches");
 }
 
 TEST_P(DataParallel, OverlappedBucketsEqualOneReductionAfterBackward) {
-  Setup overlapped, after;
+  DpSetup overlapped, after;
   overlapped.dropout = after.dropout = true;
   after.overlap = false;
   expect_bitwise(train(GetParam(), &comm(), overlapped), train(GetParam(), &comm(), after), "overlap vs after");
-  Setup one_bucket = overlapped;
+  DpSetup one_bucket = overlapped;
   one_bucket.bucket = int64_t(1) << 30;
   expect_bitwise(train(GetParam(), &comm(), overlapped), train(GetParam(), &comm(), one_bucket), "bucket sizes");
 }
 
 TEST_P(DataParallel, ZeroOneEqualsPlainDataParallel) {
-  Setup plain, zero;
+  DpSetup plain, zero;
   plain.dropout = zero.dropout = true;
   zero.zero1 = true;
-  const Run a = train(GetParam(), &comm(), plain), b = train(GetParam(), &comm(), zero);
+  const DpRun a = train(GetParam(), &comm(), plain), b = train(GetParam(), &comm(), zero);
   // The padded arena (64 · ranks) is longer: compare the model's elements.
-  Run b_cut = b;
+  DpRun b_cut = b;
   b_cut.master.resize(a.master.size());
   b_cut.m.resize(a.m.size());
   b_cut.v.resize(a.v.size());
@@ -198,13 +205,13 @@ TEST_P(DataParallel, ZeroOneEqualsPlainDataParallel) {
   expect_bitwise(a, b_cut, "ZeRO-1 vs plain, no clipping");
   // With clipping the global norm is Σ over shards then ranks: another summation order of Σ g².
   plain.clip = zero.clip = 0.05f;
-  Run c = train(GetParam(), &comm(), plain), d = train(GetParam(), &comm(), zero);
+  DpRun c = train(GetParam(), &comm(), plain), d = train(GetParam(), &comm(), zero);
   d.master.resize(c.master.size());
   expect_close(c, d, "ZeRO-1 vs plain, clipped");
 }
 
 TEST_P(DataParallel, TwoRunsAreBitwiseEqual) {
-  Setup su;
+  DpSetup su;
   su.dropout = true;
   expect_bitwise(train(GetParam(), &comm(), su), train(GetParam(), &comm(), su), "two runs");
 }
