@@ -60,7 +60,8 @@ static const char* safetensors_dtype(DType t) {
 
 static bool parse_safetensors_dtype(const std::string& s, DType* t) {
   static const std::pair<const char*, DType> table[] = {{"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
-                                                        {"F16", DType::F16}, {"U8", DType::U8},   {"I32", DType::I32}, {"I64", DType::I64}};
+                                                        {"F16", DType::F16}, {"U8", DType::U8},   {"I32", DType::I32},
+                                                        {"I64", DType::I64}};
   for (const auto& [name, dtype] : table)
     if (s == name) {
       *t = dtype;

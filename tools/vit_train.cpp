@@ -597,7 +597,7 @@ int main(int argc, char** argv) {
                   zero ? ", ZeRO-1" : "");
     if (!output.empty()) {
       check_output_outside_data(output, dataset_dir(spec));  // the default folder too
-      if (root) {  // rank 0 alone writes into the folder
+      if (root) {                                            // rank 0 alone writes into the folder
         make_dirs(output);
         lock_output(output);  // before anything is written into it
       }

@@ -69,10 +69,10 @@ class AdamW {
   bool zero1_ = false;
   int64_t lo_ = 0;  // this rank's first element (zero1; 0 otherwise)
   void* mem_ = nullptr;
-  Tensor m_, v_;    // the whole arena, or this rank's shard (zero1)
-  std::vector<AdamWSegment> segments_;  // relative to lo_
+  Tensor m_, v_;                                // the whole arena, or this rank's shard (zero1)
+  std::vector<AdamWSegment> segments_;          // relative to lo_
   std::vector<float> gathered_m_, gathered_v_;  // gather_state()'s copies (zero1)
-  float lr_host_ = 0.f;  // the source of step()'s lr upload
+  float lr_host_ = 0.f;                         // the source of step()'s lr upload
 };
 
 // Linear warmup from 0 to base_lr over warmup_steps, then cosine decay to min_lr at

@@ -124,8 +124,8 @@ class TrainStep {
   bool use_graph_ = false;
   size_t image_bytes_ = 0;  // per sample
   Slot slots_[2];
-  int next_ = 0;                                       // the slot images()/labels()/run() use
-  bool waited_ = false;                                // the next slot's marker has been waited for
+  int next_ = 0;                                            // the slot images()/labels()/run() use
+  bool waited_ = false;                                     // the next slot's marker has been waited for
   std::map<std::tuple<int, int, int, int>, void*> graphs_;  // (kind, slot, n, micro) -> executable graph
   std::map<std::tuple<int, int, int>, int> eager_runs_;     // (kind, n, micro) -> steps so far (the first runs eagerly)
   std::vector<Bucket> buckets_;

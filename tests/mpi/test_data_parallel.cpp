@@ -31,14 +31,14 @@ namespace fs = std::filesystem;
 constexpr int kSteps = 20;
 
 struct DpSetup {
-  int batch = 8;           // global (micro-)batch
-  int accum = 1;           // micro-batches per step
-  bool overlap = true;     //
-  bool zero1 = false;      //
-  float clip = 0.f;        //
-  bool dropout = false;    // dropout, attention dropout and drop-path on
-  int64_t bucket = 1024;   // bytes: many buckets on the tiny arena
-  bool graph = true;       //
+  int batch = 8;          // global (micro-)batch
+  int accum = 1;          // micro-batches per step
+  bool overlap = true;    //
+  bool zero1 = false;     //
+  float clip = 0.f;       //
+  bool dropout = false;   // dropout, attention dropout and drop-path on
+  int64_t bucket = 1024;  // bytes: many buckets on the tiny arena
+  bool graph = true;      //
 };
 
 struct DpRun {
