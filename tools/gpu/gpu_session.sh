@@ -318,6 +318,15 @@ if [[ "$mode" == full ]]; then
     gpu_step vit_train_cuda 200 "$trainlog" "$train" --device cuda --data-dir "$data" --no-progress \
       --output "$work/train_cuda"
     grep -E '^(epoch|test:|vit_train)' "$trainlog" | tail -3 | sed 's/^/  /' >> "$summary"
+    # Data parallelism's NCCL path (issue #14) on this one GPU, where MPI is installed and the
+    # build found NCCL: one rank, one epoch, --comm nccl (buckets, graph capture of the collectives).
+    if command -v mpirun >/dev/null && grep -q 'communicators.*nccl (' "$buildlog"; then
+      gpu_step vit_train_nccl_1rank 120 "$trainlog" mpirun --allow-run-as-root -np 1 "$train" --device cuda \
+        --comm nccl --epochs 1 --data-dir "$data" --no-progress --output "$work/train_nccl"
+      grep -E '^(epoch|test|data parallel)' "$trainlog" | tail -2 | sed 's/^/  /' >> "$summary"
+    else
+      note "$(printf '%-28s skipped: no mpirun or no NCCL in the build' vit_train_nccl_1rank)"
+    fi
   else
     note "vit_train                    not built (see build.log)"
     failed=1
