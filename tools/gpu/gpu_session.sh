@@ -318,8 +318,10 @@ if [[ "$mode" == full ]]; then
     gpu_step vit_train_cuda 200 "$trainlog" "$train" --device cuda --data-dir "$data" --no-progress \
       --output "$work/train_cuda"
     grep -E '^(epoch|test:|vit_train)' "$trainlog" | tail -3 | sed 's/^/  /' >> "$summary"
-    # Data parallelism's NCCL path (issue #14) on this one GPU, where MPI is installed and the
-    # build found NCCL: one rank, one epoch, --comm nccl (buckets, graph capture of the collectives).
+    # Data parallelism's NCCL communicator (issue #14) on this one GPU, where MPI is installed and
+    # the build found NCCL: one rank, one epoch, --comm nccl. One rank starts NCCL (MPI bootstrap,
+    # ncclCommInitRank, its stream) but issues no collective (they need two GPUs: NCCL refuses two
+    # ranks on one device); a machine with several GPUs runs `mpirun -np N` of the same line.
     if command -v mpirun >/dev/null && grep -q 'communicators.*nccl (' "$buildlog"; then
       gpu_step vit_train_nccl_1rank 120 "$trainlog" mpirun --allow-run-as-root -np 1 "$train" --device cuda \
         --comm nccl --epochs 1 --data-dir "$data" --no-progress --output "$work/train_nccl"
