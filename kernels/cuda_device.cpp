@@ -18,7 +18,8 @@ void set_cuda_device(int ordinal) {
   }
   if (ordinal < 0 || ordinal >= count)
     throw Error("use_cuda_device(" + std::to_string(ordinal) + "): no such GPU: this machine has " +
-                std::to_string(count) + " CUDA GPU(s) (ordinals 0.." + std::to_string(count - 1) + ")");
+                (count == 0 ? std::string("no CUDA GPU")
+                            : std::to_string(count) + " CUDA GPU(s), ordinals 0.." + std::to_string(count - 1)));
   const cudaError_t e = cudaSetDevice(ordinal);
   if (e != cudaSuccess)
     throw Error("use_cuda_device(" + std::to_string(ordinal) + "): cudaSetDevice failed: " + cudaGetErrorString(e));

@@ -217,5 +217,21 @@ TEST(Launcher, Environment) {
   EXPECT_EQ(launcher_world_size(), 7);
 }
 
+// A data-parallel rank picks its GPU by local rank: an ordinal that does not exist is named, with
+// the GPU count (no machine here has 99 GPUs; none has GPU -1).
+TEST(UseCudaDevice, MissingOrdinalIsNamed) {
+  for (int ordinal : {99, -1}) {
+    const std::string e = error_of([&] { use_cuda_device(ordinal); });
+    EXPECT_TRUE(contains(e, "use_cuda_device(" + std::to_string(ordinal) + ")") && contains(e, "no such GPU") &&
+                contains(e, "CUDA GPU"))
+        << e;
+  }
+  // In a build without CUDA every rank runs on the CPU: 0 is accepted (a no-op).
+  const bool cuda_build = !contains(error_of([] { make_backend("cuda"); }), "has no CUDA backend");
+  if (!cuda_build) {
+    EXPECT_EQ(error_of([] { use_cuda_device(0); }), "(no error)");
+  }
+}
+
 }  // namespace
 }  // namespace vitcuda::test
