@@ -129,8 +129,8 @@ class NullReporter : public benchmark::BenchmarkReporter {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::unique_ptr<Communicator> comm = make_communicator(kCommKind);
+static int run(int argc, char** argv, std::unique_ptr<Communicator>& comm) {
+  comm = make_communicator(kCommKind);
 #if defined(VITCUDA_BENCH_NCCL)
   use_cuda_device(comm->local_rank());  // one GPU per local rank, before the backend exists
 #endif
@@ -167,4 +167,16 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   comm->barrier();
   return 0;
+}
+
+// An error on one rank (no GPU, no memory) ends every rank: the others would wait in a collective.
+int main(int argc, char** argv) {
+  std::unique_ptr<Communicator> comm;
+  try {
+    return run(argc, argv, comm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_allreduce: %s\n", e.what());
+    if (comm && comm->world_size() > 1) comm->abort(1);
+    return 1;
+  }
 }

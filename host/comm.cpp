@@ -4,6 +4,7 @@
 // (host/comm_internal.h). "mpi" lives in host/comm_mpi.cpp, "nccl" in kernels/comm_nccl.cpp.
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>

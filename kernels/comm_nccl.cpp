@@ -65,6 +65,7 @@ class NcclComm final : public Communicator {
  public:
   NcclComm() : mpi_(make_mpi_communicator()) {}
   ~NcclComm() override {
+    if (stream_) cudaStreamSynchronize(stream_);  // the collectives enqueued last have run
     if (nccl_) ncclCommDestroy(nccl_);
     for (const Handle& h : handles_) cudaEventDestroy(h.done);
     if (ready_) cudaEventDestroy(ready_);
