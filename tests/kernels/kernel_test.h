@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "tests/error_of.h"   // expect_error
 #include "vitcuda/backend.h"  // Act
 #include "vitcuda/config.h"
 
@@ -93,23 +94,6 @@ constexpr Act kActs[] = {Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh};
 
 template <typename T>
 constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
-
-// Runs fn and expects a vitcuda::Error whose message contains every string of `parts` (the op,
-// the argument, ...). Returns that message ("" when nothing was thrown).
-template <typename Fn>
-std::string expect_error(Fn&& fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return msg;
-  }
-  std::string expected;
-  for (const char* p : parts) expected += std::string(expected.empty() ? "" : ", ") + "'" + p + "'";
-  ADD_FAILURE() << "no vitcuda::Error was thrown (expected one naming " << expected << ")";
-  return "";
-}
 
 inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16(v)); }
 

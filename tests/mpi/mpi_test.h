@@ -9,26 +9,12 @@
 #include <initializer_list>
 #include <string>
 
+#include "tests/error_of.h"  // expect_error
 #include "vitcuda/comm.h"
 
 namespace vitcuda::test {
 
 // The "mpi" communicator of this job (bound to whatever backend the test last bound it to).
 Communicator& test_comm();
-
-// Runs fn and expects a vitcuda::Error whose message contains every string of `parts`. Returns
-// the message ("" when nothing was thrown, which is a failure).
-template <typename Fn>
-std::string expect_comm_error(Fn&& fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return msg;
-  }
-  ADD_FAILURE() << "no vitcuda::Error was thrown";
-  return "";
-}
 
 }  // namespace vitcuda::test
