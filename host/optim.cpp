@@ -25,10 +25,8 @@ AdamW::AdamW(Model& model, const AdamWConfig& config, Communicator* comm, bool z
   if (zero1_) {
     const int ranks = comm_ ? comm_->world_size() : 1;
     if (arena % (int64_t(64) * ranks) != 0)
-      throw Error("AdamW: ZeRO-1 over " + std::to_string(ranks) +
-                  " ranks needs the parameter arena padded to a "
-                  "multiple of " +
-                  std::to_string(64 * ranks) + " elements, it has " + std::to_string(arena) +
+      throw Error("AdamW: ZeRO-1 over " + std::to_string(ranks) + " ranks needs the parameter arena padded to a " +
+                  "multiple of " + std::to_string(64 * ranks) + " elements, it has " + std::to_string(arena) +
                   " (construct the Model with arena_multiple = 64 * ranks)");
     n = arena / ranks;
     lo_ = n * (comm_ ? comm_->rank() : 0);

@@ -262,6 +262,22 @@ TEST(DataParallelTrainer, OnlyRankZeroWritesAndEveryRankAgrees) {
   fs::remove_all(dir);
 }
 
+// ZeRO-1 needs one equal shard per rank: an arena not padded for the ranks is refused, never
+// updated unevenly; padded (arena_multiple = 64 · ranks) it is accepted, whatever the model size.
+TEST(DataParallelZero, UnpaddedArenaIsRefusedPaddedAccepted) {
+  Communicator& comm = test_comm();
+  std::unique_ptr<Backend> be = make_backend("cpu");
+  comm.bind(*be);
+  ViTConfig c = config(false);
+  for (c.num_classes = 4;; ++c.num_classes)  // a model whose 64-padded arena is not a multiple of 128
+    if (Model(c, *be, 2).arena_size() % 128 != 0) break;
+  Model plain(c, *be, 2);
+  expect_error([&] { AdamW opt(plain, AdamWConfig{}, &comm, true); }, {"ZeRO-1 over 2 ranks", "arena_multiple"});
+  Model padded(c, *be, 2, be->compute_dtype(), 128);
+  EXPECT_EQ(padded.arena_size() % 128, 0);
+  EXPECT_NO_THROW(AdamW(padded, AdamWConfig{}, &comm, true));
+}
+
 // The message of the Error a Trainer of batch `batch` on `train` throws on every rank ("" if none).
 std::string trainer_error(const Dataset& train, int batch) {
   Communicator& comm = test_comm();
