@@ -178,6 +178,19 @@ void add_config(RunRecord& r, const ViTConfig& c) {
 
 const char* const kEpochs = "--epochs";
 
+// The entries in which two records differ, " --flag value" each ("<none>" where a record lacks
+// it), as a's values and b's values; `except` is left out ("": none).
+std::pair<std::string, std::string> differing_flags(const RunRecord& a, const RunRecord& b, const std::string& except) {
+  std::string was, now;
+  for (const std::string& k : a.differences(b)) {
+    if (k == except) continue;
+    const std::string va = a.get(k), vb = b.get(k);
+    was += " " + k + " " + (va.empty() ? "<none>" : va);
+    now += " " + k + " " + (vb.empty() ? "<none>" : vb);
+  }
+  return {was, now};
+}
+
 }  // namespace
 
 // ---- run record -----------------------------------------------------------------------------
@@ -339,12 +352,7 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   if (parallel())
     check_same_on_every_rank(*o_.comm, run_.to_json(), [](const std::string& root, const std::string& mine, int rank) {
       const RunRecord a = RunRecord::from_json(root), b = RunRecord::from_json(mine);
-      std::string was, now;
-      for (const std::string& k : a.differences(b)) {
-        const std::string va = a.get(k), vb = b.get(k);
-        was += " " + k + " " + (va.empty() ? "<none>" : va);
-        now += " " + k + " " + (vb.empty() ? "<none>" : vb);
-      }
+      const auto [was, now] = differing_flags(a, b, "");
       return "the ranks disagree: rank 0 has" + was + ", rank " + std::to_string(rank) + " has" + now +
              " (every rank must run the same flags on the same data)";
     });
@@ -388,16 +396,7 @@ std::string Trainer::resume(const std::string& path) {
     } catch (const Error& e) {
       throw Error("checkpoint '" + path + "': metadata 'run': " + e.what());
     }
-    std::string was, now;
-    for (const std::string& k : saved.differences(run_)) {
-      if (k == kEpochs) continue;
-      auto show = [&](const RunRecord& r) {
-        const std::string v = r.get(k);
-        return " " + k + " " + (v.empty() ? "<none>" : v);
-      };
-      was += show(saved);
-      now += show(run_);
-    }
+    const auto [was, now] = differing_flags(saved, run_, kEpochs);
     if (!was.empty())
       throw Error("checkpoint '" + path + "' was trained with" + was + ", this run has" + now +
                   " (a resume must repeat the flags that shape the run)");
