@@ -587,7 +587,7 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
     std::vector<float> v = weights_f32(t, path, s.name);
     check_finite("weights", path, s.name, v.data(), int64_t(v.size()));
     if (t.shape != s.shape) {
-      const int prefix = cfg.class_token ? 1 : 0;
+      const int prefix = cfg.num_prefix_tokens();  // cls and DeiT's distillation token keep their rows
       const int64_t old_grid =
           t.shape.size() == 3 && t.shape[0] == 1 && t.shape[2] == s.shape[2] ? t.shape[1] - prefix : -1;
       const int old_side = old_grid > 0 ? int(std::lround(std::sqrt(double(old_grid)))) : -1;
@@ -610,6 +610,29 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
   }
   model.set_master(w);
   return f.metadata;
+}
+
+ViTConfig weights_config(const std::string& path, const std::string& preset_name, const std::string& global_pool,
+                         const std::string& flag) {
+  const std::map<std::string, std::string> md = read_safetensors_header(path).metadata;
+  ViTConfig cfg;
+  if (md.count("config")) {
+    try {
+      cfg = ViTConfig::from_json(md.at("config"));
+    } catch (const Error& e) {
+      throw Error("checkpoint '" + path + "': metadata 'config' is invalid: " + e.what());
+    }
+    return cfg;
+  }
+  if (preset_name.empty())
+    throw Error("checkpoint '" + path + "' has no 'config' metadata; name the architecture with " + flag + " PRESET");
+  cfg = preset(preset_name);
+  if (global_pool == "avg") cfg.pool = Pool::Avg;
+  if (global_pool == "token") cfg.pool = Pool::Token, cfg.class_token = true;
+  if (!global_pool.empty() && global_pool != "avg" && global_pool != "token")
+    throw Error("global_pool must be token or avg, got '" + global_pool + "'");
+  cfg.validate();
+  return cfg;
 }
 
 void save_weights(const std::string& path, const Model& model, const std::map<std::string, std::string>& metadata) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "vitcuda/config.h"
 #include "vitcuda/tensor.h"
@@ -93,6 +94,17 @@ std::map<std::string, ViTConfig> make_presets() {
     c.pixel_std = {0.2673f, 0.2564f, 0.2762f, 1.f};
     m[c.name] = c;
   }
+  // timm's DeiT distilled models (Touvron et al. 2021): ViT-Ti/S/B with the distillation token,
+  // ImageNet mean / std.
+  for (auto [name, dim, heads] : {std::tuple<const char*, int, int>{"deit_tiny_distilled_patch16_224", 192, 3},
+                                  {"deit_small_distilled_patch16_224", 384, 6},
+                                  {"deit_base_distilled_patch16_224", 768, 12}}) {
+    ViTConfig c = timm_vit(name, 16, dim, 12, heads);
+    c.distilled = true;
+    c.pixel_mean = {0.485f, 0.456f, 0.406f, 0.f};  // timm IMAGENET_DEFAULT_MEAN / STD
+    c.pixel_std = {0.229f, 0.224f, 0.225f, 1.f};
+    m[c.name] = c;
+  }
   for (const ViTConfig& c :
        {timm_vit("vit_tiny_patch16_224", 16, 192, 12, 3), timm_vit("vit_small_patch16_224", 16, 384, 12, 6),
         timm_vit("vit_base_patch16_224", 16, 768, 12, 12), timm_vit("vit_large_patch16_224", 16, 1024, 24, 16),
@@ -149,7 +161,7 @@ void real_in(const char* field, double v, double lo, double hi, bool lo_open = f
 int64_t ViTConfig::param_count() const {
   // The tensors of Model's constructor (host/model.cpp), each product in 64 bits.
   const int64_t D = embed_dim, A = int64_t(num_heads) * attn_head_dim(), H = mlp_hidden_dim();
-  int64_t n = D * in_chans * patch_size * patch_size + D + (class_token ? D : 0) + int64_t(num_tokens()) * D;
+  int64_t n = D * in_chans * patch_size * patch_size + D + int64_t(num_prefix_tokens()) * D + int64_t(num_tokens()) * D;
   const int64_t block = 4 * D + 3 * A * D + (qkv_bias ? 3 * A : 0) + A * D + D + 2 * H * D + H + D;
   n += int64_t(depth) * block + 2 * D;
   int64_t feat = pool == Pool::Flatten ? int64_t(num_tokens()) * D : D;
@@ -161,7 +173,7 @@ int64_t ViTConfig::param_count() const {
     n += int64_t(pre_logits) * feat + pre_logits;
     feat = pre_logits;
   }
-  return n + int64_t(num_classes) * feat + num_classes;
+  return n + int64_t(num_classes) * feat * (distilled ? 2 : 1) + num_classes * (distilled ? 2 : 1);
 }
 
 void ViTConfig::validate() const {
@@ -203,10 +215,15 @@ void ViTConfig::validate() const {
     bad("pool", "must be token, avg or flatten, got " + s(int(pool)));
   if (gelu != Gelu::Erf && gelu != Gelu::Tanh) bad("gelu", "must be erf or tanh, got " + s(int(gelu)));
   if (pool == Pool::Token && !class_token) bad("pool", "'token' needs class_token = true");
+  if (distilled && !class_token) bad("distilled", "(the distillation token) needs class_token = true");
+  if (distilled && pool != Pool::Token)
+    bad("distilled", std::string("(the distillation token) needs global_pool 'token', got '") + pool_name(pool) + "'");
   int_in("pre_logits", pre_logits, 0, L::kHeadWidth);
   if (head_mlp.size() > size_t(L::kHeadLayers))
     bad("head_mlp", "has " + s(head_mlp.size()) + " layers, at most " + s(L::kHeadLayers));
   for (int h : head_mlp) int_in("head_mlp", h, 1, L::kHeadWidth);
+  if (distilled && (pre_logits > 0 || !head_mlp.empty()))
+    bad("distilled", "(the distillation token) takes no pre_logits or head_mlp layers (timm's two linear heads)");
   int_in("num_classes", num_classes, 1, L::kNumClasses);
   for (int c = 0; c < in_chans; ++c) {
     real_in("pixel_mean", pixel_mean[c], 0, 1);
@@ -238,6 +255,7 @@ std::string ViTConfig::to_json() const {
   j["qkv_bias"] = qkv_bias;
   j["qk_scale"] = qk_scale;
   j["class_token"] = class_token;
+  if (distilled) j["distilled"] = true;  // only when set: configs without it read as before
   j["global_pool"] = pool_name(pool);
   j["ln_eps"] = ln_eps;
   j["gelu"] = gelu_name(gelu);
@@ -320,7 +338,7 @@ ViTConfig ViTConfig::from_json(const std::string& text) {
   static const char* const kKeys[] = {
       "name",           "img_size",    "in_chans",    "patch_size",     "pixel_mean", "pixel_std",    "embed_dim",
       "depth",          "num_heads",   "head_dim",    "mlp_ratio",      "mlp_hidden", "mlp_gelu_out", "qkv_bias",
-      "qk_scale",       "class_token", "global_pool", "ln_eps",         "gelu",       "drop_rate",    "attn_drop_rate",
+      "qk_scale",       "class_token", "distilled", "global_pool", "ln_eps",         "gelu",       "drop_rate",    "attn_drop_rate",
       "drop_path_rate", "pre_logits",  "head_mlp",    "head_drop_rate", "num_classes"};
   for (const auto& item : j.items()) {
     bool known = false;
@@ -346,6 +364,7 @@ ViTConfig ViTConfig::from_json(const std::string& text) {
   get_bool("qkv_bias", c.qkv_bias);
   get_float("qk_scale", c.qk_scale);
   get_bool("class_token", c.class_token);
+  get_bool("distilled", c.distilled);
   std::string p, g;
   get_string("global_pool", p);
   if (p == "token")

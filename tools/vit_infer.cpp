@@ -204,20 +204,7 @@ int main(int argc, char** argv) {
       throw Error("nothing to classify: give image files or folders, or --dataset (see --help)");
     const std::string path = resolve_checkpoint(checkpoint);
     const auto md = read_metadata(path);
-    ViTConfig cfg;
-    if (md.count("config")) {
-      try {
-        cfg = ViTConfig::from_json(md.at("config"));
-      } catch (const Error& e) {
-        throw Error("checkpoint '" + path + "': metadata 'config' is invalid: " + e.what());
-      }
-    } else if (!model_name.empty()) {
-      cfg = preset(model_name);
-      if (global_pool == "avg") cfg.pool = Pool::Avg;
-      if (global_pool == "token") cfg.pool = Pool::Token, cfg.class_token = true;
-    } else {
-      throw Error("checkpoint '" + path + "' has no 'config' metadata; name the architecture with --model PRESET");
-    }
+    const ViTConfig cfg = weights_config(path, model_name, global_pool, "--model");
     std::vector<std::string> names;
     if (md.count("class_names")) {
       try {

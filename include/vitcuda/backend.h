@@ -46,6 +46,11 @@ struct DropoutSpec {
 
 enum class ImageLayout : uint8_t { NCHW, NHWC };
 
+// Knowledge distillation's term (DeiT, timm's DistillationLoss): the teacher's argmax as a hard
+// label, or its softened distribution.
+enum class Distill : uint8_t { Hard, Soft };
+inline const char* distill_name(Distill d) { return d == Distill::Hard ? "hard" : "soft"; }
+
 // AdamW's coefficients, those of torch.optim.AdamW(lr, betas, eps, weight_decay). The
 // optimizer's configuration (AdamWConfig, vitcuda/optim.h) and the update op's arguments
 // (AdamWHyper) both start from them.
@@ -169,7 +174,8 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(const Tensor& t) = 0;
   void copy(const Tensor& src, const Tensor& dst);                // same numel; converts dtype
-  void add(const Tensor& a, const Tensor& b, const Tensor& out);  // out = a + b
+  // out = (a + b) · scale, summed and scaled in fp32 (scale 1: exactly a + b). out may alias a or b.
+  void add(const Tensor& a, const Tensor& b, const Tensor& out, float scale = 1.f);
   virtual void synchronize() {}
   // The native stream the backend's work is ordered on (cudaStream_t for "cuda"; nullptr where
   // there is none): the NCCL communicator orders its own stream against it with events.
@@ -223,9 +229,15 @@ class Backend {
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
                        const Tensor& dw, const Tensor& db, const DropoutSpec& drop = DropoutSpec{});
 
-  // ---- tokens: out[b] = [cls; patches[b]] + pos   (no cls row when cls is undefined) ----
-  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out);
-  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos);
+  // ---- tokens: out[b] = [cls; dist; patches[b]] + pos: the prefix tokens (cls [D], then DeiT's
+  // distillation token dist [D]; each absent when undefined, dist only with cls) before the
+  // patches [B, Np, D]; pos [T, D], out [B, T, D], T = Np + prefix tokens.
+  // Backward: dpatches = dout's patch rows; dcls, ddist, dpos ACCUMULATE the batch sums (parameter
+  // gradients); the prefix count is that of the forward: dcls and ddist defined as cls and dist were.
+  void tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                      const Tensor& out);
+  void tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
+                       const Tensor& dpos);
 
   // ---- layernorm over the last dim of x[R, C]; with residual: s = x + residual is written
   // to sum_out and normalised. mean and rstd [R] (fp32) are saved for backward.
@@ -250,16 +262,32 @@ class Backend {
   // ---- drop_path (stochastic depth): x[B, ...], one keep/drop per sample, same rules.
   void drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spec);
 
-  // ---- pooling of x[B, T, D] to out[B, D]: the cls row (Pool::Token) or, as timm's
-  // global_pool='avg', the mean over the tokens after the first num_prefix (cls) tokens.
+  // ---- pooling of x[B, T, D]:
+  // Pool::Token: the num_prefix (>= 1) prefix rows, token-major: out[p, b, :] = x[b, p, :],
+  //   out [num_prefix · B, D] ([B, D], the cls row, for one; DeiT: the cls rows, then the
+  //   distillation token's rows, each block the [B, D] input of its head);
+  // Pool::Avg, as timm's global_pool='avg': out[B, D] = the mean over the tokens t >= num_prefix.
+  // Backward OVERWRITES dx (zeros where the forward read nothing).
   void pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out);
-  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx);  // overwrite
+  void pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx);
 
   // ---- softmax cross-entropy with label smoothing, one pass: per-sample loss [B] (fp32),
   // dlogits = (softmax - target) * dscale (skipped when undefined), hits [B] (i32,
   // bit 0: label is the top-1 class, bit 1: within the top 5).
   void softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
                     const Tensor& dlogits, const Tensor& hits);
+
+  // ---- distillation (DeiT; timm's DistillationLoss), per sample b of the student's logits s[B, C]
+  // and the teacher's t[B, C] (same dtype):
+  //   hard: L[b] = CE(s[b], argmax t[b])  (the first index of the maximum, as torch.argmax on the CPU)
+  //   soft: L[b] = τ² · KL(q ‖ p) = τ² Σ_c q_c (log q_c − log p_c),  q = softmax(t[b]/τ), p = softmax(s[b]/τ)
+  //         (F.kl_div(log p, log q, log_target=True) per sample)
+  // losses [B] (f32, in/out; softmax_xent's label loss) becomes (1 − α)·losses[b] + α·L[b].
+  // dlogits (optional, [B, C] in s's dtype) gets α·dscale·∂L/∂s[b] — hard: softmax(s) − onehot;
+  // soft: τ·(p − q) — written, or added to what it holds when accumulate (a student with one head:
+  // softmax_xent wrote (1 − α)·dscale·(softmax − target) there). α in [0, 1], τ > 0.
+  void distill_loss(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha, float dscale,
+                    const Tensor& losses, const Tensor& dlogits, bool accumulate);
 
   // ---- optimizer ----
   // Sum of squares of every element (for global grad-norm clipping). Synchronises.
@@ -297,16 +325,17 @@ class Backend {
   // and argument consistency (host/backend.cpp), so the checks are the same for every
   // backend; an implementation adds only what is specific to it (supported dtypes, sizes).
   virtual void copy_impl(const Tensor& src, const Tensor& dst) = 0;
-  virtual void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  virtual void add_impl(const Tensor& a, const Tensor& b, const Tensor& out, float scale) = 0;
   virtual void patch_extract_impl(const Tensor& images, ImageLayout layout, int patch, const float* mean,
                                   const float* stdev, const Tensor& cols) = 0;
   virtual void linear_forward_impl(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre,
                                    const Tensor& y, const DropoutSpec& drop) = 0;
   virtual void linear_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre,
                                     const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) = 0;
-  virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) = 0;
+  virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                                   const Tensor& out) = 0;
   virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
-                                    const Tensor& dpos) = 0;
+                                    const Tensor& ddist, const Tensor& dpos) = 0;
   virtual void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
                                       const Tensor& gamma, const Tensor& beta, float eps, const Tensor& y,
                                       const Tensor& mean, const Tensor& rstd) = 0;
@@ -323,6 +352,8 @@ class Backend {
   virtual void pool_backward_impl(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx) = 0;
   virtual void softmax_xent_impl(const Tensor& logits, const Tensor& labels, float smoothing, float dscale,
                                  const Tensor& losses, const Tensor& dlogits, const Tensor& hits) = 0;
+  virtual void distill_loss_impl(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha,
+                                 float dscale, const Tensor& losses, const Tensor& dlogits, bool accumulate) = 0;
   virtual double sum_squares_impl(const Tensor& t) = 0;
   virtual void step_metrics_impl(const Tensor& losses, const Tensor& hits, StepState* state, bool commit,
                                  bool accumulate) = 0;

@@ -104,6 +104,14 @@ std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefi
 // Returns the file's metadata.
 std::map<std::string, std::string> load_weights(const std::string& path, Model& model);
 
+// The architecture of a weights file: its "config" metadata (a vitcuda checkpoint) or, for a file
+// without one (a timm state_dict), the preset `preset_name`, optionally with timm's global_pool
+// ("token" or "avg"; "" keeps the preset's). Throws Error naming the file when the metadata is
+// invalid, or when it has none and no preset is named (`flag`: the option that names one, e.g.
+// "--model", for the message).
+ViTConfig weights_config(const std::string& path, const std::string& preset_name = "",
+                         const std::string& global_pool = "", const std::string& flag = "--model");
+
 // Saves the model's fp32 weights alone (a timm-loadable state_dict), atomically: a checkpoint
 // without the optimizer state.
 void save_weights(const std::string& path, const Model& model, const std::map<std::string, std::string>& metadata = {});

@@ -53,6 +53,13 @@ struct ViTConfig {
   bool qkv_bias = true;
   float qk_scale = 0.f;  // 0: head_dim^-0.5
   bool class_token = true;
+  // DeiT's distillation token (timm's VisionTransformerDistilled, `distilled=True`): a second
+  // learned prefix token `dist_token` after the cls token, position embeddings for both, and a
+  // second classifier `head_dist` on it. The model's logits are the mean of the two heads'
+  // (inference, and training without a teacher, as timm); distilled training
+  // (vitcuda/train_step.h, TrainStepOptions::teacher) gives each head its own loss. Needs the cls
+  // token and token pooling, without pre_logits or head_mlp layers.
+  bool distilled = false;
   Pool pool = Pool::Token;
   float ln_eps = 1e-6f;
   Gelu gelu = Gelu::Erf;
@@ -69,7 +76,8 @@ struct ViTConfig {
   // Derived quantities.
   int grid() const { return img_size / patch_size; }
   int num_patches() const { return grid() * grid(); }
-  int num_tokens() const { return num_patches() + (class_token ? 1 : 0); }
+  int num_prefix_tokens() const { return (class_token ? 1 : 0) + (distilled ? 1 : 0); }
+  int num_tokens() const { return num_patches() + num_prefix_tokens(); }
   int attn_head_dim() const { return head_dim > 0 ? head_dim : embed_dim / num_heads; }
   int attn_dim() const { return num_heads * attn_head_dim(); }
   // -1 when mlp_ratio * embed_dim is NaN, negative or beyond int (validate() refuses it) rather
@@ -96,7 +104,8 @@ struct ViTConfig {
 };
 
 // Named presets: "vit_fmnist" (default), "vit_keras_cifar100", timm names
-// vit_{tiny,small,base,large}_patch16_224, vit_{base,large}_patch32_224, vit_huge_patch14_224.
+// vit_{tiny,small,base,large}_patch16_224, vit_{base,large}_patch32_224, vit_huge_patch14_224,
+// deit_{tiny,small,base}_distilled_patch16_224.
 ViTConfig preset(const std::string& name);  // throws Error for an unknown name
 std::vector<std::string> preset_names();
 const char* default_preset();

@@ -35,6 +35,17 @@ struct ActivationSpec {
   int64_t numel = 0;
 };
 
+// Distilled training's target for Model::loss / loss_staged (DeiT; timm's DistillationLoss):
+// loss = (1 − α)·CE(cls head, label) + α·term(distillation head, teacher), the term of
+// Backend::distill_loss. The distillation head is head_dist on a distilled model (the cls head
+// then gets only the label loss), else the one head (both terms on it, as Hinton's KD).
+struct DistillTarget {
+  Distill kind = Distill::Hard;
+  float alpha = 0.5f;     // in [0, 1]
+  float tau = 1.f;        // > 0
+  Tensor teacher_logits;  // [B, num_classes] in backend memory, the model's compute dtype
+};
+
 struct StepStats {
   double loss = 0;   // mean over the batch
   int64_t top1 = 0;  // correct predictions in the batch
@@ -73,7 +84,11 @@ class Model {
   Tensor forward(const Tensor& images, bool train, uint64_t seed = 0, uint64_t step = 0);
   // Loss, top-1/top-5 of the last forward against labels (host i32 [B]); when `backward_ready`,
   // also the gradient of the mean loss with respect to the logits, for backward().
-  StepStats loss(const int32_t* labels, float smoothing, bool backward_ready);
+  // A distilled model's logits (the activation "logits", what forward() returns) are the mean of
+  // its heads' ("head.logits", "head_dist.logits"), and without `distill` the loss is on them
+  // (timm's training without a teacher). With `distill`: the distilled loss; top-1/top-5 are then
+  // the cls head's.
+  StepStats loss(const int32_t* labels, float smoothing, bool backward_ready, const DistillTarget* distill = nullptr);
   // Gradients of the mean loss; accumulates into the gradient arena (call zero_grad first).
   // With a hook set, backward() calls it each time a suffix of the gradient arena is final:
   // hook(offset) says every gradient at arena offsets >= offset is complete (the backward pass
@@ -101,7 +116,9 @@ class Model {
   // accumulation and data parallelism divide by the samples of the whole step. accumulate: the
   // step's metrics add to those of the step's earlier micro-batches (Backend::step_metrics).
   void forward_staged(bool train, uint64_t seed);
-  void loss_staged(float smoothing, bool train, int64_t grad_batch = 0, bool accumulate = false);
+  // distill: as in loss() (train only; the teacher's logits must hold this batch's).
+  void loss_staged(float smoothing, bool train, int64_t grad_batch = 0, bool accumulate = false,
+                   const DistillTarget* distill = nullptr);
 
   // Parameter table, and views of one tensor in the arenas (backend memory).
   const std::vector<ParamSpec>& params() const { return param_specs_; }

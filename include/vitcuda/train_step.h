@@ -37,6 +37,14 @@ struct TrainStepOptions {
   // (AdamW::zero1) reduce-scatter after the backward pass.
   bool overlap = true;
   int64_t bucket_bytes = int64_t(25) << 20;  // PyTorch DDP's default bucket_cap_mb
+  // Distilled training (DeiT): the teacher, a Model on the same backend (max_batch >= the
+  // student's, the same img_size, in_chans and num_classes; its own pixel normalisation), runs in
+  // inference mode on each training step's images, and the student's loss is the
+  // DistillTarget's (vitcuda/model.h) with these settings. Evaluation steps ignore it.
+  Model* teacher = nullptr;
+  Distill distill = Distill::Hard;
+  float distill_alpha = 0.5f;
+  float distill_tau = 1.f;
 };
 
 // Metrics of the applied steps since the last take_metrics, and the steps skipped for a
