@@ -435,7 +435,7 @@ void Model::forward_staged(bool train, uint64_t seed) {
 
   be_.patch_extract(a.input, ImageLayout::NCHW, c.patch_size, c.pixel_mean.data(), c.pixel_std.data(), a.cols);
   be_.linear_forward(a.cols, p.patch_w, p.patch_b, Act::None, none, a.patches);
-  be_.tokens_forward(a.patches, p.cls_token, p.pos_embed, a.res[0]);
+  be_.tokens_forward(a.patches, p.cls_token, none, p.pos_embed, a.res[0]);
   be_.dropout(a.res[0], a.res[0], drop(c.drop_rate, kPosDrop));
 
   for (int l = 0; l < c.depth; ++l) {
@@ -492,7 +492,7 @@ void Model::forward_staged(bool train, uint64_t seed) {
   be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
 }
 
-void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool accumulate) {
+void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool accumulate, const DistillTarget*) {
   if (batch_ == 0) throw Error("Model::loss_staged: call forward first");
   if (grad_batch < 0) throw Error("Model::loss_staged: grad_batch must be >= 0, got " + std::to_string(grad_batch));
   const ActTensors& a = a_;
@@ -501,7 +501,7 @@ void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool ac
   be_.step_metrics(a.losses, a.hits, state_, /*commit=*/!train, accumulate);
 }
 
-StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready) {
+StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready, const DistillTarget*) {
   if (batch_ == 0) throw Error("Model::loss: call forward first");
   for (int64_t b = 0; b < batch_; ++b)
     if (labels[b] < 0 || labels[b] >= cfg_.num_classes)
@@ -624,7 +624,7 @@ void Model::backward() {
 
   // tokens and patch embedding
   be_.dropout(d.res, d.res, drop(c.drop_rate, kPosDrop));
-  be_.tokens_backward(d.res, d.patches, g.cls_token, g.pos_embed);
+  be_.tokens_backward(d.res, d.patches, g.cls_token, none, g.pos_embed);
   be_.linear_backward(d.patches, a.cols, p.patch_w, Act::None, none, none, g.patch_w, g.patch_b);
   if (grads_ready_) grads_ready_(0);
 }
