@@ -234,8 +234,8 @@ void check_tokens(Backend& be, std::mt19937_64& rng, bool with_cls) {
   const Vec Rw = random_vec(B * T * D, rng);
   Vec out(B * T * D);
   auto forward = [&]() {
-    be.tokens_forward(f64(patches, {B, Np, D}), with_cls ? f64(cls, {1, 1, D}) : Tensor{}, f64(pos, {1, T, D}),
-                      f64(out, {B, T, D}));
+    be.tokens_forward(f64(patches, {B, Np, D}), with_cls ? f64(cls, {1, 1, D}) : Tensor{}, Tensor{},
+                      f64(pos, {1, T, D}), f64(out, {B, T, D}));
     return dot(out, Rw);
   };
   forward();
@@ -243,7 +243,7 @@ void check_tokens(Backend& be, std::mt19937_64& rng, bool with_cls) {
   const Vec dcls0 = random_vec(D, rng), dpos0 = random_vec(T * D, rng);
   Vec dcls = dcls0, dpos = dpos0;
   be.tokens_backward(f64(dout, {B, T, D}), f64(dpatches, {B, Np, D}), with_cls ? f64(dcls, {1, 1, D}) : Tensor{},
-                     f64(dpos, {1, T, D}));
+                     Tensor{}, f64(dpos, {1, T, D}));
   expect_all_finite("dpatches", dpatches);
   expect_grad("dpatches", patches, dpatches, forward);
   expect_grad("dpos", pos, minus(dpos, dpos0), forward);
