@@ -27,7 +27,6 @@ class OnDevice {
   OnDevice& operator=(const OnDevice&) = delete;
 
   Backend& be() { return *be_; }
-  bool is_cpu() const { return be_->name() == "cpu"; }
 
   // values stored as dtype (F32 or BF16)
   Tensor upload(const std::vector<float>& v, std::initializer_list<int64_t> shape, DType dtype) {
