@@ -16,7 +16,8 @@
 #             each step time-boxed and allowed to fail without stopping the rest:
 #               nvidia-smi; vitcuda_kernel_tests_cuda (gtest XML); tools/sanitize.sh (time-boxed:
 #               the complete run is the sanitize mode); every native bench_* (JSON);
-#               vit_train --device cuda on Fashion-MNIST with the default settings; the
+#               vit_train --device cuda on Fashion-MNIST with the default settings (then a
+#               distilled student taught by it, 2 epochs); the
 #               side-by-side (below) in the last STEP_BENCH_S seconds of the budget, kept for it;
 #               a one-epoch vit_train --device cpu for comparison when time is left; the summary.
 #   step      configure, build bench_step only, then the side-by-side with the whole budget
@@ -318,6 +319,17 @@ if [[ "$mode" == full ]]; then
     gpu_step vit_train_cuda 200 "$trainlog" "$train" --device cuda --data-dir "$data" --no-progress \
       --output "$work/train_cuda"
     grep -E '^(epoch|test:|vit_train)' "$trainlog" | tail -3 | sed 's/^/  /' >> "$summary"
+    # DeiT distillation (issue #15): a student with the distillation token, taught by the model
+    # just trained (its best.safetensors), soft targets, two epochs; the teacher runs inside the
+    # captured step.
+    if [[ -f "$work/train_cuda/best.safetensors" ]]; then
+      gpu_step vit_train_distill 90 "$trainlog" "$train" --device cuda --data-dir "$data" --no-progress \
+        --epochs 2 --distilled --distill-from "$work/train_cuda" --distill soft --distill-tau 2 \
+        --output "$work/train_distill"
+      grep -E '^(distillation|epoch|test:)' "$trainlog" | tail -2 | sed 's/^/  /' >> "$summary"
+    else
+      note "$(printf '%-28s skipped: no teacher (vit_train_cuda wrote no best.safetensors)' vit_train_distill)"
+    fi
     # Data parallelism's NCCL communicator (issue #14) on this one GPU, where MPI is installed and
     # the build found NCCL: one rank, one epoch, --comm nccl. One rank starts NCCL (MPI bootstrap,
     # ncclCommInitRank, its stream) but issues no collective (they need two GPUs: NCCL refuses two
