@@ -125,15 +125,16 @@ void Backend::copy(const Tensor& src, const Tensor& dst) {
   copy_impl(src, dst);
 }
 
-void Backend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+void Backend::add(const Tensor& a, const Tensor& b, const Tensor& out, float scale) {
   defined("add", "a", a);
   defined("add", "b", b);
   defined("add", "out", out);
   numel_is("add", "b", b, a.numel());
   numel_is("add", "out", out, a.numel());
   same_dtype("add", a, {{"b", &b}, {"out", &out}});
-  const OpScope scope(*this, "add", [&] { return op_cost::add(a, b, out); });
-  add_impl(a, b, out);
+  require(std::isfinite(scale), "add", "scale must be finite, got " + std::to_string(scale));
+  const OpScope scope(*this, "add", [&] { return op_cost::add(a, b, out, scale); });
+  add_impl(a, b, out, scale);
 }
 
 void Backend::patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
@@ -197,34 +198,44 @@ void Backend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w
   linear_backward_impl(dy, x, w, act, pre, dx, dw, db, drop);
 }
 
-void Backend::tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) {
+void Backend::tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                             const Tensor& out) {
   const char* op = "tokens_forward";
   defined(op, "patches", patches);
   defined(op, "pos", pos);
   defined(op, "out", out);
+  require(!dist.defined() || cls.defined(), op, "dist (the distillation token) needs cls");
   require(patches.ndim() == 3, op, "patches must be [B, Np, D], got " + patches.shape_str());
   const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2);
-  const int64_t T = Np + (cls.defined() ? 1 : 0);
+  const int64_t T = Np + (cls.defined() ? 1 : 0) + (dist.defined() ? 1 : 0);
   numel_is(op, "cls", cls, D);
+  numel_is(op, "dist", dist, D);
   numel_is(op, "pos", pos, T * D);
   numel_is(op, "out", out, B * T * D);
-  same_dtype(op, patches, {{"cls", &cls}, {"pos", &pos}, {"out", &out}});
-  const OpScope scope(*this, "tokens_forward", [&] { return op_cost::tokens_forward(patches, cls, pos, out); });
-  tokens_forward_impl(patches, cls, pos, out);
+  same_dtype(op, patches, {{"cls", &cls}, {"dist", &dist}, {"pos", &pos}, {"out", &out}});
+  const OpScope scope(*this, "tokens_forward", [&] { return op_cost::tokens_forward(patches, cls, dist, pos, out); });
+  tokens_forward_impl(patches, cls, dist, pos, out);
 }
 
-void Backend::tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) {
+void Backend::tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
+                              const Tensor& dpos) {
   const char* op = "tokens_backward";
   defined(op, "dout", dout);
+  require(!ddist.defined() || dcls.defined(), op, "ddist (the distillation token's gradient) needs dcls");
   require(dout.ndim() == 3, op, "dout must be [B, T, D], got " + dout.shape_str());
   const int64_t B = dout.size(0), T = dout.size(1), D = dout.size(2);
-  const int64_t Np = T - (dcls.defined() ? 1 : 0);
+  const int64_t prefix = (dcls.defined() ? 1 : 0) + (ddist.defined() ? 1 : 0), Np = T - prefix;
+  require(Np >= 0, op, "dout " + dout.shape_str() + " has fewer than the " + std::to_string(prefix) + " prefix tokens");
   numel_is(op, "dpatches", dpatches, B * Np * D);
   numel_is(op, "dcls", dcls, D);
+  numel_is(op, "ddist", ddist, D);
   numel_is(op, "dpos", dpos, T * D);
-  same_dtype(op, dpos, {{"dcls", &dcls}});
-  const OpScope scope(*this, "tokens_backward", [&] { return op_cost::tokens_backward(dout, dpatches, dcls, dpos); });
-  tokens_backward_impl(dout, dpatches, dcls, dpos);
+  same_dtype(op, dpos, {{"dcls", &dcls}, {"ddist", &ddist}});
+  same_dtype(op, dcls, {{"ddist", &ddist}});
+  same_dtype(op, dout, {{"dpatches", &dpatches}});
+  const OpScope scope(*this, "tokens_backward",
+                      [&] { return op_cost::tokens_backward(dout, dpatches, dcls, ddist, dpos); });
+  tokens_backward_impl(dout, dpatches, dcls, ddist, dpos);
 }
 
 void Backend::layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
@@ -335,13 +346,32 @@ void Backend::drop_path(const Tensor& x, const Tensor& y, const DropoutSpec& spe
   drop_path_impl(x, y, spec);
 }
 
+namespace {
+
+// Pool::Token reads the num_prefix (1..T) prefix rows; Pool::Avg the mean of at least one row
+// after num_prefix (0..T-1).
+void check_pool_prefix(const char* op, Pool pool, int num_prefix, int64_t T) {
+  require(pool != Pool::Flatten, op, "flatten is a view, not an op");
+  if (pool == Pool::Token)
+    require(num_prefix >= 1 && num_prefix <= T, op,
+            "num_prefix " + std::to_string(num_prefix) + " out of range: Pool::Token pools 1 to " + std::to_string(T) +
+                " prefix tokens");
+  else
+    require(num_prefix >= 0 && num_prefix < T, op,
+            "num_prefix " + std::to_string(num_prefix) + " out of range: Pool::Avg needs 0 <= num_prefix < " +
+                std::to_string(T));
+}
+
+int64_t pooled_rows(Pool pool, int num_prefix, int64_t B) { return pool == Pool::Token ? num_prefix * B : B; }
+
+}  // namespace
+
 void Backend::pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& out) {
   defined("pool_forward", "x", x);
   defined("pool_forward", "out", out);
   require(x.ndim() == 3, "pool_forward", "x must be [B, T, D], got " + x.shape_str());
-  require(pool != Pool::Flatten, "pool_forward", "flatten is a view, not an op");
-  require(num_prefix >= 0 && num_prefix < x.size(1), "pool_forward", "num_prefix out of range");
-  numel_is("pool_forward", "out", out, x.size(0) * x.size(2));
+  check_pool_prefix("pool_forward", pool, num_prefix, x.size(1));
+  numel_is("pool_forward", "out", out, pooled_rows(pool, num_prefix, x.size(0)) * x.size(2));
   same_dtype("pool_forward", x, {{"out", &out}});
   const OpScope scope(*this, "pool_forward", [&] { return op_cost::pool_forward(x, pool, num_prefix, out); });
   pool_forward_impl(x, pool, num_prefix, out);
@@ -351,9 +381,8 @@ void Backend::pool_backward(const Tensor& dout, Pool pool, int num_prefix, const
   defined("pool_backward", "dout", dout);
   defined("pool_backward", "dx", dx);
   require(dx.ndim() == 3, "pool_backward", "dx must be [B, T, D], got " + dx.shape_str());
-  require(pool != Pool::Flatten, "pool_backward", "flatten is a view, not an op");
-  require(num_prefix >= 0 && num_prefix < dx.size(1), "pool_backward", "num_prefix out of range");
-  numel_is("pool_backward", "dout", dout, dx.size(0) * dx.size(2));
+  check_pool_prefix("pool_backward", pool, num_prefix, dx.size(1));
+  numel_is("pool_backward", "dout", dout, pooled_rows(pool, num_prefix, dx.size(0)) * dx.size(2));
   same_dtype("pool_backward", dout, {{"dx", &dx}});
   const OpScope scope(*this, "pool_backward", [&] { return op_cost::pool_backward(dout, pool, num_prefix, dx); });
   pool_backward_impl(dout, pool, num_prefix, dx);
@@ -374,6 +403,30 @@ void Backend::softmax_xent(const Tensor& logits, const Tensor& labels, float smo
   const OpScope scope(*this, "softmax_xent",
                       [&] { return op_cost::softmax_xent(logits, labels, smoothing, dscale, losses, dlogits, hits); });
   softmax_xent_impl(logits, labels, smoothing, dscale, losses, dlogits, hits);
+}
+
+void Backend::distill_loss(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha,
+                           float dscale, const Tensor& losses, const Tensor& dlogits, bool accumulate) {
+  const char* op = "distill_loss";
+  defined(op, "student", student);
+  defined(op, "teacher", teacher);
+  require(student.ndim() == 2, op, "student must be [B, C], got " + student.shape_str());
+  const int64_t B = student.size(0), C = student.size(1);
+  require(C > 0, op, "student must have at least one class, got " + student.shape_str());
+  require(teacher.ndim() == 2 && teacher.size(0) == B && teacher.size(1) == C, op,
+          "teacher has shape " + teacher.shape_str() + ", expected the student's " + student.shape_str());
+  same_dtype(op, student, {{"teacher", &teacher}, {"dlogits", &dlogits}});
+  require(losses.defined() && losses.dtype() == DType::F32 && losses.numel() == B, op,
+          "losses must be f32 [" + std::to_string(B) + "]");
+  numel_is(op, "dlogits", dlogits, B * C);
+  require(kind == Distill::Hard || kind == Distill::Soft, op, "kind must be hard or soft");
+  require(alpha >= 0.f && alpha <= 1.f, op, "alpha must be in [0, 1], got " + std::to_string(alpha));
+  require(std::isfinite(tau) && tau > 0.f, op, "tau must be finite and > 0, got " + std::to_string(tau));
+  require(std::isfinite(dscale), op, "dscale must be finite, got " + std::to_string(dscale));
+  const OpScope scope(*this, op, [&] {
+    return op_cost::distill_loss(student, teacher, kind, tau, alpha, dscale, losses, dlogits, accumulate);
+  });
+  distill_loss_impl(student, teacher, kind, tau, alpha, dscale, losses, dlogits, accumulate);
 }
 
 double Backend::sum_squares(const Tensor& t) {

@@ -578,6 +578,16 @@ std::vector<float> resize_pos_embed(const std::vector<float>& pos, int num_prefi
 std::map<std::string, std::string> load_weights(const std::string& path, Model& model) {
   const SafeTensorsFile f = load_safetensors(path);
   const ViTConfig& cfg = model.config();
+  // Tensors the model does not have first: they name the architecture difference (dist_token: a
+  // DeiT distilled file) better than the shape mismatch it also causes (pos_embed).
+  for (const auto& kv : f.tensors) {
+    if (kv.first.rfind("optimizer.", 0) == 0) continue;
+    bool known = false;
+    for (const ParamSpec& s : model.params()) known = known || s.name == kv.first;
+    if (!known)
+      throw Error("weights '" + path + "' have a tensor '" + kv.first + "' that model " + cfg.name +
+                  " does not (check --model, --global-pool, --pre-logits)");
+  }
   std::vector<float> w(model.arena_size());
   for (const ParamSpec& s : model.params()) {
     auto it = f.tensors.find(s.name);
@@ -599,14 +609,6 @@ std::map<std::string, std::string> load_weights(const std::string& path, Model& 
       }
     }
     std::memcpy(w.data() + s.offset, v.data(), size_t(s.numel) * 4);
-  }
-  for (const auto& kv : f.tensors) {
-    if (kv.first.rfind("optimizer.", 0) == 0) continue;
-    bool known = false;
-    for (const ParamSpec& s : model.params()) known = known || s.name == kv.first;
-    if (!known)
-      throw Error("weights '" + path + "' have a tensor '" + kv.first + "' that model " + cfg.name +
-                  " does not (check --model, --global-pool, --pre-logits)");
   }
   model.set_master(w);
   return f.metadata;

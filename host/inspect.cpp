@@ -88,10 +88,10 @@ std::vector<float> attention_probs(const Model& model, int layer, int index) {
 }
 
 std::vector<float> attention_rollout(const std::vector<std::vector<float>>& layers, int heads, int tokens,
-                                     bool class_token) {
+                                     int num_prefix) {
   const int T = tokens;
   if (layers.empty()) throw Error("attention_rollout: no layers");
-  if (heads <= 0 || T <= (class_token ? 1 : 0)) throw Error("attention_rollout: bad heads or token count");
+  if (heads <= 0 || num_prefix < 0 || T <= num_prefix) throw Error("attention_rollout: bad heads or token count");
   std::vector<double> R(size_t(T) * T, 0.0), A(size_t(T) * T), tmp(size_t(T) * T);
   for (int i = 0; i < T; ++i) R[size_t(i) * T + i] = 1.0;
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -122,8 +122,8 @@ std::vector<float> attention_rollout(const std::vector<std::vector<float>>& laye
     R.swap(tmp);
   }
   std::vector<float> out;
-  if (class_token) {
-    for (int j = 1; j < T; ++j) out.push_back(float(R[j]));
+  if (num_prefix > 0) {
+    for (int j = num_prefix; j < T; ++j) out.push_back(float(R[j]));
   } else {
     out.assign(size_t(T), 0.f);
     for (int j = 0; j < T; ++j) {
@@ -139,7 +139,7 @@ std::vector<float> attention_rollout(const Model& model, int index) {
   const ViTConfig& c = model.config();
   std::vector<std::vector<float>> layers;
   for (int l = 0; l < c.depth; ++l) layers.push_back(attention_probs(model, l, index));
-  return attention_rollout(layers, c.num_heads, c.num_tokens(), c.class_token);
+  return attention_rollout(layers, c.num_heads, c.num_tokens(), c.num_prefix_tokens());
 }
 
 }  // namespace vitcuda

@@ -81,6 +81,13 @@ struct Sizing {
 };
 int block_site(int l, BlockSite s) { return kBlockSites + l * kPerBlock + s; }
 
+// Rows [begin, begin + count) of a 2-D tensor, as a [count, cols] view.
+Tensor rows(const Tensor& t, int64_t begin, int64_t count) {
+  const int64_t cols = t.size(1);
+  return Tensor::view(static_cast<char*>(t.data()) + size_t(begin * cols) * dtype_size(t.dtype()), {count, cols},
+                      t.dtype(), t.device());
+}
+
 }  // namespace
 
 Model::Model(const ViTConfig& config, Backend& backend, int max_batch)
@@ -149,7 +156,8 @@ void Model::plan() {
   const Sizing z{c, max_batch_};
   const int64_t grid = c.patch_size > 0 ? c.img_size / c.patch_size : 0;
   const int64_t Np = z.fits_int(z.mul(grid, grid, "the patch grid"), "the number of patches (img_size / patch_size)^2");
-  const int64_t T = z.fits_int(Np + (c.class_token ? 1 : 0), "the number of tokens");
+  const int64_t prefix = c.num_prefix_tokens();  // cls, DeiT's distillation token
+  const int64_t T = z.fits_int(Np + prefix, "the number of tokens");
   const int64_t D = c.embed_dim;
   const int64_t A = z.fits_int(
       z.mul(c.num_heads, c.head_dim > 0 ? c.head_dim : (c.num_heads > 0 ? c.embed_dim / c.num_heads : 0), "attn_dim"),
@@ -184,6 +192,8 @@ void Model::plan() {
       g.patch_w);
   add("patch_embed.proj.bias", {D}, false, Init::Zeros, p.patch_b, g.patch_b);
   if (c.class_token) add("cls_token", {1, 1, D}, false, Init::ClsNormal, p.cls_token, g.cls_token);
+  // timm's VisionTransformerDistilled: trunc_normal_(dist_token, std=.02), no weight decay.
+  if (c.distilled) add("dist_token", {1, 1, D}, false, Init::TruncNormal, p.dist_token, g.dist_token);
   add("pos_embed", {1, T, D}, false, Init::TruncNormal, p.pos_embed, g.pos_embed);
   for (int l = 0; l < c.depth; ++l) {
     BlockParams &pb = p.blocks[l], &gb = g.blocks[l];
@@ -221,6 +231,10 @@ void Model::plan() {
   }
   add("head.weight", {c.num_classes, feat}, true, Init::TruncNormal, ph.fc.w, gh.fc.w);
   add("head.bias", {c.num_classes}, false, Init::Zeros, ph.fc.b, gh.fc.b);
+  if (c.distilled) {
+    add("head_dist.weight", {c.num_classes, feat}, true, Init::TruncNormal, ph.dist.w, gh.dist.w);
+    add("head_dist.bias", {c.num_classes}, false, Init::Zeros, ph.dist.b, gh.dist.b);
+  }
   arena_size_ = z.mul(z.add(arena_size_, arena_multiple_ - 1, "the parameters") / arena_multiple_, arena_multiple_,
                       "the parameters");
 
@@ -270,7 +284,9 @@ void Model::plan() {
   act("norm", {B, T, D}, dtype_, h.norm);
   act("norm.mean", {B, T}, stats, h.norm_mean);
   act("norm.rstd", {B, T}, stats, h.norm_rstd);
-  act("pooled", {B, D}, dtype_, h.pooled);
+  // Token pooling keeps every prefix token's row, token-major: [cls rows; dist rows].
+  const int64_t pooled_rows = c.pool == Pool::Token ? prefix : 1;
+  act("pooled", {z.mul(B, pooled_rows, "the pooled features"), D}, dtype_, h.pooled);
   act("fc_norm", {B, D}, dtype_, h.fc_norm);
   act("fc_norm.mean", {B}, stats, h.fc_norm_mean);
   act("fc_norm.rstd", {B}, stats, h.fc_norm_rstd);
@@ -285,12 +301,17 @@ void Model::plan() {
     act("pre_logits", {B, c.pre_logits}, dtype_, h.pre_logits.out);
     feat_max = std::max<int64_t>(feat_max, c.pre_logits);
   }
+  if (c.distilled) {
+    act("head.logits", {B, c.num_classes}, dtype_, h.head_logits);
+    act("head_dist.logits", {B, c.num_classes}, dtype_, h.dist_logits);
+  }
   act("logits", {B, c.num_classes}, dtype_, h.logits);
   // Gradient scratch.
   GradActs& d = a.d;
   act("d_logits", {B, c.num_classes}, dtype_, d.logits);
-  act("d_head.a", {B, feat_max}, dtype_, d.head_a);
-  act("d_head.b", {B, feat_max}, dtype_, d.head_b);
+  if (c.distilled) act("d_logits_dist", {B, c.num_classes}, dtype_, d.logits_dist);
+  act("d_head.a", {z.mul(B, pooled_rows, "the head gradients"), feat_max}, dtype_, d.head_a);
+  act("d_head.b", {z.mul(B, pooled_rows, "the head gradients"), feat_max}, dtype_, d.head_b);
   act("d_pooled", {B, D}, dtype_, d.pooled);
   act("d_res", {B, T, D}, dtype_, d.res);
   act("d_branch", {B, T, D}, dtype_, d.branch);
@@ -435,7 +456,7 @@ void Model::forward_staged(bool train, uint64_t seed) {
 
   be_.patch_extract(a.input, ImageLayout::NCHW, c.patch_size, c.pixel_mean.data(), c.pixel_std.data(), a.cols);
   be_.linear_forward(a.cols, p.patch_w, p.patch_b, Act::None, none, a.patches);
-  be_.tokens_forward(a.patches, p.cls_token, p.pos_embed, a.res[0]);
+  be_.tokens_forward(a.patches, p.cls_token, p.dist_token, p.pos_embed, a.res[0]);
   be_.dropout(a.res[0], a.res[0], drop(c.drop_rate, kPosDrop));
 
   for (int l = 0; l < c.depth; ++l) {
@@ -471,11 +492,11 @@ void Model::forward_staged(bool train, uint64_t seed) {
   const HeadActs& h = a.head;
   if (c.pool == Pool::Avg) {
     be_.add(last.mid, last.fc2, a.res[L]);
-    be_.pool_forward(a.res[L], Pool::Avg, c.class_token ? 1 : 0, h.pooled);
+    be_.pool_forward(a.res[L], Pool::Avg, c.num_prefix_tokens(), h.pooled);
     be_.layernorm_forward(h.pooled, none, none, hp.norm_w, hp.norm_b, eps, h.fc_norm, h.fc_norm_mean, h.fc_norm_rstd);
   } else {
     be_.layernorm_forward(last.mid, last.fc2, a.res[L], hp.norm_w, hp.norm_b, eps, h.norm, h.norm_mean, h.norm_rstd);
-    if (c.pool == Pool::Token) be_.pool_forward(h.norm, Pool::Token, 1, h.pooled);
+    if (c.pool == Pool::Token) be_.pool_forward(h.norm, Pool::Token, c.num_prefix_tokens(), h.pooled);
   }
   // head: [dropout, Dense+GELU+dropout...], [pre-logits Linear+tanh], classifier
   Tensor feat = features();
@@ -489,19 +510,53 @@ void Model::forward_staged(bool train, uint64_t seed) {
     be_.linear_forward(feat, hp.pre_logits.w, hp.pre_logits.b, Act::Tanh, h.pre_logits.pre, h.pre_logits.out);
     feat = h.pre_logits.out;
   }
-  be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
+  if (!c.distilled) {
+    be_.linear_forward(feat, hp.fc.w, hp.fc.b, Act::None, none, h.logits);
+    return;
+  }
+  // DeiT: head on the cls token, head_dist on the distillation token, logits = their mean
+  // (timm's VisionTransformerDistilled at inference and in training without a teacher).
+  be_.linear_forward(rows(feat, 0, batch_), hp.fc.w, hp.fc.b, Act::None, none, h.head_logits);
+  be_.linear_forward(rows(feat, batch_, batch_), hp.dist.w, hp.dist.b, Act::None, none, h.dist_logits);
+  be_.add(h.head_logits, h.dist_logits, h.logits, 0.5f);
 }
 
-void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool accumulate) {
+// softmax_xent on the logits, or, distilling, on the cls head with (1 − α) and distill_loss on the
+// distillation head (head_dist, or the one head). dscale 0: no gradients (evaluation).
+void Model::loss_ops(float smoothing, float dscale, const DistillTarget* distill) {
+  const ActTensors& a = a_;
+  const HeadActs& h = a.head;
+  const bool grads = dscale > 0.f;
+  split_heads_ = false;
+  if (!distill) {
+    // A distilled model's logits are the mean of its heads': each head's gradient is half of it.
+    const float half = cfg_.distilled ? 0.5f : 1.f;
+    be_.softmax_xent(h.logits, a.labels, smoothing, dscale * half, a.losses, grads ? a.d.logits : Tensor{}, a.hits);
+    return;
+  }
+  if (!(distill->alpha >= 0.f && distill->alpha <= 1.f))
+    throw Error("Model: distillation alpha must be in [0, 1], got " + std::to_string(distill->alpha));
+  const bool two_heads = cfg_.distilled;
+  const Tensor& cls_logits = two_heads ? h.head_logits : h.logits;
+  const Tensor& kd_logits = two_heads ? h.dist_logits : h.logits;
+  be_.softmax_xent(cls_logits, a.labels, smoothing, (1.f - distill->alpha) * dscale, a.losses,
+                   grads ? a.d.logits : Tensor{}, a.hits);
+  const Tensor d_kd = !grads ? Tensor{} : two_heads ? a.d.logits_dist : a.d.logits;
+  be_.distill_loss(kd_logits, distill->teacher_logits, distill->kind, distill->tau, distill->alpha, dscale, a.losses,
+                   d_kd, /*accumulate=*/!two_heads);
+  split_heads_ = two_heads;
+}
+
+void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool accumulate,
+                        const DistillTarget* distill) {
   if (batch_ == 0) throw Error("Model::loss_staged: call forward first");
   if (grad_batch < 0) throw Error("Model::loss_staged: grad_batch must be >= 0, got " + std::to_string(grad_batch));
-  const ActTensors& a = a_;
-  const float dscale = 1.f / float(grad_batch > 0 ? grad_batch : batch_);
-  be_.softmax_xent(a.head.logits, a.labels, smoothing, dscale, a.losses, train ? a.d.logits : Tensor{}, a.hits);
-  be_.step_metrics(a.losses, a.hits, state_, /*commit=*/!train, accumulate);
+  if (distill && !train) throw Error("Model::loss_staged: distillation is a training loss (train = true)");
+  loss_ops(smoothing, train ? 1.f / float(grad_batch > 0 ? grad_batch : batch_) : 0.f, distill);
+  be_.step_metrics(a_.losses, a_.hits, state_, /*commit=*/!train, accumulate);
 }
 
-StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready) {
+StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_ready, const DistillTarget* distill) {
   if (batch_ == 0) throw Error("Model::loss: call forward first");
   for (int64_t b = 0; b < batch_; ++b)
     if (labels[b] < 0 || labels[b] >= cfg_.num_classes)
@@ -509,8 +564,7 @@ StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_read
                   " is outside [0, " + std::to_string(cfg_.num_classes) + ")");
   const ActTensors& a = a_;
   be_.copy_to_device(a.labels.data(), labels, size_t(batch_) * sizeof(int32_t));
-  be_.softmax_xent(a.head.logits, a.labels, smoothing, 1.f / float(batch_), a.losses,
-                   backward_ready ? a.d.logits : Tensor{}, a.hits);
+  loss_ops(smoothing, backward_ready ? 1.f / float(batch_) : 0.f, distill);
   std::vector<float> losses(batch_);
   std::vector<int32_t> hits(batch_);
   be_.copy_to_host(losses.data(), a.losses.data(), losses.size() * sizeof(float));
@@ -552,8 +606,17 @@ void Model::backward() {
   };
   Tensor dy = d.logits;
   const Tensor head_in = c.pre_logits > 0 ? h.pre_logits.out : last_feat;
-  Tensor dx = scratch(head_in.size(1));
-  be_.linear_backward(dy, head_in, hp.fc.w, Act::None, none, dx, hg.fc.w, hg.fc.b);
+  Tensor dx;
+  if (c.distilled) {  // both heads, into the rows of the pooled tokens they read: [d cls; d dist]
+    dx = scratch(head_in.size(1));
+    dx = Tensor::view(dx.data(), {2 * B, head_in.size(1)}, dx.dtype(), dx.device());
+    be_.linear_backward(d.logits, rows(head_in, 0, B), hp.fc.w, Act::None, none, rows(dx, 0, B), hg.fc.w, hg.fc.b);
+    be_.linear_backward(split_heads_ ? d.logits_dist : d.logits, rows(head_in, B, B), hp.dist.w, Act::None, none,
+                        rows(dx, B, B), hg.dist.w, hg.dist.b);
+  } else {
+    dx = scratch(head_in.size(1));
+    be_.linear_backward(dy, head_in, hp.fc.w, Act::None, none, dx, hg.fc.w, hg.fc.b);
+  }
   dy = dx;
   if (c.pre_logits > 0) {
     dx = scratch(last_feat.size(1));
@@ -575,11 +638,11 @@ void Model::backward() {
   if (c.pool == Pool::Avg) {
     be_.zero(d.pooled);
     be_.layernorm_backward(dy, h.pooled, hp.norm_w, h.fc_norm_mean, h.fc_norm_rstd, d.pooled, hg.norm_w, hg.norm_b);
-    be_.pool_backward(d.pooled, Pool::Avg, c.class_token ? 1 : 0, d.res);
+    be_.pool_backward(d.pooled, Pool::Avg, c.num_prefix_tokens(), d.res);
   } else {
     const Tensor& d_norm = d.ln;
     if (c.pool == Pool::Token)
-      be_.pool_backward(dy, Pool::Token, 1, d_norm);
+      be_.pool_backward(dy, Pool::Token, c.num_prefix_tokens(), d_norm);
     else
       be_.copy(dy, d_norm);
     be_.layernorm_backward(d_norm, a.res[L], hp.norm_w, h.norm_mean, h.norm_rstd, d.res, hg.norm_w, hg.norm_b);
@@ -624,7 +687,7 @@ void Model::backward() {
 
   // tokens and patch embedding
   be_.dropout(d.res, d.res, drop(c.drop_rate, kPosDrop));
-  be_.tokens_backward(d.res, d.patches, g.cls_token, g.pos_embed);
+  be_.tokens_backward(d.res, d.patches, g.cls_token, g.dist_token, g.pos_embed);
   be_.linear_backward(d.patches, a.cols, p.patch_w, Act::None, none, none, g.patch_w, g.patch_b);
   if (grads_ready_) grads_ready_(0);
 }
@@ -638,7 +701,7 @@ double Model::macs_per_image() const {
   double feat = c.pooled_dim();
   for (int h : c.head_mlp) macs += feat * h, feat = h;
   if (c.pre_logits > 0) macs += feat * c.pre_logits, feat = c.pre_logits;
-  macs += feat * c.num_classes;
+  macs += feat * c.num_classes * (c.distilled ? 2 : 1);  // head (and head_dist)
   return macs;
 }
 
@@ -647,8 +710,8 @@ std::string Model::summary() const {
   os << "model " << cfg_.name << ": image " << cfg_.img_size << "x" << cfg_.img_size << "x" << cfg_.in_chans
      << ", patch " << cfg_.patch_size << ", tokens " << cfg_.num_tokens() << ", dim " << cfg_.embed_dim << ", depth "
      << cfg_.depth << ", heads " << cfg_.num_heads << " x " << cfg_.attn_head_dim() << ", mlp " << cfg_.mlp_hidden_dim()
-     << " (gelu " << gelu_name(cfg_.gelu) << "), pool " << pool_name(cfg_.pool) << ", classes " << cfg_.num_classes
-     << "\n";
+     << " (gelu " << gelu_name(cfg_.gelu) << "), pool " << pool_name(cfg_.pool)
+     << (cfg_.distilled ? " + distillation token" : "") << ", classes " << cfg_.num_classes << "\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-36s %-22s %12s %s\n", "parameter", "shape", "count", "decay");
   os << line;

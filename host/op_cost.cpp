@@ -17,8 +17,8 @@ bool inert(const Tensor& x, const Tensor& y, const DropoutSpec& spec) { return s
 
 OpCost copy(const Tensor& src, const Tensor& dst) { return {0.0, bytes(src) + bytes(dst)}; }
 
-OpCost add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  return {numel(out), bytes(a) + bytes(b) + bytes(out)};
+OpCost add(const Tensor& a, const Tensor& b, const Tensor& out, float scale) {
+  return {(scale == 1.f ? 1.0 : 2.0) * numel(out), bytes(a) + bytes(b) + bytes(out)};
 }
 
 OpCost patch_extract(const Tensor& images, ImageLayout, int, const float*, const float*, const Tensor& cols) {
@@ -48,12 +48,14 @@ OpCost linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act a
   return {flops, bytes(dy) + bytes(x) + bytes(w) + act_bytes + bytes(dx) + 2 * bytes(dw) + 2 * bytes(db)};
 }
 
-OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) {
-  return {numel(out), bytes(patches) + bytes(cls) + bytes(pos) + bytes(out)};
+OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                      const Tensor& out) {
+  return {numel(out), bytes(patches) + bytes(cls) + bytes(dist) + bytes(pos) + bytes(out)};
 }
 
-OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos) {
-  return {numel(dout), bytes(dout) + bytes(dpatches) + 2 * bytes(dcls) + 2 * bytes(dpos)};
+OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
+                       const Tensor& dpos) {
+  return {numel(dout), bytes(dout) + bytes(dpatches) + 2 * bytes(dcls) + 2 * bytes(ddist) + 2 * bytes(dpos)};
 }
 
 OpCost layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
@@ -109,6 +111,16 @@ OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float, float, co
                     const Tensor& dlogits, const Tensor& hits) {
   return {(dlogits.defined() ? 8.0 : 5.0) * numel(logits),
           bytes(logits) + bytes(labels) + bytes(losses) + bytes(dlogits) + bytes(hits)};
+}
+
+// Per logit: the student's softmax (max, exp, sum, ~5 operations), for soft the teacher's too and
+// the KL term (~12 in all); the gradient ~3 more. losses read and written, dlogits written (read
+// too when it accumulates).
+OpCost distill_loss(const Tensor& student, const Tensor& teacher, Distill kind, float, float, float,
+                    const Tensor& losses, const Tensor& dlogits, bool accumulate) {
+  const double per_logit = (kind == Distill::Soft ? 12.0 : 5.0) + (dlogits.defined() ? 3.0 : 0.0);
+  return {per_logit * numel(student),
+          bytes(student) + bytes(teacher) + 2 * bytes(losses) + (accumulate ? 2 : 1) * bytes(dlogits)};
 }
 
 OpCost sum_squares(const Tensor& t) { return {2.0 * numel(t), bytes(t)}; }

@@ -9,15 +9,17 @@
 namespace vitcuda::op_cost {
 
 OpCost copy(const Tensor& src, const Tensor& dst);
-OpCost add(const Tensor& a, const Tensor& b, const Tensor& out);
+OpCost add(const Tensor& a, const Tensor& b, const Tensor& out, float scale = 1.f);
 OpCost patch_extract(const Tensor& images, ImageLayout layout, int patch, const float* mean, const float* stdev,
                      const Tensor& cols);
 OpCost linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Act act, const Tensor& pre, const Tensor& y,
                       const DropoutSpec& drop = DropoutSpec{});
 OpCost linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Act act, const Tensor& pre, const Tensor& dx,
                        const Tensor& dw, const Tensor& db, const DropoutSpec& drop = DropoutSpec{});
-OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out);
-OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& dpos);
+OpCost tokens_forward(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                      const Tensor& out);
+OpCost tokens_backward(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
+                       const Tensor& dpos);
 OpCost layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& sum_out, const Tensor& gamma,
                          const Tensor& beta, float eps, const Tensor& y, const Tensor& mean, const Tensor& rstd);
 OpCost layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
@@ -32,6 +34,8 @@ OpCost pool_forward(const Tensor& x, Pool pool, int num_prefix, const Tensor& ou
 OpCost pool_backward(const Tensor& dout, Pool pool, int num_prefix, const Tensor& dx);
 OpCost softmax_xent(const Tensor& logits, const Tensor& labels, float smoothing, float dscale, const Tensor& losses,
                     const Tensor& dlogits, const Tensor& hits);
+OpCost distill_loss(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha, float dscale,
+                    const Tensor& losses, const Tensor& dlogits, bool accumulate);
 OpCost sum_squares(const Tensor& t);
 OpCost step_metrics(const Tensor& losses, const Tensor& hits);
 OpCost grad_sumsq(const Tensor& grads);

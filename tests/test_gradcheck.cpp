@@ -582,7 +582,36 @@ struct ModelCheck {
   float smoothing = 0.f;
   int batch = 3;
   int spare = 0;  // max_batch - batch: a partial batch (the last batch of an epoch)
+  // Distilled training: the DistillTarget loss against fixed random teacher logits.
+  bool distill = false;
+  Distill kind = Distill::Hard;
+  float alpha = 0.5f, tau = 1.f;
 };
+
+// The distillation term of one sample in double, from the formulas of DeiT / timm's
+// DistillationLoss (written here independently of the op): hard: CE(s, argmax t) (first
+// maximum); soft: τ² Σ q (log q − log p), p = softmax(s/τ), q = softmax(t/τ).
+double log_softmax_at(const double* z, int64_t C, double tau, int64_t j) {
+  double m = z[0] / tau;
+  for (int64_t k = 1; k < C; ++k) m = std::max(m, z[k] / tau);
+  double sum = 0;
+  for (int64_t k = 0; k < C; ++k) sum += std::exp(z[k] / tau - m);
+  return z[j] / tau - m - std::log(sum);
+}
+double distill_term(const double* s, const double* t, int64_t C, Distill kind, double tau) {
+  if (kind == Distill::Hard) {
+    int64_t y = 0;
+    for (int64_t j = 1; j < C; ++j)
+      if (t[j] > t[y]) y = j;
+    return -log_softmax_at(s, C, 1.0, y);
+  }
+  double kl = 0;
+  for (int64_t j = 0; j < C; ++j) {
+    const double lq = log_softmax_at(t, C, tau, j);
+    kl += std::exp(lq) * (lq - log_softmax_at(s, C, tau, j));
+  }
+  return tau * tau * kl;
+}
 
 // Gradient check of Model::backward. The loss is recomputed in double from the F64 logits
 // that forward() returns (Model::loss reports the mean in f32, see check_xent); forward
@@ -610,23 +639,41 @@ void check_model(const ViTConfig& cfg, const ModelCheck& mc) {
   for (int b = 0; b < B; ++b) labels[b] = b % cfg.num_classes;
   const uint64_t seed = 99, step = 3;
 
+  // The teacher's logits (distilled training): fixed, with a tie in sample 0's maximum.
+  const int64_t C = cfg.num_classes;
+  Vec teacher = random_vec(size_t(B * C), rng, -2, 2);
+  teacher[1] = teacher[0] = 3.0;
+  DistillTarget target{mc.kind, mc.alpha, mc.tau, f64(teacher, {B, C})};
+  const DistillTarget* distill = mc.distill ? &target : nullptr;
+  auto host = [](const Tensor& t) { return Vec(t.ptr<double>(), t.ptr<double>() + t.numel()); };
+
   auto loss_of = [&]() {
     const Tensor logits = model.forward(images, mc.train, seed, step);
     EXPECT_EQ(logits.dtype(), DType::F64);
-    Vec z(logits.ptr<double>(), logits.ptr<double>() + logits.numel());
-    return mean_xent(z, labels, cfg.num_classes, mc.smoothing);
+    if (!mc.distill) return mean_xent(host(logits), labels, C, mc.smoothing);
+    // (1 − α)·CE(cls head) + α·term(distillation head): head / head_dist on a distilled model,
+    // both on the one head otherwise.
+    const Vec cls = host(cfg.distilled ? model.activation("head.logits") : logits);
+    const Vec kd = host(cfg.distilled ? model.activation("head_dist.logits") : logits);
+    double term = 0;
+    for (int b = 0; b < B; ++b) term += distill_term(kd.data() + b * C, teacher.data() + b * C, C, mc.kind, mc.tau);
+    return (1 - double(mc.alpha)) * mean_xent(cls, labels, C, mc.smoothing) + double(mc.alpha) * term / B;
   };
 
   const double L = loss_of();
-  const StepStats st = model.loss(labels.data(), mc.smoothing, true);
+  if (cfg.distilled) {  // the model's logits are the mean of its two heads'
+    const Vec z = host(model.activation("logits")), h = host(model.activation("head.logits")),
+              hd = host(model.activation("head_dist.logits"));
+    for (size_t i = 0; i < z.size(); ++i) ASSERT_NEAR(z[i], 0.5 * (h[i] + hd[i]), 1e-15 * (1 + std::fabs(z[i])));
+  }
+  const StepStats st = model.loss(labels.data(), mc.smoothing, true, distill);
   EXPECT_NEAR(st.loss, L, 1e-6 * std::fabs(L)) << "Model::loss (f32 per-sample losses) vs the double loss";
   model.zero_grad();
   model.backward();
 
   if (mc.train) {  // the masks must do something, else this is not a test of them
     const Tensor logits = model.forward(images, false);
-    Vec z(logits.ptr<double>(), logits.ptr<double>() + logits.numel());
-    EXPECT_GT(std::fabs(mean_xent(z, labels, cfg.num_classes, mc.smoothing) - L), 1e-6)
+    EXPECT_GT(std::fabs(mean_xent(host(logits), labels, C, mc.smoothing) - L), 1e-6)
         << "train-mode masks left the loss unchanged";
   }
 
@@ -657,7 +704,7 @@ void check_model(const ViTConfig& cfg, const ModelCheck& mc) {
 
   // Model::backward accumulates: a second backward without zero_grad doubles every gradient.
   loss_of();
-  model.loss(labels.data(), mc.smoothing, true);
+  model.loss(labels.data(), mc.smoothing, true, distill);
   model.backward();
   for (const auto& [name, g] : grads) {
     const double* g2 = model.grad(name).ptr<double>();
@@ -726,6 +773,68 @@ TEST(GradCheckModel, DropoutAttnDropDropPathTrain) {
   c.attn_drop_rate = 0.2f;
   c.drop_path_rate = 0.5f;
   check_model(c, {true, 0.f, 4});
+}
+
+// DeiT's distillation token (timm's VisionTransformerDistilled): dist_token, pos_embed over both
+// prefix tokens, head_dist; trained without a teacher on the mean of the two heads' logits.
+TEST(GradCheckModel, DistillationToken) {
+  ViTConfig c = tiny_config();
+  c.distilled = true;
+  check_model(c, {false, 0.1f, 3});
+}
+
+TEST(GradCheckModel, DistillationTokenWithDropoutPartialBatch) {
+  ViTConfig c = tiny_config();
+  c.distilled = true;
+  c.drop_rate = 0.1f;
+  c.head_drop_rate = 0.2f;
+  c.drop_path_rate = 0.3f;
+  check_model(c, {true, 0.f, 3, 2});
+}
+
+// Distilled training: the cls head learns the labels, head_dist the teacher (hard and soft).
+TEST(GradCheckModel, DistilledHardTarget) {
+  ViTConfig c = tiny_config();
+  c.distilled = true;
+  ModelCheck mc{false, 0.1f, 3};
+  mc.distill = true;
+  mc.kind = Distill::Hard;
+  mc.alpha = 0.3f;
+  check_model(c, mc);
+}
+
+TEST(GradCheckModel, DistilledSoftTarget) {
+  ViTConfig c = tiny_config();
+  c.distilled = true;
+  ModelCheck mc{true, 0.f, 4};
+  c.drop_rate = 0.1f;
+  mc.distill = true;
+  mc.kind = Distill::Soft;
+  mc.alpha = 0.6f;
+  mc.tau = 2.5f;
+  check_model(c, mc);
+}
+
+// A student without the distillation token: both terms on its one head (Hinton's KD).
+TEST(GradCheckModel, OneHeadSoftDistillation) {
+  ViTConfig c = tiny_config();
+  ModelCheck mc{false, 0.1f, 3};
+  mc.distill = true;
+  mc.kind = Distill::Soft;
+  mc.alpha = 0.5f;
+  mc.tau = 3.f;
+  check_model(c, mc);
+}
+
+TEST(GradCheckModel, OneHeadHardDistillation) {
+  ViTConfig c = tiny_config();
+  c.class_token = false;
+  c.pool = Pool::Avg;
+  ModelCheck mc{false, 0.f, 3};
+  mc.distill = true;
+  mc.kind = Distill::Hard;
+  mc.alpha = 1.f;
+  check_model(c, mc);
 }
 
 // Everything at once: Keras-style head (flatten, head MLP, dropout), pre-logits, tanh GELU,

@@ -48,13 +48,13 @@ int64_t timm_param_count(const ViTConfig& c) {
   const int64_t D = c.embed_dim, A = c.attn_dim(), H = c.mlp_hidden_dim(), K = c.num_classes;
   const int64_t P = c.patch_size;
   int64_t n = D * c.in_chans * P * P + D;
-  n += (c.class_token ? D : 0) + c.num_tokens() * D;
+  n += (c.class_token ? D : 0) + (c.distilled ? D : 0) + c.num_tokens() * D;  // cls, dist_token, pos_embed
   n += c.depth * (4 * D + 3 * A * D + (c.qkv_bias ? 3 * A : 0) + D * A + D + H * D + H + D * H + D);
   n += 2 * D;
   int64_t feat = c.pooled_dim();
   for (int h : c.head_mlp) n += int64_t(h) * feat + h, feat = h;
   if (c.pre_logits > 0) n += int64_t(c.pre_logits) * feat + c.pre_logits, feat = c.pre_logits;
-  n += K * feat + K;
+  n += (K * feat + K) * (c.distilled ? 2 : 1);  // head (and head_dist)
   return n;
 }
 
@@ -91,7 +91,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> timm_table(const ViTCo
 // timm's rule (timm.optim.param_groups_weight_decay): no decay for 1-D tensors, biases and
 // the no_weight_decay() set {pos_embed, cls_token}.
 bool timm_decays(const ParamSpec& s) {
-  if (s.name == "pos_embed" || s.name == "cls_token") return false;
+  if (s.name == "pos_embed" || s.name == "cls_token" || s.name == "dist_token") return false;
   if (s.name.size() >= 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0) return false;
   return s.shape.size() >= 2;
 }
@@ -201,6 +201,85 @@ TEST(ModelTest, VitBaseMatchesTimm) {
   EXPECT_EQ(m.param("blocks.0.attn.qkv.weight").size(0), 2304);
   EXPECT_EQ(m.param("patch_embed.proj.weight").ndim(), 2);
   EXPECT_EQ(m.param("patch_embed.proj.weight").size(1), 768);
+}
+
+// timm's DeiT distilled models (VisionTransformerDistilled): the state_dict of a ViT plus
+// dist_token [1, 1, D] after cls_token, pos_embed over both prefix tokens, head_dist after head;
+// parameter counts as timm's model cards (deit_tiny 5.91 M, small 22.44 M, base 87.34 M), by
+// the formula above, each term checked by hand: tiny 147,648 (patch embed) + 384 (cls, dist) +
+// 38,016 (pos 198 x 192) + 12 x 444,864 (blocks) + 384 (norm) + 2 x 193,000 (head, head_dist).
+TEST(ModelTest, DeitDistilledMatchesTimm) {
+  const std::pair<const char*, int64_t> counts[] = {{"deit_tiny_distilled_patch16_224", 5910800},
+                                                    {"deit_small_distilled_patch16_224", 22436432},
+                                                    {"deit_base_distilled_patch16_224", 87338192}};
+  for (const auto& [name, params] : counts) {
+    const ViTConfig c = preset(name);
+    EXPECT_TRUE(c.distilled) << name;
+    EXPECT_EQ(c.num_prefix_tokens(), 2) << name;
+    EXPECT_EQ(c.num_tokens(), 198) << name;
+    EXPECT_EQ(c.param_count(), params) << name;
+    EXPECT_EQ(timm_param_count(c), params) << name;
+    EXPECT_EQ(c.pixel_mean[0], 0.485f) << name << ": ImageNet mean, as timm's DeiT configs";
+    EXPECT_EQ(c.pixel_std[2], 0.225f) << name;
+  }
+  auto be = make_backend("cpu");
+  const ViTConfig c = preset("deit_tiny_distilled_patch16_224");
+  Model m(c, *be, 1);
+  EXPECT_EQ(m.num_params(), 5910800);
+  expect_table_consistent(m);
+  auto expect = timm_table(c);
+  expect[3].second = {1, 198, 192};                                        // pos_embed: cls, dist, 196 patches
+  expect.insert(expect.begin() + 3, {"dist_token", {1, 1, 192}});          // after cls_token
+  expect.push_back({"head_dist.weight", {1000, 192}});
+  expect.push_back({"head_dist.bias", {1000}});
+  ASSERT_EQ(m.params().size(), expect.size());
+  for (size_t i = 0; i < expect.size(); ++i) {
+    EXPECT_EQ(m.params()[i].name, expect[i].first);
+    EXPECT_EQ(shape_string(m.params()[i].shape), shape_string(expect[i].second)) << expect[i].first;
+  }
+  EXPECT_FALSE(m.param_spec("dist_token").decay);
+  EXPECT_TRUE(m.param_spec("head_dist.weight").decay);
+  EXPECT_FALSE(m.param_spec("head_dist.bias").decay);
+  // Two heads of 192 x 1000 on top of the trunk's MACs.
+  ViTConfig one_head = c;
+  one_head.distilled = false;
+  Model m1(one_head, *be, 1);
+  EXPECT_GT(m.macs_per_image(), m1.macs_per_image() + 192.0 * 1000);
+  EXPECT_CONTAINS(m.summary(), "distillation token");
+  EXPECT_EQ(m.activation("head_dist.logits").size(1), 1000);
+  // The distilled model's logits are the mean of its heads' (one 224 x 224 image on the CPU).
+  m.init(3);
+  std::vector<uint8_t> img(size_t(3) * 224 * 224);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t(i * 37 % 251);
+  const Tensor logits = m.forward(Tensor::view(img.data(), {1, 3, 224, 224}, DType::U8), false);
+  const Tensor h = m.activation("head.logits"), hd = m.activation("head_dist.logits");
+  for (int64_t j = 0; j < 1000; ++j)
+    ASSERT_EQ(logits.ptr<float>()[j], 0.5f * (h.ptr<float>()[j] + hd.ptr<float>()[j])) << j;
+}
+
+TEST(ModelTest, DistilledConfigRules) {
+  ViTConfig c = preset("vit_fmnist");
+  c.distilled = true;
+  c.validate();
+  EXPECT_EQ(c.num_tokens(), 18);  // 16 patches + cls + dist
+  ViTConfig n = c;
+  n.class_token = false;
+  n.pool = Pool::Avg;
+  EXPECT_CONTAINS(error_of([&] { n.validate(); }), "distilled (the distillation token) needs class_token = true");
+  ViTConfig a = c;
+  a.pool = Pool::Avg;
+  EXPECT_CONTAINS(error_of([&] { a.validate(); }), "needs global_pool 'token', got 'avg'");
+  ViTConfig p = c;
+  p.pre_logits = 8;
+  EXPECT_CONTAINS(error_of([&] { p.validate(); }), "takes no pre_logits or head_mlp");
+  ViTConfig h = c;
+  h.head_mlp = {32};
+  EXPECT_CONTAINS(error_of([&] { h.validate(); }), "takes no pre_logits or head_mlp");
+  // JSON: "distilled" written only when set (earlier configs read and write as before).
+  EXPECT_EQ(preset("vit_fmnist").to_json().find("distilled"), std::string::npos);
+  EXPECT_NE(c.to_json().find("\"distilled\": true"), std::string::npos);
+  EXPECT_TRUE(ViTConfig::from_json(c.to_json()).distilled);
+  EXPECT_CONTAINS(error_of([] { ViTConfig::from_json(R"({"distilled": 1})"); }), "distilled has the wrong type");
 }
 
 TEST(ModelTest, VariantNamesAndCounts) {
@@ -335,6 +414,7 @@ void expect_same_config(const ViTConfig& a, const ViTConfig& b) {
   EXPECT_EQ(a.qkv_bias, b.qkv_bias);
   EXPECT_EQ(a.qk_scale, b.qk_scale);
   EXPECT_EQ(a.class_token, b.class_token);
+  EXPECT_EQ(a.distilled, b.distilled);
   EXPECT_EQ(a.pool, b.pool);
   EXPECT_EQ(a.ln_eps, b.ln_eps);
   EXPECT_EQ(a.gelu, b.gelu);

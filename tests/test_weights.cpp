@@ -50,6 +50,15 @@ ViTConfig tiny(int img) {
   return c;
 }
 
+std::string error_of_config(const std::string& path) {
+  try {
+    weights_config(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 // Files of a test live in its own scratch folder, removed afterwards.
@@ -199,4 +208,49 @@ TEST_F(Weights, MismatchesNameFileAndTensor) {
   SafeTensorsFile wrong_dtype = f;
   wrong_dtype.tensors["head.bias"].dtype = DType::I32;
   expect_error(wrong_dtype, "head.bias");
+}
+
+// DeiT distilled weights in timm's layout (no vitcuda metadata): the architecture comes from a
+// preset (weights_config), dist_token and head_dist load under timm's names, and a pos_embed for
+// another grid is resized with BOTH prefix rows (cls, dist) kept as they are (timm's
+// resample_abs_pos_embed with num_prefix_tokens = 2).
+TEST_F(Weights, DistilledTimmFileLoadsAndResizesWithTwoPrefixTokens) {
+  auto backend = make_backend("cpu");
+  ViTConfig c8 = tiny(8), c16 = tiny(16);
+  c8.distilled = c16.distilled = true;
+  Model small(c8, *backend, 1);  // 2x2 grid + cls + dist
+  small.init(5);
+  save_weights(tmp("deit.safetensors"), small);  // timm's names, with vitcuda's config metadata
+  SafeTensorsFile f = load_safetensors(tmp("deit.safetensors"));
+  EXPECT_EQ(f.tensors.at("dist_token").shape, (std::vector<int64_t>{1, 1, 8}));
+  EXPECT_EQ(f.tensors.at("pos_embed").shape, (std::vector<int64_t>{1, 6, 8}));
+  EXPECT_EQ(f.tensors.at("head_dist.weight").shape, (std::vector<int64_t>{3, 8}));
+  f.metadata.clear();  // as timm writes it
+  save_safetensors(tmp("timm_deit.safetensors"), f);
+  EXPECT_NE(error_of_config(tmp("timm_deit.safetensors")).find("name the architecture with --model"),
+            std::string::npos);
+  EXPECT_TRUE(weights_config(tmp("deit.safetensors")).distilled);  // from the metadata
+
+  Model big(c16, *backend, 1);  // 4x4 grid + cls + dist
+  load_weights(tmp("timm_deit.safetensors"), big);
+  const ParamSpec& ps = small.param_spec("pos_embed");
+  const ParamSpec& pb = big.param_spec("pos_embed");
+  const auto ws = small.get_master(), wb = big.get_master();
+  const std::vector<float> pos(ws.begin() + ps.offset, ws.begin() + ps.offset + ps.numel);
+  const auto expect = resize_pos_embed(pos, 2, 2, 2, 4, 4, 8);
+  ASSERT_EQ(int64_t(expect.size()), pb.numel);
+  for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]) << i;
+  for (int64_t i = 0; i < 16; ++i) EXPECT_EQ(wb[pb.offset + i], ws[ps.offset + i]) << "prefix rows kept, " << i;
+  for (const char* n : {"dist_token", "head_dist.weight", "head_dist.bias", "cls_token"}) {
+    const ParamSpec& a = small.param_spec(n);
+    EXPECT_EQ(0, std::memcmp(ws.data() + a.offset, wb.data() + big.param_spec(n).offset, size_t(a.numel) * 4)) << n;
+  }
+  // A plain ViT cannot take them: the extra tensors are named.
+  Model plain(tiny(8), *backend, 1);
+  try {
+    load_weights(tmp("timm_deit.safetensors"), plain);
+    FAIL() << "a distilled file loaded into a model without the distillation token";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'dist_token'"), std::string::npos) << e.what();
+  }
 }

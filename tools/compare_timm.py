@@ -11,6 +11,11 @@ Needs torch, timm, safetensors, numpy and Pillow (the lent GPU machine has them;
 machine: pip install torch timm safetensors pillow). Example:
 
   python3 tools/compare_timm.py --vit-infer build/tools/vit_infer --model vit_tiny_patch16_224
+  python3 tools/compare_timm.py --vit-infer build/tools/vit_infer --model deit_tiny_distilled_patch16_224
+
+DeiT's distilled models (timm's VisionTransformerDistilled: cls and distillation tokens, head and
+head_dist) are compared in eval mode, where timm returns the mean of the two heads' logits, as
+vitcuda's distilled model does.
 """
 import argparse
 import os
@@ -48,7 +53,9 @@ def main():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     cfg = model.pretrained_cfg
-    mean, std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # vitcuda's timm presets normalise as augreg weights
+    # vitcuda's presets normalise as timm's pretrained configs: mean = std = 0.5 for the augreg
+    # ViTs, ImageNet's mean / std for DeiT.
+    mean, std = list(cfg.get("mean", (0.5, 0.5, 0.5))), list(cfg.get("std", (0.5, 0.5, 0.5)))
     size = model.patch_embed.img_size[0]
 
     with tempfile.TemporaryDirectory() as tmp:

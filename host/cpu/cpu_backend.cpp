@@ -64,13 +64,20 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) override {
+  // f32: summed and scaled in fp32 (backend.h); f64 (gradient checks) in fp64.
+  void add_impl(const Tensor& a, const Tensor& b, const Tensor& out, float scale) override {
     dispatch("add", a, [&](auto tag) {
       using T = decltype(tag);
       const T *pa = a.ptr<T>(), *pb = b.ptr<T>();
       T* po = out.ptr<T>();
+      if (scale == 1.f) {
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < a.numel(); ++i) po[i] = pa[i] + pb[i];
+        for (int64_t i = 0; i < a.numel(); ++i) po[i] = pa[i] + pb[i];
+      } else {
+        const T s = T(scale);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < a.numel(); ++i) po[i] = (pa[i] + pb[i]) * s;
+      }
     });
   }
 
@@ -107,20 +114,29 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) override {
+  void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                           const Tensor& out) override {
     dispatch("tokens_forward", patches, [&](auto tag) {
       using T = decltype(tag);
-      ref::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(pos), p<T>(out), patches.size(0), patches.size(1),
-                             patches.size(2));
+      ref::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(dist), p<T>(pos), p<T>(out), patches.size(0),
+                             patches.size(1), patches.size(2));
     });
   }
 
-  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
                             const Tensor& dpos) override {
-    const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - (dcls.defined() ? 1 : 0);
-    dispatch("tokens_backward", dout, [&](auto tag) {
+    const char* op = "tokens_backward";
+    const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2),
+                  Np = T_ - (dcls.defined() ? 1 : 0) - (ddist.defined() ? 1 : 0);
+    for (auto [name, t] : {std::pair<const char*, const Tensor*>{"dpatches", &dpatches},
+                           {"dcls", &dcls},
+                           {"ddist", &ddist},
+                           {"dpos", &dpos}})
+      require(!t->defined() || t->dtype() == dout.dtype(), op,
+              std::string(name) + " must have dout's dtype on the cpu");
+    dispatch(op, dout, [&](auto tag) {
       using T = decltype(tag);
-      ref::tokens_backward<T>(p<T>(dout), p<T>(dpatches), p<T>(dcls), p<T>(dpos), B, Np, D);
+      ref::tokens_backward<T>(p<T>(dout), p<T>(dpatches), p<T>(dcls), p<T>(ddist), p<T>(dpos), B, Np, D);
     });
   }
 
@@ -207,6 +223,15 @@ class CpuBackend final : public Backend {
       using T = decltype(tag);
       ref::softmax_xent<T>(p<T>(logits), labels.ptr<int32_t>(), smoothing, dscale, losses.ptr<float>(), p<T>(dlogits),
                            hits.ptr<int32_t>(), B, C);
+    });
+  }
+
+  void distill_loss_impl(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha,
+                         float dscale, const Tensor& losses, const Tensor& dlogits, bool accumulate) override {
+    dispatch("distill_loss", student, [&](auto tag) {
+      using T = decltype(tag);
+      ref::distill_loss<T>(p<T>(student), p<T>(teacher), kind, tau, alpha, dscale, losses.ptr<float>(), p<T>(dlogits),
+                           accumulate, student.size(0), student.size(1));
     });
   }
 

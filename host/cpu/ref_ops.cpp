@@ -220,14 +220,15 @@ void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx
   }
 }
 
-// ---- tokens: cls prepend + position embedding ------------------------------------------
+// ---- tokens: cls (and distillation token) prepend + position embedding ----------------------
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np, int64_t D) {
-  const int64_t off = cls ? 1 : 0, Tn = Np + off;
+void tokens_forward(const T* patches, const T* cls, const T* dist, const T* pos, T* out, int64_t B, int64_t Np,
+                    int64_t D) {
+  const int64_t off = (cls ? 1 : 0) + (dist ? 1 : 0), Tn = Np + off;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < Tn; ++t) {
-      const T* src = (t < off) ? cls : patches + (b * Np + t - off) * D;
+      const T* src = t == 0 && cls ? cls : t < off ? dist : patches + (b * Np + t - off) * D;
       T* dst = out + (b * Tn + t) * D;
       for (int64_t d = 0; d < D; ++d) dst[d] = src[d] + pos[t * D + d];
     }
@@ -235,8 +236,8 @@ void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_
 }
 
 template <typename T>
-void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np, int64_t D) {
-  const int64_t off = dcls ? 1 : 0, Tn = Np + off;
+void tokens_backward(const T* dout, T* dpatches, T* dcls, T* ddist, T* dpos, int64_t B, int64_t Np, int64_t D) {
+  const int64_t off = (dcls ? 1 : 0) + (ddist ? 1 : 0), Tn = Np + off;
   if (dpatches) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
@@ -249,7 +250,8 @@ void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, in
       double s = 0;
       for (int64_t b = 0; b < B; ++b) s += dout[(b * Tn + t) * D + d];
       if (dpos) dpos[t * D + d] += T(s);
-      if (t < off) dcls[d] += T(s);
+      if (t == 0 && dcls) dcls[d] += T(s);
+      if (t == 1 && ddist) ddist[d] += T(s);
     }
   }
 }
@@ -451,19 +453,23 @@ void drop_path(const T* x, T* y, int64_t B, int64_t per_sample, const DropoutSpe
 }
 
 // ---- pooling -------------------------------------------------------------------------------
+// Token: out[p, b, :] = x[b, p, :] for the num_prefix prefix rows (token-major); Avg: the mean of
+// the rows t >= num_prefix.
 template <typename T>
 void pool_forward(const T* x, Pool pool, int num_prefix, T* out, int64_t B, int64_t N, int64_t D) {
+  if (pool == Pool::Token) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t p = 0; p < num_prefix; ++p)
+      for (int64_t b = 0; b < B; ++b) std::memcpy(out + (p * B + b) * D, x + (b * N + p) * D, D * sizeof(T));
+    return;
+  }
   const int64_t n_avg = N - num_prefix;
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t c = 0; c < D; ++c) {
-      if (pool == Pool::Token) {
-        out[b * D + c] = x[b * N * D + c];
-      } else {
-        double s = 0;
-        for (int64_t t = num_prefix; t < N; ++t) s += x[(b * N + t) * D + c];
-        out[b * D + c] = T(s / n_avg);
-      }
+      double s = 0;
+      for (int64_t t = num_prefix; t < N; ++t) s += x[(b * N + t) * D + c];
+      out[b * D + c] = T(s / n_avg);
     }
   }
 }
@@ -475,7 +481,7 @@ void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, i
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < N; ++t)
       for (int64_t c = 0; c < D; ++c)
-        dx[(b * N + t) * D + c] = pool == Pool::Token ? (t == 0 ? dout[b * D + c] : T(0))
+        dx[(b * N + t) * D + c] = pool == Pool::Token ? (t < num_prefix ? dout[(t * B + b) * D + c] : T(0))
                                                       : (t < num_prefix ? T(0) : T(dout[b * D + c] * inv));
 }
 
@@ -508,6 +514,65 @@ void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float
         dlogits[b * C + j] = T((std::exp(z[j] - lse) - target) * dscale);
       }
     }
+  }
+}
+
+// ---- distillation (DeiT) ------------------------------------------------------------------
+// In double for every T (the reference). hard: L = lse(s) - s[y], y the teacher's first argmax;
+// soft: L = tau^2 * sum_c q_c (log q_c - log p_c) with log-sum-exp for both log-softmaxes.
+template <typename T>
+void distill_loss(const T* student, const T* teacher, Distill kind, float tau, float alpha, float dscale, float* losses,
+                  T* dlogits, bool accumulate, int64_t B, int64_t C) {
+  const double a = alpha, g = double(alpha) * double(dscale), tau_d = tau;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const T* s = student + b * C;
+    const T* t = teacher + b * C;
+    T* dl = dlogits ? dlogits + b * C : nullptr;
+    double L = 0;
+    if (kind == Distill::Hard) {
+      int64_t y = 0;
+      for (int64_t j = 1; j < C; ++j)
+        if (t[j] > t[y]) y = j;  // strictly greater: the first index of the maximum
+      double m = s[0];
+      for (int64_t j = 1; j < C; ++j) m = std::max(m, double(s[j]));
+      double sum = 0;
+      for (int64_t j = 0; j < C; ++j) sum += std::exp(double(s[j]) - m);
+      const double lse = m + std::log(sum);
+      L = lse - double(s[y]);
+      if (dl) {
+        for (int64_t j = 0; j < C; ++j) {
+          const double d = g * (std::exp(double(s[j]) - lse) - (j == y ? 1.0 : 0.0));
+          dl[j] = accumulate ? T(double(dl[j]) + d) : T(d);
+        }
+      }
+    } else {
+      double ms = double(s[0]) / tau_d, mt = double(t[0]) / tau_d;
+      for (int64_t j = 1; j < C; ++j) {
+        ms = std::max(ms, double(s[j]) / tau_d);
+        mt = std::max(mt, double(t[j]) / tau_d);
+      }
+      double sum_s = 0, sum_t = 0;
+      for (int64_t j = 0; j < C; ++j) {
+        sum_s += std::exp(double(s[j]) / tau_d - ms);
+        sum_t += std::exp(double(t[j]) / tau_d - mt);
+      }
+      const double lse_s = ms + std::log(sum_s), lse_t = mt + std::log(sum_t);
+      double kl = 0;
+      for (int64_t j = 0; j < C; ++j) {
+        const double log_p = double(s[j]) / tau_d - lse_s, log_q = double(t[j]) / tau_d - lse_t;
+        kl += std::exp(log_q) * (log_q - log_p);
+      }
+      L = tau_d * tau_d * kl;
+      if (dl) {
+        for (int64_t j = 0; j < C; ++j) {
+          const double p = std::exp(double(s[j]) / tau_d - lse_s), q = std::exp(double(t[j]) / tau_d - lse_t);
+          const double d = g * tau_d * (p - q);
+          dl[j] = accumulate ? T(double(dl[j]) + d) : T(d);
+        }
+      }
+    }
+    losses[b] = float((1.0 - a) * double(losses[b]) + a * L);
   }
 }
 
@@ -599,8 +664,8 @@ bool adamw_prepare(AdamWHyper& h, StepState* state) {
                                   const DropoutSpec&);                                                                 \
   template void linear_backward<T>(T*, const T*, const T*, Act, const T*, T*, T*, T*, int64_t, int64_t, int64_t,       \
                                    const DropoutSpec&);                                                                \
-  template void tokens_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);                        \
-  template void tokens_backward<T>(const T*, T*, T*, T*, int64_t, int64_t, int64_t);                                   \
+  template void tokens_forward<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t, int64_t);              \
+  template void tokens_backward<T>(const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t);                               \
   template void layernorm_forward<T>(const T*, const T*, T*, const T*, const T*, float, T*, T*, T*, int64_t, int64_t); \
   template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
   template void attention_forward<T>(const T*, float, const DropoutSpec&, T*, T*, int64_t, int64_t, int64_t, int64_t); \
@@ -611,6 +676,7 @@ bool adamw_prepare(AdamWHyper& h, StepState* state) {
   template void pool_forward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);                                   \
   template void pool_backward<T>(const T*, Pool, int, T*, int64_t, int64_t, int64_t);                                  \
   template void softmax_xent<T>(const T*, const int32_t*, float, float, float*, T*, int32_t*, int64_t, int64_t);       \
+  template void distill_loss<T>(const T*, const T*, Distill, float, float, float, float*, T*, bool, int64_t, int64_t); \
   template double sum_squares<T>(const T*, int64_t);
 
 VITCUDA_REF_INSTANTIATE(float)

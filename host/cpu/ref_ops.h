@@ -27,10 +27,13 @@ template <typename T>
 void linear_backward(T* dy, const T* x, const T* w, Act act, const T* pre, T* dx, T* dw, T* db, int64_t R, int64_t K,
                      int64_t N, const DropoutSpec& drop = DropoutSpec{});
 
+// cls and dist (the distillation token, only with cls) may be null; the prefix count of the
+// backward is that of its non-null dcls and ddist.
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int64_t B, int64_t Np, int64_t D);
+void tokens_forward(const T* patches, const T* cls, const T* dist, const T* pos, T* out, int64_t B, int64_t Np,
+                    int64_t D);
 template <typename T>
-void tokens_backward(const T* dout, T* dpatches, T* dcls, T* dpos, int64_t B, int64_t Np, int64_t D);
+void tokens_backward(const T* dout, T* dpatches, T* dcls, T* ddist, T* dpos, int64_t B, int64_t Np, int64_t D);
 
 // mean, rstd: [R]. residual and sum_out may be null (then s = x).
 template <typename T>
@@ -66,6 +69,11 @@ void pool_backward(const T* dout, Pool pool, int num_prefix, T* dx, int64_t B, i
 template <typename T>
 void softmax_xent(const T* logits, const int32_t* labels, float smoothing, float dscale, float* losses, T* dlogits,
                   int32_t* hits, int64_t B, int64_t C);
+
+// Backend::distill_loss: losses [B] in/out, dlogits may be null (written or, with accumulate, added to).
+template <typename T>
+void distill_loss(const T* student, const T* teacher, Distill kind, float tau, float alpha, float dscale, float* losses,
+                  T* dlogits, bool accumulate, int64_t B, int64_t C);
 
 template <typename T>
 double sum_squares(const T* x, int64_t n);

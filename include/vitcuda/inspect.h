@@ -26,10 +26,11 @@ std::vector<float> attention_probs(const Model& model, int layer, int index);
 
 // Attention rollout (Abnar & Zuidema 2020). `layers[l]` holds [heads, T, T] attention
 // probabilities. Per layer: average the heads, add the identity, renormalise the rows;
-// multiply the layers (R = Â_L ··· Â_1). Returns the relevance of each patch, [T − 1] with
-// a class token (the cls row without its own column) or [T] without (the mean over rows).
+// multiply the layers (R = Â_L ··· Â_1). Returns the relevance of each patch, [T − num_prefix]
+// with prefix tokens (the cls row, without the prefix tokens' columns: cls, DeiT's distillation
+// token) or [T] without (the mean over rows).
 std::vector<float> attention_rollout(const std::vector<std::vector<float>>& layers, int heads, int tokens,
-                                     bool class_token);
+                                     int num_prefix);
 // The rollout map of image `index` of the model's last forward, [grid * grid].
 std::vector<float> attention_rollout(const Model& model, int index);
 

@@ -163,9 +163,10 @@ class Model {
     Tensor norm_w, norm_b;  // "norm" before token pooling, "fc_norm" after average pooling
     std::vector<LinearParams> mlp;
     LinearParams pre_logits, fc;
+    LinearParams dist;  // head_dist: the distillation token's classifier (distilled models)
   };
   struct ParamTensors {
-    Tensor patch_w, patch_b, cls_token, pos_embed;  // patch_w viewed as [D, C*P*P]
+    Tensor patch_w, patch_b, cls_token, dist_token, pos_embed;  // patch_w viewed as [D, C*P*P]
     std::vector<BlockParams> blocks;
     HeadParams head;
   };
@@ -181,9 +182,11 @@ class Model {
     std::vector<LinearActs> mlp;
     LinearActs pre_logits;
     Tensor logits;
+    Tensor head_logits, dist_logits;  // distilled models: each head's; logits is their mean
   };
-  struct GradActs {                 // gradient scratch ("d_*" in the table), shared by all blocks
-    Tensor logits, head_a, head_b,  // head_a / head_b alternate as dy / dx through the head
+  struct GradActs {                   // gradient scratch ("d_*" in the table), shared by all blocks
+    Tensor logits, logits_dist;       // logits_dist: head_dist's, when the heads have their own losses
+    Tensor head_a, head_b,            // head_a / head_b alternate as dy / dx through the head
         pooled, res, branch, ln, fc1, att, qkv, patches;
   };
   struct ActTensors {
@@ -210,6 +213,8 @@ class Model {
   Tensor pview(const Tensor& arena, const ParamSpec& s) const;
   Tensor features() const;  // the pooled features the head starts from
   DropoutSpec drop(float p, int site) const;
+  // The loss ops of loss() and loss_staged(): losses, hits and (dscale > 0) the logits' gradients.
+  void loss_ops(float smoothing, float dscale, const DistillTarget* distill);
 
   ViTConfig cfg_;
   Backend& be_;
@@ -234,6 +239,7 @@ class Model {
   // Forward state remembered for loss() and backward().
   int64_t batch_ = 0;
   bool train_ = false;
+  bool split_heads_ = false;  // the last loss gave head_dist its own gradient (d_logits_dist)
   uint64_t seed_ = 0;
 };
 

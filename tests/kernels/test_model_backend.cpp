@@ -40,11 +40,11 @@ std::vector<float> grads_of(const Model& m) {
 struct Pair {
   std::unique_ptr<Backend> cpu, gpu;
   std::unique_ptr<Model> ref, dut;
-  explicit Pair(DType dtype) {
+  explicit Pair(DType dtype, const ViTConfig& config = tiny_vit_config()) {
     cpu = make_backend("cpu");
     gpu = make_cuda_backend(dtype);
-    ref = std::make_unique<Model>(tiny_vit_config(), *cpu, kBatch);
-    dut = std::make_unique<Model>(tiny_vit_config(), *gpu, kBatch);
+    ref = std::make_unique<Model>(config, *cpu, kBatch);
+    dut = std::make_unique<Model>(config, *gpu, kBatch);
     ref->init(7);
     dut->init(7);
     if (dtype == DType::BF16) {  // the same bf16-representable starting weights on both
@@ -135,6 +135,69 @@ TEST_P(ModelBackendTest, TenTrainingStepsTrackCpuLosses) {
     }
     // Differences compound over steps: allow 5x the one-step loss tolerance.
     EXPECT_NEAR(loss[1], loss[0], 5 * tol.loss * std::fabs(loss[0])) << "step " << step;
+  }
+}
+
+// Backend memory holding `v` in the backend's compute dtype (through an f32 staging buffer).
+struct DeviceLogits {
+  Backend& be;
+  void* f32 = nullptr;
+  void* mem = nullptr;
+  Tensor t;
+  DeviceLogits(Backend& b, const std::vector<float>& v, int64_t rows, int64_t cols) : be(b) {
+    f32 = be.alloc(v.size() * 4);
+    mem = be.alloc(v.size() * 4);
+    be.copy_to_device(f32, v.data(), v.size() * 4);
+    t = Tensor::view(mem, {rows, cols}, be.compute_dtype(), be.device());
+    be.copy(Tensor::view(f32, {rows, cols}, DType::F32, be.device()), t);
+  }
+  ~DeviceLogits() {
+    be.release(f32);
+    be.release(mem);
+  }
+};
+
+// DeiT's distilled model (dist_token, head_dist, logits = the heads' mean) on both backends:
+// trained without a teacher, then with hard and soft distillation targets (the teacher's logits
+// bf16-representable, the same on both); loss and every gradient within the tolerances above.
+TEST_P(ModelBackendTest, DistilledModelMatchesCpu) {
+  const DType dtype = GetParam();
+  const Tol tol = tolerance(dtype);
+  ViTConfig c = tiny_vit_config();
+  c.pre_logits = 0;
+  c.distilled = true;
+  Pair p(dtype, c);
+  const auto img = images(3);
+  const std::vector<int32_t> labels = {4, 0, 2};
+  const Tensor x = Tensor::view(const_cast<uint8_t*>(img.data()), {kBatch, 1, 8, 8}, DType::U8);
+  std::vector<float> teacher = random_floats(size_t(kBatch) * c.num_classes, -3.f, 3.f, 17);
+  for (float& v : teacher) v = bf16_round(v);
+  DeviceLogits t_ref(*p.cpu, teacher, kBatch, c.num_classes), t_dut(*p.gpu, teacher, kBatch, c.num_classes);
+  struct Case {
+    const char* name;
+    bool distill;
+    Distill kind;
+    float alpha, tau;
+  };
+  for (const Case& k : {Case{"no teacher", false, Distill::Hard, 0.f, 1.f}, Case{"hard", true, Distill::Hard, 0.5f, 1.f},
+                        Case{"soft", true, Distill::Soft, 0.7f, 3.f}}) {
+    SCOPED_TRACE(k.name);
+    StepStats s[2];
+    Model* models[2] = {p.ref.get(), p.dut.get()};
+    const DistillTarget targets[2] = {{k.kind, k.alpha, k.tau, t_ref.t}, {k.kind, k.alpha, k.tau, t_dut.t}};
+    for (int i = 0; i < 2; ++i) {
+      models[i]->forward(x, /*train=*/true, /*seed=*/11, /*step=*/3);
+      s[i] = models[i]->loss(labels.data(), 0.1f, true, k.distill ? &targets[i] : nullptr);
+      models[i]->zero_grad();
+      models[i]->backward();
+    }
+    EXPECT_NEAR(s[1].loss, s[0].loss, tol.loss * std::fabs(s[0].loss)) << "loss";
+    const auto g_ref = grads_of(*p.ref), g_dut = grads_of(*p.dut);
+    for (const ParamSpec& spec : p.ref->params()) {
+      const std::vector<float> a(g_dut.begin() + spec.offset, g_dut.begin() + spec.offset + spec.numel);
+      const std::vector<float> b(g_ref.begin() + spec.offset, g_ref.begin() + spec.offset + spec.numel);
+      EXPECT_LT(rel_norm_error(a, b), tol.grad) << "gradient of " << spec.name;
+    }
   }
 }
 
