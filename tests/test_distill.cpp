@@ -335,7 +335,7 @@ TrainOptions fit_options(int epochs, int batch) {
   TrainOptions o;
   o.epochs = epochs;
   o.batch_size = batch;
-  o.lr = 3e-3f;
+  o.lr = 1e-2f;
   o.min_lr = 1e-4f;
   o.warmup_epochs = 0.5f;
   o.smoothing = 0.1f;
@@ -454,8 +454,12 @@ ViTConfig fmnist_config(const std::string& name, int dim, bool distilled = false
 }
 
 constexpr int kFashionBatch = 50;
+// The teacher: embed dim 32 (~11k parameters), 8 epochs; the students: embed dim 8 (~1.5k
+// parameters), 5 epochs. ~3 s for the suite on one core.
+constexpr int kTeacherDim = 32, kTeacherEpochs = 8;
+constexpr int kStudentDim = 8, kStudentEpochs = 5;
 
-// The teacher: embed dim 24 (~5k parameters), 4 epochs; trained once for the suite.
+// The teacher, trained once for the suite.
 struct Teacher {
   std::unique_ptr<Backend> be = make_backend("cpu");
   std::unique_ptr<Model> model;
@@ -464,21 +468,21 @@ struct Teacher {
 Teacher& fashion_teacher() {
   static Teacher t = [] {
     Teacher r;
-    r.model = std::make_unique<Model>(fmnist_config("fmnist_teacher", 24), *r.be, kFashionBatch);
+    r.model = std::make_unique<Model>(fmnist_config("fmnist_teacher", kTeacherDim), *r.be, kFashionBatch);
     r.model->init(1);
-    const Fit f = fit(*r.model, fashion()->train, fashion()->val, fit_options(4, kFashionBatch));
+    const Fit f = fit(*r.model, fashion()->train, fashion()->val, fit_options(kTeacherEpochs, kFashionBatch));
     r.val_top1 = f.history.back().val_top1;
     return r;
   }();
   return t;
 }
 
-// A student: embed dim 8 (~1.5k parameters), 3 epochs, from the teacher (nullptr: plain).
+// A student, from the teacher (nullptr: plain).
 double student_val_top1(Model* teacher, Distill kind, float alpha, float tau, bool distilled, Backend& be) {
-  Model student(fmnist_config(distilled ? "fmnist_student_distilled" : "fmnist_student", 8, distilled), be,
+  Model student(fmnist_config(distilled ? "fmnist_student_distilled" : "fmnist_student", kStudentDim, distilled), be,
                 kFashionBatch);
   student.init(2);
-  TrainOptions o = fit_options(3, kFashionBatch);
+  TrainOptions o = fit_options(kStudentEpochs, kFashionBatch);
   o.teacher = teacher;
   o.distill = kind;
   o.distill_alpha = alpha;
@@ -495,21 +499,30 @@ class DistillFashion : public ::testing::Test {
   const OneThread one_;
 };
 
-// Chance is 10%. Measured on this subset (cpu backend, one thread): TEACHER_MEASURED.
+// Chance is 10%. Measured on this subset (cpu backend, one thread, deterministic): teacher 0.700;
+// students: plain 0.533, hard 0.570, soft (tau 2) 0.633, hard with alpha 1 0.469 (it never sees a
+// label: what it learns comes from the teacher). The thresholds sit ~0.1 below the measured values
+// and far above chance.
 TEST_F(DistillFashion, HardAndSoftStudentsLearnFromATrainedTeacher) {
   Teacher& t = fashion_teacher();
   const double plain = student_val_top1(nullptr, Distill::Hard, 0.f, 1.f, false, *t.be);
   const double hard = student_val_top1(t.model.get(), Distill::Hard, 0.5f, 1.f, false, *t.be);
   const double soft = student_val_top1(t.model.get(), Distill::Soft, 0.5f, 2.f, false, *t.be);
-  std::printf("distillation on Fashion-MNIST (3000/1000): teacher %.3f, student plain %.3f, hard %.3f, soft %.3f\n",
-              t.val_top1, plain, hard, soft);
+  // α = 1: the student never sees a label, only the teacher.
+  const double teacher_only = student_val_top1(t.model.get(), Distill::Hard, 1.f, 1.f, false, *t.be);
+  std::printf(
+      "distillation on Fashion-MNIST (3000/1000): teacher %.3f, student plain %.3f, hard %.3f, soft %.3f, "
+      "hard with alpha 1 %.3f\n",
+      t.val_top1, plain, hard, soft, teacher_only);
   EXPECT_GT(t.val_top1, 0.60);
-  EXPECT_GT(hard, 0.50);
+  EXPECT_GT(hard, 0.45);
   EXPECT_GT(soft, 0.50);
+  EXPECT_GT(teacher_only, 0.35);
 }
 
 // The student with DeiT's distillation token: the cls head learns the labels, head_dist the
-// teacher; evaluated on the mean of the two heads, as timm at inference.
+// teacher; evaluated on the mean of the two heads, as timm at inference. Measured 0.624; the
+// threshold sits ~0.1 below it.
 TEST_F(DistillFashion, DistilledTokenStudentLearns) {
   Teacher& t = fashion_teacher();
   const double hard = student_val_top1(t.model.get(), Distill::Hard, 0.5f, 1.f, true, *t.be);
