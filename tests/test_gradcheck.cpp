@@ -227,34 +227,44 @@ TEST_F(GradCheck, LinearWithFusedDropout) {
 }
 
 // ---- tokens --------------------------------------------------------------------------------
-void check_tokens(Backend& be, std::mt19937_64& rng, bool with_cls) {
-  SCOPED_TRACE(with_cls ? "with cls" : "without cls");
-  const int64_t B = 3, Np = 4, D = 5, T = Np + (with_cls ? 1 : 0);
-  Vec patches = random_vec(B * Np * D, rng), cls = random_vec(D, rng), pos = random_vec(T * D, rng);
+// prefix: 0 (no cls), 1 (cls), 2 (cls + DeiT's distillation token).
+void check_tokens(Backend& be, std::mt19937_64& rng, int prefix) {
+  SCOPED_TRACE(std::to_string(prefix) + " prefix tokens");
+  const bool with_cls = prefix >= 1, with_dist = prefix == 2;
+  const int64_t B = 3, Np = 4, D = 5, T = Np + prefix;
+  Vec patches = random_vec(B * Np * D, rng), cls = random_vec(D, rng), dist = random_vec(D, rng),
+      pos = random_vec(T * D, rng);
   const Vec Rw = random_vec(B * T * D, rng);
   Vec out(B * T * D);
   auto forward = [&]() {
-    be.tokens_forward(f64(patches, {B, Np, D}), with_cls ? f64(cls, {1, 1, D}) : Tensor{}, f64(pos, {1, T, D}),
-                      f64(out, {B, T, D}));
+    be.tokens_forward(f64(patches, {B, Np, D}), with_cls ? f64(cls, {1, 1, D}) : Tensor{},
+                      with_dist ? f64(dist, {1, 1, D}) : Tensor{}, f64(pos, {1, T, D}), f64(out, {B, T, D}));
     return dot(out, Rw);
   };
   forward();
   Vec dout = Rw, dpatches(B * Np * D, kNaN);
-  const Vec dcls0 = random_vec(D, rng), dpos0 = random_vec(T * D, rng);
-  Vec dcls = dcls0, dpos = dpos0;
+  const Vec dcls0 = random_vec(D, rng), ddist0 = random_vec(D, rng), dpos0 = random_vec(T * D, rng);
+  Vec dcls = dcls0, ddist = ddist0, dpos = dpos0;
   be.tokens_backward(f64(dout, {B, T, D}), f64(dpatches, {B, Np, D}), with_cls ? f64(dcls, {1, 1, D}) : Tensor{},
-                     f64(dpos, {1, T, D}));
+                     with_dist ? f64(ddist, {1, 1, D}) : Tensor{}, f64(dpos, {1, T, D}));
   expect_all_finite("dpatches", dpatches);
   expect_grad("dpatches", patches, dpatches, forward);
   expect_grad("dpos", pos, minus(dpos, dpos0), forward);
-  if (with_cls)
+  if (with_cls) {
     expect_grad("dcls", cls, minus(dcls, dcls0), forward);
-  else
+  } else {
     EXPECT_EQ(dcls, dcls0) << "no cls: dcls untouched";
+  }
+  if (with_dist) {
+    expect_grad("ddist", dist, minus(ddist, ddist0), forward);
+  } else {
+    EXPECT_EQ(ddist, ddist0) << "no distillation token: ddist untouched";
+  }
 }
 
-TEST_F(GradCheck, TokensWithCls) { check_tokens(*be, rng, true); }
-TEST_F(GradCheck, TokensWithoutCls) { check_tokens(*be, rng, false); }
+TEST_F(GradCheck, TokensWithCls) { check_tokens(*be, rng, 1); }
+TEST_F(GradCheck, TokensWithoutCls) { check_tokens(*be, rng, 0); }
+TEST_F(GradCheck, TokensWithClsAndDistillationToken) { check_tokens(*be, rng, 2); }
 
 // ---- layernorm -----------------------------------------------------------------------------
 TEST_F(GradCheck, LayerNorm) {
@@ -476,36 +486,38 @@ TEST_F(GradCheck, DropPath) {
 }
 
 // ---- pooling -------------------------------------------------------------------------------
-// Token: row 0; Avg: the mean over the tokens after the first num_prefix (timm's
-// global_pool='avg' skips the cls token).
+// Token: the num_prefix prefix rows, token-major (out[p, b] = x[b, p]); Avg: the mean over the
+// tokens after the first num_prefix (timm's global_pool='avg' skips the cls token).
 void check_pool(Backend& be, std::mt19937_64& rng, Pool pool, int num_prefix) {
   SCOPED_TRACE(std::string(pool_name(pool)) + " num_prefix " + std::to_string(num_prefix));
-  const int64_t B = 3, T = 5, D = 4;
-  Vec x = random_vec(B * T * D, rng), out(B * D);
-  const Vec Rw = random_vec(B * D, rng);
+  const int64_t B = 3, T = 5, D = 4, P = pool == Pool::Token ? num_prefix : 1;
+  Vec x = random_vec(B * T * D, rng), out(P * B * D);
+  const Vec Rw = random_vec(P * B * D, rng);
   auto forward = [&]() {
-    be.pool_forward(f64(x, {B, T, D}), pool, num_prefix, f64(out, {B, D}));
+    be.pool_forward(f64(x, {B, T, D}), pool, num_prefix, f64(out, {P * B, D}));
     return dot(out, Rw);
   };
   forward();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < D; ++c) {
-      double ref = 0;
-      if (pool == Pool::Token) {
-        ref = x[b * T * D + c];
-      } else {
-        for (int64_t t = num_prefix; t < T; ++t) ref += x[(b * T + t) * D + c];
-        ref /= double(T - num_prefix);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < D; ++c) {
+        double ref = 0;
+        if (pool == Pool::Token) {
+          ref = x[(b * T + p) * D + c];
+        } else {
+          for (int64_t t = num_prefix; t < T; ++t) ref += x[(b * T + t) * D + c];
+          ref /= double(T - num_prefix);
+        }
+        EXPECT_NEAR(out[(p * B + b) * D + c], ref, 1e-15) << "pooled[" << p << ", " << b << ", " << c << "]";
       }
-      EXPECT_NEAR(out[b * D + c], ref, 1e-15) << "pooled[" << b << ", " << c << "]";
-    }
   Vec dout = Rw, dx(x.size(), kNaN);
-  be.pool_backward(f64(dout, {B, D}), pool, num_prefix, f64(dx, {B, T, D}));
+  be.pool_backward(f64(dout, {P * B, D}), pool, num_prefix, f64(dx, {B, T, D}));
   expect_all_finite("dx", dx);
   expect_grad("dx", x, dx, forward);
 }
 
 TEST_F(GradCheck, PoolToken) { check_pool(*be, rng, Pool::Token, 1); }
+TEST_F(GradCheck, PoolTokenClsAndDistillationToken) { check_pool(*be, rng, Pool::Token, 2); }
 TEST_F(GradCheck, PoolAvg) { check_pool(*be, rng, Pool::Avg, 0); }
 TEST_F(GradCheck, PoolAvgSkipsClsToken) { check_pool(*be, rng, Pool::Avg, 1); }
 
