@@ -11,16 +11,18 @@ namespace vitcuda {
 
 void check_teacher(const Model& student, const Model& teacher, const TrainStepOptions& options) {
   const ViTConfig &s = student.config(), &t = teacher.config();
-  auto differ = [&](const char* what, const std::string& tv, const std::string& sv) {
+  auto differ = [&](const char* what, const std::string& tv, const std::string& sv,
+                    const char* need = "the teacher runs on the student's batches: they must be equal") {
     throw Error("TrainStep: the teacher (" + t.name + ") has " + what + " " + tv + ", the student (" + s.name + ") " +
-                sv + " (distillation needs them equal)");
+                sv + " (" + need + ")");
   };
   if (&teacher == &student) throw Error("TrainStep: the teacher is the student itself");
   if (&teacher.backend() != &student.backend())
     throw Error("TrainStep: the teacher (" + t.name + ") runs on another Backend object than the student (" + s.name +
                 "): distillation needs the same one");
   if (teacher.max_batch() < student.max_batch())
-    differ("max_batch", std::to_string(teacher.max_batch()), std::to_string(student.max_batch()) + " (at least that)");
+    differ("max_batch", std::to_string(teacher.max_batch()), std::to_string(student.max_batch()),
+           "the teacher runs on the student's batches: it needs at least the student's");
   if (t.num_classes != s.num_classes)
     differ("num_classes", std::to_string(t.num_classes), std::to_string(s.num_classes));
   if (t.in_chans != s.in_chans) differ("in_chans", std::to_string(t.in_chans), std::to_string(s.in_chans));

@@ -245,7 +245,7 @@ TEST(Distill, TeacherOfAnotherShapeIsRefusedNamingBothValues) {
   c = tiny_config();
   c.img_size = 12;
   refused(c, 4, DType::F32, {"img_size 12", "8"});
-  refused(tiny_config(), 2, DType::F32, {"max_batch 2", "4 (at least that)"});
+  refused(tiny_config(), 2, DType::F32, {"max_batch 2", "student (tiny) 4", "at least the student's"});
   refused(tiny_config(), 4, DType::F64, {"compute dtype f64", "f32"});
   auto be2 = make_backend("cpu");
   refused(tiny_config(), 4, DType::F32, {"another Backend"}, be2.get());
