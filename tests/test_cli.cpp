@@ -4,6 +4,7 @@
 // outputs; a run stopped (or SIGKILLed) and resumed equals an uninterrupted one; and a kill
 // during a checkpoint write always leaves the old or the new checkpoint, complete, at the path.
 #include "tests/cli_harness.h"
+#include "vitcuda/model.h"
 #include "vitcuda/trainer.h"
 
 namespace fs = std::filesystem;
@@ -616,6 +617,26 @@ TEST_F(CliErrors, DistillTeacherFileMissingCorruptOrWithoutArchitecture) {
   EXPECT_TRUE(
       CleanError(run(with(tiny_flags(), {{"--distill-from", timm.string()}, {"--teacher-model", "vit_fmnist"}})),
                  {"--distill-from", timm.string()}));  // vit_fmnist is 6 blocks of width 64: a tensor of another shape
+}
+
+// A timm state_dict as the teacher (no 'config' metadata): --teacher-model names its architecture,
+// here the vit_fmnist preset (6 blocks of width 64) teaching the tiny student.
+TEST_F(CliRun, DistillFromATimmStateDictWithTeacherModel) {
+  auto be = make_backend("cpu");
+  Model teacher(preset("vit_fmnist"), *be, 1);
+  teacher.init(3);
+  const fs::path with_config = dir_ / "vitcuda.safetensors", timm = dir_ / "timm.safetensors";
+  save_weights(with_config.string(), teacher);
+  SafeTensorsFile f = load_safetensors(with_config.string());
+  f.metadata.clear();
+  save_safetensors(timm.string(), f);
+  const RunResult r = run(
+      with(tiny_flags(), {{"--distill-from", timm.string()}, {"--teacher-model", "vit_fmnist"}, {"--epochs", "1"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("distillation: hard from " + timm.string() + " (teacher vit_fmnist, " +
+                       std::to_string(teacher.num_params()) + " params), alpha 0.5, tau 1\n"),
+            std::string::npos)
+      << r.out;
 }
 
 // A vit_train output folder as the teacher (its best.safetensors), a student with the
