@@ -156,8 +156,9 @@ void bench_tokens_forward(benchmark::State& st, Shape s) {
            s.elems(), int64_t(kTokens) * s.D);
   };
   const double unfused_s = seconds_per_call(unfused, 2, 20);
-  const double t = run_timed(
-      st, [&] { tokens_forward<bf16>(patches.get(), cls.get(), pos.get(), out.get(), s.B, Np, s.D, nullptr); });
+  const double t = run_timed(st, [&] {
+    tokens_forward<bf16>(patches.get(), cls.get(), nullptr, pos.get(), out.get(), s.B, Np, s.D, nullptr);
+  });
   report(st, (double(s.B) * Np * s.D + double(s.elems()) + double(kTokens + 1) * s.D) * sizeof(bf16), t);
   report_unfused(st, t, unfused_s);
   // One fp32 add of two bf16 values, rounded once, on both sides: the same out.
@@ -172,7 +173,7 @@ void bench_tokens_backward(benchmark::State& st, Shape s) {
   dcls.zero();
   dpos.zero();
   const double t = run_timed(st, [&] {
-    tokens_backward<bf16, float>(dout.get(), dpatches.get(), dcls.get(), dpos.get(), true, s.B, Np, s.D, nullptr);
+    tokens_backward<bf16, float>(dout.get(), dpatches.get(), dcls.get(), nullptr, dpos.get(), 1, s.B, Np, s.D, nullptr);
   });
   // dout read, dpatches written, dcls and dpos (fp32) read and written.
   report(st, (double(s.elems()) + double(s.B) * Np * s.D) * sizeof(bf16) + 8.0 * kTokens * s.D, t);

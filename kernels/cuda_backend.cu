@@ -12,6 +12,7 @@
 
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/distill.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/layernorm.h"
@@ -139,10 +140,10 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void add_impl(const Tensor& a, const Tensor& b, const Tensor& out) override {
+  void add_impl(const Tensor& a, const Tensor& b, const Tensor& out, float scale) override {
     dispatch("add", a, [&](auto tag) {
       using T = decltype(tag);
-      vitcuda::add<T>(p<T>(a), p<T>(b), p<T>(out), a.numel(), stream_);
+      vitcuda::add<T>(p<T>(a), p<T>(b), p<T>(out), a.numel(), stream_, scale);
     });
   }
 
@@ -187,25 +188,29 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& pos, const Tensor& out) override {
+  void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
+                           const Tensor& out) override {
     const char* op = "tokens_forward";
     const int64_t B = patches.size(0), Np = patches.size(1), D = patches.size(2);
     dispatch(op, patches, [&](auto tag) {
       using T = decltype(tag);
-      vitcuda::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(pos), p<T>(out), int(B), int(Np), int(D), stream_);
+      vitcuda::tokens_forward<T>(p<T>(patches), p<T>(cls), p<T>(dist), p<T>(pos), p<T>(out), int(B), int(Np), int(D),
+                                 stream_);
     });
   }
 
-  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
+  void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
                             const Tensor& dpos) override {
     const char* op = "tokens_backward";
-    const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - (dcls.defined() ? 1 : 0);
+    const int num_prefix = (dcls.defined() ? 1 : 0) + (ddist.defined() ? 1 : 0);
+    const int64_t B = dout.size(0), T_ = dout.size(1), D = dout.size(2), Np = T_ - num_prefix;
     dtype_is(op, "dcls", dcls, DType::F32);
+    dtype_is(op, "ddist", ddist, DType::F32);
     dtype_is(op, "dpos", dpos, DType::F32);
     dispatch(op, dout, [&](auto tag) {
       using T = decltype(tag);
-      vitcuda::tokens_backward<T, float>(p<T>(dout), p<T>(dpatches), p<float>(dcls), p<float>(dpos), dcls.defined(),
-                                         int(B), int(Np), int(D), stream_);
+      vitcuda::tokens_backward<T, float>(p<T>(dout), p<T>(dpatches), p<float>(dcls), p<float>(ddist), p<float>(dpos),
+                                         num_prefix, int(B), int(Np), int(D), stream_);
     });
   }
 
@@ -302,6 +307,17 @@ class CudaBackend final : public Backend {
       using T = decltype(tag);
       vitcuda::softmax_xent<T>(p<T>(logits), p<int32_t>(labels), smoothing, dscale, p<float>(losses), p<T>(dlogits),
                                p<int32_t>(hits), B, C, stream_);
+    });
+  }
+
+  void distill_loss_impl(const Tensor& student, const Tensor& teacher, Distill kind, float tau, float alpha,
+                         float dscale, const Tensor& losses, const Tensor& dlogits, bool accumulate) override {
+    const char* op = "distill_loss";
+    const int64_t B = student.size(0), C = student.size(1);
+    dispatch(op, student, [&](auto tag) {
+      using T = decltype(tag);
+      vitcuda::distill_loss<T>(p<T>(student), p<T>(teacher), kind, tau, alpha, dscale, p<float>(losses), p<T>(dlogits),
+                               accumulate, B, C, stream_);
     });
   }
 

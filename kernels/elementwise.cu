@@ -21,8 +21,9 @@ VITCUDA_KERNELS_BEGIN
 // the rest element by element. No __restrict__: out may be a or b. The grid-stride loops here
 // carry VITCUDA_NO_UNROLL: unrolled, nvcc computes their 64-bit trip count with a 64-bit
 // division (the div64 gate), for no gain in a loop that waits on memory.
+// out = (a + b) · scale in fp32; scale 1 multiplies exactly, so the sum is that of a plain add.
 template <typename T>
-__global__ void add_kernel(const T* a, const T* b, T* out, int64_t n, int64_t n_vec) {
+__global__ void add_kernel(const T* a, const T* b, T* out, int64_t n, int64_t n_vec, float scale) {
   constexpr int kVec = Vec16<T>::kVec;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -30,11 +31,12 @@ __global__ void add_kernel(const T* a, const T* b, T* out, int64_t n, int64_t n_
   for (int64_t i = tid; i < n_vec; i += stride) {
     const Vec16<T> va = load_vec16(a + i * kVec), vb = load_vec16(b + i * kVec);
     Vec16<T> vo;
-    for (int k = 0; k < kVec; ++k) vo.v[k] = from_float<T>(to_float(va.v[k]) + to_float(vb.v[k]));
+    for (int k = 0; k < kVec; ++k) vo.v[k] = from_float<T>((to_float(va.v[k]) + to_float(vb.v[k])) * scale);
     store_vec16(out + i * kVec, vo);
   }
   VITCUDA_NO_UNROLL
-  for (int64_t i = n_vec * kVec + tid; i < n; i += stride) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+  for (int64_t i = n_vec * kVec + tid; i < n; i += stride)
+    out[i] = from_float<T>((to_float(a[i]) + to_float(b[i])) * scale);
 }
 
 // 8 elements per thread and iteration: 32 bytes of fp32 and 16 of bf16 on either side.
@@ -73,7 +75,7 @@ bool partially_overlap(const void* p, size_t p_bytes, const void* q, size_t q_by
 }  // namespace
 
 template <typename T>
-void add(const T* a, const T* b, T* out, int64_t n, rt::Stream stream) {
+void add(const T* a, const T* b, T* out, int64_t n, rt::Stream stream, float scale) {
   require_nonnegative("add", "n", n);
   if (n == 0) return;
   require_pointer("add", "a", a, sizeof(T));
@@ -86,7 +88,7 @@ void add(const T* a, const T* b, T* out, int64_t n, rt::Stream stream) {
   const bool vec = aligned_to(a, 16) && aligned_to(b, 16) && aligned_to(out, 16);
   const int64_t n_vec = vec ? n / kVec : 0;
   launch(add_kernel<T>, dim3(streaming_blocks(vec ? n_vec : n)), dim3(kStreamingThreads), 0, stream, a, b, out, n,
-         n_vec);
+         n_vec, scale);
 }
 
 template <typename Src, typename Dst>
@@ -111,8 +113,9 @@ void convert_dtype(const Src* src, Dst* dst, int64_t n, rt::Stream stream) {
   }
 }
 
-template void add<float>(const float*, const float*, float*, int64_t, rt::Stream);
-template void add<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, int64_t, rt::Stream);
+template void add<float>(const float*, const float*, float*, int64_t, rt::Stream, float);
+template void add<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, int64_t, rt::Stream,
+                                 float);
 template void convert_dtype<float, __nv_bfloat16>(const float*, __nv_bfloat16*, int64_t, rt::Stream);
 template void convert_dtype<__nv_bfloat16, float>(const __nv_bfloat16*, float*, int64_t, rt::Stream);
 template void convert_dtype<float, float>(const float*, float*, int64_t, rt::Stream);

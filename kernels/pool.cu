@@ -1,4 +1,5 @@
-// vitcuda — cls-token and average pooling over the sequence, forward and backward.
+// vitcuda — prefix-token (cls, DeiT's distillation token) and average pooling over the sequence,
+// forward and backward.
 // Both are tiny next to the transformer blocks (B·N·D elements read or written once), so the
 // kernels are plain coalesced loops: consecutive threads take consecutive features c, a block
 // row of 256 features reads 512-1024 contiguous bytes of each token row.
@@ -21,8 +22,8 @@ constexpr int64_t kMaxGridYZ = 65535;
 // CUDA kernels
 // ------------------------------------------------------------------------------------------
 
-// grid (ceil(D/256), min(B, 65535)): thread c of sample b sums its column over the tokens in
-// fp32, in token order.
+// grid (ceil(D/256), min(B, 65535)): thread c of sample b copies its column of each prefix row
+// (token) or sums its column over the tokens in fp32, in token order (avg).
 template <typename T>
 __global__ void pool_forward_kernel(const T* __restrict__ x, bool avg, int num_prefix, T* __restrict__ out, int64_t B,
                                     int64_t N, int64_t D) {
@@ -31,7 +32,7 @@ __global__ void pool_forward_kernel(const T* __restrict__ x, bool avg, int num_p
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const T* xb = x + b * N * D + c;
     if (!avg) {
-      out[b * D + c] = xb[0];
+      for (int64_t p = 0; p < num_prefix; ++p) out[(p * B + b) * D + c] = xb[p * D];
       continue;
     }
     float s = 0.f;
@@ -48,13 +49,13 @@ __global__ void pool_backward_kernel(const T* __restrict__ dout, bool avg, int n
   if (c >= D) return;
   const float n_avg = static_cast<float>(N - num_prefix);
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
-    const float g = to_float(dout[b * D + c]);
+    const float g = avg ? to_float(dout[b * D + c]) : 0.f;
     for (int64_t t = blockIdx.y; t < N; t += gridDim.y) {
       float v;
       if (avg)
         v = t < num_prefix ? 0.f : g / n_avg;
       else
-        v = t == 0 ? g : 0.f;
+        v = t < num_prefix ? to_float(dout[(t * B + b) * D + c]) : 0.f;
       dx[(b * N + t) * D + c] = from_float<T>(v);
     }
   }
@@ -75,9 +76,12 @@ bool check_pool(const char* op, const void* in, const char* in_name, size_t elem
   if (N <= 0 || D <= 0)
     throw Error(std::string(op) + ": N and D must be > 0 (got N=" + std::to_string(N) + ", D=" + std::to_string(D) +
                 ")");
-  if (num_prefix < 0 || num_prefix >= N)
+  if (pool == Pool::Token && (num_prefix < 1 || num_prefix > N))
     throw Error(std::string(op) + ": num_prefix=" + std::to_string(num_prefix) +
-                " out of range [0, N=" + std::to_string(N) + ")");
+                " out of range [1, N=" + std::to_string(N) + "] for Token pooling");
+  if (pool == Pool::Avg && (num_prefix < 0 || num_prefix >= N))
+    throw Error(std::string(op) + ": num_prefix=" + std::to_string(num_prefix) +
+                " out of range [0, N=" + std::to_string(N) + ") for Avg pooling");
   if (B == 0) return false;
   require_pointer(op, in_name, in, elem);
   require_pointer(op, out_name, out, elem);

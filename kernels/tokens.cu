@@ -1,4 +1,4 @@
-// vitcuda — tokens: cls prepend + position embedding, forward and backward.
+// vitcuda — tokens: cls (and distillation token) prepend + position embedding, forward and backward.
 // Forward is elementwise (one thread per output element, coalesced). Backward gives each thread
 // one (t, j) column of dout and walks the batch in order: the reads of a warp are 32 consecutive
 // elements of one token row (coalesced), the batch sum needs no atomics and no scratch, and the
@@ -25,15 +25,21 @@ VITCUDA_KERNELS_BEGIN
 // divided by Tn·D and D in 64 bits: 11 divisions in the fp32 kernel).
 template <typename T>
 __global__ void tokens_forward_kernel(const T* __restrict__ patches, const T* __restrict__ cls,
-                                      const T* __restrict__ pos, T* __restrict__ out, int B, int Np, int D) {
-  const int off = cls ? 1 : 0;
+                                      const T* __restrict__ dist, const T* __restrict__ pos, T* __restrict__ out, int B,
+                                      int Np, int D) {
+  const int off = (cls ? 1 : 0) + (dist ? 1 : 0);
   const int row_len = (Np + off) * D;
   const int tj = blockIdx.x * blockDim.x + threadIdx.x;
   if (tj >= row_len) return;
   const int t = tj / D, j = tj - t * D;
   const float p = to_float(pos[tj]);
+  if (t < off) {  // a prefix row: the same for every sample
+    const float v = to_float(t == 0 ? cls[j] : dist[j]) + p;
+    for (int b = blockIdx.y; b < B; b += gridDim.y) out[static_cast<int64_t>(b) * row_len + tj] = from_float<T>(v);
+    return;
+  }
   for (int b = blockIdx.y; b < B; b += gridDim.y) {
-    const float src = t < off ? to_float(cls[j]) : to_float(patches[(static_cast<int64_t>(b) * Np + t - off) * D + j]);
+    const float src = to_float(patches[(static_cast<int64_t>(b) * Np + t - off) * D + j]);
     out[static_cast<int64_t>(b) * row_len + tj] = from_float<T>(src + p);
   }
 }
@@ -41,7 +47,7 @@ __global__ void tokens_forward_kernel(const T* __restrict__ patches, const T* __
 // One thread per (t, j) column of dout (Tn·D < 2^31, checked by the launcher: 32-bit index math).
 template <typename T, typename TG>
 __global__ void tokens_backward_kernel(const T* __restrict__ dout, T* __restrict__ dpatches, TG* __restrict__ dcls,
-                                       TG* __restrict__ dpos, int off, int B, int Np, int D) {
+                                       TG* __restrict__ ddist, TG* __restrict__ dpos, int off, int B, int Np, int D) {
   const int row_len = (Np + off) * D;
   const int tj = blockIdx.x * blockDim.x + threadIdx.x;
   if (tj >= row_len) return;
@@ -54,7 +60,8 @@ __global__ void tokens_backward_kernel(const T* __restrict__ dout, T* __restrict
     if (dpatches && patch_row) dpatches[(static_cast<int64_t>(b) * Np + t - off) * D + j] = g;
   }
   if (dpos) dpos[tj] = from_float<TG>(to_float(dpos[tj]) + s);
-  if (dcls && !patch_row) dcls[j] = from_float<TG>(to_float(dcls[j]) + s);
+  if (dcls && t == 0 && off > 0) dcls[j] = from_float<TG>(to_float(dcls[j]) + s);
+  if (ddist && t == 1 && off > 1) ddist[j] = from_float<TG>(to_float(ddist[j]) + s);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -71,7 +78,7 @@ void check(const char* op, int B, int Np, int D) {
 int64_t checked_row_len(const char* op, int Np, int off, int D) {
   const int64_t row_len = (static_cast<int64_t>(Np) + off) * D;
   if (row_len > std::numeric_limits<int>::max())
-    throw Error(std::string(op) + ": (Np + cls)·D = " + std::to_string(row_len) + " exceeds 2^31 - 1");
+    throw Error(std::string(op) + ": (Np + prefix tokens)·D = " + std::to_string(row_len) + " exceeds 2^31 - 1");
   return row_len;
 }
 void require(const char* op, const void* p, const char* name) {
@@ -80,43 +87,51 @@ void require(const char* op, const void* p, const char* name) {
 }  // namespace
 
 template <typename T>
-void tokens_forward(const T* patches, const T* cls, const T* pos, T* out, int B, int Np, int D, rt::Stream stream) {
+void tokens_forward(const T* patches, const T* cls, const T* dist, const T* pos, T* out, int B, int Np, int D,
+                    rt::Stream stream) {
   constexpr const char* op = "tokens_forward";
   check(op, B, Np, D);
   require(op, patches, "patches");
   require(op, pos, "pos");
   require(op, out, "out");
-  const int64_t row_len = checked_row_len(op, Np, cls ? 1 : 0, D);
+  if (dist && !cls) throw Error("tokens_forward: dist (the distillation token) needs cls");
+  const int64_t row_len = checked_row_len(op, Np, (cls ? 1 : 0) + (dist ? 1 : 0), D);
   if (B == 0 || row_len == 0) return;
   // 256 threads, or the token row rounded up to a warp when shorter (tiny models).
   const int threads = static_cast<int>(std::min<int64_t>(256, (row_len + 31) / 32 * 32));
   const dim3 grid(static_cast<unsigned>((row_len + threads - 1) / threads), static_cast<unsigned>(std::min(B, 65535)));
-  launch(tokens_forward_kernel<T>, grid, dim3(threads), 0, stream, patches, cls, pos, out, B, Np, D);
+  launch(tokens_forward_kernel<T>, grid, dim3(threads), 0, stream, patches, cls, dist, pos, out, B, Np, D);
 }
 
 template <typename T, typename TG>
-void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* dpos, bool has_cls, int B, int Np, int D,
+void tokens_backward(const T* dout, T* dpatches, TG* dcls, TG* ddist, TG* dpos, int num_prefix, int B, int Np, int D,
                      rt::Stream stream) {
   constexpr const char* op = "tokens_backward";
   check(op, B, Np, D);
   require(op, dout, "dout");
-  if (dcls && !has_cls) throw Error("tokens_backward: dcls is given but has_cls is false");
-  const int off = has_cls ? 1 : 0;
-  const int64_t row_len = checked_row_len(op, Np, off, D);
-  if (row_len == 0 || (!dpatches && !dcls && !dpos)) return;
+  if (num_prefix < 0 || num_prefix > 2)
+    throw Error("tokens_backward: num_prefix must be 0, 1 (cls) or 2 (cls, dist), got " + std::to_string(num_prefix));
+  if (dcls && num_prefix < 1) throw Error("tokens_backward: dcls is given but num_prefix is 0");
+  if (ddist && num_prefix < 2)
+    throw Error("tokens_backward: ddist is given but num_prefix is " + std::to_string(num_prefix));
+  const int64_t row_len = checked_row_len(op, Np, num_prefix, D);
+  if (row_len == 0 || (!dpatches && !dcls && !ddist && !dpos)) return;
   constexpr int kThreads = 128;
   launch(tokens_backward_kernel<T, TG>, dim3(static_cast<unsigned>((row_len + kThreads - 1) / kThreads)),
-         dim3(kThreads), 0, stream, dout, dpatches, dcls, dpos, off, B, Np, D);
+         dim3(kThreads), 0, stream, dout, dpatches, dcls, ddist, dpos, num_prefix, B, Np, D);
 }
 
-template void tokens_forward<float>(const float*, const float*, const float*, float*, int, int, int, rt::Stream);
+template void tokens_forward<float>(const float*, const float*, const float*, const float*, float*, int, int, int,
+                                    rt::Stream);
 template void tokens_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
-                                            __nv_bfloat16*, int, int, int, rt::Stream);
-template void tokens_backward<float, float>(const float*, float*, float*, float*, bool, int, int, int, rt::Stream);
-template void tokens_backward<__nv_bfloat16, float>(const __nv_bfloat16*, __nv_bfloat16*, float*, float*, bool, int,
-                                                    int, int, rt::Stream);
+                                            const __nv_bfloat16*, __nv_bfloat16*, int, int, int, rt::Stream);
+template void tokens_backward<float, float>(const float*, float*, float*, float*, float*, int, int, int, int,
+                                            rt::Stream);
+template void tokens_backward<__nv_bfloat16, float>(const __nv_bfloat16*, __nv_bfloat16*, float*, float*, float*, int,
+                                                    int, int, int, rt::Stream);
 template void tokens_backward<__nv_bfloat16, __nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*,
-                                                            __nv_bfloat16*, bool, int, int, int, rt::Stream);
+                                                            __nv_bfloat16*, __nv_bfloat16*, int, int, int, int,
+                                                            rt::Stream);
 
 VITCUDA_KERNELS_END
 }  // namespace vitcuda

@@ -1,6 +1,6 @@
 // Element-wise add and dtype conversion (kernels/elementwise.cu). Both are one fp32 operation
 // (or none) followed by one rounding to the destination type, the same on host and device, so
-// the results must be bit-identical to the host computation: fp32 a + b, and __float2bfloat16
+// the results must be bit-identical to the host computation: fp32 (a + b)·scale, and __float2bfloat16
 // (round to nearest even) for the conversion, checked on ties, NaN, infinities and subnormals.
 #include <cmath>
 #include <cstring>
@@ -28,19 +28,26 @@ void expect_bits_equal(const std::vector<T>& got, const std::vector<T>& want, co
 }
 
 // offset shifts every operand by one element off 16-byte alignment (the scalar loop);
-// alias: 0 none, 1 out == a, 2 out == b.
+// alias: 0 none, 1 out == a, 2 out == b. scale 1 calls add without it (the default).
 template <typename T>
-void check_add(int64_t n, int offset, int alias) {
-  SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset) + " alias=" + std::to_string(alias));
+void check_add(int64_t n, int offset, int alias, float scale = 1.f) {
+  SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset) + " alias=" + std::to_string(alias) +
+               " scale=" + std::to_string(scale));
   const std::vector<T> a = convert<T>(random_floats(n, -4.f, 4.f, 3 + n));
   const std::vector<T> b = convert<T>(random_floats(n, -4.f, 4.f, 5 + n));
   std::vector<T> want(n);
-  for (int64_t i = 0; i < n; ++i) want[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+  for (int64_t i = 0; i < n; ++i) {
+    const float sum = to_float(a[i]) + to_float(b[i]);  // the fp32 sum, then the fp32 product
+    want[i] = from_float<T>(scale == 1.f ? sum : sum * scale);
+  }
   rt::DeviceBuffer<T> da(n + offset), db(n + offset), dout(n + offset);
   rt::copy_to_device(da.get() + offset, a.data(), n * sizeof(T));
   rt::copy_to_device(db.get() + offset, b.data(), n * sizeof(T));
   T* out = alias == 1 ? da.get() + offset : alias == 2 ? db.get() + offset : dout.get() + offset;
-  add<T>(da.get() + offset, db.get() + offset, out, n, nullptr);
+  if (scale == 1.f)
+    add<T>(da.get() + offset, db.get() + offset, out, n, nullptr);
+  else
+    add<T>(da.get() + offset, db.get() + offset, out, n, nullptr, scale);
   std::vector<T> got(n);
   rt::copy_to_host(got.data(), out, n * sizeof(T));
   expect_bits_equal(got, want, "out");
@@ -58,6 +65,16 @@ TEST_P(Elementwise, AddBf16) {
   for (int64_t n : kSizes)
     for (int offset : {0, 1})
       for (int alias : {0, 1, 2}) check_add<__nv_bfloat16>(n, offset, alias);
+}
+
+// (a + b)·scale: the mean of two heads' logits (scale 0.5), and scales that round (1/3, 0.1).
+TEST_P(Elementwise, AddScaled) {
+  for (int64_t n : {int64_t(1), int64_t(9), int64_t(1031)})
+    for (int offset : {0, 1})
+      for (float scale : {0.5f, 1.f / 3.f, -0.1f, 0.f}) {
+        check_add<float>(n, offset, 1, scale);
+        check_add<__nv_bfloat16>(n, offset, 0, scale);
+      }
 }
 
 // Random values plus the cases where rounding is decided: ties to even both ways, the largest
