@@ -9,6 +9,34 @@
 
 namespace vitcuda {
 
+void check_teacher(const Model& student, const Model& teacher, const TrainStepOptions& options) {
+  const ViTConfig &s = student.config(), &t = teacher.config();
+  auto differ = [&](const char* what, const std::string& tv, const std::string& sv,
+                    const char* need = "the teacher runs on the student's batches: they must be equal") {
+    throw Error("TrainStep: the teacher (" + t.name + ") has " + what + " " + tv + ", the student (" + s.name + ") " +
+                sv + " (" + need + ")");
+  };
+  if (&teacher == &student) throw Error("TrainStep: the teacher is the student itself");
+  if (&teacher.backend() != &student.backend())
+    throw Error("TrainStep: the teacher (" + t.name + ") runs on another Backend object than the student (" + s.name +
+                "): distillation needs the same one");
+  if (teacher.max_batch() < student.max_batch())
+    differ("max_batch", std::to_string(teacher.max_batch()), std::to_string(student.max_batch()),
+           "the teacher runs on the student's batches: it needs at least the student's");
+  if (t.num_classes != s.num_classes)
+    differ("num_classes", std::to_string(t.num_classes), std::to_string(s.num_classes));
+  if (t.in_chans != s.in_chans) differ("in_chans", std::to_string(t.in_chans), std::to_string(s.in_chans));
+  if (t.img_size != s.img_size) differ("img_size", std::to_string(t.img_size), std::to_string(s.img_size));
+  if (teacher.dtype() != student.dtype())
+    differ("compute dtype", dtype_name(teacher.dtype()), dtype_name(student.dtype()));
+  if (!(options.distill_alpha >= 0.f && options.distill_alpha <= 1.f))
+    throw Error("TrainStep: distill_alpha must be in [0, 1], got " + std::to_string(options.distill_alpha));
+  if (!(std::isfinite(options.distill_tau) && options.distill_tau > 0.f))
+    throw Error("TrainStep: distill_tau must be finite and positive, got " + std::to_string(options.distill_tau));
+  if (options.distill != Distill::Hard && options.distill != Distill::Soft)
+    throw Error("TrainStep: distill must be Hard or Soft, got " + std::to_string(int(options.distill)));
+}
+
 TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
     : model_(model), opt_(opt), o_(options) {
   Backend& be = model_.backend();
@@ -19,6 +47,7 @@ TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
   use_graph_ = o_.graph && be.graphs_supported() && (!parallel() || o_.comm->graph_capturable());
   if (parallel() && opt_ && opt_->comm() != o_.comm)
     throw Error("TrainStep: the optimizer and the step must use the same communicator");
+  if (o_.teacher) check_teacher(model_, *o_.teacher, o_);
   // Buckets from the end of the gradient arena (where the backward pass starts) to its start.
   const Tensor grads = model_.grad_arena();
   const int64_t per = std::max<int64_t>(64, o_.bucket_bytes / int64_t(dtype_size(grads.dtype())) / 64 * 64);
@@ -97,12 +126,24 @@ void TrainStep::enqueue(Kind kind, const Slot& slot, int n, int micro) {
     if (kind == kEvalLabels) model_.loss_staged(0.f, /*train=*/false);
     return;
   }
+  // Distillation: the teacher, in inference mode, on the same (augmented) images first; its
+  // logits are the student's target below. All device ops, so the step still captures.
+  DistillTarget target;
+  if (o_.teacher) {
+    copy_bytes(be, o_.teacher->input_images().data(), d + images_at_, size_t(n) * image_bytes_);
+    o_.teacher->forward_staged(/*train=*/false, 0);
+    target.kind = o_.distill;
+    target.alpha = o_.distill_alpha;
+    target.tau = o_.distill_tau;
+    target.teacher_logits = o_.teacher->activation("logits");
+  }
   // The masks of shard micro · ranks + rank (shard 0: the seed itself, as one process draws).
   const int ranks = parallel() ? o_.comm->world_size() : 1;
   const uint64_t shard = uint64_t(micro) * uint64_t(ranks) + uint64_t(parallel() ? o_.comm->rank() : 0);
   model_.forward_staged(/*train=*/true, o_.seed + shard * 0x9E3779B97F4A7C15ull);
   // The gradient of Σ losses / (the samples of the whole step, over every micro-batch and rank).
-  model_.loss_staged(o_.smoothing, /*train=*/true, int64_t(n) * o_.accum_steps * ranks, /*accumulate=*/micro > 0);
+  model_.loss_staged(o_.smoothing, /*train=*/true, int64_t(n) * o_.accum_steps * ranks, /*accumulate=*/micro > 0,
+                     o_.teacher ? &target : nullptr);
   if (micro == 0) model_.zero_grad();
   if (micro < o_.accum_steps - 1) {
     model_.backward();
@@ -177,6 +218,7 @@ void TrainStep::run(int n, float lr, int64_t step, int micro) {
   images();  // the slot is free
   Slot& slot = slots_[next_];
   model_.set_batch(n);  // checks n
+  if (o_.teacher) o_.teacher->set_batch(n);
   check_labels(slot, n);
   slot.inputs->lr = lr;
   slot.inputs->reserved = 0;

@@ -158,7 +158,8 @@ void add_config(RunRecord& r, const ViTConfig& c) {
                                                        {"drop_rate", "--drop"},
                                                        {"drop_path_rate", "--drop-path"},
                                                        {"pre_logits", "--pre-logits"},
-                                                       {"num_classes", "--num-classes"}};
+                                                       {"num_classes", "--num-classes"},
+                                                       {"distilled", "--distilled"}};
   std::function<std::string(const nlohmann::ordered_json&)> text = [&](const nlohmann::ordered_json& v) {
     if (v.is_string()) return v.get<std::string>();
     if (v.is_number_float()) return RunRecord::num(v.get<double>());
@@ -266,6 +267,21 @@ std::string data_fingerprint(const std::vector<const Dataset*>& sets) {
   return buf;
 }
 
+std::string weights_fingerprint(const Model& model) {
+  const std::string config = model.config().to_json();
+  uint64_t h = fnv(0xcbf29ce484222325ull, config.data(), config.size());
+  const std::vector<float> master = model.get_master();
+  // Tensor by tensor (the arena's alignment gaps hold nothing of the weights).
+  for (const ParamSpec& p : model.params()) {
+    h = fnv(h, p.name.data(), p.name.size());
+    h = fnv(h, master.data() + p.offset, size_t(p.numel) * sizeof(float));
+  }
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%s %lld params #%016llx", model.config().name.c_str(), (long long)model.num_params(),
+                (unsigned long long)h);
+  return buf;
+}
+
 // ---- trainer ------------------------------------------------------------------------------
 Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& val, const TrainOptions& options)
     : model_(model), opt_(opt), train_(train), val_(val), o_(options) {
@@ -306,6 +322,12 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   need(o_.loader_threads >= 0 && o_.loader_threads <= 64, "loader_threads must be in [0, 64]", o_.loader_threads);
   need(o_.stop_after_epochs >= 0, "stop_after_epochs must be >= 0", o_.stop_after_epochs);
   o_.augment.validate();
+  need(o_.distill_alpha >= 0.f && o_.distill_alpha <= 1.f, "distill_alpha must be in [0, 1]", o_.distill_alpha);
+  need(std::isfinite(o_.distill_tau) && o_.distill_tau > 0.f, "distill_tau must be finite and positive",
+       o_.distill_tau);
+  // The teacher's shape, before any step (TrainStep checks the same; per rank, the teacher runs
+  // on this rank's share of each batch).
+  if (o_.teacher) check_teacher(model, *o_.teacher, step_options_distill());
 
   // What shapes the math, under the flags of vit_train. Not recorded, as they change nothing:
   // output_dir, progress, stop_after_epochs, loader_threads, graph, log_interval (bitwise-equal
@@ -344,6 +366,12 @@ Trainer::Trainer(Model& model, AdamW& opt, const Dataset& train, const Dataset& 
   // The number of ranks changes the dropout masks (TrainStepOptions::comm), so a resume keeps it.
   if (o_.accum_steps > 1) run_.set("--grad-accum-steps", std::to_string(o_.accum_steps));
   if (nranks > 1) run_.set("mpirun -np", std::to_string(nranks));
+  if (o_.teacher) {
+    run_.set("--distill-from", weights_fingerprint(*o_.teacher));
+    run_.set("--distill", distill_name(o_.distill));
+    run_.set("--distill-alpha", N::num(o_.distill_alpha));
+    run_.set("--distill-tau", N::num(o_.distill_tau));
+  }
   run_.set("data", data_fingerprint({&train, &val}));
   for (const auto& [k, v] : o_.run_flags.entries) run_.set(k, v);
   run_.set(kEpochs, std::to_string(o_.epochs));
@@ -364,6 +392,15 @@ TrainStepOptions Trainer::step_options() const {
   so.comm = o_.comm;
   so.overlap = o_.overlap;
   so.bucket_bytes = o_.bucket_bytes;
+  return so;
+}
+
+TrainStepOptions Trainer::step_options_distill() const {
+  TrainStepOptions so = step_options();
+  so.teacher = o_.teacher;
+  so.distill = o_.distill;
+  so.distill_alpha = o_.distill_alpha;
+  so.distill_tau = o_.distill_tau;
   return so;
 }
 
@@ -495,7 +532,7 @@ void Trainer::fit(std::ostream& log) {
   sched.total_steps = int64_t(o_.epochs) * per_epoch;
   sched.cosine = o_.cosine;
   if (o_.log_interval < 1) throw Error("log interval must be >= 1, got " + std::to_string(o_.log_interval));
-  TrainStepOptions so = step_options();
+  TrainStepOptions so = step_options_distill();  // evaluation (step_options) runs without the teacher
   so.smoothing = o_.smoothing;
   so.seed = o_.seed;
   so.accum_steps = K;

@@ -365,6 +365,8 @@ std::vector<FlagRow> flag_rows() {
       {"--smoothing", {"-0.1", "1", "1.5"}},
       {"--drop", {"-0.1", "1", "2"}},
       {"--drop-path", {"-0.1", "1"}},
+      {"--distill-alpha", {"-0.1", "1.01", "2"}},
+      {"--distill-tau", {"0", "-1", "1001", "1e39"}},
   };
   for (const auto& [flag, out_of_range] : train_floats) {
     std::vector<std::string> bad = out_of_range;

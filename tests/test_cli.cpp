@@ -4,6 +4,8 @@
 // outputs; a run stopped (or SIGKILLed) and resumed equals an uninterrupted one; and a kill
 // during a checkpoint write always leaves the old or the new checkpoint, complete, at the path.
 #include "tests/cli_harness.h"
+#include "vitcuda/model.h"
+#include "vitcuda/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace vitcuda;
@@ -529,6 +531,136 @@ TEST(CliCheckpoint, KillDuringSaveLeavesTheOldOrTheNewFile) {
   // Most kills land while the file is being written; the test is only meaningful if some did.
   EXPECT_GT(mid_write, 0) << "no kill landed mid-write in " << kRounds << " rounds";
   std::printf("[ %d of %d kills landed mid-write; one save takes %lld us ]\n", mid_write, kRounds, (long long)save_us);
+}
+
+// ---- distilled training (DeiT, issue #15): the teacher's flags ----------------------------------------
+
+// good_checkpoint() with its 'config' metadata edited (the teacher checks read the header alone).
+fs::path teacher_with_config(const fs::path& good, const fs::path& dir, const std::string& name, const std::string& key,
+                             const nlohmann::json& value) {
+  SafeTensorsFile f = load_safetensors(good.string());
+  nlohmann::json cfg = nlohmann::json::parse(f.metadata.at("config"));
+  cfg[key] = value;
+  if (key == "in_chans") {
+    cfg["pixel_mean"] = std::vector<float>(size_t(value.get<int>()), 0.5f);
+    cfg["pixel_std"] = std::vector<float>(size_t(value.get<int>()), 0.5f);
+  }
+  f.metadata["config"] = cfg.dump();
+  const fs::path p = dir / name;
+  save_safetensors(p.string(), f);
+  return p;
+}
+
+TEST_F(CliErrors, DistillTeacherOfAnotherShape) {
+  const fs::path good = good_checkpoint();
+  ASSERT_TRUE(fs::exists(good));
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", good.string()}, {"--num-classes", "12"}})),
+                         {"--distill-from '" + good.string() + "': the teacher has 10 classes, the student 12"}));
+  const fs::path rgb = teacher_with_config(good, dir_, "rgb.safetensors", "in_chans", 3);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", rgb.string()}})),
+                         {"--distill-from '" + rgb.string() + "': the teacher takes 3-channel images, the student 1"}));
+  const fs::path small = teacher_with_config(good, dir_, "small.safetensors", "img_size", 14);
+  EXPECT_TRUE(
+      CleanError(run(with(tiny_flags(), {{"--distill-from", small.string()}, {"--output", (dir_ / "out").string()}})),
+                 {"--distill-from '" + small.string() + "': the teacher takes 14x14 images", "28x28"}));
+  EXPECT_FALSE(fs::exists(dir_ / "out")) << "refused before the output folder is made";
+}
+
+TEST_F(CliErrors, DistillSettingsOutOfRange) {
+  const std::string good = good_checkpoint().string();
+  for (const char* alpha : {"1.5", "-0.1", "nan", "inf", "x"})
+    EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", good}, {"--distill-alpha", alpha}})),
+                           {"--distill-alpha"}))
+        << alpha;
+  for (const char* tau : {"0", "-1", "nan", "inf", "1e39"})
+    EXPECT_TRUE(
+        CleanError(run(with(tiny_flags(), {{"--distill-from", good}, {"--distill-tau", tau}})), {"--distill-tau"}))
+        << tau;
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", good}, {"--distill", "medium"}})), {"--distill"}));
+}
+
+TEST_F(CliErrors, DistillSettingsWithoutATeacher) {
+  for (const Flags& f : std::vector<Flags>{{{"--distill", "soft"}},
+                                           {{"--distill-alpha", "0.3"}},
+                                           {{"--distill-tau", "2"}},
+                                           {{"--teacher-model", "vit_fmnist"}}})
+    EXPECT_TRUE(CleanError(run(with(tiny_flags(), f)), {f[0].first, "needs --distill-from"})) << f[0].first;
+}
+
+TEST_F(CliErrors, DistillTeacherFileMissingCorruptOrWithoutArchitecture) {
+  const fs::path missing = dir_ / "no_teacher.safetensors";
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", missing.string()}})),
+                         {"--distill-from '" + missing.string() + "' does not exist"}));
+  const fs::path empty_dir = dir_ / "empty_run";
+  fs::create_directories(empty_dir);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", empty_dir.string()}})),
+                         {empty_dir.string(), "neither best.safetensors nor last.safetensors"}));
+  const fs::path garbage = dir_ / "garbage.safetensors";
+  std::mt19937 rng(12);
+  std::vector<uint8_t> b;
+  for (int i = 0; i < 4096; i++) b.push_back(uint8_t(rng()));
+  write_bytes(garbage, b);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", garbage.string()}})),
+                         {"--distill-from", garbage.string()}));
+  const fs::path truncated = dir_ / "truncated.safetensors";
+  fs::copy_file(good_checkpoint(), truncated);
+  fs::resize_file(truncated, fs::file_size(truncated) - 100);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", truncated.string()}})),
+                         {"--distill-from", truncated.string()}));
+  // A timm state_dict (no 'config' metadata): the architecture must be named, and must fit.
+  SafeTensorsFile f = load_safetensors(good_checkpoint().string());
+  f.metadata.clear();
+  const fs::path timm = dir_ / "timm.safetensors";
+  save_safetensors(timm.string(), f);
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), {{"--distill-from", timm.string()}})),
+                         {"--distill-from", timm.string(), "--teacher-model PRESET"}));
+  EXPECT_TRUE(
+      CleanError(run(with(tiny_flags(), {{"--distill-from", timm.string()}, {"--teacher-model", "vit_fmnist"}})),
+                 {"--distill-from", timm.string()}));  // vit_fmnist is 6 blocks of width 64: a tensor of another shape
+}
+
+// A timm state_dict as the teacher (no 'config' metadata): --teacher-model names its architecture,
+// here the vit_fmnist preset (6 blocks of width 64) teaching the tiny student.
+TEST_F(CliRun, DistillFromATimmStateDictWithTeacherModel) {
+  auto be = make_backend("cpu");
+  Model teacher(preset("vit_fmnist"), *be, 1);
+  teacher.init(3);
+  const fs::path with_config = dir_ / "vitcuda.safetensors", timm = dir_ / "timm.safetensors";
+  save_weights(with_config.string(), teacher);
+  SafeTensorsFile f = load_safetensors(with_config.string());
+  f.metadata.clear();
+  save_safetensors(timm.string(), f);
+  const RunResult r = run(
+      with(tiny_flags(), {{"--distill-from", timm.string()}, {"--teacher-model", "vit_fmnist"}, {"--epochs", "1"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("distillation: hard from " + timm.string() + " (teacher vit_fmnist, " +
+                       std::to_string(teacher.num_params()) + " params), alpha 0.5, tau 1\n"),
+            std::string::npos)
+      << r.out;
+}
+
+// A vit_train output folder as the teacher (its best.safetensors), a student with the
+// distillation token: the run trains, logs the teacher, and records it.
+TEST_F(CliRun, DistillFromAnOutputFolder) {
+  const fs::path teacher_dir = good_checkpoint().parent_path(), out = dir_ / "student";
+  const RunResult r = run(with(tiny_flags(), {{"--distill-from", teacher_dir.string()},
+                                              {"--distilled", ""},
+                                              {"--distill", "soft"},
+                                              {"--distill-tau", "2"},
+                                              {"--epochs", "1"},
+                                              {"--output", out.string()}}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  const std::string teacher = (teacher_dir / "best.safetensors").string();
+  EXPECT_NE(r.out.find("distillation: soft from " + teacher + " (teacher vit_fmnist, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" params), alpha 0.5, tau 2\n"), std::string::npos) << r.out;
+  const auto md = load_safetensors((out / "last.safetensors").string()).metadata;
+  const RunRecord rec = RunRecord::from_json(md.at("run"));
+  EXPECT_EQ(rec.get("--distill-from").rfind("vit_fmnist ", 0), 0u) << rec.get("--distill-from");
+  EXPECT_EQ(rec.get("--distill"), "soft");
+  EXPECT_EQ(rec.get("--distill-tau"), "2");
+  EXPECT_EQ(rec.get("--distilled"), "true");
+  EXPECT_EQ(nlohmann::json::parse(md.at("config")).value("distilled", false), true) << md.at("config");
+  EXPECT_TRUE(fs::exists(out / "results.json"));
 }
 
 }  // namespace

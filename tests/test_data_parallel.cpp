@@ -146,6 +146,25 @@ TEST_F(MpiRun, TwoRanksTrainLikeOneProcessAccumulatingTwoMicroBatches) {
   EXPECT_EQ(a, b);
 }
 
+// Distilled training (issue #15): each rank runs its own teacher on its shard of every batch, so
+// two ranks equal one process accumulating two micro-batches, the teacher included.
+TEST_F(MpiRun, DistilledTwoRanksTrainLikeOneProcessAccumulatingTwoMicroBatches) {
+  const Flags distill = {{"--distill-from", good_checkpoint().parent_path().string()},
+                         {"--distilled", ""},
+                         {"--distill", "soft"},
+                         {"--distill-tau", "2"},
+                         {"--epochs", "1"}};
+  Flags f1 = distill, f2 = distill;
+  f1.insert(f1.end(), {{"-b", "16"}, {"--grad-accum-steps", "2"}, {"--output", out("one").string()}});
+  f2.push_back({"--output", out("two").string()});
+  const RunResult one = run(with(tiny_flags(), f1));
+  ASSERT_EQ(one.exit_code, 0) << one.describe();
+  const RunResult two = train(2, with(tiny_flags(), f2));
+  ASSERT_EQ(two.exit_code, 0) << two.describe();
+  EXPECT_NE(two.out.find("distillation: soft from "), std::string::npos) << two.out;
+  expect_close_checkpoints(out("one") / "last.safetensors", out("two") / "last.safetensors", 1e-4f);
+}
+
 TEST_F(MpiRun, StoppedAndResumedEqualsUninterruptedAndRunsRepeatBitwise) {
   const Flags f = tiny_flags();
   ASSERT_EQ(train(2, with(f, {{"--output", out("full")}})).exit_code, 0);

@@ -290,6 +290,66 @@ TEST_F(Resume, ChainOfOneEpochRunsWithTiedValidationAccuracyEqualsUninterrupted)
   EXPECT_EQ(val_top1_of(ref / "last.safetensors"), val_top1_of(last));
 }
 
+// ---- distilled training (DeiT, issue #15) ------------------------------------------------------------
+
+// A student with the distillation token, soft-distilled from good_checkpoint()'s run (its output
+// folder: best.safetensors), 2 epochs.
+Flags distill_flags(const fs::path& teacher, const fs::path& out) {
+  return {{"--distill-from", teacher.string()},
+          {"--distilled", ""},
+          {"--distill", "soft"},
+          {"--distill-tau", "2"},
+          {"--drop", "0.1"},
+          {"--output", out.string()}};
+}
+
+// Stopped after epoch 1 and resumed equals uninterrupted, bit for bit (the teacher is reloaded
+// from its file; the run record holds its fingerprint and settings); a resume with another
+// --distill-alpha, another teacher (other weights) or without the teacher is refused naming the
+// flag; the same teacher file in another folder is not (the record holds its weights' hash, not
+// its path).
+TEST_F(Resume, DistilledRunResumesExactlyAndRefusesAnotherTeacherOrAlpha) {
+  const fs::path teacher_dir = good_checkpoint().parent_path();
+  const fs::path ref = dir_ / "uninterrupted", out = dir_ / "stopped", last = out / "last.safetensors";
+  RunResult r = run(with(tiny_flags(), distill_flags(teacher_dir, ref)));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  r = run(with(tiny_flags(), [&] {
+    Flags f = distill_flags(teacher_dir, out);
+    f.push_back({"--stop-after-epochs", "1"});
+    return f;
+  }()));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+
+  // Refused before anything is loaded: each differing entry named with both values.
+  Flags f = distill_flags(teacher_dir, out);
+  f.push_back({"--resume", last.string()});
+  f.push_back({"--distill-alpha", "0.7"});
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), f)), {"--distill-alpha 0.5", "--distill-alpha 0.7"}));
+  f = distill_flags(ref, out);  // the uninterrupted student as the teacher: other weights
+  f.push_back({"--resume", last.string()});
+  EXPECT_TRUE(CleanError(run(with(tiny_flags(), f)),
+                         {"was trained with --distill-from vit_fmnist ", "this run has --distill-from vit_fmnist "}));
+  {
+    Flags none = {{"--resume", last.string()}, {"--distilled", ""}, {"--drop", "0.1"}, {"--output", out.string()}};
+    EXPECT_TRUE(CleanError(run(with(tiny_flags(), none)), {"--distill-from vit_fmnist ", "--distill-from <none>"}));
+  }
+
+  // The teacher moved: the same run.
+  const fs::path moved = dir_ / "moved_teacher.safetensors";
+  fs::copy_file(teacher_dir / "best.safetensors", moved);
+  f = distill_flags(moved, out);
+  f.push_back({"--resume", last.string()});
+  r = run(with(tiny_flags(), f));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("resumed from '" + last.string() + "' after epoch 1"), std::string::npos) << r.out;
+  expect_same_history(ref / "history.csv", out / "history.csv");
+  expect_same_checkpoint(ref / "last.safetensors", out / "last.safetensors");
+  expect_same_checkpoint(ref / "best.safetensors", out / "best.safetensors");
+  expect_same_results(ref / "results.json", out / "results.json");
+  EXPECT_EQ(load_safetensors((ref / "last.safetensors").string()).metadata.at("run"),
+            load_safetensors(last.string()).metadata.at("run"));
+}
+
 // ---- the run record in the library -------------------------------------------------------------------
 
 // What the Trainer records, and what it leaves out: every option that changes the math is a

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -171,6 +172,21 @@ std::vector<std::string> draw_plots(const std::string& output, const std::string
   return drawn;
 }
 
+// A weights file flag's path: a file as given; a folder (a vit_train output) gives its
+// best.safetensors, else its last.safetensors.
+std::string resolve_weights(const std::string& path, const std::string& flag) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0)
+    throw Error(flag + " '" + path + "' " +
+                (errno == ENOENT ? std::string("does not exist") : std::string(": ") + std::strerror(errno)));
+  if (!S_ISDIR(st.st_mode)) return path;  // a FIFO or a device is refused, without blocking, by the library's reader
+  for (const char* name : {"best.safetensors", "last.safetensors"}) {
+    const std::string p = path + "/" + name;
+    if (stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return p;
+  }
+  throw Error(flag + " '" + path + "' is a folder holding neither best.safetensors nor last.safetensors");
+}
+
 void print_test(const std::string& label, const EvalResult& t) {
   std::printf("test (%s): loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", label.c_str(), t.loss,
               100 * t.top1, 100 * t.top5, (long long)t.count, t.seconds);
@@ -257,6 +273,10 @@ int main(int argc, char** argv) {
   int patch_size = 0, num_heads = 0, embed_dim = 0, depth = 0, num_classes = 0, img_size = 0, pre_logits = 0;
   std::string global_pool, initial_checkpoint, gelu;
   bool summary = false, no_progress = false;
+  // Distilled training (DeiT): the teacher's weights, its architecture for a file without
+  // 'config' metadata, the loss's settings, and the student's distillation token.
+  std::string distill_from, teacher_model, distill_kind = "hard";
+  bool distilled = false;
   // Data parallelism (mpirun -np N vit_train ...).
   std::string comm_kind = "auto";
   int zero = 0;
@@ -373,6 +393,29 @@ int main(int argc, char** argv) {
   app.add_option("--initial-checkpoint", initial_checkpoint,
                  "start from these weights (vitcuda or timm safetensors; pos_embed resized to --img-size)")
       ->check(kNonEmptyPath);
+  app.add_flag("--distilled", distilled,
+               "give the model DeiT's distillation token (dist_token and a second head, head_dist; the "
+               "logits are the mean of both heads'), as timm's distilled=True");
+  app.add_option("--distill-from", distill_from,
+                 "distilled training (DeiT) from this teacher: a vitcuda checkpoint, a vit_train output folder "
+                 "(its best.safetensors) or a timm state_dict (with --teacher-model); it runs in inference mode "
+                 "on each training batch")
+      ->check(kNonEmptyPath);
+  app.add_option("--teacher-model", teacher_model,
+                 "the teacher's preset, for a --distill-from file without 'config' metadata (a timm state_dict)")
+      ->check(CLI::IsMember(preset_names()));
+  app.add_option("--distill", distill_kind,
+                 "the distillation term on the distillation head (the model's head without --distilled): hard "
+                 "(cross-entropy with the teacher's argmax) or soft (tau^2 KL of the softened distributions)")
+      ->check(CLI::IsMember({"hard", "soft"}))
+      ->capture_default_str();
+  app.add_option("--distill-alpha", o.distill_alpha,
+                 "weight of the distillation term: loss = (1-A) CE(cls head, label) + A term(dist head, teacher)")
+      ->check(cli::real(0, 1))
+      ->capture_default_str();
+  app.add_option("--distill-tau", o.distill_tau, "soft distillation's temperature")
+      ->check(cli::real(0, 1000, true))
+      ->capture_default_str();
   app.add_option("--num-heads", num_heads, "override the preset's number of heads")
       ->check(cli::integer(1, L::kNumHeads));
   app.add_option("--embed-dim", embed_dim, "override the preset's embedding dim")->check(cli::integer(1, L::kEmbedDim));
@@ -412,6 +455,9 @@ int main(int argc, char** argv) {
     cli::require_at_most("--min-lr", o.min_lr, "--lr", o.lr);
     cli::require_at_most("--warmup-epochs", o.warmup_epochs, "--epochs", o.epochs);
     if (rrc_scale.size() == 2) cli::require_at_most("--scale LO", rrc_scale[0], "HI", rrc_scale[1]);
+    if (!app.count("--distill-from"))
+      for (const char* f : {"--distill", "--distill-alpha", "--distill-tau", "--teacher-model"})
+        if (app.count(f)) throw CLI::ValidationError(f, "needs --distill-from TEACHER (the teacher's weights)");
   });
   // One line per error and exit status 1 (0 after --help), like every other error of vit_train.
   if (const int rc = cli::parse_flags(app, "vit_train", argc, argv); rc >= 0) return rc;
@@ -479,7 +525,33 @@ int main(int argc, char** argv) {
     }
     if (drop >= 0) cfg.drop_rate = drop;
     if (drop_path >= 0) cfg.drop_path_rate = drop_path;
+    if (distilled) cfg.distilled = true;
     cfg.validate();
+    // The teacher's architecture from its file's header alone, checked against the student's
+    // before anything is loaded or allocated.
+    std::string teacher_path;
+    ViTConfig teacher_cfg;
+    if (!distill_from.empty()) {
+      teacher_path = resolve_weights(distill_from, "--distill-from");
+      try {
+        teacher_cfg = weights_config(teacher_path, teacher_model, "", "--teacher-model");
+      } catch (const Error& e) {
+        throw Error(std::string("--distill-from: ") + e.what());
+      }
+      auto differ = [&](bool same, const std::string& teacher_has, const std::string& student_has) {
+        if (!same)
+          throw Error("--distill-from '" + teacher_path + "': the teacher " + teacher_has + ", the student " +
+                      student_has + " (the teacher runs on the student's images and labels)");
+      };
+      const ViTConfig& t = teacher_cfg;
+      const std::string ts = std::to_string(t.img_size), ss = std::to_string(cfg.img_size);
+      differ(t.num_classes == cfg.num_classes, "has " + std::to_string(t.num_classes) + " classes",
+             std::to_string(cfg.num_classes));
+      differ(t.in_chans == cfg.in_chans, "takes " + std::to_string(t.in_chans) + "-channel images",
+             std::to_string(cfg.in_chans) + "-channel");
+      differ(t.img_size == cfg.img_size, "takes " + ts + "x" + ts + " images (--img-size)", ss + "x" + ss);
+      o.distill = distill_kind == "soft" ? Distill::Soft : Distill::Hard;
+    }
     o.cosine = sched == "cosine";
     o.progress = !no_progress;
     o.graph = !no_graph;
@@ -609,6 +681,20 @@ int main(int argc, char** argv) {
       std::printf("initial weights from '%s'\n", initial_checkpoint.c_str());
     }
     AdamW opt(model, ac, comm.get(), zero == 1);
+    // The teacher: on the same backend, for this rank's share of each batch, in inference mode.
+    std::unique_ptr<Model> teacher;
+    if (!teacher_path.empty()) {
+      teacher = std::make_unique<Model>(teacher_cfg, *backend, local_batch, backend->compute_dtype());
+      try {
+        load_weights(teacher_path, *teacher);
+      } catch (const Error& e) {
+        throw Error(std::string("--distill-from: ") + e.what());
+      }
+      o.teacher = teacher.get();
+      std::printf("distillation: %s from %s (teacher %s, %lld params), alpha %s, tau %s\n", distill_name(o.distill),
+                  teacher_path.c_str(), teacher_cfg.name.c_str(), (long long)teacher->num_params(),
+                  RunRecord::num(o.distill_alpha).c_str(), RunRecord::num(o.distill_tau).c_str());
+    }
     // The run record: the Trainer's own plus what only vit_train sees (a resume compares them).
     o.run_flags.set("--dataset", dataset);
     if (dataset == "cifar100") o.run_flags.set("--cifar100-labels", cifar100_labels);

@@ -47,6 +47,12 @@ struct TrainStepOptions {
   float distill_tau = 1.f;
 };
 
+// The checks TrainStep's constructor makes on options.teacher (also for callers that want them
+// before building a TrainStep, as Trainer's constructor): not the student itself, the same Backend
+// object, max_batch >= the student's, the same img_size, in_chans, num_classes and compute dtype,
+// distill_alpha in [0, 1], distill_tau finite and > 0. Throws Error naming both values.
+void check_teacher(const Model& student, const Model& teacher, const TrainStepOptions& options);
+
 // Metrics of the applied steps since the last take_metrics, and the steps skipped for a
 // non-finite loss or gradient.
 struct StepMetrics {

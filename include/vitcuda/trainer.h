@@ -43,6 +43,12 @@ struct RunRecord {
 // (vit_train: the whole training set before the validation split, and the test set).
 std::string data_fingerprint(const std::vector<const Dataset*>& sets);
 
+// A fingerprint of a model's weights, independent of where they were loaded from: its config
+// name, parameter count and a hash of its config (JSON) and every parameter's fp32 master
+// values, e.g. "vit_fmnist 28.1k params #0123456789abcdef". The Trainer records the teacher's
+// under "--distill-from".
+std::string weights_fingerprint(const Model& model);
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 128;
@@ -77,6 +83,17 @@ struct TrainOptions {
   int accum_steps = 1;  // micro-batches of batch_size per optimizer step (--grad-accum-steps)
   bool overlap = true;  // TrainStepOptions::overlap and bucket_bytes
   int64_t bucket_bytes = int64_t(25) << 20;
+  // Distilled training (DeiT; TrainStepOptions::teacher): the teacher Model (on the model's
+  // Backend, max_batch >= the model's, the same img_size, in_chans, num_classes and compute
+  // dtype) runs in inference mode on every training step's images, and the loss is
+  // (1 − α)·CE(cls head, label) + α·term(distillation head, teacher) (vitcuda/model.h
+  // DistillTarget). nullptr: plain training. The run record then holds "--distill-from" (the
+  // teacher's config name, parameter count and a hash of its config and weights, not its path),
+  // "--distill", "--distill-alpha" and "--distill-tau"; none of them without a teacher.
+  Model* teacher = nullptr;
+  Distill distill = Distill::Hard;
+  float distill_alpha = 0.5f;  // in [0, 1]
+  float distill_tau = 1.f;     // > 0
   // Settings of the caller that shape the run beyond what the Trainer sees (vit_train:
   // --dataset, --val-split, --cifar100-labels, data); added to the Trainer's run record,
   // replacing its own entries of the same name.
@@ -134,6 +151,7 @@ class Trainer {
   bool root() const { return !o_.comm || o_.comm->is_root(); }
   int ranks() const { return o_.comm ? o_.comm->world_size() : 1; }
   TrainStepOptions step_options() const;
+  TrainStepOptions step_options_distill() const;  // step_options() with the teacher and its settings
   std::map<std::string, std::string> state_metadata() const;
 
   Model& model_;

@@ -32,9 +32,22 @@ struct TrainRun {
 // 20 steps of a tiny ViT (dropout 0.1, attention dropout 0.1, drop-path 0.2) from the same
 // weights and batches, with a warmup + cosine schedule and clipping; batch size 3, except
 // step 7, of 2 (another graph), as a last partial batch would.
-TrainRun train(DType dtype, bool graph) {
+// distill: a student with the distillation token (no pre_logits: timm's two linear heads),
+// soft-distilled from a teacher of another depth that runs inside each step (issue #15).
+TrainRun train(DType dtype, bool graph, bool distill = false) {
   std::unique_ptr<Backend> be = make_cuda_backend(dtype);
-  Model model(tiny_vit_config(), *be, kBatch);
+  ViTConfig student_cfg = tiny_vit_config(), teacher_cfg = tiny_vit_config();
+  if (distill) {
+    student_cfg.pre_logits = 0;
+    student_cfg.distilled = true;
+  }
+  teacher_cfg.depth = 1;
+  std::unique_ptr<Model> teacher;
+  if (distill) {
+    teacher = std::make_unique<Model>(teacher_cfg, *be, kBatch);
+    teacher->init(7);
+  }
+  Model model(student_cfg, *be, kBatch);
   model.init(5);
   AdamWConfig oc;
   oc.lr = 3e-3f;
@@ -48,6 +61,12 @@ TrainRun train(DType dtype, bool graph) {
   so.smoothing = 0.1f;
   so.seed = 9;
   so.graph = graph;
+  if (distill) {
+    so.teacher = teacher.get();
+    so.distill = Distill::Soft;
+    so.distill_alpha = 0.5f;
+    so.distill_tau = 2.f;
+  }
   TrainStep step(model, &opt, so);
   std::mt19937 g(3);
   TrainRun r;
@@ -106,6 +125,25 @@ TEST_P(TrainStepTest, GraphReplayEqualsEagerBitwise) {
     return TrainRun{model.get_master(), {}, 0, 0, {}};
   }();
   EXPECT_NE(std::memcmp(none.master.data(), eager.master.data(), eager.master.size() * sizeof(float)), 0);
+}
+
+// The same with a teacher: its forward pass is captured into the step's graph with the student's
+// (the staged images copied into its input), and the replays equal the eager steps bit for bit.
+TEST_P(TrainStepTest, GraphReplayWithATeacherEqualsEagerBitwise) {
+  const TrainRun eager = train(GetParam(), false, true);
+  const TrainRun graph = train(GetParam(), true, true);
+  EXPECT_EQ(graph.captured, 2);
+  ASSERT_EQ(graph.master.size(), eager.master.size());
+  EXPECT_EQ(std::memcmp(graph.master.data(), eager.master.data(), eager.master.size() * sizeof(float)), 0)
+      << "the weights after 20 replayed distilled steps differ from 20 eager ones";
+  for (int s = 0; s < kSteps; ++s) {
+    EXPECT_EQ(graph.metrics[s].loss_sum, eager.metrics[s].loss_sum) << "step " << s;
+    EXPECT_EQ(graph.metrics[s].skipped_steps, 0) << "step " << s;
+  }
+  EXPECT_EQ(graph.adam_steps, kSteps);
+  EXPECT_GE(graph.replayed.graph_launches, kSteps - 3);
+  EXPECT_EQ(graph.replayed.launches, eager.replayed.launches) << "a replay counts the launches it contains";
+  EXPECT_EQ(graph.replayed.syncs, eager.replayed.syncs);
 }
 
 // A step whose loss is not finite changes nothing and is counted; the next step applies.
