@@ -336,10 +336,10 @@ ViTConfig ViTConfig::from_json(const std::string& text) {
   };
   // A key this version does not read would be silently lost (a typo, or a newer field).
   static const char* const kKeys[] = {
-      "name",           "img_size",    "in_chans",    "patch_size",     "pixel_mean", "pixel_std",    "embed_dim",
-      "depth",          "num_heads",   "head_dim",    "mlp_ratio",      "mlp_hidden", "mlp_gelu_out", "qkv_bias",
-      "qk_scale",       "class_token", "distilled", "global_pool", "ln_eps",         "gelu",       "drop_rate",    "attn_drop_rate",
-      "drop_path_rate", "pre_logits",  "head_mlp",    "head_drop_rate", "num_classes"};
+      "name",           "img_size",       "in_chans",   "patch_size",  "pixel_mean",     "pixel_std",    "embed_dim",
+      "depth",          "num_heads",      "head_dim",   "mlp_ratio",   "mlp_hidden",     "mlp_gelu_out", "qkv_bias",
+      "qk_scale",       "class_token",    "distilled",  "global_pool", "ln_eps",         "gelu",         "drop_rate",
+      "attn_drop_rate", "drop_path_rate", "pre_logits", "head_mlp",    "head_drop_rate", "num_classes"};
   for (const auto& item : j.items()) {
     bool known = false;
     for (const char* k : kKeys) known = known || item.key() == k;

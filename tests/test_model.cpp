@@ -228,8 +228,8 @@ TEST(ModelTest, DeitDistilledMatchesTimm) {
   EXPECT_EQ(m.num_params(), 5910800);
   expect_table_consistent(m);
   auto expect = timm_table(c);
-  expect[3].second = {1, 198, 192};                                        // pos_embed: cls, dist, 196 patches
-  expect.insert(expect.begin() + 3, {"dist_token", {1, 1, 192}});          // after cls_token
+  expect[3].second = {1, 198, 192};                                // pos_embed: cls, dist, 196 patches
+  expect.insert(expect.begin() + 3, {"dist_token", {1, 1, 192}});  // after cls_token
   expect.push_back({"head_dist.weight", {1000, 192}});
   expect.push_back({"head_dist.bias", {1000}});
   ASSERT_EQ(m.params().size(), expect.size());

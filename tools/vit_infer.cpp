@@ -49,19 +49,6 @@ bool is_file(const std::string& p) {
 }
 
 // A vit_train output folder means its best checkpoint (else its last one).
-std::string resolve_checkpoint(const std::string& path) {
-  if (is_dir(path)) {
-    for (const char* name : {"best.safetensors", "last.safetensors"})
-      if (is_file(path + "/" + name)) return path + "/" + name;
-    throw Error("checkpoint folder '" + path + "' holds neither best.safetensors nor last.safetensors");
-  }
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0)
-    throw Error("checkpoint '" + path + "' " +
-                (errno == ENOENT ? std::string("does not exist") : std::string(": ") + std::strerror(errno)));
-  return path;  // a FIFO or a device is refused, without blocking, by the library's reader
-}
-
 // The __metadata__ of a safetensors file, from its header alone (the weights are read by
 // load_weights): the library's reader, with its limits and checks.
 std::map<std::string, std::string> read_metadata(const std::string& path) {
@@ -202,7 +189,7 @@ int main(int argc, char** argv) {
   try {
     if (inputs.empty() && dataset.empty())
       throw Error("nothing to classify: give image files or folders, or --dataset (see --help)");
-    const std::string path = resolve_checkpoint(checkpoint);
+    const std::string path = cli::resolve_weights(checkpoint, "checkpoint");
     const auto md = read_metadata(path);
     const ViTConfig cfg = weights_config(path, model_name, global_pool, "--model");
     std::vector<std::string> names;

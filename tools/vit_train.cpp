@@ -172,21 +172,6 @@ std::vector<std::string> draw_plots(const std::string& output, const std::string
   return drawn;
 }
 
-// A weights file flag's path: a file as given; a folder (a vit_train output) gives its
-// best.safetensors, else its last.safetensors.
-std::string resolve_weights(const std::string& path, const std::string& flag) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0)
-    throw Error(flag + " '" + path + "' " +
-                (errno == ENOENT ? std::string("does not exist") : std::string(": ") + std::strerror(errno)));
-  if (!S_ISDIR(st.st_mode)) return path;  // a FIFO or a device is refused, without blocking, by the library's reader
-  for (const char* name : {"best.safetensors", "last.safetensors"}) {
-    const std::string p = path + "/" + name;
-    if (stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return p;
-  }
-  throw Error(flag + " '" + path + "' is a folder holding neither best.safetensors nor last.safetensors");
-}
-
 void print_test(const std::string& label, const EvalResult& t) {
   std::printf("test (%s): loss %.4f top-1 %.2f%% top-5 %.2f%% (%lld images, %.1fs)\n", label.c_str(), t.loss,
               100 * t.top1, 100 * t.top5, (long long)t.count, t.seconds);
@@ -532,7 +517,7 @@ int main(int argc, char** argv) {
     std::string teacher_path;
     ViTConfig teacher_cfg;
     if (!distill_from.empty()) {
-      teacher_path = resolve_weights(distill_from, "--distill-from");
+      teacher_path = cli::resolve_weights(distill_from, "--distill-from");
       try {
         teacher_cfg = weights_config(teacher_path, teacher_model, "", "--teacher-model");
       } catch (const Error& e) {

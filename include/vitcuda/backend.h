@@ -173,7 +173,7 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(const Tensor& t) = 0;
-  void copy(const Tensor& src, const Tensor& dst);                // same numel; converts dtype
+  void copy(const Tensor& src, const Tensor& dst);  // same numel; converts dtype
   // out = (a + b) · scale, summed and scaled in fp32 (scale 1: exactly a + b). out may alias a or b.
   void add(const Tensor& a, const Tensor& b, const Tensor& out, float scale = 1.f);
   virtual void synchronize() {}
@@ -334,8 +334,8 @@ class Backend {
                                     const Tensor& dx, const Tensor& dw, const Tensor& db, const DropoutSpec& drop) = 0;
   virtual void tokens_forward_impl(const Tensor& patches, const Tensor& cls, const Tensor& dist, const Tensor& pos,
                                    const Tensor& out) = 0;
-  virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls,
-                                    const Tensor& ddist, const Tensor& dpos) = 0;
+  virtual void tokens_backward_impl(const Tensor& dout, const Tensor& dpatches, const Tensor& dcls, const Tensor& ddist,
+                                    const Tensor& dpos) = 0;
   virtual void layernorm_forward_impl(const Tensor& x, const Tensor& residual, const Tensor& sum_out,
                                       const Tensor& gamma, const Tensor& beta, float eps, const Tensor& y,
                                       const Tensor& mean, const Tensor& rstd) = 0;

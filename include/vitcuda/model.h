@@ -184,9 +184,9 @@ class Model {
     Tensor logits;
     Tensor head_logits, dist_logits;  // distilled models: each head's; logits is their mean
   };
-  struct GradActs {                   // gradient scratch ("d_*" in the table), shared by all blocks
-    Tensor logits, logits_dist;       // logits_dist: head_dist's, when the heads have their own losses
-    Tensor head_a, head_b,            // head_a / head_b alternate as dy / dx through the head
+  struct GradActs {              // gradient scratch ("d_*" in the table), shared by all blocks
+    Tensor logits, logits_dist;  // logits_dist: head_dist's, when the heads have their own losses
+    Tensor head_a, head_b,       // head_a / head_b alternate as dy / dx through the head
         pooled, res, branch, ln, fc1, att, qkv, patches;
   };
   struct ActTensors {
