@@ -804,49 +804,39 @@ TEST(GradCheckModel, DistillationTokenWithDropoutPartialBatch) {
   check_model(c, {true, 0.f, 3, 2});
 }
 
-// Distilled training: the cls head learns the labels, head_dist the teacher (hard and soft).
+// Distilled training (a ModelCheck with the DistillTarget loss).
+ModelCheck distilling(ModelCheck mc, Distill kind, float alpha, float tau) {
+  mc.distill = true;
+  mc.kind = kind;
+  mc.alpha = alpha;
+  mc.tau = tau;
+  return mc;
+}
+
+// The cls head learns the labels, head_dist the teacher (hard and soft).
 TEST(GradCheckModel, DistilledHardTarget) {
   ViTConfig c = tiny_config();
   c.distilled = true;
-  ModelCheck mc{false, 0.1f, 3};
-  mc.distill = true;
-  mc.kind = Distill::Hard;
-  mc.alpha = 0.3f;
-  check_model(c, mc);
+  check_model(c, distilling({false, 0.1f, 3}, Distill::Hard, 0.3f, 1.f));
 }
 
 TEST(GradCheckModel, DistilledSoftTarget) {
   ViTConfig c = tiny_config();
   c.distilled = true;
-  ModelCheck mc{true, 0.f, 4};
   c.drop_rate = 0.1f;
-  mc.distill = true;
-  mc.kind = Distill::Soft;
-  mc.alpha = 0.6f;
-  mc.tau = 2.5f;
-  check_model(c, mc);
+  check_model(c, distilling({true, 0.f, 4}, Distill::Soft, 0.6f, 2.5f));
 }
 
 // A student without the distillation token: both terms on its one head (Hinton's KD).
 TEST(GradCheckModel, OneHeadSoftDistillation) {
-  ViTConfig c = tiny_config();
-  ModelCheck mc{false, 0.1f, 3};
-  mc.distill = true;
-  mc.kind = Distill::Soft;
-  mc.alpha = 0.5f;
-  mc.tau = 3.f;
-  check_model(c, mc);
+  check_model(tiny_config(), distilling({false, 0.1f, 3}, Distill::Soft, 0.5f, 3.f));
 }
 
 TEST(GradCheckModel, OneHeadHardDistillation) {
   ViTConfig c = tiny_config();
   c.class_token = false;
   c.pool = Pool::Avg;
-  ModelCheck mc{false, 0.f, 3};
-  mc.distill = true;
-  mc.kind = Distill::Hard;
-  mc.alpha = 1.f;
-  check_model(c, mc);
+  check_model(c, distilling({false, 0.f, 3}, Distill::Hard, 1.f, 1.f));
 }
 
 // Everything at once: Keras-style head (flatten, head MLP, dropout), pre-logits, tanh GELU,

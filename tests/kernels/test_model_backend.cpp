@@ -68,6 +68,16 @@ struct Tol {
 };
 Tol tolerance(DType d) { return d == DType::F32 ? Tol{1e-5, 2e-5, 1e-5} : Tol{2e-2, 4e-2, 2e-3}; }
 
+// Every parameter's gradient on the device within tol.grad of the reference's (relative norm).
+void expect_grads_match(const Pair& p, const Tol& tol) {
+  const auto g_ref = grads_of(*p.ref), g_dut = grads_of(*p.dut);
+  for (const ParamSpec& spec : p.ref->params()) {
+    const std::vector<float> a(g_dut.begin() + spec.offset, g_dut.begin() + spec.offset + spec.numel);
+    const std::vector<float> b(g_ref.begin() + spec.offset, g_ref.begin() + spec.offset + spec.numel);
+    EXPECT_LT(rel_norm_error(a, b), tol.grad) << "gradient of " << spec.name;
+  }
+}
+
 class ModelBackendTest : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override { VITCUDA_SKIP_WITHOUT_DEVICE(); }
@@ -89,12 +99,7 @@ TEST_P(ModelBackendTest, LossGradientsAndAdamWStepMatchCpu) {
     models[i]->backward();
   }
   EXPECT_NEAR(s[1].loss, s[0].loss, tol.loss * std::fabs(s[0].loss)) << "loss";
-  const auto g_ref = grads_of(*p.ref), g_dut = grads_of(*p.dut);
-  for (const ParamSpec& spec : p.ref->params()) {
-    const std::vector<float> a(g_dut.begin() + spec.offset, g_dut.begin() + spec.offset + spec.numel);
-    const std::vector<float> b(g_ref.begin() + spec.offset, g_ref.begin() + spec.offset + spec.numel);
-    EXPECT_LT(rel_norm_error(a, b), tol.grad) << "gradient of " << spec.name;
-  }
+  expect_grads_match(p, tol);
   // One AdamW step from those gradients.
   AdamWConfig cfg;
   cfg.lr = 1e-3f;
@@ -179,8 +184,8 @@ TEST_P(ModelBackendTest, DistilledModelMatchesCpu) {
     Distill kind;
     float alpha, tau;
   };
-  for (const Case& k : {Case{"no teacher", false, Distill::Hard, 0.f, 1.f}, Case{"hard", true, Distill::Hard, 0.5f, 1.f},
-                        Case{"soft", true, Distill::Soft, 0.7f, 3.f}}) {
+  for (const Case& k : {Case{"no teacher", false, Distill::Hard, 0.f, 1.f},
+                        Case{"hard", true, Distill::Hard, 0.5f, 1.f}, Case{"soft", true, Distill::Soft, 0.7f, 3.f}}) {
     SCOPED_TRACE(k.name);
     StepStats s[2];
     Model* models[2] = {p.ref.get(), p.dut.get()};
@@ -192,12 +197,7 @@ TEST_P(ModelBackendTest, DistilledModelMatchesCpu) {
       models[i]->backward();
     }
     EXPECT_NEAR(s[1].loss, s[0].loss, tol.loss * std::fabs(s[0].loss)) << "loss";
-    const auto g_ref = grads_of(*p.ref), g_dut = grads_of(*p.dut);
-    for (const ParamSpec& spec : p.ref->params()) {
-      const std::vector<float> a(g_dut.begin() + spec.offset, g_dut.begin() + spec.offset + spec.numel);
-      const std::vector<float> b(g_ref.begin() + spec.offset, g_ref.begin() + spec.offset + spec.numel);
-      EXPECT_LT(rel_norm_error(a, b), tol.grad) << "gradient of " << spec.name;
-    }
+    expect_grads_match(p, tol);
   }
 }
 
