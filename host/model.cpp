@@ -93,8 +93,9 @@ Tensor rows(const Tensor& t, int64_t begin, int64_t count) {
 Model::Model(const ViTConfig& config, Backend& backend, int max_batch)
     : Model(config, backend, max_batch, backend.compute_dtype()) {}
 
-Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple)
-    : cfg_(config), be_(backend), max_batch_(max_batch), dtype_(dtype) {
+Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple, Use use)
+    : cfg_(config), be_(backend), max_batch_(max_batch), dtype_(dtype), use_(use) {
+  if (use != Use::Training && use != Use::Inference) throw Error("Model: use must be Training or Inference");
   cfg_.validate();
   if (max_batch <= 0) throw Error("Model: batch size must be positive, got " + std::to_string(max_batch));
   if (arena_multiple < 1 || arena_multiple > (int64_t(1) << 20))
@@ -114,7 +115,8 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
       z.add(z.mul(arena_size_, int64_t(dtype_size(dtype_)), "the parameters"), 255, "the parameters") / 256 * 256;
   const int64_t param_total =
       z.add(pbytes, separate_master ? z.mul(arena_size_, 4, "the master weights") : 0, "the parameters");
-  const int64_t grad_bytes = z.mul(arena_size_, int64_t(dtype_size(grad_dtype)), "the gradients");
+  const int64_t grad_bytes =
+      use_ == Use::Training ? z.mul(arena_size_, int64_t(dtype_size(grad_dtype)), "the gradients") : 0;
   const int64_t total = z.add(z.add(param_total, grad_bytes, "the model"), act_bytes_, "the model");
   const uint64_t memory = be_.memory_capacity();
   if (uint64_t(total) > memory)
@@ -123,16 +125,16 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
                   ", gradients " + std::to_string(grad_bytes) + ", activations " + std::to_string(act_bytes_) +
                   "), more than the " + be_.name() + " backend's memory of " + std::to_string(memory) + " bytes");
   param_mem_ = be_.alloc(size_t(param_total));
-  grad_mem_ = be_.alloc(size_t(grad_bytes));
+  if (grad_bytes > 0) grad_mem_ = be_.alloc(size_t(grad_bytes));
   act_mem_ = be_.alloc(size_t(act_bytes_));
   const Device dev = be_.device();
   params_ = Tensor::view(param_mem_, {arena_size_}, dtype_, dev);
   master_ =
       separate_master ? Tensor::view(static_cast<char*>(param_mem_) + pbytes, {arena_size_}, DType::F32, dev) : params_;
-  grads_ = Tensor::view(grad_mem_, {arena_size_}, grad_dtype, dev);
+  if (grad_mem_) grads_ = Tensor::view(grad_mem_, {arena_size_}, grad_dtype, dev);
   for (const ParamSlot& s : param_slots_) {
     *s.param = pview(params_, param_specs_[s.spec]);
-    *s.grad = pview(grads_, param_specs_[s.spec]);
+    if (grad_mem_) *s.grad = pview(grads_, param_specs_[s.spec]);
   }
   bind_activations();  // at batch 0 until the first forward
   state_ = static_cast<StepState*>(be_.alloc(sizeof(StepState)));
@@ -142,7 +144,7 @@ Model::Model(const ViTConfig& config, Backend& backend, int max_batch, DType dty
 
 Model::~Model() {
   be_.release(param_mem_);
-  be_.release(grad_mem_);
+  if (grad_mem_) be_.release(grad_mem_);
   be_.release(act_mem_);
   be_.release(state_);
 }
@@ -245,15 +247,28 @@ void Model::plan() {
   a.res.resize(c.depth + 1);
   a.blocks.resize(c.depth);
   a.head.mlp.resize(nmlp);
-  auto act = [&](const std::string& name, std::vector<int64_t> shape, DType dt, Tensor& field) {
+  // shared: the entry's name in every block ("ln1", ...; "res" for the residual stream): a
+  // Use::Inference model gives all blocks the first block's buffer (forward reads only the
+  // previous block's mid and fc2 while it writes the next block's res and ln1, other buffers).
+  const bool inference = use_ == Use::Inference;
+  std::map<std::string, int64_t> shared_at;  // shared name -> its bytes' offset
+  auto act = [&](const std::string& name, std::vector<int64_t> shape, DType dt, Tensor& field,
+                 const std::string& shared = "") {
     ActivationSpec s{name, shape, dt, act_bytes_, 1};
     for (int64_t d : shape) s.numel = z.mul(s.numel, d, "the activations");
-    act_bytes_ =
-        z.add(act_bytes_,
-              z.add(z.mul(s.numel, int64_t(dtype_size(dt)), "the activations"), 255, "the activations") / 256 * 256,
-              "the activations");
+    const bool reuse = inference && !shared.empty() && shared_at.count(shared);
+    if (reuse) {
+      s.offset = shared_at[shared];
+    } else {
+      if (inference && !shared.empty()) shared_at[shared] = s.offset;
+      act_bytes_ =
+          z.add(act_bytes_,
+                z.add(z.mul(s.numel, int64_t(dtype_size(dt)), "the activations"), 255, "the activations") / 256 * 256,
+                "the activations");
+    }
     act_slots_.push_back({act_specs_.size(), &field});
     act_specs_.push_back(s);
+    act_shared_.push_back(inference && !shared.empty());
   };
   act("input", {B, c.in_chans, c.img_size, c.img_size}, DType::U8, a.input);
   act("labels", {B}, DType::I32, a.labels);
@@ -261,24 +276,28 @@ void Model::plan() {
   act("hits", {B}, DType::I32, a.hits);
   act("cols", {z.mul(B, Np, "the patch columns"), PD}, dtype_, a.cols);
   act("patches", {B, Np, D}, dtype_, a.patches);
-  for (int l = 0; l <= c.depth; ++l) act("res." + std::to_string(l), {B, T, D}, dtype_, a.res[l]);  // block inputs
+  for (int l = 0; l <= c.depth; ++l)
+    act("res." + std::to_string(l), {B, T, D}, dtype_, a.res[l], "res");  // block inputs
   for (int l = 0; l < c.depth; ++l) {
     BlockActs& x = a.blocks[l];
-    act(blk(l, "ln1"), {B, T, D}, dtype_, x.ln1);
-    act(blk(l, "ln1.mean"), {B, T}, stats, x.ln1_mean);
-    act(blk(l, "ln1.rstd"), {B, T}, stats, x.ln1_rstd);
-    act(blk(l, "qkv"), {B, T, 3 * A}, dtype_, x.qkv);  // [B, T, 3, H, d]: attention reads q, k, v in place
-    act(blk(l, "lse"), {B, H, T}, stats, x.lse);
-    act(blk(l, "att"), {B, T, A}, dtype_, x.att);
-    act(blk(l, "proj"), {B, T, D}, dtype_, x.proj);
-    act(blk(l, "mid"), {B, T, D}, dtype_, x.mid);  // res + proj: the input of norm2
-    act(blk(l, "ln2"), {B, T, D}, dtype_, x.ln2);
-    act(blk(l, "ln2.mean"), {B, T}, stats, x.ln2_mean);
-    act(blk(l, "ln2.rstd"), {B, T}, stats, x.ln2_rstd);
-    act(blk(l, "fc1.pre"), {B, T, Hm}, dtype_, x.fc1_pre);
-    act(blk(l, "fc1"), {B, T, Hm}, dtype_, x.fc1);
-    if (c.mlp_gelu_out) act(blk(l, "fc2.pre"), {B, T, D}, dtype_, x.fc2_pre);
-    act(blk(l, "fc2"), {B, T, D}, dtype_, x.fc2);
+    auto block_act = [&](const char* what, std::vector<int64_t> shape, DType dt, Tensor& field) {
+      act(blk(l, what), std::move(shape), dt, field, what);
+    };
+    block_act("ln1", {B, T, D}, dtype_, x.ln1);
+    block_act("ln1.mean", {B, T}, stats, x.ln1_mean);
+    block_act("ln1.rstd", {B, T}, stats, x.ln1_rstd);
+    block_act("qkv", {B, T, 3 * A}, dtype_, x.qkv);  // [B, T, 3, H, d]: attention reads q, k, v in place
+    block_act("lse", {B, H, T}, stats, x.lse);
+    block_act("att", {B, T, A}, dtype_, x.att);
+    block_act("proj", {B, T, D}, dtype_, x.proj);
+    block_act("mid", {B, T, D}, dtype_, x.mid);  // res + proj: the input of norm2
+    block_act("ln2", {B, T, D}, dtype_, x.ln2);
+    block_act("ln2.mean", {B, T}, stats, x.ln2_mean);
+    block_act("ln2.rstd", {B, T}, stats, x.ln2_rstd);
+    block_act("fc1.pre", {B, T, Hm}, dtype_, x.fc1_pre);
+    block_act("fc1", {B, T, Hm}, dtype_, x.fc1);
+    if (c.mlp_gelu_out) block_act("fc2.pre", {B, T, D}, dtype_, x.fc2_pre);
+    block_act("fc2", {B, T, D}, dtype_, x.fc2);
   }
   HeadActs& h = a.head;
   act("norm", {B, T, D}, dtype_, h.norm);
@@ -306,6 +325,7 @@ void Model::plan() {
     act("head_dist.logits", {B, c.num_classes}, dtype_, h.dist_logits);
   }
   act("logits", {B, c.num_classes}, dtype_, h.logits);
+  if (inference) return;  // no backward pass: no gradient scratch
   // Gradient scratch.
   GradActs& d = a.d;
   act("d_logits", {B, c.num_classes}, dtype_, d.logits);
@@ -337,9 +357,20 @@ void Model::bind_activations() {
 
 Tensor Model::activation(const std::string& name) const {
   // The table is small (~20 per block); a linear scan keeps the plan a plain vector.
-  for (const ActivationSpec& s : act_specs_)
-    if (s.name == name) return act_view(s);
+  for (size_t i = 0; i < act_specs_.size(); ++i) {
+    if (act_specs_[i].name != name) continue;
+    if (act_shared_[i])
+      throw Error("Model (" + cfg_.name + ", built for inference): activation '" + name +
+                  "' is not kept (the blocks share their buffers); build the Model with Use::Training");
+    return act_view(act_specs_[i]);
+  }
   throw Error("Model: no activation named '" + name + "'");
+}
+
+void Model::need_training(const char* what) const {
+  if (use_ != Use::Training)
+    throw Error(std::string("Model (") + cfg_.name + ", built for inference): " + what +
+                " needs a Model built with Use::Training");
 }
 
 const ParamSpec& Model::param_spec(const std::string& name) const {
@@ -360,7 +391,10 @@ Tensor Model::pview(const Tensor& arena, const ParamSpec& s) const {
 }
 
 Tensor Model::param(const std::string& name) const { return pview(params_, param_spec(name)); }
-Tensor Model::grad(const std::string& name) const { return pview(grads_, param_spec(name)); }
+Tensor Model::grad(const std::string& name) const {
+  need_training("grad()");
+  return pview(grads_, param_spec(name));
+}
 
 // The input of the head: fc_norm (average pooling), the cls token's features (token
 // pooling) or all tokens' features flattened (Keras Flatten).
@@ -416,7 +450,10 @@ void Model::sync_params_from_master() {
   if (params_.data() != master_.data()) be_.copy(master_, params_);
 }
 
-void Model::zero_grad() { be_.zero(grads_); }
+void Model::zero_grad() {
+  need_training("zero_grad()");
+  be_.zero(grads_);
+}
 
 // ---- forward ------------------------------------------------------------------------------
 Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t step) {
@@ -426,6 +463,7 @@ Tensor Model::forward(const Tensor& images, bool train, uint64_t seed, uint64_t 
     throw Error("Model::forward: images must be [B, " + std::to_string(c.in_chans) + ", " + std::to_string(c.img_size) +
                 ", " + std::to_string(c.img_size) + "], got " + images.shape_str());
   if (images.dtype() != DType::U8) throw Error("Model::forward: images must be u8");
+  if (train) need_training("a training forward (dropout)");
   set_batch(images.size(0));
   be_.copy_to_device(a_.input.data(), images.data(), images.nbytes());
   if (train) {
@@ -446,6 +484,7 @@ void Model::set_batch(int64_t n) {
 void Model::forward_staged(bool train, uint64_t seed) {
   const ViTConfig& c = cfg_;
   if (batch_ == 0) throw Error("Model::forward_staged: call set_batch first");
+  if (train) need_training("a training forward (dropout)");
   train_ = train;
   seed_ = seed;
   const float eps = c.ln_eps;
@@ -552,6 +591,7 @@ void Model::loss_staged(float smoothing, bool train, int64_t grad_batch, bool ac
   if (batch_ == 0) throw Error("Model::loss_staged: call forward first");
   if (grad_batch < 0) throw Error("Model::loss_staged: grad_batch must be >= 0, got " + std::to_string(grad_batch));
   if (distill && !train) throw Error("Model::loss_staged: distillation is a training loss (train = true)");
+  if (train) need_training("a training loss");
   loss_ops(smoothing, train ? 1.f / float(grad_batch > 0 ? grad_batch : batch_) : 0.f, distill);
   be_.step_metrics(a_.losses, a_.hits, state_, /*commit=*/!train, accumulate);
 }
@@ -562,6 +602,7 @@ StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_read
     if (labels[b] < 0 || labels[b] >= cfg_.num_classes)
       throw Error("Model::loss: label " + std::to_string(labels[b]) + " of sample " + std::to_string(b) +
                   " is outside [0, " + std::to_string(cfg_.num_classes) + ")");
+  if (backward_ready) need_training("the loss's gradient (backward_ready)");
   const ActTensors& a = a_;
   be_.copy_to_device(a.labels.data(), labels, size_t(batch_) * sizeof(int32_t));
   loss_ops(smoothing, backward_ready ? 1.f / float(batch_) : 0.f, distill);
@@ -583,6 +624,7 @@ StepStats Model::loss(const int32_t* labels, float smoothing, bool backward_read
 // ---- backward: forward's list reversed ------------------------------------------------
 void Model::backward() {
   const ViTConfig& c = cfg_;
+  need_training("backward()");
   if (batch_ == 0) throw Error("Model::backward: call forward and loss first");
   const int64_t B = batch_;
   const int L = c.depth;
@@ -725,7 +767,8 @@ std::string Model::summary() const {
                 "total parameters: %lld (%.2f M)\nper image: %.2f MMACs = %.3f GMACs (%.3f GFLOPs forward, ~%.3f "
                 "GFLOPs forward+backward)\nactivation arena at batch %d: %.1f MiB (%s)\n",
                 (long long)num_params_, num_params_ / 1e6, macs / 1e6, macs / 1e9, 2 * macs / 1e9, 6 * macs / 1e9,
-                max_batch_, act_bytes_ / 1048576.0, dtype_name(dtype_));
+                max_batch_, act_bytes_ / 1048576.0,
+                (std::string(dtype_name(dtype_)) + (use_ == Use::Inference ? ", inference: one block's" : "")).c_str());
   os << line;
   return os.str();
 }

@@ -9,6 +9,8 @@ namespace vitcuda {
 
 AdamW::AdamW(Model& model, const AdamWConfig& config, Communicator* comm, bool zero1)
     : model_(model), cfg_(config), comm_(comm), zero1_(zero1) {
+  if (model.use() != Model::Use::Training)
+    throw Error("AdamW: model " + model.config().name + " was built for inference (no gradients)");
   // Finite and in range (a NaN fails every comparison, so each test is written to fail on it).
   auto check = [](const char* field, float v, bool ok, const char* range) {
     if (!(std::isfinite(v) && ok))

@@ -49,9 +49,12 @@ TrainStep::TrainStep(Model& model, AdamW* opt, const TrainStepOptions& options)
     throw Error("TrainStep: the optimizer and the step must use the same communicator");
   if (o_.teacher) check_teacher(model_, *o_.teacher, o_);
   // Buckets from the end of the gradient arena (where the backward pass starts) to its start.
-  const Tensor grads = model_.grad_arena();
-  const int64_t per = std::max<int64_t>(64, o_.bucket_bytes / int64_t(dtype_size(grads.dtype())) / 64 * 64);
-  for (int64_t end = grads.numel(); end > 0; end -= per) buckets_.push_back({std::max<int64_t>(0, end - per), end});
+  // (Training only: an evaluation TrainStep's model may be built for inference, without gradients.)
+  if (opt_) {
+    const Tensor grads = model_.grad_arena();
+    const int64_t per = std::max<int64_t>(64, o_.bucket_bytes / int64_t(dtype_size(grads.dtype())) / 64 * 64);
+    for (int64_t end = grads.numel(); end > 0; end -= per) buckets_.push_back({std::max<int64_t>(0, end - per), end});
+  }
   const ViTConfig& c = model_.config();
   image_bytes_ = size_t(c.in_chans) * c.img_size * c.img_size;
   const size_t B = size_t(model_.max_batch());

@@ -87,7 +87,10 @@ constexpr int kSteps = 4, kBatch = 6;
 
 std::vector<float> run_steps(const StepCase& sc, bool through_trainstep, std::vector<double>* losses) {
   auto be = make_backend("cpu");
-  Model teacher(teacher_config(), *be, kBatch);
+  // TrainStep's teacher is built for inference (as vit_train's: its blocks share one set of
+  // buffers), the eager path's for training: equal results say both forwards are the same.
+  Model teacher(teacher_config(), *be, kBatch, be->compute_dtype(), 64,
+                through_trainstep ? Model::Use::Inference : Model::Use::Training);
   teacher.init(7);
   Model student(student_config(sc.distilled), *be, kBatch);
   student.init(5);

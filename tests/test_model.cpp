@@ -768,3 +768,51 @@ TEST(ModelTest, TrainingSmokeTestLearns) {
 }
 
 }  // namespace
+
+// A Model built for inference (Use::Inference: a distillation teacher, vit_infer) computes the
+// same logits bit for bit as one built for training, with one block's activations instead of
+// every block's and no gradients; what needs the rest is refused naming it.
+TEST(ModelTest, InferenceModelMatchesTrainingForwardInLessMemory) {
+  auto be = make_backend("cpu");
+  ViTConfig avg = preset("vit_fmnist");
+  avg.class_token = false;
+  avg.pool = Pool::Avg;
+  ViTConfig flat = preset("vit_fmnist");
+  flat.pool = Pool::Flatten;
+  flat.head_mlp = {32};
+  flat.pre_logits = 16;
+  flat.mlp_gelu_out = true;
+  ViTConfig deit = preset("vit_fmnist");
+  deit.distilled = true;
+  std::vector<uint8_t> img(size_t(5) * 28 * 28);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t(i * 131 % 253);
+  const Tensor x = Tensor::view(img.data(), {5, 1, 28, 28}, DType::U8);
+  for (const ViTConfig& c : {preset("vit_fmnist"), avg, flat, deit}) {
+    SCOPED_TRACE(std::string(pool_name(c.pool)) + (c.distilled ? " distilled" : ""));
+    Model train(c, *be, 5);
+    Model infer(c, *be, 5, be->compute_dtype(), 64, Model::Use::Inference);
+    train.init(11);
+    infer.set_master(train.get_master());
+    const Tensor a = train.forward(x, false), b = infer.forward(x, false);
+    ASSERT_EQ(a.numel(), b.numel());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), size_t(a.nbytes()))) << "logits differ";
+    // 6 blocks' activations and the gradient scratch against one block's.
+    EXPECT_LT(infer.activation_bytes() * 3, train.activation_bytes());
+    EXPECT_FALSE(infer.grad_arena().defined());
+    EXPECT_EQ(infer.activation("logits").numel(), a.numel());
+  }
+  Model infer(preset("vit_fmnist"), *be, 5, be->compute_dtype(), 64, Model::Use::Inference);
+  infer.init(1);
+  std::vector<int32_t> labels = {0, 1, 2, 3, 4};
+  EXPECT_CONTAINS(error_of([&] { infer.forward(x, true); }), "built for inference): a training forward");
+  infer.forward(x, false);
+  EXPECT_NO_THROW(infer.loss(labels.data(), 0.f, false));  // evaluation
+  EXPECT_CONTAINS(error_of([&] { infer.loss(labels.data(), 0.f, true); }), "needs a Model built with Use::Training");
+  EXPECT_CONTAINS(error_of([&] { infer.backward(); }), "backward() needs");
+  EXPECT_CONTAINS(error_of([&] { infer.zero_grad(); }), "zero_grad() needs");
+  EXPECT_CONTAINS(error_of([&] { infer.grad("head.weight"); }), "grad() needs");
+  EXPECT_CONTAINS(error_of([&] { infer.activation("blocks.0.qkv"); }), "activation 'blocks.0.qkv' is not kept");
+  EXPECT_CONTAINS(error_of([&] { infer.activation("res.0"); }), "activation 'res.0' is not kept");
+  EXPECT_CONTAINS(error_of([&] { AdamW opt(infer, AdamWConfig{}); }), "built for inference (no gradients)");
+  EXPECT_CONTAINS(infer.summary(), "inference: one block's");
+}

@@ -223,7 +223,10 @@ int main(int argc, char** argv) {
                     " classes but the model has " + std::to_string(cfg.num_classes) + " outputs");
     }
     batch = int(std::max<int64_t>(1, std::min<int64_t>(batch, std::max<int64_t>(int64_t(files.size()), data.size()))));
-    Model model(cfg, *backend, batch);
+    // Inference: no gradients, the blocks sharing one set of activation buffers; the attention
+    // map reads every block's attention, which only a Model built for training keeps.
+    Model model(cfg, *backend, batch, backend->compute_dtype(), 64,
+                attention_map.empty() ? Model::Use::Inference : Model::Use::Training);
     load_weights(path, model);  // vitcuda checkpoints and timm state_dicts (f32/f16/bf16)
     if (!export_weights.empty())
       save_weights(export_weights, model, {{"class_names", md.count("class_names") ? md.at("class_names") : "[]"}});

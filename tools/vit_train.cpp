@@ -669,7 +669,8 @@ int main(int argc, char** argv) {
     // The teacher: on the same backend, for this rank's share of each batch, in inference mode.
     std::unique_ptr<Model> teacher;
     if (!teacher_path.empty()) {
-      teacher = std::make_unique<Model>(teacher_cfg, *backend, local_batch, backend->compute_dtype());
+      teacher = std::make_unique<Model>(teacher_cfg, *backend, local_batch, backend->compute_dtype(), 64,
+                                        Model::Use::Inference);  // no gradients, one block's activations
       try {
         load_weights(teacher_path, *teacher);
       } catch (const Error& e) {

@@ -59,11 +59,21 @@ class Model {
   // s · kDropoutSites + site, one site per dropout / drop-path call of the graph.
   static constexpr uint64_t kDropoutSites = 1 << 12;
 
+  // What the Model is built for. Training: gradients, the backward pass's scratch and every
+  // layer's activations (backward reads them). Inference (a distillation teacher, vit_infer):
+  // no gradient arena, no backward scratch, and the transformer blocks share one set of
+  // activation buffers (and the residual stream one buffer), each block overwriting the last's:
+  // forward(train = false) gives the same logits bit for bit in a fraction of the memory
+  // (ViT-B/16: 1/12 of the blocks' activations); backward, a train forward and the per-block
+  // activations (activation("blocks.3.qkv"), attention maps) are refused with an Error.
+  enum class Use : uint8_t { Training, Inference };
+
   // dtype: the activation/compute dtype (default: the backend's); F64 on the cpu backend is
   // for gradient checks. The arenas are allocated here, once.
   // arena_multiple: arena_size() is rounded up to a multiple of it (and of 64): ZeRO-1 splits
   // the arenas into one equal shard per rank (64 · ranks).
-  Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple = 64);
+  Model(const ViTConfig& config, Backend& backend, int max_batch, DType dtype, int64_t arena_multiple = 64,
+        Use use = Use::Training);
   Model(const ViTConfig& config, Backend& backend, int max_batch);
   ~Model();
   Model(const Model&) = delete;
@@ -73,6 +83,7 @@ class Model {
   Backend& backend() const { return be_; }
   int max_batch() const { return max_batch_; }
   DType dtype() const { return dtype_; }
+  Use use() const { return use_; }
 
   // timm's initialisation from a seed: truncated normal(0.02) for weights and pos_embed,
   // normal(1e-6) for cls_token, zeros for biases, ones for LayerNorm weights.
@@ -125,14 +136,17 @@ class Model {
   const std::vector<ActivationSpec>& activations() const { return act_specs_; }
   const ParamSpec& param_spec(const std::string& name) const;  // throws Error if unknown
   // A view of a saved activation of the last forward (backend memory) by its table name,
-  // e.g. "blocks.0.qkv", "blocks.0.lse", "logits"; throws Error if unknown.
+  // e.g. "blocks.0.qkv", "blocks.0.lse", "logits"; throws Error if unknown, or for a per-block
+  // tensor or the residual stream ("res.N") of a Use::Inference model (not kept).
   Tensor activation(const std::string& name) const;
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
-  int64_t num_params() const { return num_params_; }  // parameters, as timm counts them
-  int64_t arena_size() const { return arena_size_; }  // elements of each arena (tensors + alignment gaps)
+  int64_t num_params() const { return num_params_; }       // parameters, as timm counts them
+  int64_t arena_size() const { return arena_size_; }       // elements of each arena (tensors + alignment gaps)
+  int64_t activation_bytes() const { return act_bytes_; }  // the activation arena at max_batch
   // Whole arenas: fp32 master weights (what the optimizer updates and checkpoints hold),
-  // compute-dtype parameters, fp32 gradients (fp64 when the compute dtype is fp64).
+  // compute-dtype parameters, fp32 gradients (fp64 when the compute dtype is fp64; undefined
+  // for a Use::Inference model).
   Tensor master_arena() const { return master_; }
   Tensor param_arena() const { return params_; }
   Tensor grad_arena() const { return grads_; }
@@ -206,8 +220,12 @@ class Model {
     size_t spec;
     Tensor* view;
   };
+  // Table entries that a Use::Inference model shares between blocks (every block's and the
+  // residual stream's except the first): activation() refuses them.
+  std::vector<bool> act_shared_;
 
   void plan();
+  void need_training(const char* what) const;      // throws for a Use::Inference model
   void bind_activations();                         // points the ActTensors fields at the first batch_ rows
   Tensor act_view(const ActivationSpec& s) const;  // at the current batch size
   Tensor pview(const Tensor& arena, const ParamSpec& s) const;
@@ -220,6 +238,7 @@ class Model {
   Backend& be_;
   int max_batch_;
   DType dtype_;
+  Use use_;
   std::vector<ParamSpec> param_specs_;
   std::vector<ActivationSpec> act_specs_;
   std::vector<ParamSlot> param_slots_;
