@@ -34,6 +34,7 @@ namespace {
 
 struct Options {
   std::string model = "vit_fmnist";
+  std::string teacher;  // a preset: the training step is distilled from it (--teacher)
   int batch = 128;
   std::string gpu = "h100";
   std::string gpus_path = VITCUDA_STEP_MODEL_GPUS;
@@ -50,6 +51,8 @@ const char* kUsage =
     "Nothing is measured.\n\n"
     "  --model NAME        a preset (vitcuda::preset_names()), default vit_fmnist\n"
     "  --batch N           images per step, default 128\n"
+    "  --teacher NAME      a preset: predict the DISTILLED training step (DeiT, hard targets): the teacher,\n"
+    "                      built for inference, runs forward on each step's images first\n"
     "  --gpu ID            a GPU of the descriptions file (h100, h200), default h100\n"
     "  --gpus FILE         GPU descriptions, default " VITCUDA_STEP_MODEL_GPUS
     "\n"
@@ -76,6 +79,8 @@ Options parse(int argc, char** argv) {
       std::exit(0);
     } else if (a == "--model") {
       o.model = value();
+    } else if (a == "--teacher") {
+      o.teacher = value();
     } else if (a == "--batch") {
       const std::string v = value();
       char* end = nullptr;
@@ -322,8 +327,15 @@ int run(const Options& o) {
   Model model(cfg, *be, o.batch);
   model.init(1);
   AdamW opt(model, AdamWConfig{});
-  const StepTrace train = trace_train_step(model, opt, o.batch);
+  // Distilled: the teacher (an inference Model on the same backend) is part of the training step.
+  std::unique_ptr<Model> teacher;
+  if (!o.teacher.empty()) {
+    teacher = std::make_unique<Model>(preset(o.teacher), *be, o.batch, be->compute_dtype(), 64, Model::Use::Inference);
+    teacher->init(2);
+  }
+  const StepTrace train = trace_train_step(model, opt, o.batch, 0.1f, 1e-3f, teacher.get());
   const StepTrace infer = trace_inference_step(model, o.batch);
+  const StepTrace plain = teacher ? trace_train_step(model, opt, o.batch) : StepTrace{};
   rt::set_dry_run(false);
 
   const Prediction pt = predict(train, gpu, o.precision);
@@ -374,7 +386,18 @@ int run(const Options& o) {
       o.precision == Precision::BF16 ? "dense bf16 tensor for linear/attention ops, fp32 for the others (memory-bound)"
                                      : "fp32 for every op (fp32 GEMMs: CUBLAS_COMPUTE_32F, no TF32)");
 
-  print_step("training step (forward with dropout, loss, zero_grad, backward, AdamW)", train, pt, model, gpu, o, true);
+  if (teacher) {
+    const Prediction pp = predict(plain, gpu, o.precision);
+    std::printf(
+        "distilled from %s (%.2f M parameters, inference Model): the training step below includes the "
+        "teacher's forward; the same step without it: %.2f ms (%.0f img/s), with it %.2f ms (%.0f img/s): x%.2f\n",
+        o.teacher.c_str(), double(teacher->num_params()) * 1e-6, pp.time_s * 1e3, pp.img_per_s(), pt.time_s * 1e3,
+        pt.img_per_s(), pt.time_s / pp.time_s);
+  }
+  print_step(teacher
+                 ? "training step (teacher forward, forward with dropout, distilled loss, zero_grad, backward, AdamW)"
+                 : "training step (forward with dropout, loss, zero_grad, backward, AdamW)",
+             train, pt, model, gpu, o, true);
   print_step("inference step (forward without dropout, loss)", infer, pi, model, gpu, o, false);
   std::printf(
       "\nnot counted: DRAM bytes of memsets and device copies outside ops (zero_grad clears the %.1f MB "

@@ -68,7 +68,7 @@ namespace {
 // The steps vit_train and vit_infer run (TrainStep), op by op, from staging filled beforehand; a
 // first, untraced step of the same size sizes the backend's workspaces (a one-time growth whose
 // synchronisation is not part of a step).
-StepTrace trace_step(Model& model, AdamW* opt, int batch, float smoothing, float lr) {
+StepTrace trace_step(Model& model, AdamW* opt, int batch, float smoothing, float lr, Model* teacher) {
   const SyntheticBatch in = synthetic_batch(model.config(), batch);
   StepTrace trace;
   trace.batch = batch;
@@ -76,6 +76,7 @@ StepTrace trace_step(Model& model, AdamW* opt, int batch, float smoothing, float
   so.smoothing = smoothing;
   so.seed = 1;
   so.graph = false;
+  so.teacher = teacher;
   TrainStep step(model, opt, so);
   for (int s = 0; s < 2; ++s) {
     std::memcpy(step.images(), in.images.data(), in.images.size());
@@ -91,10 +92,10 @@ StepTrace trace_step(Model& model, AdamW* opt, int batch, float smoothing, float
 }
 }  // namespace
 
-StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing, float lr) {
-  return trace_step(model, &opt, batch, smoothing, lr);
+StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing, float lr, Model* teacher) {
+  return trace_step(model, &opt, batch, smoothing, lr, teacher);
 }
 
-StepTrace trace_inference_step(Model& model, int batch) { return trace_step(model, nullptr, batch, 0.f, 0.f); }
+StepTrace trace_inference_step(Model& model, int batch) { return trace_step(model, nullptr, batch, 0.f, 0.f, nullptr); }
 
 }  // namespace vitcuda

@@ -334,6 +334,31 @@ TEST(StepModelPredict, CpuTraceOfAStepIsItsRooflineSum) {
   EXPECT_GT(p.flops, 3 * 2.0 * model.macs_per_image() * 2 * 0.9);  // forward + 2× backward
 }
 
+// A distilled step (TrainStepOptions::teacher) traces the teacher's forward too: the step's FLOPs
+// are the plain step's plus the teacher's forward and the distillation loss.
+TEST(StepModelPredict, DistilledStepAddsTheTeachersForward) {
+  ViTConfig c = preset("vit_fmnist");
+  c.depth = 1;
+  c.drop_path_rate = 0.f;
+  ViTConfig tc = preset("vit_fmnist");
+  tc.depth = 2;
+  std::unique_ptr<Backend> be = make_backend("cpu");
+  Model model(c, *be, 2);
+  model.init(1);
+  Model teacher(tc, *be, 2, be->compute_dtype(), 64, Model::Use::Inference);
+  teacher.init(2);
+  AdamW opt(model, AdamWConfig{});
+  const StepTrace plain = trace_train_step(model, opt, 2);
+  const StepTrace distilled = trace_train_step(model, opt, 2, 0.1f, 1e-3f, &teacher);
+  const StepTrace teacher_fwd = trace_inference_step(teacher, 2);
+  int distill_ops = 0;
+  for (const OpTrace& t : distilled.ops) distill_ops += std::string(t.op) == "distill_loss";
+  EXPECT_EQ(distill_ops, 1);
+  // The teacher's inference step also has its loss (softmax_xent on [2, 10]): a few hundred FLOPs.
+  EXPECT_NEAR(distilled.flops(), plain.flops() + teacher_fwd.flops(), 0.001 * teacher_fwd.flops());
+  EXPECT_GT(teacher_fwd.flops(), 2.0 * teacher.macs_per_image() * 2 * 0.9);
+}
+
 // ---- GPU descriptions --------------------------------------------------------------------------
 
 TEST(StepModelGpus, H100AndH200AreDescribedDense) {

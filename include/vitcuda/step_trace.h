@@ -38,7 +38,10 @@ SyntheticBatch synthetic_batch(const ViTConfig& config, int batch);
 // One training step as vit_train runs it (forward with dropout, loss with label smoothing,
 // zero_grad, backward, AdamW at `lr`) on `batch` synthetic images and labels (a fixed pattern:
 // the trace does not depend on the values). Changes the model's weights and the optimizer state.
-StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing = 0.1f, float lr = 1e-3f);
+// teacher: a distilled training step (TrainStepOptions::teacher, hard targets, alpha 0.5): the
+// teacher's inference forward on the step's images is part of the trace.
+StepTrace trace_train_step(Model& model, AdamW& opt, int batch, float smoothing = 0.1f, float lr = 1e-3f,
+                           Model* teacher = nullptr);
 // One inference step: forward without dropout and the loss (TrainStep::run_eval, the evaluation
 // step of vit_train and vit_infer). Both trace the second of two steps (see step_trace.cpp).
 StepTrace trace_inference_step(Model& model, int batch);
