@@ -59,6 +59,18 @@ std::string error_of_config(const std::string& path) {
   return "";
 }
 
+// big's pos_embed (4x4 grid) is small's (2x2 grid) resized by resize_pos_embed, the num_prefix
+// prefix rows kept.
+void expect_pos_embed_resized(const Model& small, const Model& big, int num_prefix) {
+  const ParamSpec& ps = small.param_spec("pos_embed");
+  const ParamSpec& pb = big.param_spec("pos_embed");
+  const auto ws = small.get_master(), wb = big.get_master();
+  const std::vector<float> pos(ws.begin() + ps.offset, ws.begin() + ps.offset + ps.numel);
+  const auto expect = resize_pos_embed(pos, num_prefix, 2, 2, 4, 4, 8);
+  ASSERT_EQ(int64_t(expect.size()), pb.numel);
+  for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]) << i;
+}
+
 }  // namespace
 
 // Files of a test live in its own scratch folder, removed afterwards.
@@ -168,12 +180,8 @@ TEST_F(Weights, LoadingAtAnotherImageSizeResizesPosEmbed) {
   save_weights(tmp("small.safetensors"), small);
   Model big(tiny(16), *backend, 1);  // 4x4 grid + cls
   load_weights(tmp("small.safetensors"), big);
-  const ParamSpec& ps = small.param_spec("pos_embed");
-  const ParamSpec& pb = big.param_spec("pos_embed");
+  expect_pos_embed_resized(small, big, 1);
   const auto ws = small.get_master(), wb = big.get_master();
-  const std::vector<float> pos(ws.begin() + ps.offset, ws.begin() + ps.offset + ps.numel);
-  const auto expect = resize_pos_embed(pos, 1, 2, 2, 4, 4, 8);
-  for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]);
   // Other tensors are unchanged.
   const ParamSpec& q = small.param_spec("blocks.0.attn.qkv.weight");
   EXPECT_EQ(
@@ -233,13 +241,10 @@ TEST_F(Weights, DistilledTimmFileLoadsAndResizesWithTwoPrefixTokens) {
 
   Model big(c16, *backend, 1);  // 4x4 grid + cls + dist
   load_weights(tmp("timm_deit.safetensors"), big);
+  expect_pos_embed_resized(small, big, 2);
   const ParamSpec& ps = small.param_spec("pos_embed");
   const ParamSpec& pb = big.param_spec("pos_embed");
   const auto ws = small.get_master(), wb = big.get_master();
-  const std::vector<float> pos(ws.begin() + ps.offset, ws.begin() + ps.offset + ps.numel);
-  const auto expect = resize_pos_embed(pos, 2, 2, 2, 4, 4, 8);
-  ASSERT_EQ(int64_t(expect.size()), pb.numel);
-  for (int64_t i = 0; i < pb.numel; ++i) EXPECT_EQ(wb[pb.offset + i], expect[i]) << i;
   for (int64_t i = 0; i < 16; ++i) EXPECT_EQ(wb[pb.offset + i], ws[ps.offset + i]) << "prefix rows kept, " << i;
   for (const char* n : {"dist_token", "head_dist.weight", "head_dist.bias", "cls_token"}) {
     const ParamSpec& a = small.param_spec(n);
